@@ -1,0 +1,130 @@
+//! Wiring: turns a validated [`Config`] into running parts and stops them on one token.
+//!
+//! Shutdown is a tree: the caller's root token, a child token per part, one `TaskTracker` to
+//! wait for them all, and a bounded grace period.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::devnet::{Devnet, DevnetConfig};
+use crate::store::Store;
+use crate::telemetry;
+
+/// How long in-flight work may take to finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A started service: its bound addresses and the handles tests need.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    /// In-process devnets, by chain name, for chains configured with a `devnet` section.
+    pub devnets: Vec<(String, Devnet)>,
+    pub store: Store,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Opens the store, starts the configured devnets and the API, and returns once all listen.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let metrics = telemetry::prometheus();
+    let tracker = TaskTracker::new();
+    tracker.spawn(telemetry::run_upkeep(metrics, shutdown.child_token()));
+
+    let store = Store::open(&config.database.path)
+        .await
+        .with_context(|| format!("opening database {}", config.database.path.display()))?;
+
+    let mut devnets = Vec::new();
+    for (name, chain) in &config.chains {
+        let Some(sim) = &chain.devnet else { continue };
+        let devnet_config = DevnetConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            providers: sim.providers,
+            block_time_ms: sim.block_time_ms,
+            logs_per_block: sim.logs_per_block,
+            seed: sim.seed,
+            chain_id: chain.chain_id,
+            initial_blocks: sim.initial_blocks,
+            reorg_every: sim.reorg_every,
+            reorg_depth: sim.reorg_depth,
+        };
+        let devnet = Devnet::start(devnet_config, shutdown.child_token())
+            .await
+            .with_context(|| format!("starting the devnet of chain {name}"))?;
+        for endpoint in devnet.endpoints() {
+            tracing::info!(chain = %name, endpoint = %endpoint, "devnet provider listening");
+        }
+        devnets.push((name.clone(), devnet));
+    }
+
+    let listener = api::bind(config.server.listen).await?;
+    let api_addr = listener.local_addr().context("reading the API address")?;
+    let state = AppState {
+        store: store.clone(),
+        metrics,
+    };
+    let api_shutdown = shutdown.child_token();
+    tracker.spawn(async move {
+        if let Err(err) = api::serve(listener, state, api_shutdown).await {
+            tracing::error!(error = %err, "API server failed");
+        }
+    });
+    tracker.close();
+
+    Ok(Running {
+        api_addr,
+        devnets,
+        store,
+        tracker,
+        shutdown,
+    })
+}
+
+impl Running {
+    /// What a newcomer can try, one line each.
+    pub fn welcome(&self) -> String {
+        let base = format!("http://{}", self.api_addr);
+        let mut text = format!("livechain is running; API on {base}\n  try:");
+        for path in ["/health", "/metrics"] {
+            text.push_str(&format!("\n    curl {base}{path}"));
+        }
+        for (chain, devnet) in &self.devnets {
+            for endpoint in devnet.endpoints() {
+                text.push_str(&format!("\n  devnet {chain}: {endpoint}"));
+            }
+        }
+        text
+    }
+
+    /// Waits for the shutdown token, then for every task, at most [`SHUTDOWN_GRACE`].
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "tasks still running after the grace period"
+            );
+        }
+        for (_, devnet) in self.devnets {
+            devnet.stopped().await;
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, shutdown).await?;
+    println!("{}", running.welcome());
+    running.wait().await;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The command line (`livechain run | check-config | devnet | migrate`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "livechain", version, about = "Multi-provider EVM event indexer")]
+pub struct Cli {
+    /// Log line format (level from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the embedded default config when --config is absent).
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: print every error with its path; exit non-zero on error.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Serve a simulated chain; provider i listens on port listen+i (HTTP and WS on one port).
+    Devnet(DevnetArgs),
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    #[arg(long, default_value = "127.0.0.1:8600")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub providers: u16,
+    /// Milliseconds between blocks; 0 is throughput mode (as fast as subscribers read).
+    #[arg(long, default_value_t = 1000)]
+    pub block_time_ms: u64,
+    #[arg(long, default_value_t = 20)]
+    pub logs_per_block: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 31337)]
+    pub chain_id: u64,
+    /// Blocks that already exist at start (history to backfill).
+    #[arg(long, default_value_t = 0)]
+    pub initial_blocks: u64,
+    /// Reorganise the chain every N blocks.
+    #[arg(long)]
+    pub reorg_every: Option<u64>,
+    /// Depth of each reorganisation.
+    #[arg(long, default_value_t = 3)]
+    pub reorg_depth: u64,
+}

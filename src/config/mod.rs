@@ -1,0 +1,326 @@
+//! Configuration: the YAML file of DESIGN.md section 4, turned into typed, validated structs.
+//!
+//! Layout:
+//! - `mod.rs` — the types everyone reads, the load entry points, [`ConfigError`].
+//! - `env.rs` — `${VAR}` substitution on the raw text, before parsing.
+//! - `walk.rs` — reading a `serde_norway::Value` by hand, collecting every issue with its path.
+//! - `parse.rs` — the top-level sections; `chain.rs` — chains, providers, devnet;
+//!   `subscription.rs` — block and log subscriptions.
+//! - `duration.rs` — integer milliseconds or humantime strings.
+//! - `redact.rs` — URLs without their secrets; `report.rs` — `check-config` output.
+//!
+//! Invariant: a provider URL (which carries an API key) never appears whole in `Debug`,
+//! `Display`, an error or a warning — only its host, through [`redacted_url`].
+
+mod chain;
+mod duration;
+mod env;
+mod parse;
+mod redact;
+mod report;
+mod subscription;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256};
+use url::Url;
+
+pub use duration::format as format_duration;
+pub use redact::redacted_url;
+pub use report::check_report;
+
+/// The embedded default: what `livechain run` uses without `--config`.
+const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub aggregation: AggregationConfig,
+    /// Defaults for every provider's breaker; a provider may override fields.
+    pub breaker: BreakerConfig,
+    pub retention: RetentionConfig,
+    pub health: HealthConfig,
+    /// By chain name (`[a-z0-9_-]+`); never empty.
+    pub chains: BTreeMap<String, ChainConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// Relative paths are relative to the working directory, not to the config file.
+    pub path: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: PathBuf::from("data/livechain.db"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregationConfig {
+    /// Keys in the per-chain dedupe LRU (at most [`MAX_CACHE_SIZE`]).
+    pub max_cache_size: usize,
+    /// How long a key stays hot.
+    pub deduplication_window: Duration,
+}
+
+/// The LRU allocates its table up front, so an absurd size would abort at start.
+pub const MAX_CACHE_SIZE: usize = 100_000_000;
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        AggregationConfig {
+            max_cache_size: 10_000,
+            deduplication_window: Duration::from_millis(2_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker (at least 1).
+    pub failure_threshold: u32,
+    /// Time open before probes are let through (greater than 0).
+    pub recovery_timeout: Duration,
+    /// Consecutive successes in half-open that close it (at least 1).
+    pub success_threshold: u32,
+    /// Requests let through at once while half-open (at least 1).
+    pub half_open_max_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            recovery_timeout: Duration::from_millis(60_000),
+            success_threshold: 2,
+            half_open_max_probes: 1,
+        }
+    }
+}
+
+/// Per chain; `None` means unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionConfig {
+    pub max_events: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Blocks behind the best head before a provider counts as unhealthy (at least 1).
+    pub max_lag_blocks: u64,
+    /// Silence after which a provider's stream counts as stalled.
+    pub stall_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_lag_blocks: 5,
+            stall_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
+
+/// One chain. Exactly one of `providers` (non-empty) and `devnet` is set: a devnet chain gets
+/// its providers from the in-process simulator, and mixing in external providers (which serve
+/// a different chain) is refused at validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainConfig {
+    pub chain_id: u64,
+    /// Depth at which an event counts as final when the node has no `safe`/`finalized` tags.
+    pub confirmations: u64,
+    /// In file order, minus those dropped for unset variables; ids unique within the chain.
+    pub providers: Vec<ProviderConfig>,
+    pub devnet: Option<DevnetChainConfig>,
+    /// When the key is absent: `[Blocks]`.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// A JSON-RPC provider. `Debug` and `Display` show the id and host only (see [`redacted_url`]).
+#[derive(Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// `[a-z0-9_-]+`, unique within its chain.
+    pub id: String,
+    /// `http` or `https`.
+    pub url: Url,
+    /// `ws` or `wss`; without it the provider is polled over HTTP.
+    pub ws_url: Option<Url>,
+    /// Lower is tried first; defaults to the provider's 1-based position in the file.
+    pub priority: u32,
+    /// This provider's breaker when the file overrides any field (the rest from `breaker`).
+    pub breaker: Option<BreakerConfig>,
+}
+
+impl ProviderConfig {
+    /// This provider's breaker settings: its override, else the global section.
+    pub fn breaker_or(&self, global: &BreakerConfig) -> BreakerConfig {
+        self.breaker.unwrap_or(*global)
+    }
+}
+
+/// The in-process simulated chain (DESIGN.md section 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevnetChainConfig {
+    /// Provider endpoints sharing the chain (1..=64).
+    pub providers: usize,
+    /// 0 is throughput mode: blocks as fast as they are read.
+    pub block_time_ms: u64,
+    pub logs_per_block: usize,
+    pub seed: u64,
+    /// Blocks that already exist at start (history to backfill).
+    pub initial_blocks: u64,
+    /// Reorganise every N blocks; `reorg_depth` must then be at least 1.
+    pub reorg_every: Option<u64>,
+    pub reorg_depth: u64,
+}
+
+/// Most providers one devnet chain may simulate (each is a listener and a task).
+pub const MAX_DEVNET_PROVIDERS: usize = 64;
+/// Logs a devnet block may carry; beyond this a block is a memory hazard, not a test.
+pub const MAX_LOGS_PER_BLOCK: usize = 100_000;
+
+impl Default for DevnetChainConfig {
+    fn default() -> Self {
+        DevnetChainConfig {
+            providers: 3,
+            block_time_ms: 1_000,
+            logs_per_block: 20,
+            seed: 1,
+            initial_blocks: 0,
+            reorg_every: None,
+            reorg_depth: 0,
+        }
+    }
+}
+
+/// What to index on a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// `- blocks: true`
+    Blocks,
+    /// `- logs: { address, topics, from_block }`
+    Logs(LogSubscription),
+}
+
+/// An `eth_getLogs` / `eth_subscribe logs` filter. Empty `address` means any contract.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSubscription {
+    pub address: Vec<Address>,
+    /// Up to 4 positions; `None` matches anything, `Some(list)` any of the list.
+    pub topics: Vec<Option<Vec<B256>>>,
+    /// Backfill starts here; `None` means from the chain's checkpoint (or the head when new).
+    pub from_block: Option<u64>,
+}
+
+/// A validated config and the non-fatal things the operator should hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    /// E.g. `chains.ethereum.providers[1] (alchemy) dropped: ALCHEMY_API_KEY is not set`.
+    pub warnings: Vec<String>,
+}
+
+/// One problem in a config file, at a path like `chains.ethereum.providers[1].ws_url`
+/// (or `line 3, column 7` for YAML syntax and `${...}` errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// Every problem found, in file order as far as the walk allows.
+    #[error("{}", IssueLines(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+impl ConfigError {
+    /// The issues, one per problem (a read error counts as one, at the file's path).
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        match self {
+            ConfigError::Read { path, source } => vec![ConfigIssue {
+                path: path.display().to_string(),
+                message: format!("cannot read: {source}"),
+            }],
+            ConfigError::Invalid(issues) => issues.clone(),
+        }
+    }
+}
+
+/// `path: message` lines, without a trailing newline.
+struct IssueLines<'a>(&'a [ConfigIssue]);
+
+impl fmt::Display for IssueLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`, substituting variables from the process environment.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates YAML `text`, looking variables up in `env`. Pure: tests pass a map.
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+        parse::from_yaml(text, env)
+    }
+
+    /// The compiled-in `config/default.yaml`: a 3-provider devnet chain on 127.0.0.1:4000.
+    pub fn embedded_default() -> Result<Loaded, ConfigError> {
+        Self::from_yaml(DEFAULT_YAML, &|name| std::env::var(name).ok())
+    }
+}

@@ -1,0 +1,232 @@
+//! From YAML text to [`Config`]: substitution, YAML syntax, then the top-level sections.
+//!
+//! Each section reader starts from the defaults and overwrites what the file sets, reporting
+//! into one [`Issues`]; the result is only returned when nothing was reported.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_norway::Value;
+
+use super::walk::{self, Issues, Map};
+use super::{
+    AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig, HealthConfig,
+    Loaded, MAX_CACHE_SIZE, RetentionConfig, ServerConfig, chain, env,
+};
+
+const ROOT_KEYS: &[&str] = &[
+    "server",
+    "database",
+    "aggregation",
+    "breaker",
+    "retention",
+    "health",
+    "chains",
+];
+
+/// The whole pipeline behind [`Config::from_yaml`].
+pub(super) fn from_yaml(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let substituted = env::substitute(text, lookup);
+    let mut issues = Issues(substituted.issues);
+    let mut value: Value = match serde_norway::from_str(&substituted.text) {
+        Ok(value) => value,
+        Err(err) => {
+            issues.0.push(syntax_issue(&err));
+            return Err(ConfigError::Invalid(issues.0));
+        }
+    };
+    // `<<: *anchor` merge keys, so providers can share a breaker block.
+    if let Err(err) = value.apply_merge() {
+        issues.0.push(syntax_issue(&err));
+        return Err(ConfigError::Invalid(issues.0));
+    }
+    let mut warnings = Vec::new();
+    let config = config(&value, &mut issues, &mut warnings);
+    if issues.0.is_empty() {
+        Ok(Loaded { config, warnings })
+    } else {
+        Err(ConfigError::Invalid(issues.0))
+    }
+}
+
+/// A YAML error at its line and column. libyaml messages carry no scalar text, so a
+/// substituted secret cannot leak through them.
+fn syntax_issue(err: &serde_norway::Error) -> ConfigIssue {
+    let path = match err.location() {
+        Some(at) => format!("line {}, column {}", at.line(), at.column()),
+        None => "yaml".to_owned(),
+    };
+    let text = err.to_string();
+    // serde_norway appends " at line L column C"; the path already says where.
+    let message = match text.find(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    };
+    ConfigIssue {
+        path,
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+fn config(value: &Value, issues: &mut Issues, warnings: &mut Vec<String>) -> Config {
+    if !matches!(value, Value::Mapping(_) | Value::Null) {
+        // The root has no path of its own; name it so the line does not start with ": ".
+        walk::report_type(value, "(root)", "a mapping of sections", issues);
+        return placeholder();
+    }
+    let Some(root) = Map::read(value, "", ROOT_KEYS, issues) else {
+        return placeholder();
+    };
+    let breaker = match root.get("breaker") {
+        Some(value) => breaker(value, "breaker", &BreakerConfig::default(), issues),
+        None => BreakerConfig::default(),
+    };
+    Config {
+        server: section(&root, "server", issues, server),
+        database: section(&root, "database", issues, database),
+        aggregation: section(&root, "aggregation", issues, aggregation),
+        breaker,
+        retention: section(&root, "retention", issues, retention),
+        health: section(&root, "health", issues, health),
+        chains: chain::chains(root.get("chains"), "chains", &breaker, issues, warnings),
+    }
+}
+
+/// What the walk returns when the root is not even a mapping; never handed out (issues exist).
+fn placeholder() -> Config {
+    Config {
+        server: ServerConfig::default(),
+        database: DatabaseConfig::default(),
+        aggregation: AggregationConfig::default(),
+        breaker: BreakerConfig::default(),
+        retention: RetentionConfig::default(),
+        health: HealthConfig::default(),
+        chains: Default::default(),
+    }
+}
+
+/// A top-level section: its defaults when absent, else what `read` makes of it.
+fn section<T: Default>(
+    root: &Map<'_>,
+    key: &str,
+    issues: &mut Issues,
+    read: fn(&Value, &str, &mut Issues) -> T,
+) -> T {
+    match root.get(key) {
+        Some(value) => read(value, key, issues),
+        None => T::default(),
+    }
+}
+
+fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
+    let mut out = ServerConfig::default();
+    let Some(m) = Map::read(value, path, &["listen"], issues) else {
+        return out;
+    };
+    if let Some(listen) = m.opt("listen", issues, &socket_addr) {
+        out.listen = listen;
+    }
+    out
+}
+
+fn socket_addr(value: &Value, path: &str, issues: &mut Issues) -> Option<SocketAddr> {
+    let text = walk::string(value, path, issues)?;
+    match text.trim().parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            issues.push(path, "not an IP:port address (e.g. 127.0.0.1:4000)");
+            None
+        }
+    }
+}
+
+fn database(value: &Value, path: &str, issues: &mut Issues) -> DatabaseConfig {
+    let mut out = DatabaseConfig::default();
+    let Some(m) = Map::read(value, path, &["path"], issues) else {
+        return out;
+    };
+    if let Some(text) = m.opt("path", issues, &walk::string) {
+        if text.trim().is_empty() {
+            issues.push(m.path_of("path"), "must not be empty");
+        } else {
+            out.path = PathBuf::from(text);
+        }
+    }
+    out
+}
+
+fn aggregation(value: &Value, path: &str, issues: &mut Issues) -> AggregationConfig {
+    let mut out = AggregationConfig::default();
+    let Some(m) = Map::read(value, path, &["max_cache_size", "deduplication_window"], issues)
+    else {
+        return out;
+    };
+    if let Some(n) = m.opt("max_cache_size", issues, &walk::size(1, MAX_CACHE_SIZE)) {
+        out.max_cache_size = n;
+    }
+    if let Some(d) = m.opt("deduplication_window", issues, &walk::duration(true)) {
+        out.deduplication_window = d;
+    }
+    out
+}
+
+const BREAKER_KEYS: &[&str] = &[
+    "failure_threshold",
+    "recovery_timeout",
+    "success_threshold",
+    "half_open_max_probes",
+];
+
+/// A breaker section; fields it leaves out come from `base` (the defaults for the global
+/// section, the global section for a provider's override).
+pub(super) fn breaker(
+    value: &Value,
+    path: &str,
+    base: &BreakerConfig,
+    issues: &mut Issues,
+) -> BreakerConfig {
+    let mut out = *base;
+    let Some(m) = Map::read(value, path, BREAKER_KEYS, issues) else {
+        return out;
+    };
+    if let Some(n) = m.opt("failure_threshold", issues, &walk::uint32(1)) {
+        out.failure_threshold = n;
+    }
+    if let Some(d) = m.opt("recovery_timeout", issues, &walk::duration(true)) {
+        out.recovery_timeout = d;
+    }
+    if let Some(n) = m.opt("success_threshold", issues, &walk::uint32(1)) {
+        out.success_threshold = n;
+    }
+    if let Some(n) = m.opt("half_open_max_probes", issues, &walk::uint32(1)) {
+        out.half_open_max_probes = n;
+    }
+    out
+}
+
+fn retention(value: &Value, path: &str, issues: &mut Issues) -> RetentionConfig {
+    let Some(m) = Map::read(value, path, &["max_events", "max_age"], issues) else {
+        return RetentionConfig::default();
+    };
+    RetentionConfig {
+        max_events: m.opt("max_events", issues, &walk::uint(1, u64::MAX)),
+        max_age: m.opt("max_age", issues, &walk::duration(true)),
+    }
+}
+
+fn health(value: &Value, path: &str, issues: &mut Issues) -> HealthConfig {
+    let mut out = HealthConfig::default();
+    let Some(m) = Map::read(value, path, &["max_lag_blocks", "stall_timeout"], issues) else {
+        return out;
+    };
+    if let Some(n) = m.opt("max_lag_blocks", issues, &walk::uint(1, u64::MAX)) {
+        out.max_lag_blocks = n;
+    }
+    if let Some(d) = m.opt("stall_timeout", issues, &walk::duration(true)) {
+        out.stall_timeout = d;
+    }
+    out
+}

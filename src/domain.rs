@@ -1,0 +1,210 @@
+//! Domain types shared by every layer: events, their identity, cursors and finality.
+//!
+//! These types know nothing of SQL, HTTP or JSON-RPC framing; `store`, `api` and `provider`
+//! translate to and from them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, Bytes};
+
+/// A chain's name as configured (`chains.<name>` in the YAML), cheap to clone.
+pub type ChainName = Arc<str>;
+
+/// Position in the one per-database change feed (invariant 2). Strictly increasing, not dense.
+pub type Cursor = i64;
+
+/// What an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Block,
+    Log,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Block => "block",
+            EventKind::Log => "log",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "block" => Ok(EventKind::Block),
+            "log" => Ok(EventKind::Log),
+            _ => Err(UnknownVariant {
+                expected: "block | log",
+                got: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// How settled an event is: from the node's `safe`/`finalized` tags, else from `confirmations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Finality {
+    Latest,
+    Safe,
+    Finalized,
+}
+
+impl Finality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finality::Latest => "latest",
+            Finality::Safe => "safe",
+            Finality::Finalized => "finalized",
+        }
+    }
+}
+
+impl fmt::Display for Finality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Finality {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" => Ok(Finality::Latest),
+            "safe" => Ok(Finality::Safe),
+            "finalized" => Ok(Finality::Finalized),
+            _ => Err(UnknownVariant {
+                expected: "latest | safe | finalized",
+                got: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// A string that names no variant of an enum above.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected one of {expected}, got {got:?}")]
+pub struct UnknownVariant {
+    pub expected: &'static str,
+    pub got: String,
+}
+
+/// A block's place in the chain: enough to check continuity (number and parent hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockRef {
+    pub number: u64,
+    pub hash: B256,
+    pub parent_hash: B256,
+}
+
+/// The fields only a log has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFields {
+    pub tx_hash: B256,
+    pub tx_index: u64,
+    pub log_index: u64,
+    pub address: Address,
+    /// Zero to four topics, `topics[0]` being the event signature for non-anonymous events.
+    pub topics: Vec<B256>,
+    pub data: Bytes,
+}
+
+/// One block or log as delivered by a provider: the content, nothing about storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub chain: ChainName,
+    pub block: BlockRef,
+    pub block_timestamp: u64,
+    /// `None` for a block, `Some` for a log.
+    pub log: Option<LogFields>,
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        if self.log.is_some() {
+            EventKind::Log
+        } else {
+            EventKind::Block
+        }
+    }
+
+    /// The content identity of invariant 1: unique per chain in storage.
+    pub fn key(&self) -> EventKey {
+        EventKey {
+            block_hash: self.block.hash,
+            log_index: self.log.as_ref().map(|l| l.log_index),
+        }
+    }
+}
+
+/// Content identity within a chain: a block by its hash, a log by its block's hash and index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventKey {
+    pub block_hash: B256,
+    pub log_index: Option<u64>,
+}
+
+/// An event as stored: its content plus what the store knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The cursor of the event's addition to the change feed.
+    pub cursor: Cursor,
+    pub event: Event,
+    pub removed: bool,
+    pub finality: Finality,
+    pub first_provider: String,
+    pub providers_seen: u32,
+    /// Milliseconds since the Unix epoch when the first copy arrived.
+    pub received_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_finality_round_trip_through_strings() {
+        for k in [EventKind::Block, EventKind::Log] {
+            assert_eq!(k.as_str().parse::<EventKind>(), Ok(k));
+        }
+        for f in [Finality::Latest, Finality::Safe, Finality::Finalized] {
+            assert_eq!(f.as_str().parse::<Finality>(), Ok(f));
+        }
+        let err = "final".parse::<Finality>().unwrap_err();
+        assert!(err.to_string().contains("latest | safe | finalized"));
+    }
+
+    #[test]
+    fn identity_distinguishes_a_block_from_its_logs() {
+        let block = Event {
+            chain: "devnet".into(),
+            block: BlockRef {
+                number: 7,
+                hash: B256::repeat_byte(1),
+                parent_hash: B256::repeat_byte(0),
+            },
+            block_timestamp: 1,
+            log: None,
+        };
+        let mut log = block.clone();
+        log.log = Some(LogFields {
+            tx_hash: B256::repeat_byte(2),
+            tx_index: 0,
+            log_index: 0,
+            address: Address::repeat_byte(3),
+            topics: vec![],
+            data: Bytes::new(),
+        });
+        assert_ne!(block.key(), log.key());
+        assert_eq!(log.kind(), EventKind::Log);
+    }
+}

@@ -1,0 +1,122 @@
+//! Every metric Livechain records: one name, one description, one place.
+//!
+//! Modules record through these constants (`counter!(metrics::EVENTS_STORED, ...)`), so a
+//! rename is one edit and `/metrics` documents itself through the descriptions.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Histogram buckets for durations in seconds: 100 µs to 30 s.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+// RPC to providers.
+pub const RPC_REQUESTS: &str = "livechain_rpc_requests_total";
+pub const RPC_DURATION: &str = "livechain_rpc_request_duration_seconds";
+pub const PROVIDER_MALFORMED: &str = "livechain_provider_malformed_total";
+// Ingest.
+pub const EVENTS_RECEIVED: &str = "livechain_events_received_total";
+pub const EVENTS_DEDUPLICATED: &str = "livechain_events_deduplicated_total";
+pub const EVENTS_STORED: &str = "livechain_events_stored_total";
+pub const EVENTS_REMOVED: &str = "livechain_events_removed_total";
+pub const CACHE_SIZE: &str = "livechain_dedupe_cache_size";
+pub const CACHE_HITS: &str = "livechain_dedupe_cache_hits_total";
+pub const CACHE_MISSES: &str = "livechain_dedupe_cache_misses_total";
+pub const CACHE_EVICTIONS: &str = "livechain_dedupe_cache_evictions_total";
+pub const WRITER_BATCH_SIZE: &str = "livechain_writer_batch_size";
+pub const WRITER_BATCH_DURATION: &str = "livechain_writer_batch_duration_seconds";
+pub const WRITER_ERRORS: &str = "livechain_writer_errors_total";
+pub const CHAIN_HEAD: &str = "livechain_chain_head";
+pub const CHAIN_CHECKPOINT: &str = "livechain_chain_checkpoint";
+pub const CHAIN_LAG: &str = "livechain_chain_lag_blocks";
+pub const BACKFILL_BLOCKS: &str = "livechain_backfill_blocks_total";
+pub const REORGS: &str = "livechain_reorgs_total";
+pub const PRUNED_EVENTS: &str = "livechain_pruned_events_total";
+pub const DATABASE_SIZE: &str = "livechain_database_size_bytes";
+// Providers and breakers.
+pub const BREAKER_STATE: &str = "livechain_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "livechain_breaker_transitions_total";
+pub const PROVIDER_HEALTHY: &str = "livechain_provider_healthy";
+pub const PROVIDER_LATENCY: &str = "livechain_provider_latency_seconds";
+pub const PROVIDER_LAG: &str = "livechain_provider_lag_blocks";
+pub const FAILOVERS: &str = "livechain_failovers_total";
+pub const WS_RECONNECTS: &str = "livechain_ws_reconnects_total";
+// Registry.
+pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
+// API and live streams.
+pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
+pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
+pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
+
+/// Registers every description with the installed recorder.
+pub fn describe_all() {
+    describe_counter!(
+        RPC_REQUESTS,
+        "JSON-RPC requests sent to providers, by chain, provider, method and outcome"
+    );
+    describe_histogram!(
+        RPC_DURATION,
+        Unit::Seconds,
+        "JSON-RPC request duration, by chain, provider and method"
+    );
+    describe_counter!(
+        PROVIDER_MALFORMED,
+        "Provider messages that did not parse and were dropped, by chain and provider"
+    );
+    describe_counter!(
+        EVENTS_RECEIVED,
+        "Events received from providers (every copy), by chain and provider"
+    );
+    describe_counter!(
+        EVENTS_DEDUPLICATED,
+        "Event copies recognised as already seen, by chain"
+    );
+    describe_counter!(EVENTS_STORED, "Unique events committed, by chain and kind");
+    describe_counter!(EVENTS_REMOVED, "Events retracted by reorgs, by chain");
+    describe_gauge!(CACHE_SIZE, "Keys in the dedupe hot set, by chain");
+    describe_counter!(CACHE_HITS, "Dedupe hot-set hits, by chain");
+    describe_counter!(CACHE_MISSES, "Dedupe hot-set misses, by chain");
+    describe_counter!(CACHE_EVICTIONS, "Dedupe hot-set evictions, by chain");
+    describe_histogram!(WRITER_BATCH_SIZE, "Events per writer transaction");
+    describe_histogram!(
+        WRITER_BATCH_DURATION,
+        Unit::Seconds,
+        "Writer transaction duration"
+    );
+    describe_counter!(WRITER_ERRORS, "Writer transactions that failed and were retried");
+    describe_gauge!(CHAIN_HEAD, "Best head block number seen, by chain");
+    describe_gauge!(CHAIN_CHECKPOINT, "Last fully processed block, by chain");
+    describe_gauge!(CHAIN_LAG, "Head minus checkpoint, by chain");
+    describe_counter!(BACKFILL_BLOCKS, "Blocks filled over HTTP, by chain");
+    describe_counter!(REORGS, "Reorganisations detected, by chain and depth bucket");
+    describe_counter!(PRUNED_EVENTS, "Events deleted by retention, by chain");
+    describe_gauge!(DATABASE_SIZE, Unit::Bytes, "Size of the SQLite database");
+    describe_gauge!(
+        BREAKER_STATE,
+        "Breaker state by chain and provider: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Breaker transitions, by chain, provider, from and to"
+    );
+    describe_gauge!(PROVIDER_HEALTHY, "1 when the provider is healthy, else 0");
+    describe_histogram!(
+        PROVIDER_LATENCY,
+        Unit::Seconds,
+        "Provider latency, by chain and provider"
+    );
+    describe_gauge!(PROVIDER_LAG, "Blocks the provider is behind the best head");
+    describe_counter!(FAILOVERS, "Requests moved to another provider, by chain");
+    describe_counter!(
+        WS_RECONNECTS,
+        "WebSocket reconnects to providers, by chain and provider"
+    );
+    describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
+    describe_counter!(HTTP_REQUESTS, "API requests, by route and status");
+    describe_gauge!(STREAM_CONNECTIONS, "Open /v1/stream WebSocket connections");
+    describe_counter!(
+        STREAM_LAGGED,
+        "Stream subscribers told they lagged and closed"
+    );
+}
