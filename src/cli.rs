@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "livechain", version, about = "Multi-provider EVM event indexer")]
+#[command(
+    name = "livechain",
+    version,
+    about = "Multi-provider EVM event indexer"
+)]
 pub struct Cli {
     /// Log line format (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod domain;
+pub mod provider;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

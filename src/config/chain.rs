@@ -16,7 +16,13 @@ use super::{
     ProviderConfig, Subscription, env, parse, subscription,
 };
 
-const CHAIN_KEYS: &[&str] = &["chain_id", "confirmations", "providers", "devnet", "subscriptions"];
+const CHAIN_KEYS: &[&str] = &[
+    "chain_id",
+    "confirmations",
+    "providers",
+    "devnet",
+    "subscriptions",
+];
 const PROVIDER_KEYS: &[&str] = &["id", "url", "ws_url", "priority", "breaker"];
 const DEVNET_KEYS: &[&str] = &[
     "providers",
@@ -94,7 +100,9 @@ fn chain(
     let confirmations = m
         .opt("confirmations", issues, &walk::uint(0, u64::MAX))
         .unwrap_or(DEFAULT_CONFIRMATIONS);
-    let devnet = m.get("devnet").map(|v| devnet(v, &m.path_of("devnet"), issues, warnings));
+    let devnet = m
+        .get("devnet")
+        .map(|v| devnet(v, &m.path_of("devnet"), issues, warnings));
     let providers_path = m.path_of("providers");
     let providers = match (m.get("providers"), &devnet) {
         (Some(_), Some(_)) => {
@@ -147,7 +155,10 @@ fn providers(
         return Vec::new();
     };
     if items.is_empty() {
-        issues.push(path, "empty (a chain needs at least one provider, or a `devnet` section)");
+        issues.push(
+            path,
+            "empty (a chain needs at least one provider, or a `devnet` section)",
+        );
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -162,7 +173,10 @@ fn providers(
             if let Some(first) = seen.get(id) {
                 issues.push(
                     join(&item_path, "id"),
-                    format!("duplicate provider id `{id}` (also {})", index(path, *first)),
+                    format!(
+                        "duplicate provider id `{id}` (also {})",
+                        index(path, *first)
+                    ),
                 );
             } else {
                 seen.insert(id.clone(), i);
@@ -174,13 +188,14 @@ fn providers(
             continue;
         }
         let names: Vec<&str> = entry.unset.iter().map(String::as_str).collect();
-        let who = entry.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default();
+        let who = entry
+            .id
+            .as_deref()
+            .map(|id| format!(" ({id})"))
+            .unwrap_or_default();
         let reason = env::not_set_message(&names);
         warnings.push(format!("{item_path}{who} dropped: {reason}"));
-        dropped.push(format!(
-            "{}{who} dropped: {reason}",
-            index("providers", i)
-        ));
+        dropped.push(format!("{}{who} dropped: {reason}", index("providers", i)));
     }
     // Only say "none left" when the filtering is why: other errors already explain themselves.
     if out.is_empty() && !dropped.is_empty() && !broken {
@@ -214,7 +229,7 @@ fn provider(
         );
     }
     let url = match m.get("url") {
-        Some(value) => url_field(value, &m.path_of("url"), &["http", "https"], &mut entry.unset, issues),
+        Some(value) => url_field(value, &m.path_of("url"), HTTP, &mut entry.unset, issues),
         None => {
             issues.push(m.path_of("url"), "missing");
             None
@@ -222,7 +237,7 @@ fn provider(
     };
     let ws_url = m
         .get("ws_url")
-        .and_then(|value| url_field(value, &m.path_of("ws_url"), &["ws", "wss"], &mut entry.unset, issues));
+        .and_then(|value| url_field(value, &m.path_of("ws_url"), WS, &mut entry.unset, issues));
     let default_priority = u32::try_from(position + 1).unwrap_or(u32::MAX);
     let priority = m
         .opt("priority", issues, &walk::uint32(0))
@@ -242,12 +257,17 @@ fn provider(
     entry
 }
 
+/// The schemes a URL field accepts, and the message when it has another.
+type Schemes = (&'static [&'static str], &'static str);
+const HTTP: Schemes = (&["http", "https"], "not an http:// or https:// URL");
+const WS: Schemes = (&["ws", "wss"], "not a ws:// or wss:// URL");
+
 /// A URL with one of `schemes`. Unset variables go to `unset` (the caller drops the provider)
 /// instead of being errors. Messages never quote the URL: it may hold a key.
 fn url_field(
     value: &Value,
     path: &str,
-    schemes: &[&str],
+    (schemes, expected): Schemes,
     unset: &mut Vec<String>,
     issues: &mut Issues,
 ) -> Option<Url> {
@@ -264,10 +284,6 @@ fn url_field(
         }
         return None;
     }
-    let expected = match schemes {
-        [a, b] => format!("not a {a}:// or {b}:// URL"),
-        _ => format!("not a {} URL", schemes.join(" / ")),
-    };
     match Url::parse(text.trim()) {
         Ok(url) if schemes.contains(&url.scheme()) && url.host().is_some() => Some(url),
         Ok(_) => {

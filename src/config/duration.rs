@@ -13,9 +13,18 @@ pub(super) fn parse(text: &str) -> Result<Duration, String> {
             .map(Duration::from_millis)
             .map_err(|_| "out of range".to_owned());
     }
-    humantime::parse_duration(text)
-        .map_err(|err| format!("not a duration ({err}); write milliseconds or e.g. \"30s\""))
+    humantime::parse_duration(text).map_err(|err| match err {
+        // humantime's own text lists every unit variant; ours names the ones people use.
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("not a duration: unknown unit `{unit}` (use ms, s, m, h or d, e.g. \"30s\")")
+        }
+        humantime::DurationError::NumberOverflow => "not a duration: too large".to_owned(),
+        _ => HINT.to_owned(),
+    })
 }
+
+const HINT: &str =
+    "not a duration: write milliseconds or a number with a unit, e.g. \"500ms\", \"30s\", \"30d\"";
 
 /// For summaries and messages: `30s`, `1day`, `500ms`.
 pub fn format(duration: Duration) -> String {
@@ -35,11 +44,12 @@ mod tests {
             ("1m 30s", Duration::from_secs(90)),
             ("30d", Duration::from_secs(30 * 86_400)),
             (" 2h ", Duration::from_secs(7_200)),
+            ("1.5s", Duration::from_millis(1_500)),
         ];
         for (text, expected) in ok {
             assert_eq!(parse(text).as_ref(), Ok(expected), "{text:?}");
         }
-        for bad in ["", "soon", "30 parsecs", "-5s", "1.5s"] {
+        for bad in ["", "soon", "30 parsecs", "-5s", "5 s s"] {
             assert!(parse(bad).is_err(), "{bad:?} should fail");
         }
         assert_eq!(format(Duration::from_millis(1500)), "1s 500ms");

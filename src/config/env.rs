@@ -48,10 +48,15 @@ pub(super) fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Su
                     let body = &after[..close];
                     match expand(body, env) {
                         Ok(value) => out.push_str(&value),
-                        Err(message) => issues.push(ConfigIssue {
-                            path: format!("line {line}, column {column}"),
-                            message,
-                        }),
+                        Err(message) => {
+                            // Keep the text as written so the error does not cascade into
+                            // "missing" or "empty" complaints about the field around it.
+                            out.push_str(&from_dollar[..close + 3]);
+                            issues.push(ConfigIssue {
+                                path: format!("line {line}, column {column}"),
+                                message,
+                            });
+                        }
                     }
                     advance(&mut line, &mut column, &from_dollar[..close + 3]);
                     rest = &after[close + 1..];

@@ -315,7 +315,10 @@ impl Config {
     }
 
     /// Validates YAML `text`, looking variables up in `env`. Pure: tests pass a map.
-    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, ConfigError> {
         parse::from_yaml(text, env)
     }
 

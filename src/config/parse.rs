@@ -10,8 +10,8 @@ use serde_norway::Value;
 
 use super::walk::{self, Issues, Map};
 use super::{
-    AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig, HealthConfig,
-    Loaded, MAX_CACHE_SIZE, RetentionConfig, ServerConfig, chain, env,
+    AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
+    HealthConfig, Loaded, MAX_CACHE_SIZE, RetentionConfig, ServerConfig, chain, env,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -160,8 +160,12 @@ fn database(value: &Value, path: &str, issues: &mut Issues) -> DatabaseConfig {
 
 fn aggregation(value: &Value, path: &str, issues: &mut Issues) -> AggregationConfig {
     let mut out = AggregationConfig::default();
-    let Some(m) = Map::read(value, path, &["max_cache_size", "deduplication_window"], issues)
-    else {
+    let Some(m) = Map::read(
+        value,
+        path,
+        &["max_cache_size", "deduplication_window"],
+        issues,
+    ) else {
         return out;
     };
     if let Some(n) = m.opt("max_cache_size", issues, &walk::size(1, MAX_CACHE_SIZE)) {

@@ -55,12 +55,24 @@ mod tests {
     #[test]
     fn redaction_table() {
         let cases = [
-            ("https://mainnet.infura.io/v3/SECRET", "https://mainnet.infura.io/…"),
-            ("wss://eth.example.com/ws?apikey=SECRET", "wss://eth.example.com/…"),
-            ("https://user:SECRET@node.example.com", "https://node.example.com/…"),
+            (
+                "https://mainnet.infura.io/v3/SECRET",
+                "https://mainnet.infura.io/…",
+            ),
+            (
+                "wss://eth.example.com/ws?apikey=SECRET",
+                "wss://eth.example.com/…",
+            ),
+            (
+                "https://user:SECRET@node.example.com",
+                "https://node.example.com/…",
+            ),
             ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
             ("http://127.0.0.1:8545/", "http://127.0.0.1:8545"),
-            ("https://node.example.com/#SECRET", "https://node.example.com/…"),
+            (
+                "https://node.example.com/#SECRET",
+                "https://node.example.com/…",
+            ),
         ];
         for (input, expected) in cases {
             let url = Url::parse(input).unwrap();
@@ -77,7 +89,11 @@ mod tests {
             priority: 2,
             breaker: None,
         };
-        for text in [format!("{provider:?}"), format!("{provider:#?}"), provider.to_string()] {
+        for text in [
+            format!("{provider:?}"),
+            format!("{provider:#?}"),
+            provider.to_string(),
+        ] {
             assert!(!text.contains("SECRETKEY"), "{text}");
             assert!(text.contains("alchemy"), "{text}");
             assert!(text.contains("eth-mainnet.g.alchemy.com"), "{text}");

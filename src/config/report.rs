@@ -20,7 +20,12 @@ pub fn check_report(result: &Result<Loaded, ConfigError>) -> String {
                 .iter()
                 .map(|(name, chain)| format!("{name}: {}", describe(chain)))
                 .collect();
-            let _ = writeln!(out, "ok: {} chain{plural} ({})", chains.len(), parts.join("; "));
+            let _ = writeln!(
+                out,
+                "ok: {} chain{plural} ({})",
+                chains.len(),
+                parts.join("; ")
+            );
         }
         Err(err) => {
             for issue in err.issues() {

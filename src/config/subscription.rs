@@ -24,7 +24,9 @@ pub(super) fn list(
         return Vec::new();
     };
     if items.is_empty() {
-        warnings.push(format!("{path}: empty: only chain heads are followed, nothing is stored"));
+        warnings.push(format!(
+            "{path}: empty: only chain heads are followed, nothing is stored"
+        ));
     }
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -71,7 +73,9 @@ fn logs_filter(value: &Value, path: &str, issues: &mut Issues) -> Option<LogSubs
             .enumerate()
             .filter_map(|(i, item)| address(item, &index(&m.path_of("address"), i), issues))
             .collect(),
-        Some(single) => address(single, &m.path_of("address"), issues).into_iter().collect(),
+        Some(single) => address(single, &m.path_of("address"), issues)
+            .into_iter()
+            .collect(),
         None => Vec::new(),
     };
     let topics = match m.get("topics") {
@@ -94,12 +98,12 @@ fn address(value: &Value, path: &str, issues: &mut Issues) -> Option<Address> {
         issues.push(path, "not an address (0x followed by 40 hex digits)");
         return None;
     }
-    let mixed_case = hex.bytes().any(|b| b.is_ascii_lowercase())
-        && hex.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed_case =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     let parsed = if mixed_case {
         Address::parse_checksummed(text, None)
     } else {
-        text.parse()
+        text.parse::<Address>().map_err(Into::into)
     };
     match parsed {
         Ok(address) => Some(address),

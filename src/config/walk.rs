@@ -150,7 +150,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -271,11 +273,19 @@ pub(super) fn duration(nonzero: bool) -> impl Fn(&Value, &str, &mut Issues) -> O
         let parsed = match value {
             Value::Number(n) => match n.as_u64() {
                 Some(ms) => Ok(Duration::from_millis(ms)),
-                None => Err("expected milliseconds (a non-negative integer) or a string like \"30s\"".to_owned()),
+                None => Err(
+                    "expected milliseconds (a non-negative integer) or a string like \"30s\""
+                        .to_owned(),
+                ),
             },
             Value::String(s) if env::unset_vars(s).is_empty() => duration::parse(s),
             other => {
-                report_type(other, path, "a duration (milliseconds or e.g. \"30s\")", issues);
+                report_type(
+                    other,
+                    path,
+                    "a duration (milliseconds or e.g. \"30s\")",
+                    issues,
+                );
                 return None;
             }
         };
@@ -319,8 +329,14 @@ mod tests {
     #[test]
     fn closest_key_suggestions() {
         let known = ["failure_threshold", "recovery_timeout", "success_threshold"];
-        assert_eq!(closest("failur_threshold", &known), Some("failure_threshold"));
-        assert_eq!(closest("Recovery_Timeout", &known), Some("recovery_timeout"));
+        assert_eq!(
+            closest("failur_threshold", &known),
+            Some("failure_threshold")
+        );
+        assert_eq!(
+            closest("Recovery_Timeout", &known),
+            Some("recovery_timeout")
+        );
         assert_eq!(closest("colour", &known), None);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
         assert_eq!(levenshtein("", "abc"), 3);

@@ -84,12 +84,18 @@ pub fn describe_all() {
         Unit::Seconds,
         "Writer transaction duration"
     );
-    describe_counter!(WRITER_ERRORS, "Writer transactions that failed and were retried");
+    describe_counter!(
+        WRITER_ERRORS,
+        "Writer transactions that failed and were retried"
+    );
     describe_gauge!(CHAIN_HEAD, "Best head block number seen, by chain");
     describe_gauge!(CHAIN_CHECKPOINT, "Last fully processed block, by chain");
     describe_gauge!(CHAIN_LAG, "Head minus checkpoint, by chain");
     describe_counter!(BACKFILL_BLOCKS, "Blocks filled over HTTP, by chain");
-    describe_counter!(REORGS, "Reorganisations detected, by chain and depth bucket");
+    describe_counter!(
+        REORGS,
+        "Reorganisations detected, by chain and depth bucket"
+    );
     describe_counter!(PRUNED_EVENTS, "Events deleted by retention, by chain");
     describe_gauge!(DATABASE_SIZE, Unit::Bytes, "Size of the SQLite database");
     describe_gauge!(

@@ -1,0 +1,192 @@
+//! JSON-RPC over HTTP (reqwest): single calls and batches, with a deadline per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde_json::value::RawValue;
+use url::Url;
+
+use super::jsonrpc::{self, Incoming};
+use super::{ProviderError, redact};
+use crate::telemetry::metrics as m;
+
+/// A cheap-to-clone HTTP JSON-RPC client for one provider.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    url: Url,
+    chain: String,
+    provider: String,
+    timeout: Duration,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("provider", &self.inner.provider)
+            .field("url", &redact(&self.inner.url))
+            .finish()
+    }
+}
+
+impl HttpClient {
+    pub fn new(
+        chain: &str,
+        provider: &str,
+        url: Url,
+        timeout: Duration,
+    ) -> Result<HttpClient, ProviderError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(8)
+            .build()
+            .map_err(|e| ProviderError::Transport(e.to_string()))?;
+        Ok(HttpClient {
+            inner: Arc::new(Inner {
+                client,
+                url,
+                chain: chain.to_owned(),
+                provider: provider.to_owned(),
+                timeout,
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.inner.provider
+    }
+
+    /// One call; the raw `result` on success.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: &RawValue,
+    ) -> Result<Box<RawValue>, ProviderError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = jsonrpc::request(id, method, params);
+        let mut frames = self.post(method, body).await?;
+        match frames.pop() {
+            Some(frame) if frames.is_empty() => frame.into_outcome(),
+            _ => Err(ProviderError::Malformed(
+                "expected exactly one response".into(),
+            )),
+        }
+    }
+
+    /// A batch; one outcome per call, in the order given (matched by id, whatever the
+    /// provider's order). A provider that rejects batches fails the whole call.
+    pub async fn batch(
+        &self,
+        calls: &[(&str, &RawValue)],
+    ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self
+            .inner
+            .next_id
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let body = jsonrpc::batch(first, calls.iter().copied());
+        let frames = self.post("batch", body).await?;
+        let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
+            (0..calls.len()).map(|_| None).collect();
+        for frame in frames {
+            let slot = frame
+                .numeric_id()
+                .and_then(|id| id.checked_sub(first))
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < calls.len());
+            match slot {
+                Some(i) => out[i] = Some(frame.into_outcome()),
+                // A single error object for the whole batch (e.g. "batch not supported").
+                None if frame.error.is_some() => {
+                    return Err(frame.into_outcome().err().unwrap_or(ProviderError::Closed));
+                }
+                None => {}
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(ProviderError::Malformed(
+                        "batch response missing an id".into(),
+                    ))
+                })
+            })
+            .collect())
+    }
+
+    async fn post(&self, method: &str, body: String) -> Result<Vec<Incoming>, ProviderError> {
+        let started = Instant::now();
+        let result = self.send(body).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.is_rate_limit() => "rate_limited",
+            Err(ProviderError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        let labels = [
+            ("chain", self.inner.chain.clone()),
+            ("provider", self.inner.provider.clone()),
+            ("method", method.to_owned()),
+        ];
+        metrics::histogram!(m::RPC_DURATION, &labels).record(started.elapsed().as_secs_f64());
+        metrics::counter!(
+            m::RPC_REQUESTS,
+            &[
+                ("chain", self.inner.chain.clone()),
+                ("provider", self.inner.provider.clone()),
+                ("method", method.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ]
+        )
+        .increment(1);
+        result
+    }
+
+    async fn send(&self, body: String) -> Result<Vec<Incoming>, ProviderError> {
+        let response = self
+            .inner
+            .client
+            .post(self.inner.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.as_u16() == 429 {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(ProviderError::RateLimited { retry_after });
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Http(status.as_u16()));
+        }
+        let text = response.text().await.map_err(|e| self.transport_error(e))?;
+        jsonrpc::parse_frame(&text)
+    }
+
+    /// reqwest errors carry the URL, which may carry a key: keep only the kind.
+    fn transport_error(&self, err: reqwest::Error) -> ProviderError {
+        if err.is_timeout() {
+            ProviderError::Timeout(self.inner.timeout)
+        } else {
+            ProviderError::Transport(err.without_url().to_string())
+        }
+    }
+}
