@@ -63,7 +63,11 @@ pub(super) fn chains(
     let mut chain_ids: HashMap<u64, String> = HashMap::new();
     for (key, value) in mapping {
         let Some(name) = key.as_str().map(env::display) else {
-            issues.push(path, "chain names must be strings");
+            let shown = walk::key_text(key);
+            issues.push(
+                join(path, &shown),
+                format!("a chain name must be a string (quote it: \"{shown}\")"),
+            );
             continue;
         };
         let chain_path = join(path, &name);
@@ -100,8 +104,10 @@ fn chain(
     let confirmations = m
         .opt("confirmations", issues, &walk::uint(0, u64::MAX))
         .unwrap_or(DEFAULT_CONFIRMATIONS);
+    // A bare `devnet:` is a devnet with every default, not "no devnet": that is what a
+    // newcomer trimming the default config means by it.
     let devnet = m
-        .get("devnet")
+        .raw("devnet")
         .map(|v| devnet(v, &m.path_of("devnet"), issues, warnings));
     let providers_path = m.path_of("providers");
     let providers = match (m.get("providers"), &devnet) {

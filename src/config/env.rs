@@ -10,8 +10,9 @@
 //!
 //! Syntax, as in docker compose: `${NAME}`, `${NAME:-default}` (default when unset or empty),
 //! `${NAME-default}` (default only when unset), `$$` for a literal `$`. A `$` not followed by
-//! `{` or `$` is literal. Defaults do not nest. Values are inserted verbatim: quote the scalar
-//! if a value may contain YAML-special characters.
+//! `{` or `$` is literal. Defaults do not nest; a reference does not span lines. Full-line
+//! comments are left alone (so prose about `${...}` in them is fine). Values are inserted
+//! verbatim: quote the scalar if a value may contain YAML-special characters.
 
 use super::ConfigIssue;
 
@@ -30,67 +31,63 @@ pub(super) struct Substituted {
 pub(super) fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Substituted {
     let mut out = String::with_capacity(text.len());
     let mut issues = Vec::new();
-    let (mut line, mut column) = (1usize, 1usize);
-    let mut rest = text;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        // A full-line comment is never config: prose about `${...}` there must not be an error.
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            substitute_line(line, number + 1, env, &mut out, &mut issues);
+        }
+    }
+    Substituted { text: out, issues }
+}
+
+/// One line: references never span lines, so a missing `}` cannot swallow the rest of the file.
+fn substitute_line(
+    line: &str,
+    number: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut String,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let mut rest = line;
     while let Some(dollar) = rest.find('$') {
-        let (before, from_dollar) = rest.split_at(dollar);
-        out.push_str(before);
-        advance(&mut line, &mut column, before);
+        out.push_str(&rest[..dollar]);
+        let from_dollar = &rest[dollar..];
+        // 1-based, in characters, as editors count.
+        let column = line[..line.len() - from_dollar.len()].chars().count() + 1;
+        let at = || format!("line {number}, column {column}");
         if let Some(after) = from_dollar.strip_prefix("$$") {
             out.push('$');
-            column += 2;
             rest = after;
         } else if let Some(after) = from_dollar.strip_prefix("${") {
-            // The reference must close on its own line: a missing `}` must not swallow the file.
-            let line_end = after.find('\n').unwrap_or(after.len());
-            match after[..line_end].find('}') {
-                Some(close) => {
-                    let body = &after[..close];
-                    match expand(body, env) {
-                        Ok(value) => out.push_str(&value),
-                        Err(message) => {
-                            // Keep the text as written so the error does not cascade into
-                            // "missing" or "empty" complaints about the field around it.
-                            out.push_str(&from_dollar[..close + 3]);
-                            issues.push(ConfigIssue {
-                                path: format!("line {line}, column {column}"),
-                                message,
-                            });
-                        }
-                    }
-                    advance(&mut line, &mut column, &from_dollar[..close + 3]);
-                    rest = &after[close + 1..];
-                }
-                None => {
+            let Some(close) = after.find('}') else {
+                issues.push(ConfigIssue {
+                    path: at(),
+                    message: "unterminated `${` (write `$$` for a literal `$`)".into(),
+                });
+                out.push_str(from_dollar);
+                return;
+            };
+            match expand(&after[..close], env) {
+                Ok(value) => out.push_str(&value),
+                Err(message) => {
+                    // Keep the text as written so the error does not cascade into "missing" or
+                    // "empty" complaints about the field around it.
+                    out.push_str(&from_dollar[..close + 3]);
                     issues.push(ConfigIssue {
-                        path: format!("line {line}, column {column}"),
-                        message: "unterminated `${` (write `$$` for a literal `$`)".into(),
+                        path: at(),
+                        message,
                     });
-                    out.push('$');
-                    column += 1;
-                    rest = &from_dollar[1..];
                 }
             }
+            rest = &after[close + 1..];
         } else {
             out.push('$');
-            column += 1;
             rest = &from_dollar[1..];
         }
     }
     out.push_str(rest);
-    Substituted { text: out, issues }
-}
-
-/// Tracks the 1-based line and column of the original text, for error positions.
-fn advance(line: &mut usize, column: &mut usize, text: &str) {
-    for c in text.chars() {
-        if c == '\n' {
-            *line += 1;
-            *column = 1;
-        } else {
-            *column += 1;
-        }
-    }
 }
 
 /// The value of one reference body (the text between `${` and `}`).
@@ -213,7 +210,11 @@ mod tests {
 
     #[test]
     fn malformed_references_report_line_and_column() {
-        let (_, issues) = run("a: 1\nb: x${KEY\nc: ${1BAD}\nd: ${A?b}\n");
+        let (text, issues) = run("a: 1\nb: x${KEY\nc: ${1BAD}\nd: ${A?b}\n  # ${ in a comment\n");
+        assert_eq!(
+            text,
+            "a: 1\nb: x${KEY\nc: ${1BAD}\nd: ${A?b}\n  # ${ in a comment\n"
+        );
         assert_eq!(
             issues,
             [

@@ -90,8 +90,20 @@ fn logs_filter(value: &Value, path: &str, issues: &mut Issues) -> Option<LogSubs
     })
 }
 
+/// Hex text. YAML reads a short unquoted `0x12` as the integer 18, so say how to fix that.
+fn hex_string(value: &Value, path: &str, issues: &mut Issues) -> Option<String> {
+    if let Value::Number(_) = value {
+        issues.push(
+            path,
+            "expected a quoted \"0x...\" string (YAML reads unquoted hex as a number)",
+        );
+        return None;
+    }
+    walk::string(value, path, issues)
+}
+
 fn address(value: &Value, path: &str, issues: &mut Issues) -> Option<Address> {
-    let text = walk::string(value, path, issues)?;
+    let text = hex_string(value, path, issues)?;
     let text = text.trim();
     let hex = text.strip_prefix("0x").unwrap_or("");
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -158,7 +170,7 @@ fn topics(value: &Value, path: &str, issues: &mut Issues) -> Vec<Option<Vec<B256
 }
 
 fn topic(value: &Value, path: &str, issues: &mut Issues) -> Option<B256> {
-    let text = walk::string(value, path, issues)?;
+    let text = hex_string(value, path, issues)?;
     let text = text.trim();
     let valid = text
         .strip_prefix("0x")

@@ -113,7 +113,7 @@ impl<'a> Map<'a> {
 pub(super) type Reader<'r, T> = &'r dyn Fn(&Value, &str, &mut Issues) -> Option<T>;
 
 /// A key as the operator wrote it, for paths and messages.
-fn key_text(key: &Value) -> String {
+pub(super) fn key_text(key: &Value) -> String {
     match key {
         Value::String(s) => env::display(s),
         Value::Number(n) => n.to_string(),
