@@ -11,6 +11,7 @@
 
 // pub mod api; (enabled once store lands)
 // pub mod app;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod devnet;

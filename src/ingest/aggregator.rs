@@ -1,0 +1,319 @@
+//! One aggregator per chain: the single owner of the chain's ingest state.
+//!
+//! It drops copies through the hot set, joins logs to their block (a log row carries its
+//! block's parent hash and timestamp), keeps the best head, and forwards first copies, repeat
+//! deliveries and checkpoints to the writer in the order it decided them — so a checkpoint
+//! always reaches the writer after the events it covers.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use alloy_primitives::B256;
+use lru::LruCache;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::dedupe::{HotSet, ProviderIndex, Retired, Sighting};
+use super::providers::ProviderSet;
+use super::writer::WriterInput;
+use super::{ChainInput, RangeData};
+use crate::domain::{ChainName, Event, EventKey};
+use crate::provider::decode::{self, Head, LogKey};
+use crate::store::{Checkpoint, NewEvent};
+use crate::telemetry::metrics as m;
+
+/// Recent headers kept to join logs to their block.
+const HEADER_CACHE: usize = 4096;
+/// Logs waiting for their block's header; past this the oldest are dropped (the range sync
+/// fetches them again before the checkpoint can pass their block, so nothing is lost).
+const MAX_PARKED_LOGS: usize = 50_000;
+
+pub struct Aggregator {
+    chain: ChainName,
+    providers: ProviderSet,
+    hot: HotSet,
+    headers: LruCache<B256, Head>,
+    parked: HashMap<B256, Vec<ParkedLog>>,
+    parked_count: usize,
+    best_head: watch::Sender<u64>,
+    writer: mpsc::Sender<WriterInput>,
+    retired: Vec<Retired>,
+}
+
+struct ParkedLog {
+    provider: ProviderIndex,
+    key: LogKey,
+    raw: Box<RawValue>,
+    received_at_ms: i64,
+}
+
+impl Aggregator {
+    pub fn new(
+        chain: ChainName,
+        providers: ProviderSet,
+        max_cache_size: NonZeroUsize,
+        window: Duration,
+        best_head: watch::Sender<u64>,
+        writer: mpsc::Sender<WriterInput>,
+    ) -> Aggregator {
+        Aggregator {
+            chain,
+            providers,
+            hot: HotSet::new(max_cache_size, window),
+            headers: LruCache::new(NonZeroUsize::new(HEADER_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            parked: HashMap::new(),
+            parked_count: 0,
+            best_head,
+            writer,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Runs until every input sender is gone or `shutdown` fires. Returns when the writer is
+    /// gone too (nothing left to do).
+    pub async fn run(mut self, mut input: mpsc::Receiver<ChainInput>, shutdown: CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                next = input.recv() => next,
+            };
+            let Some(next) = next else { break };
+            if self.handle(next).await.is_err() {
+                break; // writer gone
+            }
+        }
+        tracing::debug!(chain = %self.chain, "aggregator stopped");
+    }
+
+    async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
+        match input {
+            ChainInput::Head { provider, head, at } => self.on_head(provider, head, at).await?,
+            ChainInput::Log {
+                provider,
+                key,
+                raw,
+                at,
+            } => self.on_log(provider, key, raw, at).await?,
+            ChainInput::Range(range) => self.on_range(range).await?,
+        }
+        metrics::gauge!(m::CACHE_SIZE, "chain" => self.chain.to_string()).set(self.hot.len() as f64);
+        Ok(())
+    }
+
+    async fn on_range(&mut self, range: RangeData) -> Result<(), Closed> {
+        let now = Instant::now();
+        let RangeData {
+            provider,
+            heads,
+            logs,
+            last,
+        } = range;
+        for head in heads {
+            self.on_head(provider, head, now).await?;
+        }
+        for (key, raw) in logs {
+            self.on_log(provider, key, raw, now).await?;
+        }
+        let checkpoint = Checkpoint {
+            chain: self.chain.clone(),
+            block_number: last.number,
+            block_hash: last.hash,
+            safe_block: None,
+            finalized_block: None,
+        };
+        self.send(WriterInput::Checkpoint(checkpoint)).await
+    }
+
+    async fn on_head(&mut self, provider: ProviderIndex, head: Head, at: Instant) -> Result<(), Closed> {
+        let key = EventKey {
+            block_hash: head.block.hash,
+            log_index: None,
+        };
+        let number = head.block.number;
+        // Cache the header and release logs waiting for it whatever the sighting: a header
+        // evicted from the cache while its key stayed hot must still unblock its logs.
+        self.headers.put(head.block.hash, head);
+        match self.observe(key, provider, at) {
+            Sighting::Again { repeat, .. } => {
+                if !repeat {
+                    self.send(WriterInput::Seen {
+                        chain: self.chain.clone(),
+                        key,
+                        block_number: number,
+                    })
+                    .await?;
+                }
+                return self.release(key.block_hash).await;
+            }
+            Sighting::First => {}
+        }
+        self.best_head.send_if_modified(|best| {
+            let higher = number > *best;
+            if higher {
+                *best = number;
+            }
+            higher
+        });
+        metrics::gauge!(m::CHAIN_HEAD, "chain" => self.chain.to_string()).set(*self.best_head.borrow() as f64);
+        let event = Event {
+            chain: self.chain.clone(),
+            block: head.block,
+            block_timestamp: head.timestamp,
+            log: None,
+        };
+        self.send(WriterInput::Event(self.new_event(event, provider))).await?;
+        self.release(key.block_hash).await
+    }
+
+    /// Stores the logs that arrived before their block's header.
+    async fn release(&mut self, block_hash: B256) -> Result<(), Closed> {
+        if let Some(waiting) = self.parked.remove(&block_hash) {
+            self.parked_count -= waiting.len();
+            for log in waiting {
+                self.store_log(log).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_log(
+        &mut self,
+        provider: ProviderIndex,
+        key: LogKey,
+        raw: Box<RawValue>,
+        at: Instant,
+    ) -> Result<(), Closed> {
+        if key.removed {
+            // Provider-sent retractions are handled with reorgs (the parent-hash walk is the
+            // authority; providers such as Anvil never send them).
+            tracing::debug!(chain = %self.chain, block = key.block_number, "ignoring a removed:true log");
+            return Ok(());
+        }
+        let event_key = EventKey {
+            block_hash: key.block_hash,
+            log_index: Some(key.log_index),
+        };
+        match self.observe(event_key, provider, at) {
+            Sighting::Again { repeat, .. } => {
+                if !repeat {
+                    self.send(WriterInput::Seen {
+                        chain: self.chain.clone(),
+                        key: event_key,
+                        block_number: key.block_number,
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Sighting::First => {
+                let parked = ParkedLog {
+                    provider,
+                    key,
+                    raw,
+                    received_at_ms: now_ms(),
+                };
+                if self.headers.contains(&key.block_hash) {
+                    self.store_log(parked).await
+                } else {
+                    self.park(parked);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Parses the first copy of a log in full and sends it on with its block's fields.
+    async fn store_log(&mut self, parked: ParkedLog) -> Result<(), Closed> {
+        let event_key = EventKey {
+            block_hash: parked.key.block_hash,
+            log_index: Some(parked.key.log_index),
+        };
+        let record = match decode::log(&parked.raw) {
+            Ok(record) => record,
+            Err(err) => {
+                // Forget the key so a well-formed copy from another provider is accepted.
+                self.hot.forget(&event_key);
+                metrics::counter!(m::PROVIDER_MALFORMED, "chain" => self.chain.to_string(), "provider" => self.providers.id(parked.provider).to_owned()).increment(1);
+                tracing::warn!(chain = %self.chain, provider = %self.providers.id(parked.provider), error = %err, "dropping a malformed log");
+                return Ok(());
+            }
+        };
+        let Some(head) = self.headers.get(&record.block_hash) else {
+            self.park(parked);
+            return Ok(());
+        };
+        let event = Event {
+            chain: self.chain.clone(),
+            block: head.block,
+            block_timestamp: head.timestamp,
+            log: Some(record.log),
+        };
+        let mut new = self.new_event(event, parked.provider);
+        new.received_at_ms = parked.received_at_ms;
+        self.send(WriterInput::Event(new)).await
+    }
+
+    fn park(&mut self, log: ParkedLog) {
+        if self.parked_count >= MAX_PARKED_LOGS {
+            // Drop a whole block's worth: its logs come back with the range sync. Forget their
+            // keys so those copies are not mistaken for duplicates.
+            if let Some(block) = self.parked.keys().next().copied()
+                && let Some(dropped) = self.parked.remove(&block)
+            {
+                self.parked_count -= dropped.len();
+                for d in dropped {
+                    self.hot.forget(&EventKey {
+                        block_hash: d.key.block_hash,
+                        log_index: Some(d.key.log_index),
+                    });
+                }
+                tracing::warn!(chain = %self.chain, "too many logs waiting for their block; dropped some to refetch");
+            }
+        }
+        self.parked_count += 1;
+        self.parked.entry(log.key.block_hash).or_default().push(log);
+    }
+
+    fn observe(&mut self, key: EventKey, provider: ProviderIndex, at: Instant) -> Sighting {
+        self.retired.clear();
+        let sighting = self.hot.observe(key, provider, at, &mut self.retired);
+        let chain = self.chain.to_string();
+        match sighting {
+            Sighting::First => metrics::counter!(m::CACHE_MISSES, "chain" => chain.clone()).increment(1),
+            Sighting::Again { .. } => {
+                metrics::counter!(m::CACHE_HITS, "chain" => chain.clone()).increment(1);
+                metrics::counter!(m::EVENTS_DEDUPLICATED, "chain" => chain.clone()).increment(1);
+            }
+        }
+        if !self.retired.is_empty() {
+            metrics::counter!(m::CACHE_EVICTIONS, "chain" => chain).increment(self.retired.len() as u64);
+        }
+        sighting
+    }
+
+    fn new_event(&self, event: Event, provider: ProviderIndex) -> NewEvent {
+        NewEvent {
+            event,
+            provider: self.providers.id(provider).to_owned(),
+            received_at_ms: now_ms(),
+            providers_seen: 1,
+        }
+    }
+
+    async fn send(&self, input: WriterInput) -> Result<(), Closed> {
+        self.writer.send(input).await.map_err(|_| Closed)
+    }
+}
+
+/// The writer has stopped.
+#[derive(Debug)]
+struct Closed;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,211 @@
+//! Ingestion: providers in, each event stored once, checkpoints that never lie.
+//!
+//! Per chain: one [`listener::Listener`] per provider with a WebSocket, one
+//! [`aggregator::Aggregator`], one [`sync::RangeSync`]. Per database: one [`writer::Writer`].
+//! Inputs flow through bounded channels only, so a slow disk slows the providers' reads
+//! rather than growing memory.
+
+pub mod aggregator;
+pub mod dedupe;
+pub mod filters;
+pub mod listener;
+pub mod providers;
+pub mod sync;
+pub mod writer;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::value::RawValue;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use crate::config::{ChainConfig, Config};
+use crate::domain::{BlockRef, ChainName};
+use crate::provider::HttpClient;
+use crate::provider::decode::{Head, LogKey};
+use crate::store::{Committed, Store};
+use dedupe::ProviderIndex;
+use providers::{ChainProvider, ProviderSet};
+pub use sync::SyncProgress;
+
+/// What a chain's aggregator receives.
+#[derive(Debug)]
+pub enum ChainInput {
+    /// A `newHeads` notification.
+    Head {
+        provider: ProviderIndex,
+        head: Head,
+        at: Instant,
+    },
+    /// A `logs` notification: its identity read, the rest still raw.
+    Log {
+        provider: ProviderIndex,
+        key: LogKey,
+        raw: Box<RawValue>,
+        at: Instant,
+    },
+    /// A complete, consistent range from the range sync.
+    Range(RangeData),
+}
+
+/// Every block of a range and every matching log, checked to fit together.
+#[derive(Debug)]
+pub struct RangeData {
+    pub provider: ProviderIndex,
+    pub heads: Vec<Head>,
+    pub logs: Vec<(LogKey, Box<RawValue>)>,
+    pub last: BlockRef,
+}
+
+/// How one chain's providers are reached: configured, or an in-process devnet's endpoints.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub http_url: Url,
+    pub ws_url: Option<Url>,
+    pub priority: u32,
+}
+
+/// Per-chain handles the API reads.
+#[derive(Debug, Clone)]
+pub struct ChainHandle {
+    pub name: ChainName,
+    pub chain_id: u64,
+    pub provider_ids: Vec<String>,
+    pub best_head: watch::Receiver<u64>,
+    pub progress: watch::Receiver<SyncProgress>,
+}
+
+/// The running pipeline.
+pub struct Ingest {
+    pub chains: Vec<ChainHandle>,
+    /// False while the writer cannot commit.
+    pub writer_ready: Arc<AtomicBool>,
+    /// Every committed batch, after commit (the publisher's source).
+    pub committed: broadcast::Sender<Arc<Committed>>,
+}
+
+/// HTTP deadline for provider calls made by ingest.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Inputs a chain's aggregator may have queued.
+const CHAIN_QUEUE: usize = 16_384;
+/// Inputs the writer may have queued.
+const WRITER_QUEUE: usize = 65_536;
+
+/// Starts the writer and every chain's tasks on `tracker`. `endpoints` gives each chain's
+/// providers (the config's, or a devnet's).
+pub async fn start(
+    config: &Config,
+    endpoints: &[(String, Vec<Endpoint>)],
+    store: Store,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Ingest> {
+    let writer_ready = Arc::new(AtomicBool::new(true));
+    let (committed, _) = broadcast::channel(1024);
+    let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+    let writer = writer::Writer::new(store.clone(), writer_ready.clone(), committed.clone());
+    tracker.spawn(writer.run(writer_rx));
+
+    let mut chains = Vec::new();
+    for (name, chain) in &config.chains {
+        let list = endpoints
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, e)| e.as_slice())
+            .unwrap_or_default();
+        let handle = start_chain(config, name, chain, list, &store, writer_tx.clone(), tracker, &shutdown)
+            .await
+            .with_context(|| format!("starting chain {name}"))?;
+        chains.push(handle);
+    }
+    Ok(Ingest {
+        chains,
+        writer_ready,
+        committed,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_chain(
+    config: &Config,
+    name: &str,
+    chain: &ChainConfig,
+    endpoints: &[Endpoint],
+    store: &Store,
+    writer: mpsc::Sender<writer::WriterInput>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ChainHandle> {
+    let chain_name: ChainName = ChainName::from(name);
+    let mut list = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let index = ProviderIndex::try_from(i).context("more than 255 providers")?;
+        let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
+        list.push(ChainProvider {
+            index,
+            id: endpoint.id.clone(),
+            http,
+            ws_url: endpoint.ws_url.clone(),
+            priority: endpoint.priority,
+        });
+    }
+    anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
+    let providers = ProviderSet::new(list);
+    let (filters, start_block) = filters::log_filters(&chain.subscriptions);
+    let (input_tx, input_rx) = mpsc::channel(CHAIN_QUEUE);
+    let (best_tx, best_rx) = watch::channel(0u64);
+    let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
+
+    let capacity = NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
+    let aggregator = aggregator::Aggregator::new(
+        chain_name.clone(),
+        providers.clone(),
+        capacity,
+        config.aggregation.deduplication_window,
+        best_tx,
+        writer,
+    );
+    tracker.spawn(aggregator.run(input_rx, shutdown.child_token()));
+
+    for provider in providers.all() {
+        let listener = listener::Listener {
+            chain: chain_name.clone(),
+            provider: provider.clone(),
+            filters: filters.clone(),
+            output: input_tx.clone(),
+        };
+        tracker.spawn(listener.run(shutdown.child_token()));
+    }
+
+    let checkpoint = store.checkpoint(name).await?.map(|cp| BlockRef {
+        number: cp.block_number,
+        hash: cp.block_hash,
+        parent_hash: alloy_primitives::B256::ZERO,
+    });
+    let sync = sync::RangeSync {
+        chain: chain_name.clone(),
+        providers: providers.clone(),
+        filters,
+        checkpoint,
+        start_block,
+        best_head: best_rx.clone(),
+        output: input_tx,
+        progress: progress_tx,
+    };
+    tracker.spawn(sync.run(shutdown.child_token()));
+
+    Ok(ChainHandle {
+        name: chain_name,
+        chain_id: chain.chain_id,
+        provider_ids: providers.all().iter().map(|p| p.id.clone()).collect(),
+        best_head: best_rx,
+        progress: progress_rx,
+    })
+}

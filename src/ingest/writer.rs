@@ -1,0 +1,200 @@
+//! The one writer per database: batches what the aggregators decided into transactions.
+//!
+//! A batch closes after `MAX_BATCH` events or `FLUSH_INTERVAL` after its first input,
+//! whichever comes first. A copy of an event still waiting in the batch only bumps its count;
+//! copies of events already committed become `providers_seen` increments. A failing or busy
+//! disk is retried with backoff, never dropped; readiness is false meanwhile. The writer stops
+//! when every aggregator has stopped (its input closes), after a last flush.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::providers::backoff;
+use crate::domain::{ChainName, EventKey};
+use crate::store::{Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch};
+use crate::telemetry::metrics as m;
+
+/// Events per transaction at most: large enough to amortise the commit, small enough to keep
+/// the live tail's latency in milliseconds.
+pub const MAX_BATCH: usize = 4096;
+/// How long the first input of a batch may wait for company.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What aggregators send the writer.
+#[derive(Debug)]
+pub enum WriterInput {
+    /// The first copy of an event.
+    Event(NewEvent),
+    /// Another provider delivered an event already sent.
+    Seen {
+        chain: ChainName,
+        key: EventKey,
+        block_number: u64,
+    },
+    /// Every block of the chain up to this one has been sent: commit it with them.
+    Checkpoint(Checkpoint),
+}
+
+pub struct Writer {
+    store: Store,
+    ready: Arc<AtomicBool>,
+    committed: broadcast::Sender<Arc<Committed>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    events: Vec<NewEvent>,
+    index: HashMap<(ChainName, EventKey), usize>,
+    redeliveries: HashMap<(ChainName, EventKey), Redelivery>,
+    checkpoints: Vec<Checkpoint>,
+    opened: Option<Instant>,
+}
+
+impl Pending {
+    fn add(&mut self, input: WriterInput) {
+        self.opened.get_or_insert_with(Instant::now);
+        match input {
+            WriterInput::Event(new) => {
+                let id = (new.event.chain.clone(), new.event.key());
+                match self.index.get(&id) {
+                    Some(&i) => self.events[i].providers_seen += new.providers_seen,
+                    None => {
+                        self.index.insert(id, self.events.len());
+                        self.events.push(new);
+                    }
+                }
+            }
+            WriterInput::Seen {
+                chain,
+                key,
+                block_number,
+            } => {
+                let id = (chain, key);
+                if let Some(&i) = self.index.get(&id) {
+                    self.events[i].providers_seen += 1;
+                } else {
+                    let chain = id.0.clone();
+                    self.redeliveries
+                        .entry(id)
+                        .or_insert_with(|| Redelivery {
+                            chain,
+                            key,
+                            block_number,
+                            count: 0,
+                        })
+                        .count += 1;
+                }
+            }
+            WriterInput::Checkpoint(cp) => {
+                // A later checkpoint of the same chain supersedes an earlier one.
+                self.checkpoints.retain(|c| c.chain != cp.chain);
+                self.checkpoints.push(cp);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.opened.is_none()
+    }
+
+    fn take(&mut self) -> WriteBatch {
+        let pending = std::mem::take(self);
+        WriteBatch {
+            chain_events: pending.events,
+            redeliveries: pending.redeliveries.into_values().collect(),
+            checkpoints: pending.checkpoints,
+        }
+    }
+}
+
+impl Writer {
+    pub fn new(store: Store, ready: Arc<AtomicBool>, committed: broadcast::Sender<Arc<Committed>>) -> Writer {
+        Writer {
+            store,
+            ready,
+            committed,
+        }
+    }
+
+    /// Runs until `input` closes, then flushes what is left.
+    pub async fn run(self, mut input: mpsc::Receiver<WriterInput>) {
+        let mut pending = Pending::default();
+        loop {
+            let deadline = pending.opened.map(|t| t + FLUSH_INTERVAL);
+            let next = tokio::select! {
+                next = input.recv() => next,
+                _ = sleep_until(deadline) => {
+                    self.flush(&mut pending).await;
+                    continue;
+                }
+            };
+            match next {
+                Some(item) => {
+                    pending.add(item);
+                    // Drain what is already queued without waiting: one wake-up, many events.
+                    while pending.events.len() < MAX_BATCH {
+                        match input.try_recv() {
+                            Ok(item) => pending.add(item),
+                            Err(_) => break,
+                        }
+                    }
+                    if pending.events.len() >= MAX_BATCH {
+                        self.flush(&mut pending).await;
+                    }
+                }
+                None => {
+                    self.flush(&mut pending).await;
+                    break;
+                }
+            }
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    /// Commits the pending batch, retrying until it succeeds: nothing is ever dropped.
+    async fn flush(&self, pending: &mut Pending) {
+        if pending.is_empty() {
+            return;
+        }
+        let batch = pending.take();
+        let size = batch.chain_events.len();
+        let mut delays = backoff();
+        loop {
+            let started = Instant::now();
+            match self.store.write_batch(batch.clone()).await {
+                Ok(committed) => {
+                    metrics::histogram!(m::WRITER_BATCH_SIZE).record(size as f64);
+                    metrics::histogram!(m::WRITER_BATCH_DURATION).record(started.elapsed().as_secs_f64());
+                    for event in &committed.inserted {
+                        metrics::counter!(m::EVENTS_STORED, "chain" => event.event.chain.to_string(), "kind" => event.event.kind().as_str()).increment(1);
+                    }
+                    for cp in &batch.checkpoints {
+                        metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => cp.chain.to_string()).set(cp.block_number as f64);
+                    }
+                    self.ready.store(true, Ordering::Release);
+                    // No subscriber is fine: the publisher may not be running.
+                    let _ = self.committed.send(Arc::new(committed));
+                    return;
+                }
+                Err(err) => {
+                    self.ready.store(false, Ordering::Release);
+                    metrics::counter!(m::WRITER_ERRORS).increment(1);
+                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                    tracing::error!(error = %err, events = size, retry_in_ms = delay.as_millis() as u64, "writing a batch failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
