@@ -1,0 +1,383 @@
+//! The batched write path ([`Store::write_batch`]) and event reads.
+//!
+//! Cursors come from an in-memory sequence owned by the single writer, initialised at open from
+//! the database. A batch assigns `last + 1 ..` to its events in order, upserts them on the unique
+//! content key with multi-row `INSERT … ON CONFLICT DO UPDATE … RETURNING cursor`, writes the
+//! checkpoint (and any finality advance) in the same transaction, commits, and only then moves
+//! the sequence. A returned cursor that is one the batch assigned marks an inserted row; any
+//! other is the existing row of a duplicate, whose `providers_seen` the upsert incremented.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteArguments, SqlitePool};
+use sqlx::{Arguments, AssertSqlSafe, SqliteConnection};
+
+use crate::domain::{ChainName, Cursor, Event, StoredEvent};
+
+use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
+use super::rows::{self, BLOCK_LOG_INDEX, EVENT_COLUMNS, EVENT_FROM, finality_of, to_sql_int};
+use super::{Store, StoreError};
+
+/// One event as delivered to the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event: Event,
+    /// The provider `id` whose copy this is (never its URL).
+    pub provider: String,
+    /// Milliseconds since the Unix epoch when the aggregator received it.
+    pub received_at_ms: i64,
+}
+
+/// What one transaction stores: events (of any chains) and optionally a chain's checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub chain_events: Vec<NewEvent>,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The outcome of a committed batch, for the publisher (invariant 2: after commit only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The rows this batch created, in cursor order.
+    pub inserted: Vec<StoredEvent>,
+    /// Events of the batch whose content was already stored (before or earlier in the batch):
+    /// no new row, the existing row's `providers_seen` incremented. A duplicate may leave a gap
+    /// in the cursors: cursors are strictly increasing, not dense.
+    pub duplicates: usize,
+    /// Finality advances recorded by the batch's checkpoint, after `inserted` in cursor order.
+    pub finality: Vec<FinalityAdvance>,
+}
+
+/// The writer's cursor sequence (guarded by `Shared::sequence`).
+#[derive(Debug)]
+pub(crate) struct Sequence {
+    last: Cursor,
+    /// Set while a transaction is in flight. Still set at the next batch means the previous one
+    /// ended without reaching the end of `write_batch` (an error, or the future was dropped
+    /// during COMMIT), so whether its cursors were used is unknown: reload from the database.
+    in_doubt: bool,
+}
+
+impl Sequence {
+    pub(crate) fn new(last: Cursor) -> Sequence {
+        Sequence {
+            last,
+            in_doubt: false,
+        }
+    }
+}
+
+/// The highest cursor ever used: the sequence row, events and changes (see `V1__initial.sql`).
+pub(crate) async fn load_last_cursor(pool: &SqlitePool) -> Result<Cursor, StoreError> {
+    let mut conn = pool.acquire().await?;
+    load_last_cursor_on(&mut conn).await
+}
+
+async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<Cursor, StoreError> {
+    // Each max() over a rowid is a single B-tree descent.
+    let last: i64 = sqlx::query_scalar(
+        "SELECT max((SELECT last_cursor FROM cursor_sequence WHERE id = 1), \
+                    coalesce((SELECT max(cursor) FROM events), 0), \
+                    coalesce((SELECT max(cursor) FROM changes), 0))",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(last)
+}
+
+/// Columns bound per event by the multi-row insert.
+const COLUMNS_PER_ROW: usize = 18;
+/// Rows per INSERT statement, largest first. A batch of n rows is cut greedily into these sizes,
+/// so at most four distinct statements exist (each prepared once and cached by sqlx) and a big
+/// batch costs few round trips to SQLite's worker thread. 512 × 18 = 9216 parameters, well under
+/// SQLite's limit of 32766.
+const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
+
+/// SQL built once at open: texts assembled from constants, and the multi-row inserts, one per
+/// entry of [`CHUNK_SIZES`]. sqlx prepares each text once per connection and caches it.
+pub(crate) struct Statements {
+    inserts: [Arc<str>; CHUNK_SIZES.len()],
+    event_by_cursor: Arc<str>,
+    /// Bound as `kind` without allocating per row.
+    block: Arc<str>,
+    log: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new() -> Statements {
+        Statements {
+            inserts: CHUNK_SIZES.map(|n| Arc::from(insert_sql(n))),
+            event_by_cursor: Arc::from(format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE e.cursor = ?"
+            )),
+            block: Arc::from("block"),
+            log: Arc::from("log"),
+        }
+    }
+}
+
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; COLUMNS_PER_ROW].join(","));
+    let values = vec![row.as_str(); rows].join(",");
+    // ON CONFLICT names the columns of `events_identity`. DO UPDATE (not DO NOTHING) so that
+    // RETURNING yields a row for duplicates too, and to count deliveries in providers_seen.
+    format!(
+        "INSERT INTO events (cursor, chain, kind, block_number, block_hash, parent_hash, \
+             block_timestamp, tx_hash, tx_index, log_index, address, topic0, topic1, topic2, \
+             topic3, data, first_provider, received_at) \
+         VALUES {values} \
+         ON CONFLICT (chain, block_number, block_hash, log_index) \
+             DO UPDATE SET providers_seen = providers_seen + 1 \
+         RETURNING cursor"
+    )
+}
+
+impl Store {
+    /// Stores a batch in one transaction: every event upserted on its content key, then the
+    /// checkpoint. Either all of it commits or none of it, and the cursor sequence only moves
+    /// after the commit.
+    pub async fn write_batch(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
+        let WriteBatch {
+            chain_events,
+            checkpoint,
+        } = batch;
+        if chain_events.is_empty() && checkpoint.is_none() {
+            return Ok(Committed::default());
+        }
+        let shared = &self.shared;
+        let mut sequence = shared.sequence.lock().await;
+        let mut conn = shared.writer.acquire().await?;
+        if sequence.in_doubt {
+            sequence.last = load_last_cursor_on(&mut conn).await?;
+            shared.committed.store(sequence.last, Ordering::Release);
+            sequence.in_doubt = false;
+        }
+        let first = sequence.last + 1;
+        sequence.in_doubt = true;
+
+        // IMMEDIATE: take the write lock now rather than upgrading later, so another process
+        // holding the file makes us wait (busy_timeout) instead of failing mid-batch.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let seen = insert_events(&mut tx, &shared.statements, first, &chain_events).await?;
+        // Changes follow the last inserted event: trailing duplicates give their numbers back
+        // (never visible anywhere), so an all-duplicate batch consumes no cursor at all.
+        let mut next = match seen.iter().rposition(|n| *n > 0) {
+            Some(i) => first + cursor_count(i)? + 1,
+            None => first,
+        };
+        let now = now_ms();
+        let finality = match &checkpoint {
+            Some(cp) => checkpoint::write(&mut tx, cp, &mut next, now).await?,
+            None => Vec::new(),
+        };
+        // Finality of the new rows, from their chains' heights as this transaction leaves them.
+        let mut levels: Vec<(ChainName, Levels)> = Vec::new();
+        for (new, _) in chain_events.iter().zip(&seen).filter(|(_, n)| **n > 0) {
+            let chain = &new.event.chain;
+            if !levels.iter().any(|(c, _)| c == chain) {
+                levels.push((chain.clone(), checkpoint::levels(&mut tx, chain).await?));
+            }
+        }
+        let last = next - 1;
+        if last >= first {
+            sqlx::query("UPDATE cursor_sequence SET last_cursor = ? WHERE id = 1")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+
+        if last >= first {
+            sequence.last = last;
+            shared.committed.store(last, Ordering::Release);
+        }
+        sequence.in_doubt = false;
+        drop(sequence);
+
+        Ok(committed(chain_events, &seen, first, &levels, finality))
+    }
+
+    /// The event whose addition took cursor `c`, with its current `removed`, finality and
+    /// `providers_seen`.
+    pub async fn event_by_cursor(&self, c: Cursor) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = AssertSqlSafe(self.shared.statements.event_by_cursor.clone());
+        let row = sqlx::query(sql)
+            .bind(c)
+            .fetch_optional(&self.shared.readers)
+            .await?;
+        row.as_ref().map(rows::stored_event).transpose()
+    }
+
+    /// Rows stored for `chain`, removed ones included.
+    pub async fn count_events(&self, chain: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE chain = ?")
+            .bind(chain)
+            .fetch_one(&self.shared.readers)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
+
+/// Upserts `events` with cursors `first..`, chunk by chunk. Returns, per event, how many times
+/// its own cursor came back: 0 for a duplicate, else 1 + later copies of it in this batch.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    statements: &Statements,
+    first: Cursor,
+    events: &[NewEvent],
+) -> Result<Vec<u32>, StoreError> {
+    let mut seen = vec![0u32; events.len()];
+    let mut done = 0;
+    while done < events.len() {
+        let left = events.len() - done;
+        let (size_index, &size) = CHUNK_SIZES
+            .iter()
+            .enumerate()
+            .find(|(_, n)| **n <= left)
+            .unwrap_or((CHUNK_SIZES.len() - 1, &1));
+        let chunk = &events[done..done + size];
+        let mut args = SqliteArguments::default();
+        args.reserve(size * COLUMNS_PER_ROW, 0);
+        for (offset, new) in chunk.iter().enumerate() {
+            let cursor = first + cursor_count(done + offset)?;
+            bind_event(&mut args, statements, cursor, new)?;
+        }
+        let sql = AssertSqlSafe(statements.inserts[size_index].clone());
+        let returned: Vec<i64> = sqlx::query_scalar_with(sql, args)
+            .fetch_all(&mut *conn)
+            .await?;
+        for cursor in returned {
+            if let Some(count) = usize::try_from(cursor - first)
+                .ok()
+                .and_then(|i| seen.get_mut(i))
+            {
+                *count += 1;
+            }
+        }
+        done += size;
+    }
+    Ok(seen)
+}
+
+/// Binds one event's 18 columns in the order of [`insert_sql`].
+fn bind_event(
+    args: &mut SqliteArguments,
+    statements: &Statements,
+    cursor: Cursor,
+    new: &NewEvent,
+) -> Result<(), StoreError> {
+    let event = &new.event;
+    let block = &event.block;
+    let kind = if event.log.is_some() {
+        &statements.log
+    } else {
+        &statements.block
+    };
+    let bound = |r: Result<(), sqlx::error::BoxDynError>| {
+        r.map_err(|e| StoreError::Invalid(format!("cannot bind event: {e}")))
+    };
+    bound(args.add(cursor))?;
+    bound(args.add(event.chain.clone()))?;
+    bound(args.add(kind.clone()))?;
+    bound(args.add(to_sql_int(block.number, "block_number")?))?;
+    bound(args.add(block.hash.as_slice()))?;
+    bound(args.add(block.parent_hash.as_slice()))?;
+    bound(args.add(to_sql_int(event.block_timestamp, "block_timestamp")?))?;
+    match &event.log {
+        None => {
+            bound(args.add(None::<&[u8]>))?; // tx_hash
+            bound(args.add(None::<i64>))?; // tx_index
+            bound(args.add(BLOCK_LOG_INDEX))?;
+            for _ in 0..6 {
+                bound(args.add(None::<&[u8]>))?; // address, topic0..3, data
+            }
+        }
+        Some(log) => {
+            if log.topics.len() > 4 {
+                return Err(StoreError::Invalid(format!(
+                    "log {} of block {} has {} topics; the EVM allows at most 4",
+                    log.log_index,
+                    block.hash,
+                    log.topics.len()
+                )));
+            }
+            bound(args.add(log.tx_hash.as_slice()))?;
+            bound(args.add(to_sql_int(log.tx_index, "tx_index")?))?;
+            bound(args.add(to_sql_int(log.log_index, "log_index")?))?;
+            bound(args.add(log.address.as_slice()))?;
+            for i in 0..4 {
+                bound(args.add(log.topics.get(i).map(|t| t.as_slice())))?;
+            }
+            bound(args.add(log.data.as_ref()))?;
+        }
+    }
+    bound(args.add(new.provider.as_str()))?;
+    bound(args.add(new.received_at_ms))?;
+    Ok(())
+}
+
+/// Builds the publisher's view of a committed batch, moving the events (no clone).
+fn committed(
+    events: Vec<NewEvent>,
+    seen: &[u32],
+    first: Cursor,
+    levels: &[(ChainName, Levels)],
+    finality: Vec<FinalityAdvance>,
+) -> Committed {
+    let mut inserted = Vec::with_capacity(seen.iter().filter(|n| **n > 0).count());
+    for ((i, new), &count) in events.into_iter().enumerate().zip(seen) {
+        if count == 0 {
+            continue;
+        }
+        let (safe, finalized) = levels
+            .iter()
+            .find(|(c, _)| *c == new.event.chain)
+            .map(|(_, l)| l.as_blocks())
+            .unwrap_or_default();
+        inserted.push(StoredEvent {
+            // `i` < batch length, which `cursor_count` already accepted.
+            cursor: first + i as Cursor,
+            finality: finality_of(new.event.block.number, safe, finalized),
+            event: new.event,
+            removed: false,
+            first_provider: new.provider,
+            providers_seen: count,
+            received_at_ms: new.received_at_ms,
+        });
+    }
+    let duplicates = seen.len() - inserted.len();
+    Committed {
+        inserted,
+        duplicates,
+        finality,
+    }
+}
+
+fn cursor_count(n: usize) -> Result<Cursor, StoreError> {
+    Cursor::try_from(n).map_err(|_| StoreError::Invalid(format!("batch of {n} events")))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_sql_has_one_placeholder_per_column_and_row() {
+        for n in CHUNK_SIZES {
+            let sql = insert_sql(n);
+            assert_eq!(sql.matches('?').count(), n * COLUMNS_PER_ROW, "{n} rows");
+        }
+        assert!(CHUNK_SIZES.windows(2).all(|w| w[0] > w[1]));
+        assert_eq!(CHUNK_SIZES.last(), Some(&1));
+        assert!(CHUNK_SIZES[0] * COLUMNS_PER_ROW <= 32766);
+    }
+}

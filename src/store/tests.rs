@@ -1,0 +1,159 @@
+//! Unit tests that need the store's internals: per-connection pragmas and query plans.
+
+use sqlx::Row;
+
+use super::*;
+
+async fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("nested/dir/livechain.db"))
+        .await
+        .expect("open store");
+    (dir, store)
+}
+
+async fn pragma(pool: &SqlitePool, name: &'static str) -> String {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("PRAGMA {name}: {e}"));
+    // journal_mode answers text, the others integers.
+    row.try_get::<String, _>(0)
+        .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+        .expect("pragma value")
+}
+
+#[tokio::test]
+async fn writer_and_readers_have_the_specified_pragmas() {
+    let (_dir, store) = open_temp().await;
+    let writer_cache = (-WRITER_CACHE_KIB).to_string();
+    let reader_cache = (-READER_CACHE_KIB).to_string();
+    let busy = BUSY_TIMEOUT.as_millis().to_string();
+    for (pool, cache) in [
+        (&store.shared.writer, writer_cache.as_str()),
+        (&store.shared.readers, reader_cache.as_str()),
+    ] {
+        let checks = [
+            ("journal_mode", "wal"),
+            // 1 = NORMAL
+            ("synchronous", "1"),
+            ("foreign_keys", "1"),
+            ("cache_size", cache),
+            ("busy_timeout", busy.as_str()),
+            // 2 = MEMORY
+            ("temp_store", "2"),
+        ];
+        for (name, want) in checks {
+            assert_eq!(pragma(pool, name).await, want, "PRAGMA {name}");
+        }
+    }
+    assert_eq!(pragma(&store.shared.readers, "query_only").await, "0");
+    let write = sqlx::query("INSERT INTO cursor_sequence (id, last_cursor) VALUES (2, 0)")
+        .execute(&store.shared.readers)
+        .await;
+    assert!(write.is_err(), "read pool must be read-only");
+    assert_eq!(store.shared.writer.options().get_max_connections(), 1);
+    assert!(store.shared.readers.options().get_max_connections() > 1);
+    store.close().await;
+}
+
+async fn plan(pool: &SqlitePool, query: &str) -> String {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+        .bind("devnet")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    rows.iter()
+        .map(|r| r.get::<String, _>(3))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The REST filters of DESIGN.md section 8 with cursor pagination, each in both directions,
+/// on a fresh database (no statistics yet): one index seek, rows in cursor order, no sort.
+#[tokio::test]
+async fn rest_filters_seek_an_index_in_cursor_order() {
+    let (_dir, store) = open_temp().await;
+    let cases = [
+        ("e.address = x'01'", "events_address (address=? AND rowid"),
+        ("e.topic0 = x'01'", "events_topic0 (topic0=? AND rowid"),
+        ("e.topic1 = x'01'", "events_topic1 (topic1=? AND rowid"),
+        ("e.topic2 = x'01'", "events_topic2 (topic2=? AND rowid"),
+        ("e.topic3 = x'01'", "events_topic3 (topic3=? AND rowid"),
+        ("e.tx_hash = x'01'", "events_tx_hash (tx_hash=? AND rowid"),
+        (
+            "e.block_hash = x'01'",
+            "events_block_hash (block_hash=? AND rowid",
+        ),
+        ("e.kind = 'block'", "events_chain_blocks (chain=? AND rowid"),
+        ("e.kind = 'log'", "events_chain (chain=? AND rowid"),
+        ("e.removed = 0", "events_chain (chain=? AND rowid"),
+    ];
+    for (filter, index) in cases {
+        for (cmp, order) in [(">", "ASC"), ("<", "DESC")] {
+            let query = format!(
+                "SELECT {} FROM {} WHERE e.chain = ? AND {filter} AND e.removed = 0 \
+                 AND e.cursor {cmp} 10 ORDER BY e.cursor {order} LIMIT 100",
+                rows::EVENT_COLUMNS,
+                rows::EVENT_FROM
+            );
+            let got = plan(&store.shared.readers, &query).await;
+            assert!(got.contains(index), "{filter} {order}: {got}");
+            assert!(
+                !got.contains("TEMP B-TREE"),
+                "{filter} {order} sorts: {got}"
+            );
+        }
+    }
+    // The change feed: both tables by primary key.
+    let feed = plan(
+        &store.shared.readers,
+        "SELECT cursor FROM events WHERE cursor > 10 AND chain = ? \
+         UNION ALL SELECT cursor FROM changes WHERE cursor > 10 ORDER BY cursor LIMIT 100",
+    )
+    .await;
+    assert!(!feed.contains("SCAN changes"), "{feed}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn close_and_open_collect_planner_statistics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stats.db");
+    let store = Store::open(&path).await.expect("open");
+    let events = (0..2_000u64)
+        .map(|n| NewEvent {
+            event: crate::domain::Event {
+                chain: "devnet".into(),
+                block: crate::domain::BlockRef {
+                    number: n,
+                    hash: alloy_primitives::B256::with_last_byte((n % 251) as u8)
+                        ^ alloy_primitives::B256::left_padding_from(&n.to_be_bytes()),
+                    parent_hash: alloy_primitives::B256::ZERO,
+                },
+                block_timestamp: n,
+                log: None,
+            },
+            provider: "p".into(),
+            received_at_ms: 0,
+        })
+        .collect();
+    let done = store
+        .write_batch(WriteBatch {
+            chain_events: events,
+            checkpoint: None,
+        })
+        .await
+        .expect("write");
+    assert_eq!(done.inserted.len(), 2_000);
+    store.close().await;
+
+    let store = Store::open(&path).await.expect("reopen");
+    let analysed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'events'")
+            .fetch_one(&store.shared.readers)
+            .await
+            .expect("sqlite_stat1 exists");
+    assert!(analysed > 0, "events has no planner statistics");
+    store.close().await;
+}
