@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::devnet::{Devnet, DevnetConfig};
+use crate::ingest::{self, Endpoint, Ingest};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -25,6 +26,7 @@ pub struct Running {
     /// In-process devnets, by chain name, for chains configured with a `devnet` section.
     pub devnets: Vec<(String, Devnet)>,
     pub store: Store,
+    pub ingest: Ingest,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -40,8 +42,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("opening database {}", config.database.path.display()))?;
 
     let mut devnets = Vec::new();
+    let mut endpoints = Vec::new();
     for (name, chain) in &config.chains {
-        let Some(sim) = &chain.devnet else { continue };
+        let Some(sim) = &chain.devnet else {
+            let list = chain
+                .providers
+                .iter()
+                .map(|p| Endpoint {
+                    id: p.id.clone(),
+                    http_url: p.url.clone(),
+                    ws_url: p.ws_url.clone(),
+                    priority: p.priority,
+                })
+                .collect();
+            endpoints.push((name.clone(), list));
+            continue;
+        };
         let devnet_config = DevnetConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             providers: sim.providers,
@@ -56,17 +72,37 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let devnet = Devnet::start(devnet_config, shutdown.child_token())
             .await
             .with_context(|| format!("starting the devnet of chain {name}"))?;
+        let mut list = Vec::new();
         for endpoint in devnet.endpoints() {
             tracing::info!(chain = %name, endpoint = %endpoint, "devnet provider listening");
+            list.push(Endpoint {
+                id: format!("devnet-{}", endpoint.index),
+                http_url: endpoint.http_url.parse().context("devnet HTTP URL")?,
+                ws_url: Some(endpoint.ws_url.parse().context("devnet WS URL")?),
+                priority: u32::try_from(endpoint.index).unwrap_or(u32::MAX),
+            });
         }
+        endpoints.push((name.clone(), list));
         devnets.push((name.clone(), devnet));
     }
+
+    let ingest = ingest::start(
+        &config,
+        &endpoints,
+        store.clone(),
+        &tracker,
+        shutdown.child_token(),
+    )
+    .await
+    .context("starting ingestion")?;
 
     let listener = api::bind(config.server.listen).await?;
     let api_addr = listener.local_addr().context("reading the API address")?;
     let state = AppState {
         store: store.clone(),
         metrics,
+        chains: ingest.chains.clone().into(),
+        writer_ready: ingest.writer_ready.clone(),
     };
     let api_shutdown = shutdown.child_token();
     tracker.spawn(async move {
@@ -80,6 +116,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         api_addr,
         devnets,
         store,
+        ingest,
         tracker,
         shutdown,
     })
@@ -90,7 +127,14 @@ impl Running {
     pub fn welcome(&self) -> String {
         let base = format!("http://{}", self.api_addr);
         let mut text = format!("livechain is running; API on {base}\n  try:");
-        for path in ["/health", "/metrics"] {
+        for path in [
+            "/health",
+            "/ready",
+            "/v1/chains",
+            "/v1/events?limit=5",
+            "/v1/events?kind=block&order=desc&limit=3",
+            "/metrics",
+        ] {
             text.push_str(&format!("\n    curl {base}{path}"));
         }
         for (chain, devnet) in &self.devnets {

@@ -5,18 +5,23 @@
 //! - [`domain`]: events, their identity, cursors and finality; no I/O.
 //! - [`store`]: SQLite (sqlx, WAL), refinery migrations, the only module that knows SQL.
 //! - [`devnet`]: a simulated EVM chain served over JSON-RPC HTTP and WebSocket.
+//! - [`provider`]: JSON-RPC over HTTP and WebSocket; the only module that knows its framing.
+//! - [`ingest`]: listeners, aggregator, range sync and writer: providers in, each event once.
+//! - [`breaker`]: the circuit breaker, a pure state machine; [`registry`]: supervised tasks.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
 //! - [`telemetry`]: tracing setup and every metric name.
 //! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals.
 
-// pub mod api; (enabled once store lands)
-// pub mod app;
+pub mod api;
+pub mod app;
 pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod domain;
+pub mod ingest;
 pub mod provider;
+pub mod registry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

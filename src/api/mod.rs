@@ -2,10 +2,15 @@
 //!
 //! Each route module exposes `fn router() -> Router<AppState>`; [`router`] merges them.
 
+mod chains;
 mod error;
+pub mod events;
 mod health;
+pub mod json;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -13,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 
+use crate::ingest::ChainHandle;
 use crate::store::Store;
 
 /// Cheap handles shared by every handler.
@@ -20,11 +26,17 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub metrics: &'static metrics_exporter_prometheus::PrometheusHandle,
+    pub chains: Arc<[ChainHandle]>,
+    pub writer_ready: Arc<AtomicBool>,
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::router()).with_state(state)
+    Router::new()
+        .merge(health::router())
+        .merge(chains::router())
+        .merge(events::router())
+        .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.

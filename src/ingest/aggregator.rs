@@ -90,7 +90,7 @@ impl Aggregator {
 
     async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
         match input {
-            ChainInput::Head { provider, head, at } => self.on_head(provider, head, at).await?,
+            ChainInput::Head { provider, head, at } => self.on_head(provider, *head, at).await?,
             ChainInput::Log {
                 provider,
                 key,
@@ -99,7 +99,8 @@ impl Aggregator {
             } => self.on_log(provider, key, raw, at).await?,
             ChainInput::Range(range) => self.on_range(range).await?,
         }
-        metrics::gauge!(m::CACHE_SIZE, "chain" => self.chain.to_string()).set(self.hot.len() as f64);
+        metrics::gauge!(m::CACHE_SIZE, "chain" => self.chain.to_string())
+            .set(self.hot.len() as f64);
         Ok(())
     }
 
@@ -127,12 +128,18 @@ impl Aggregator {
         self.send(WriterInput::Checkpoint(checkpoint)).await
     }
 
-    async fn on_head(&mut self, provider: ProviderIndex, head: Head, at: Instant) -> Result<(), Closed> {
+    async fn on_head(
+        &mut self,
+        provider: ProviderIndex,
+        head: Head,
+        at: Instant,
+    ) -> Result<(), Closed> {
         let key = EventKey {
             block_hash: head.block.hash,
             log_index: None,
         };
         let number = head.block.number;
+        let (block, timestamp) = (head.block, head.timestamp);
         // Cache the header and release logs waiting for it whatever the sighting: a header
         // evicted from the cache while its key stayed hot must still unblock its logs.
         self.headers.put(head.block.hash, head);
@@ -157,14 +164,16 @@ impl Aggregator {
             }
             higher
         });
-        metrics::gauge!(m::CHAIN_HEAD, "chain" => self.chain.to_string()).set(*self.best_head.borrow() as f64);
+        metrics::gauge!(m::CHAIN_HEAD, "chain" => self.chain.to_string())
+            .set(*self.best_head.borrow() as f64);
         let event = Event {
             chain: self.chain.clone(),
-            block: head.block,
-            block_timestamp: head.timestamp,
+            block,
+            block_timestamp: timestamp,
             log: None,
         };
-        self.send(WriterInput::Event(self.new_event(event, provider))).await?;
+        self.send(WriterInput::Event(self.new_event(event, provider)))
+            .await?;
         self.release(key.block_hash).await
     }
 
@@ -282,14 +291,17 @@ impl Aggregator {
         let sighting = self.hot.observe(key, provider, at, &mut self.retired);
         let chain = self.chain.to_string();
         match sighting {
-            Sighting::First => metrics::counter!(m::CACHE_MISSES, "chain" => chain.clone()).increment(1),
+            Sighting::First => {
+                metrics::counter!(m::CACHE_MISSES, "chain" => chain.clone()).increment(1)
+            }
             Sighting::Again { .. } => {
                 metrics::counter!(m::CACHE_HITS, "chain" => chain.clone()).increment(1);
                 metrics::counter!(m::EVENTS_DEDUPLICATED, "chain" => chain.clone()).increment(1);
             }
         }
         if !self.retired.is_empty() {
-            metrics::counter!(m::CACHE_EVICTIONS, "chain" => chain).increment(self.retired.len() as u64);
+            metrics::counter!(m::CACHE_EVICTIONS, "chain" => chain)
+                .increment(self.retired.len() as u64);
         }
         sighting
     }

@@ -140,8 +140,16 @@ mod tests {
         let mut hot = set(10, 1000);
         let mut retired = Vec::new();
         let t0 = Instant::now();
-        assert_eq!(hot.observe(key(1, Some(0)), 0, t0, &mut retired), Sighting::First);
-        let again = hot.observe(key(1, Some(0)), 2, t0 + Duration::from_millis(30), &mut retired);
+        assert_eq!(
+            hot.observe(key(1, Some(0)), 0, t0, &mut retired),
+            Sighting::First
+        );
+        let again = hot.observe(
+            key(1, Some(0)),
+            2,
+            t0 + Duration::from_millis(30),
+            &mut retired,
+        );
         assert_eq!(
             again,
             Sighting::Again {
@@ -150,10 +158,18 @@ mod tests {
                 repeat: false
             }
         );
-        let repeat = hot.observe(key(1, Some(0)), 2, t0 + Duration::from_millis(40), &mut retired);
+        let repeat = hot.observe(
+            key(1, Some(0)),
+            2,
+            t0 + Duration::from_millis(40),
+            &mut retired,
+        );
         assert!(matches!(repeat, Sighting::Again { repeat: true, .. }));
         // A block and its log are different keys.
-        assert_eq!(hot.observe(key(1, None), 1, t0, &mut retired), Sighting::First);
+        assert_eq!(
+            hot.observe(key(1, None), 1, t0, &mut retired),
+            Sighting::First
+        );
         assert!(retired.is_empty());
     }
 
@@ -171,7 +187,10 @@ mod tests {
         assert_eq!(retired[0].key, key(0, Some(0)));
         assert_eq!(retired[0].delivered_mask, 1);
         // An evicted key counts as unseen again: the database key is the backstop.
-        assert_eq!(hot.observe(key(0, Some(0)), 1, t0, &mut retired), Sighting::First);
+        assert_eq!(
+            hot.observe(key(0, Some(0)), 1, t0, &mut retired),
+            Sighting::First
+        );
     }
 
     #[test]
@@ -180,7 +199,12 @@ mod tests {
         let mut retired = Vec::new();
         let t0 = Instant::now();
         hot.observe(key(1, Some(0)), 0, t0, &mut retired);
-        let late = hot.observe(key(1, Some(0)), 1, t0 + Duration::from_millis(101), &mut retired);
+        let late = hot.observe(
+            key(1, Some(0)),
+            1,
+            t0 + Duration::from_millis(101),
+            &mut retired,
+        );
         assert_eq!(late, Sighting::First);
         hot.forget(&key(1, Some(0)));
         assert!(hot.is_empty());

@@ -80,8 +80,11 @@ mod tests {
             topics: vec![None, Some(vec![B256::repeat_byte(1)])],
         };
         let v = some.to_json();
-        assert_eq!(v["address"][0], json!(format!("{}", Address::repeat_byte(0xaa))));
+        assert_eq!(
+            v["address"][0],
+            json!("0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        );
         assert_eq!(v["topics"][0], Value::Null);
-        assert_eq!(v["topics"][1][0], json!(format!("{}", B256::repeat_byte(1))));
+        assert_eq!(v["topics"][1][0], json!(B256::repeat_byte(1).to_string()));
     }
 }

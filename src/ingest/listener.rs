@@ -44,7 +44,9 @@ impl Listener {
         let mut connected_before = false;
         while !shutdown.is_cancelled() {
             let (notes_tx, notes_rx) = mpsc::channel(4096);
-            let connection = WsClient::connect(&url, WsOptions::default(), notes_tx, shutdown.child_token()).await;
+            let connection =
+                WsClient::connect(&url, WsOptions::default(), notes_tx, shutdown.child_token())
+                    .await;
             let outcome = match connection {
                 Ok(client) => {
                     if connected_before {
@@ -67,8 +69,12 @@ impl Listener {
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(30));
             match outcome {
-                Ok(()) => tracing::warn!(chain = %self.chain, provider = %self.provider.id, "provider socket closed; reconnecting"),
-                Err(err) => tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying"),
+                Ok(()) => {
+                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, "provider socket closed; reconnecting")
+                }
+                Err(err) => {
+                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -85,10 +91,14 @@ impl Listener {
         shutdown: &CancellationToken,
     ) -> Result<(), ProviderError> {
         let mut routes: Vec<(String, Route)> = Vec::with_capacity(1 + self.filters.len());
-        let heads = client.subscribe(jsonrpc::params(&json!(["newHeads"]))?).await?;
+        let heads = client
+            .subscribe(jsonrpc::params(&json!(["newHeads"]))?)
+            .await?;
         routes.push((heads, Route::Heads));
         for filter in &self.filters {
-            let id = client.subscribe(jsonrpc::params(&json!(["logs", filter.to_json()]))?).await?;
+            let id = client
+                .subscribe(jsonrpc::params(&json!(["logs", filter.to_json()]))?)
+                .await?;
             routes.push((id, Route::Logs));
         }
         tracing::info!(chain = %self.chain, provider = %self.provider.id, subscriptions = routes.len(), "subscribed");
@@ -103,10 +113,10 @@ impl Listener {
                 note = notes.recv() => match note {
                     Some(note) => {
                         let route = routes.iter().find(|(id, _)| *id == note.subscription).map(|(_, r)| r);
-                        if let Some(route) = route {
-                            if self.forward(route, note).await.is_err() {
-                                return Ok(()); // the aggregator is gone: shutting down
-                            }
+                        if let Some(route) = route
+                            && self.forward(route, note).await.is_err()
+                        {
+                            return Ok(()); // the aggregator is gone: shutting down
                         }
                     }
                     None => return Ok(()),
@@ -121,7 +131,7 @@ impl Listener {
         let input = match route {
             Route::Heads => decode::head(&note.result).map(|head| ChainInput::Head {
                 provider,
-                head,
+                head: Box::new(head),
                 at: note.received_at,
             }),
             Route::Logs => decode::log_key(&note.result).map(|key| ChainInput::Log {
@@ -147,7 +157,10 @@ impl Listener {
         let started = Instant::now();
         for (id, _) in routes {
             let left = UNSUBSCRIBE_GRACE.saturating_sub(started.elapsed());
-            if tokio::time::timeout(left, client.unsubscribe(id)).await.is_err() {
+            if tokio::time::timeout(left, client.unsubscribe(id))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

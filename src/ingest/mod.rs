@@ -37,10 +37,11 @@ pub use sync::SyncProgress;
 /// What a chain's aggregator receives.
 #[derive(Debug)]
 pub enum ChainInput {
-    /// A `newHeads` notification.
+    /// A `newHeads` notification (boxed: the logs bloom alone is 256 bytes, and every queue
+    /// slot is as large as the largest variant).
     Head {
         provider: ProviderIndex,
-        head: Head,
+        head: Box<Head>,
         at: Instant,
     },
     /// A `logs` notification: its identity read, the rest still raw.
@@ -120,9 +121,18 @@ pub async fn start(
             .find(|(n, _)| n == name)
             .map(|(_, e)| e.as_slice())
             .unwrap_or_default();
-        let handle = start_chain(config, name, chain, list, &store, writer_tx.clone(), tracker, &shutdown)
-            .await
-            .with_context(|| format!("starting chain {name}"))?;
+        let handle = start_chain(
+            config,
+            name,
+            chain,
+            list,
+            &store,
+            writer_tx.clone(),
+            tracker,
+            &shutdown,
+        )
+        .await
+        .with_context(|| format!("starting chain {name}"))?;
         chains.push(handle);
     }
     Ok(Ingest {
@@ -163,7 +173,8 @@ async fn start_chain(
     let (best_tx, best_rx) = watch::channel(0u64);
     let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
 
-    let capacity = NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
+    let capacity =
+        NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
     let aggregator = aggregator::Aggregator::new(
         chain_name.clone(),
         providers.clone(),

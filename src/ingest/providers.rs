@@ -81,21 +81,6 @@ pub fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_never_ends() {
-        let delays: Vec<Duration> = backoff().take(40).collect();
-        assert_eq!(delays.len(), 40);
-        // Jitter adds up to one more base delay, so the bounds are doubled.
-        assert!(delays[0] <= Duration::from_millis(200));
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
-        assert!(delays[39] >= Duration::from_secs(30));
-    }
-}
-
 /// Outcomes of one batch, one per call in order, and the provider that answered.
 pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>);
 
@@ -114,5 +99,20 @@ impl ProviderSet {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_never_ends() {
+        let delays: Vec<Duration> = backoff().take(40).collect();
+        assert_eq!(delays.len(), 40);
+        // Jitter adds up to one more base delay, so the bounds are doubled.
+        assert!(delays[0] <= Duration::from_millis(200));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
+        assert!(delays[39] >= Duration::from_secs(30));
     }
 }

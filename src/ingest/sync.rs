@@ -53,17 +53,14 @@ pub struct SyncProgress {
     pub range_limit: u64,
 }
 
-/// The range did not fit together; fetch it again (from another provider, if need be).
-#[derive(Debug)]
+/// Why a range could not be used; it is fetched again (from another provider, if need be).
+#[derive(Debug, thiserror::Error)]
 enum RangeError {
-    Provider(ProviderError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The answers did not fit together (a node behind, or a reorg between calls).
+    #[error("inconsistent range: {0}")]
     Inconsistent(String),
-}
-
-impl From<ProviderError> for RangeError {
-    fn from(err: ProviderError) -> Self {
-        RangeError::Provider(err)
-    }
 }
 
 impl RangeSync {
@@ -106,7 +103,8 @@ impl RangeSync {
             match self.fetch(next, to, parent).await {
                 Ok(range) => {
                     let last = range.last;
-                    metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.chain.to_string()).increment(to - next + 1);
+                    metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.chain.to_string())
+                        .increment(to - next + 1);
                     if self.output.send(ChainInput::Range(range)).await.is_err() {
                         return;
                     }
@@ -123,7 +121,7 @@ impl RangeSync {
                 }
                 Err(err) => {
                     let delay = delays.next().unwrap_or(HEAD_POLL);
-                    tracing::warn!(chain = %self.chain, from = next, to, error = ?err, retry_in_ms = delay.as_millis() as u64, "range fetch failed; retrying");
+                    tracing::warn!(chain = %self.chain, from = next, to, error = %err, retry_in_ms = delay.as_millis() as u64, "range fetch failed; retrying");
                     if wait(&shutdown, delay).await {
                         return;
                     }
@@ -139,7 +137,8 @@ impl RangeSync {
             head,
             range_limit: span,
         });
-        metrics::gauge!(m::CHAIN_LAG, "chain" => self.chain.to_string()).set(head.saturating_sub(checkpoint.unwrap_or(0)) as f64);
+        metrics::gauge!(m::CHAIN_LAG, "chain" => self.chain.to_string())
+            .set(head.saturating_sub(checkpoint.unwrap_or(0)) as f64);
     }
 
     /// The best head: what the subscriptions reported when that shows work to do, else a poll
@@ -149,13 +148,21 @@ impl RangeSync {
         if seen >= next && next != u64::MAX {
             return Ok(seen);
         }
-        let (_, raw) = self.providers.call("eth_blockNumber", &jsonrpc::params(&json!([]))?).await?;
+        let (_, raw) = self
+            .providers
+            .call("eth_blockNumber", &jsonrpc::params(&json!([]))?)
+            .await?;
         let polled: alloy_primitives::U64 = jsonrpc::decode(&raw, "eth_blockNumber")?;
         Ok(seen.max(polled.to::<u64>()))
     }
 
     /// Fetches `from..=to` in one batch and checks it fits together.
-    async fn fetch(&self, from: u64, to: u64, parent: Option<B256>) -> Result<RangeData, RangeError> {
+    async fn fetch(
+        &self,
+        from: u64,
+        to: u64,
+        parent: Option<B256>,
+    ) -> Result<RangeData, RangeError> {
         let mut params: Vec<Box<RawValue>> = Vec::new();
         for filter in &self.filters {
             params.push(jsonrpc::params(&json!([filter.range_json(from, to)]))?);
@@ -167,7 +174,11 @@ impl RangeSync {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let method = if i < self.filters.len() { "eth_getLogs" } else { "eth_getBlockByNumber" };
+                let method = if i < self.filters.len() {
+                    "eth_getLogs"
+                } else {
+                    "eth_getBlockByNumber"
+                };
                 (method, &**p)
             })
             .collect();
@@ -175,7 +186,9 @@ impl RangeSync {
         let mut answers = answers.into_iter();
         let mut logs = Vec::new();
         for _ in &self.filters {
-            let raw = answers.next().ok_or(ProviderError::Malformed("short batch".into()))??;
+            let raw = answers
+                .next()
+                .ok_or(ProviderError::Malformed("short batch".into()))??;
             let list: Vec<Box<RawValue>> = jsonrpc::decode(&raw, "eth_getLogs result")?;
             for item in list {
                 let key = decode::log_key(&item)?;
@@ -184,13 +197,20 @@ impl RangeSync {
         }
         let mut heads = Vec::with_capacity((to - from + 1) as usize);
         for n in from..=to {
-            let raw = answers.next().ok_or(ProviderError::Malformed("short batch".into()))??;
+            let raw = answers
+                .next()
+                .ok_or(ProviderError::Malformed("short batch".into()))??;
             if raw.get() == "null" {
-                return Err(RangeError::Inconsistent(format!("provider has no block {n} yet")));
+                return Err(RangeError::Inconsistent(format!(
+                    "provider has no block {n} yet"
+                )));
             }
             let head = decode::head(&raw)?;
             if head.block.number != n {
-                return Err(RangeError::Inconsistent(format!("asked for block {n}, got {}", head.block.number)));
+                return Err(RangeError::Inconsistent(format!(
+                    "asked for block {n}, got {}",
+                    head.block.number
+                )));
             }
             heads.push(head);
         }
@@ -209,7 +229,10 @@ impl RangeSync {
         }
         // Every log belongs to the block this answer names at its height.
         for (key, _) in &logs {
-            let index = key.block_number.checked_sub(from).and_then(|i| usize::try_from(i).ok());
+            let index = key
+                .block_number
+                .checked_sub(from)
+                .and_then(|i| usize::try_from(i).ok());
             match index.and_then(|i| heads.get(i)) {
                 Some(head) if head.block.hash == key.block_hash => {}
                 _ => {
@@ -220,7 +243,10 @@ impl RangeSync {
                 }
             }
         }
-        let last = heads.last().map(|h| h.block).ok_or(RangeError::Inconsistent("empty range".into()))?;
+        let last = heads
+            .last()
+            .map(|h| h.block)
+            .ok_or(RangeError::Inconsistent("empty range".into()))?;
         Ok(RangeData {
             provider,
             heads,

@@ -112,7 +112,11 @@ impl Pending {
 }
 
 impl Writer {
-    pub fn new(store: Store, ready: Arc<AtomicBool>, committed: broadcast::Sender<Arc<Committed>>) -> Writer {
+    pub fn new(
+        store: Store,
+        ready: Arc<AtomicBool>,
+        committed: broadcast::Sender<Arc<Committed>>,
+    ) -> Writer {
         Writer {
             store,
             ready,
@@ -168,12 +172,14 @@ impl Writer {
             match self.store.write_batch(batch.clone()).await {
                 Ok(committed) => {
                     metrics::histogram!(m::WRITER_BATCH_SIZE).record(size as f64);
-                    metrics::histogram!(m::WRITER_BATCH_DURATION).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(m::WRITER_BATCH_DURATION)
+                        .record(started.elapsed().as_secs_f64());
                     for event in &committed.inserted {
                         metrics::counter!(m::EVENTS_STORED, "chain" => event.event.chain.to_string(), "kind" => event.event.kind().as_str()).increment(1);
                     }
                     for cp in &batch.checkpoints {
-                        metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => cp.chain.to_string()).set(cp.block_number as f64);
+                        metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => cp.chain.to_string())
+                            .set(cp.block_number as f64);
                     }
                     self.ready.store(true, Ordering::Release);
                     // No subscriber is fine: the publisher may not be running.

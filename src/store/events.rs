@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteArguments, SqlitePool};
 use sqlx::{Arguments, AssertSqlSafe, SqliteConnection};
 
-use crate::domain::{ChainName, Cursor, Event, StoredEvent};
+use crate::domain::{ChainName, Cursor, Event, EventKey, StoredEvent};
 
 use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
 use super::rows::{self, BLOCK_LOG_INDEX, EVENT_COLUMNS, EVENT_FROM, finality_of, to_sql_int};
@@ -28,13 +28,27 @@ pub struct NewEvent {
     pub provider: String,
     /// Milliseconds since the Unix epoch when the aggregator received it.
     pub received_at_ms: i64,
+    /// Deliveries this copy stands for (the writer folds copies arriving together into one).
+    pub providers_seen: u32,
 }
 
-/// What one transaction stores: events (of any chains) and optionally a chain's checkpoint.
+/// More deliveries of an event already sent to the writer in an earlier batch: its row's
+/// `providers_seen` grows by `count` (no new row, no cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redelivery {
+    pub chain: ChainName,
+    pub key: EventKey,
+    pub block_number: u64,
+    pub count: u32,
+}
+
+/// What one transaction stores: events (of any chains), redeliveries, and checkpoints (at most
+/// one per chain, written after the events).
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub chain_events: Vec<NewEvent>,
-    pub checkpoint: Option<Checkpoint>,
+    pub redeliveries: Vec<Redelivery>,
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// The outcome of a committed batch, for the publisher (invariant 2: after commit only).
@@ -88,10 +102,10 @@ async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<Cursor, Stor
 }
 
 /// Columns bound per event by the multi-row insert.
-const COLUMNS_PER_ROW: usize = 18;
+const COLUMNS_PER_ROW: usize = 19;
 /// Rows per INSERT statement, largest first. A batch of n rows is cut greedily into these sizes,
 /// so at most four distinct statements exist (each prepared once and cached by sqlx) and a big
-/// batch costs few round trips to SQLite's worker thread. 512 × 18 = 9216 parameters, well under
+/// batch costs few round trips to SQLite's worker thread. 512 × 19 = 9728 parameters, well under
 /// SQLite's limit of 32766.
 const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
 
@@ -126,10 +140,10 @@ fn insert_sql(rows: usize) -> String {
     format!(
         "INSERT INTO events (cursor, chain, kind, block_number, block_hash, parent_hash, \
              block_timestamp, tx_hash, tx_index, log_index, address, topic0, topic1, topic2, \
-             topic3, data, first_provider, received_at) \
+             topic3, data, first_provider, received_at, providers_seen) \
          VALUES {values} \
          ON CONFLICT (chain, block_number, block_hash, log_index) \
-             DO UPDATE SET providers_seen = providers_seen + 1 \
+             DO UPDATE SET providers_seen = providers_seen + excluded.providers_seen \
          RETURNING cursor"
     )
 }
@@ -141,9 +155,10 @@ impl Store {
     pub async fn write_batch(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
         let WriteBatch {
             chain_events,
-            checkpoint,
+            redeliveries,
+            checkpoints,
         } = batch;
-        if chain_events.is_empty() && checkpoint.is_none() {
+        if chain_events.is_empty() && redeliveries.is_empty() && checkpoints.is_empty() {
             return Ok(Committed::default());
         }
         let shared = &self.shared;
@@ -168,10 +183,13 @@ impl Store {
             None => first,
         };
         let now = now_ms();
-        let finality = match &checkpoint {
-            Some(cp) => checkpoint::write(&mut tx, cp, &mut next, now).await?,
-            None => Vec::new(),
-        };
+        for redelivery in &redeliveries {
+            count_redelivery(&mut tx, redelivery).await?;
+        }
+        let mut finality = Vec::new();
+        for cp in &checkpoints {
+            finality.extend(checkpoint::write(&mut tx, cp, &mut next, now).await?);
+        }
         // Finality of the new rows, from their chains' heights as this transaction leaves them.
         let mut levels: Vec<(ChainName, Levels)> = Vec::new();
         for (new, _) in chain_events.iter().zip(&seen).filter(|(_, n)| **n > 0) {
@@ -315,6 +333,7 @@ fn bind_event(
     }
     bound(args.add(new.provider.as_str()))?;
     bound(args.add(new.received_at_ms))?;
+    bound(args.add(i64::from(new.providers_seen.max(1))))?;
     Ok(())
 }
 
@@ -343,7 +362,8 @@ fn committed(
             event: new.event,
             removed: false,
             first_provider: new.provider,
-            providers_seen: count,
+            // Later copies of the same content in this batch count once each.
+            providers_seen: new.providers_seen.max(1) + count - 1,
             received_at_ms: new.received_at_ms,
         });
     }
@@ -353,6 +373,27 @@ fn committed(
         duplicates,
         finality,
     }
+}
+
+/// Adds a redelivery to its row's `providers_seen`. A row that is not there (retention pruned
+/// it, or it was never stored) has nothing to count: not an error.
+async fn count_redelivery(conn: &mut SqliteConnection, r: &Redelivery) -> Result<(), StoreError> {
+    let log_index = match r.key.log_index {
+        Some(i) => to_sql_int(i, "log_index")?,
+        None => BLOCK_LOG_INDEX,
+    };
+    sqlx::query(
+        "UPDATE events SET providers_seen = providers_seen + ? \
+         WHERE chain = ? AND block_number = ? AND block_hash = ? AND log_index = ?",
+    )
+    .bind(i64::from(r.count))
+    .bind(r.chain.clone())
+    .bind(to_sql_int(r.block_number, "block_number")?)
+    .bind(r.key.block_hash.as_slice())
+    .bind(log_index)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn cursor_count(n: usize) -> Result<Cursor, StoreError> {

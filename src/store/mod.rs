@@ -16,6 +16,7 @@ mod checkpoint;
 mod error;
 mod events;
 mod migrate;
+mod query;
 mod rows;
 
 use std::path::Path;
@@ -31,7 +32,8 @@ use crate::domain::Cursor;
 
 pub use checkpoint::{Checkpoint, FinalityAdvance};
 pub use error::StoreError;
-pub use events::{Committed, NewEvent, WriteBatch};
+pub use events::{Committed, NewEvent, Redelivery, WriteBatch};
+pub use query::{EventQuery, Order};
 
 /// How long a connection waits for a lock held by another connection or process before
 /// failing with `SQLITE_BUSY` (then [`StoreError::is_busy`]).

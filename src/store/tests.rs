@@ -136,12 +136,14 @@ async fn close_and_open_collect_planner_statistics() {
             },
             provider: "p".into(),
             received_at_ms: 0,
+            providers_seen: 1,
         })
         .collect();
     let done = store
         .write_batch(WriteBatch {
             chain_events: events,
-            checkpoint: None,
+            checkpoints: Vec::new(),
+            redeliveries: Vec::new(),
         })
         .await
         .expect("write");

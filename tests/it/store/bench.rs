@@ -35,7 +35,12 @@ async fn write_throughput_100k_events() {
             let last = (i + 1) * PER_BATCH - 1;
             WriteBatch {
                 chain_events: events,
-                checkpoint: Some(checkpoint(last, Some(last), Some(last.saturating_sub(64)))),
+                checkpoints: Vec::from_iter(Some(checkpoint(
+                    last,
+                    Some(last),
+                    Some(last.saturating_sub(64)),
+                ))),
+                redeliveries: Vec::new(),
             }
         })
         .collect();

@@ -84,13 +84,15 @@ fn new(event: Event, provider: &str) -> NewEvent {
         event,
         provider: provider.to_owned(),
         received_at_ms: 1_764_000_000_123,
+        providers_seen: 1,
     }
 }
 
 fn batch(events: Vec<NewEvent>) -> WriteBatch {
     WriteBatch {
         chain_events: events,
-        checkpoint: None,
+        checkpoints: Vec::new(),
+        redeliveries: Vec::new(),
     }
 }
 

@@ -198,7 +198,8 @@ async fn a_batch_failing_mid_transaction_leaves_neither_events_nor_checkpoint() 
     let b2 = block(2);
     let failing = WriteBatch {
         chain_events: vec![new(b2.clone(), "a"), new(log_of(&b2, 0), "a")],
-        checkpoint: Some(checkpoint(2, Some(1), Some(1))),
+        checkpoints: Vec::from_iter(Some(checkpoint(2, Some(1), Some(1)))),
+        redeliveries: Vec::new(),
     };
     let err = store.write_batch(failing.clone()).await.unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
@@ -236,7 +237,8 @@ async fn an_invalid_event_fails_the_whole_batch() {
         let err = store
             .write_batch(WriteBatch {
                 chain_events: vec![new(b.clone(), "a"), new(bad, "a")],
-                checkpoint: Some(checkpoint(3, None, None)),
+                checkpoints: vec![checkpoint(3, None, None)],
+                redeliveries: Vec::new(),
             })
             .await
             .unwrap_err();
@@ -292,16 +294,19 @@ async fn every_field_of_a_log_and_a_block_round_trips() {
             event: b.clone(),
             provider: "infura".into(),
             received_at_ms: 1_764_000_000_001,
+            providers_seen: 1,
         },
         NewEvent {
             event: full_log.clone(),
             provider: "alchemy".into(),
             received_at_ms: 1_764_000_000_002,
+            providers_seen: 1,
         },
         NewEvent {
             event: empty_log.clone(),
             provider: "local".into(),
             received_at_ms: -5,
+            providers_seen: 1,
         },
     ];
     let done = write(&store, batch(inputs.clone())).await;
@@ -331,7 +336,8 @@ async fn finality_comes_from_the_checkpoint_and_its_advances_enter_the_feed() {
         &store,
         WriteBatch {
             chain_events: (1..=4).map(|n| new(block(n), "a")).collect(),
-            checkpoint: Some(checkpoint(4, Some(3), Some(2))),
+            checkpoints: Vec::from_iter(Some(checkpoint(4, Some(3), Some(2)))),
+            redeliveries: Vec::new(),
         },
     )
     .await;
@@ -352,7 +358,8 @@ async fn finality_comes_from_the_checkpoint_and_its_advances_enter_the_feed() {
         &store,
         WriteBatch {
             chain_events: vec![],
-            checkpoint: Some(checkpoint(4, Some(1), Some(1))),
+            checkpoints: Vec::from_iter(Some(checkpoint(4, Some(1), Some(1)))),
+            redeliveries: Vec::new(),
         },
     )
     .await;
@@ -367,7 +374,8 @@ async fn finality_comes_from_the_checkpoint_and_its_advances_enter_the_feed() {
         &store,
         WriteBatch {
             chain_events: vec![new(block(5), "a")],
-            checkpoint: Some(checkpoint(5, Some(5), Some(4))),
+            checkpoints: Vec::from_iter(Some(checkpoint(5, Some(5), Some(4)))),
+            redeliveries: Vec::new(),
         },
     )
     .await;

@@ -1,0 +1,84 @@
+//! `GET /v1/chains` (per chain: head, checkpoint, lag, sync progress, providers) and
+//! `GET /ready` (the database takes writes and every chain has a provider answering).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chains", get(chains))
+        .route("/ready", get(ready))
+}
+
+#[derive(Serialize)]
+struct ChainsJson {
+    chains: Vec<ChainJson>,
+}
+
+#[derive(Serialize)]
+struct ChainJson {
+    name: String,
+    chain_id: u64,
+    head: u64,
+    checkpoint: Option<u64>,
+    lag_blocks: u64,
+    backfill: BackfillJson,
+    providers: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct BackfillJson {
+    /// True while the checkpoint is more than one range behind the head.
+    active: bool,
+    remaining_blocks: u64,
+    range_limit: u64,
+}
+
+async fn chains(State(state): State<AppState>) -> Json<ChainsJson> {
+    let chains = state
+        .chains
+        .iter()
+        .map(|chain| {
+            let progress = *chain.progress.borrow();
+            let head = progress.head.max(*chain.best_head.borrow());
+            let lag = head.saturating_sub(progress.checkpoint.unwrap_or(0));
+            ChainJson {
+                name: chain.name.to_string(),
+                chain_id: chain.chain_id,
+                head,
+                checkpoint: progress.checkpoint,
+                lag_blocks: lag,
+                backfill: BackfillJson {
+                    active: lag > progress.range_limit,
+                    remaining_blocks: lag,
+                    range_limit: progress.range_limit,
+                },
+                providers: chain.provider_ids.clone(),
+            }
+        })
+        .collect();
+    Json(ChainsJson { chains })
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.writer_ready.load(Ordering::Acquire) {
+        return Err(ApiError::NotReady(
+            "the database is not taking writes".into(),
+        ));
+    }
+    for chain in state.chains.iter() {
+        if chain.progress.borrow().head == 0 && *chain.best_head.borrow() == 0 {
+            return Err(ApiError::NotReady(format!(
+                "chain {} has no provider answering yet",
+                chain.name
+            )));
+        }
+    }
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}

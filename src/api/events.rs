@@ -1,0 +1,224 @@
+//! `GET /v1/events` and `GET /v1/events/{cursor}`: the stored history, filtered, paged by cursor.
+
+use alloy_primitives::{Address, B256};
+use axum::extract::{Path, RawQuery, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::json::EventJson;
+use super::{ApiError, AppState};
+use crate::domain::{Cursor, EventKind, Finality};
+use crate::store::{EventQuery, Order};
+
+/// `limit` when absent, and its ceiling.
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/{cursor}", get(one))
+}
+
+#[derive(Serialize)]
+struct Page {
+    events: Vec<EventJson>,
+    next_cursor: Option<Cursor>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Page>, ApiError> {
+    let query = parse_query(query.as_deref().unwrap_or(""))?;
+    let limit = query.limit as usize;
+    let events = state
+        .store
+        .query_events(&query)
+        .await
+        .map_err(anyhow::Error::from)?;
+    // A full page may have a successor; a short one is the end.
+    let next_cursor = if events.len() == limit {
+        events.last().map(|e| e.cursor)
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        events: events.iter().map(EventJson::from).collect(),
+        next_cursor,
+    }))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(cursor): Path<String>,
+) -> Result<Json<EventJson>, ApiError> {
+    let cursor: Cursor = cursor
+        .parse()
+        .ok()
+        .filter(|c: &Cursor| *c > 0)
+        .ok_or_else(|| ApiError::bad_request("cursor", "not a positive integer"))?;
+    let event = state
+        .store
+        .event_by_cursor(cursor)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| ApiError::NotFound(format!("no event with cursor {cursor}")))?;
+    Ok(Json(EventJson::from(&event)))
+}
+
+/// Reads the filters of `/v1/events` (and `/v1/stream`), naming the parameter at fault.
+/// Unknown parameters are refused: a misspelt filter silently ignored returns the wrong rows.
+pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
+    let mut q = EventQuery {
+        limit: DEFAULT_LIMIT,
+        ..EventQuery::default()
+    };
+    for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let field = key.as_ref();
+        let value = value.as_ref();
+        let bad = |message: &str| ApiError::bad_request(field, message);
+        match field {
+            "chain" => q.chain = Some(value.to_owned()),
+            "kind" => {
+                q.kind = Some(
+                    value
+                        .parse::<EventKind>()
+                        .map_err(|e| bad(&e.to_string()))?,
+                )
+            }
+            "address" => {
+                for part in value.split(',').filter(|p| !p.is_empty()) {
+                    q.addresses.push(
+                        part.parse::<Address>()
+                            .map_err(|_| bad("not a 20-byte 0x-prefixed hex address"))?,
+                    );
+                }
+            }
+            "topic0" | "topic1" | "topic2" | "topic3" => {
+                let i = usize::from(field.as_bytes()[5] - b'0');
+                q.topics[i] = Some(parse_hash(value).map_err(&bad)?);
+            }
+            "from_block" => q.from_block = Some(parse_u64(value).map_err(&bad)?),
+            "to_block" => q.to_block = Some(parse_u64(value).map_err(&bad)?),
+            "tx_hash" => q.tx_hash = Some(parse_hash(value).map_err(&bad)?),
+            "block_hash" => q.block_hash = Some(parse_hash(value).map_err(&bad)?),
+            "include_removed" => q.include_removed = parse_bool(value).map_err(&bad)?,
+            "finality" => {
+                q.finality = Some(value.parse::<Finality>().map_err(|e| bad(&e.to_string()))?)
+            }
+            "after" => q.after = Some(parse_cursor(value).map_err(&bad)?),
+            "limit" => {
+                let n = parse_u64(value).map_err(&bad)?;
+                if n == 0 || n > u64::from(MAX_LIMIT) {
+                    return Err(bad(&format!("must be between 1 and {MAX_LIMIT}")));
+                }
+                q.limit = n as u32;
+            }
+            "order" => {
+                q.order = match value {
+                    "asc" => Order::Asc,
+                    "desc" => Order::Desc,
+                    _ => return Err(bad("expected asc or desc")),
+                }
+            }
+            // `since` belongs to /v1/stream; the stream parses it before calling this.
+            _ => return Err(ApiError::bad_request(field, "unknown parameter")),
+        }
+    }
+    if let (Some(from), Some(to)) = (q.from_block, q.to_block)
+        && from > to
+    {
+        return Err(ApiError::bad_request(
+            "from_block",
+            "is greater than to_block",
+        ));
+    }
+    Ok(q)
+}
+
+fn parse_u64(value: &str) -> Result<u64, &'static str> {
+    value
+        .parse::<u64>()
+        .map_err(|_| "not a non-negative integer")
+}
+
+fn parse_cursor(value: &str) -> Result<Cursor, &'static str> {
+    value
+        .parse::<Cursor>()
+        .ok()
+        .filter(|c| *c >= 0)
+        .ok_or("not a non-negative integer")
+}
+
+fn parse_hash(value: &str) -> Result<B256, &'static str> {
+    value
+        .parse::<B256>()
+        .map_err(|_| "not a 32-byte 0x-prefixed hex hash")
+}
+
+fn parse_bool(value: &str) -> Result<bool, &'static str> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("expected true or false"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(raw: &str) -> String {
+        match parse_query(raw) {
+            Err(ApiError::BadRequest { field, .. }) => field,
+            other => panic!("{raw}: expected a bad request, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn every_filter_parses() {
+        let q = parse_query(
+            "chain=devnet&kind=log&address=0x00000000000000000000000000000000000000aa&address=0x00000000000000000000000000000000000000bb\
+             &topic0=0x000000000000000000000000000000000000000000000000000000000000002a&from_block=1&to_block=9\
+             &include_removed=true&finality=safe&after=10&limit=1000&order=desc",
+        )
+        .unwrap();
+        assert_eq!(q.chain.as_deref(), Some("devnet"));
+        assert_eq!(q.kind, Some(EventKind::Log));
+        assert_eq!(q.addresses.len(), 2);
+        assert!(q.topics[0].is_some() && q.topics[1].is_none());
+        assert_eq!(
+            (q.from_block, q.to_block, q.after),
+            (Some(1), Some(9), Some(10))
+        );
+        assert!(q.include_removed);
+        assert_eq!(q.finality, Some(Finality::Safe));
+        assert_eq!((q.limit, q.order), (1000, Order::Desc));
+        assert_eq!(parse_query("").unwrap().limit, DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn bad_input_names_its_field() {
+        let cases = [
+            ("kind=tx", "kind"),
+            ("address=0x12", "address"),
+            ("topic2=zz", "topic2"),
+            ("from_block=-1", "from_block"),
+            ("to_block=ten", "to_block"),
+            ("from_block=5&to_block=4", "from_block"),
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("order=up", "order"),
+            ("after=x", "after"),
+            ("finality=final", "finality"),
+            ("include_removed=maybe", "include_removed"),
+            ("tx_hash=0x1", "tx_hash"),
+            ("colour=red", "colour"),
+        ];
+        for (raw, field) in cases {
+            assert_eq!(field_of(raw), field, "{raw}");
+        }
+    }
+}
