@@ -1,0 +1,1 @@
+//! Process registry (in progress).
