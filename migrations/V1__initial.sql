@@ -128,22 +128,25 @@ CREATE INDEX events_block_hash ON events (block_hash);
 -- would cost every insert.
 
 -- The rest of the change feed (invariant 2). Additions are the `events` rows themselves; a
--- removal by reorg and a finality advance are rows here, with cursors from the same sequence.
+-- removal by reorg, a restoration (a later reorg made a removed event canonical again) and a
+-- finality advance are rows here, with cursors from the same sequence.
 -- The feed is `events` UNION ALL `changes` ordered by cursor: both are range scans on their
 -- primary key, merged. Cursors are strictly increasing, not dense: a duplicate insert wastes the
 -- number the writer had assigned to it.
 CREATE TABLE changes (
     cursor       INTEGER PRIMARY KEY,
     chain        TEXT    NOT NULL,
-    kind         TEXT    NOT NULL CHECK (kind IN ('removed', 'finality')),
-    -- 'removed': the retracted event (its own, older, cursor). ON DELETE CASCADE so retention can
-    -- prune old events without leaving dangling removals behind.
+    kind         TEXT    NOT NULL CHECK (kind IN ('removed', 'restored', 'finality')),
+    -- 'removed' / 'restored': the event retracted or made canonical again (its own, older,
+    -- cursor). ON DELETE CASCADE so retention can prune old events without leaving dangling
+    -- removals behind.
     event_cursor INTEGER REFERENCES events (cursor) ON DELETE CASCADE,
     -- 'finality': every block of `chain` up to and including `to_block` reached `finality`.
     finality     TEXT    CHECK (finality IN ('safe', 'finalized')),
     to_block     INTEGER CHECK (to_block >= 0),
     created_at   INTEGER NOT NULL,
-    CHECK ((kind = 'removed' AND event_cursor IS NOT NULL AND finality IS NULL AND to_block IS NULL)
+    CHECK ((kind IN ('removed', 'restored') AND event_cursor IS NOT NULL AND finality IS NULL
+            AND to_block IS NULL)
         OR (kind = 'finality' AND event_cursor IS NULL AND finality IS NOT NULL
             AND to_block IS NOT NULL))
 ) STRICT;

@@ -106,6 +106,7 @@ impl Pending {
         WriteBatch {
             chain_events: pending.events,
             redeliveries: pending.redeliveries.into_values().collect(),
+            canonical: Vec::new(),
             checkpoints: pending.checkpoints,
         }
     }

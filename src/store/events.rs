@@ -17,6 +17,7 @@ use sqlx::{Arguments, AssertSqlSafe, SqliteConnection};
 use crate::domain::{ChainName, Cursor, Event, EventKey, StoredEvent};
 
 use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
+use super::reorg::{self, Canonical, Retraction};
 use super::rows::{self, BLOCK_LOG_INDEX, EVENT_COLUMNS, EVENT_FROM, finality_of, to_sql_int};
 use super::{Store, StoreError};
 
@@ -42,12 +43,13 @@ pub struct Redelivery {
     pub count: u32,
 }
 
-/// What one transaction stores: events (of any chains), redeliveries, and checkpoints (at most
-/// one per chain, written after the events).
+/// What one transaction stores, in this order: events (of any chains), redeliveries, canonical
+/// ranges (orphans at those heights are removed), and checkpoints (at most one per chain).
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub chain_events: Vec<NewEvent>,
     pub redeliveries: Vec<Redelivery>,
+    pub canonical: Vec<Canonical>,
     pub checkpoints: Vec<Checkpoint>,
 }
 
@@ -60,7 +62,9 @@ pub struct Committed {
     /// no new row, the existing row's `providers_seen` incremented. A duplicate may leave a gap
     /// in the cursors: cursors are strictly increasing, not dense.
     pub duplicates: usize,
-    /// Finality advances recorded by the batch's checkpoint, after `inserted` in cursor order.
+    /// Removals and restorations by reorg, after `inserted` in cursor order.
+    pub retractions: Vec<Retraction>,
+    /// Finality advances recorded by the batch's checkpoints, last in cursor order.
     pub finality: Vec<FinalityAdvance>,
 }
 
@@ -156,9 +160,14 @@ impl Store {
         let WriteBatch {
             chain_events,
             redeliveries,
+            canonical,
             checkpoints,
         } = batch;
-        if chain_events.is_empty() && redeliveries.is_empty() && checkpoints.is_empty() {
+        if chain_events.is_empty()
+            && redeliveries.is_empty()
+            && canonical.is_empty()
+            && checkpoints.is_empty()
+        {
             return Ok(Committed::default());
         }
         let shared = &self.shared;
@@ -185,6 +194,10 @@ impl Store {
         let now = now_ms();
         for redelivery in &redeliveries {
             count_redelivery(&mut tx, redelivery).await?;
+        }
+        let mut retractions = Vec::new();
+        for range in &canonical {
+            retractions.extend(reorg::apply(&mut tx, range, &mut next, now).await?);
         }
         let mut finality = Vec::new();
         for cp in &checkpoints {
@@ -214,7 +227,9 @@ impl Store {
         sequence.in_doubt = false;
         drop(sequence);
 
-        Ok(committed(chain_events, &seen, first, &levels, finality))
+        let mut done = committed(chain_events, &seen, first, &levels, finality);
+        done.retractions = retractions;
+        Ok(done)
     }
 
     /// The event whose addition took cursor `c`, with its current `removed`, finality and
@@ -371,6 +386,7 @@ fn committed(
     Committed {
         inserted,
         duplicates,
+        retractions: Vec::new(),
         finality,
     }
 }

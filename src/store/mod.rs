@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod migrate;
 mod query;
+mod reorg;
 mod rows;
 
 use std::path::Path;
@@ -34,6 +35,7 @@ pub use checkpoint::{Checkpoint, FinalityAdvance};
 pub use error::StoreError;
 pub use events::{Committed, NewEvent, Redelivery, WriteBatch};
 pub use query::{EventQuery, Order};
+pub use reorg::{Canonical, Retraction};
 
 /// How long a connection waits for a lock held by another connection or process before
 /// failing with `SQLITE_BUSY` (then [`StoreError::is_busy`]).

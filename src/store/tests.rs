@@ -144,6 +144,7 @@ async fn close_and_open_collect_planner_statistics() {
             chain_events: events,
             checkpoints: Vec::new(),
             redeliveries: Vec::new(),
+            canonical: Vec::new(),
         })
         .await
         .expect("write");

@@ -1,6 +1,9 @@
 //! The one integration-test binary: real sockets on 127.0.0.1, real SQLite files, the real binary.
 
+mod api;
+mod cli;
 mod config;
 mod devnet;
+mod ingest;
 mod store;
 mod support;

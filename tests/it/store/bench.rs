@@ -41,6 +41,7 @@ async fn write_throughput_100k_events() {
                     Some(last.saturating_sub(64)),
                 ))),
                 redeliveries: Vec::new(),
+                canonical: Vec::new(),
             }
         })
         .collect();

@@ -5,6 +5,7 @@
 //! - `bench`: an ignored micro-measurement of the write path.
 
 mod bench;
+mod reorg;
 mod schema;
 mod writes;
 
@@ -93,6 +94,7 @@ fn batch(events: Vec<NewEvent>) -> WriteBatch {
         chain_events: events,
         checkpoints: Vec::new(),
         redeliveries: Vec::new(),
+        canonical: Vec::new(),
     }
 }
 

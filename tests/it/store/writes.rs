@@ -200,6 +200,7 @@ async fn a_batch_failing_mid_transaction_leaves_neither_events_nor_checkpoint() 
         chain_events: vec![new(b2.clone(), "a"), new(log_of(&b2, 0), "a")],
         checkpoints: Vec::from_iter(Some(checkpoint(2, Some(1), Some(1)))),
         redeliveries: Vec::new(),
+        canonical: Vec::new(),
     };
     let err = store.write_batch(failing.clone()).await.unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
@@ -239,6 +240,7 @@ async fn an_invalid_event_fails_the_whole_batch() {
                 chain_events: vec![new(b.clone(), "a"), new(bad, "a")],
                 checkpoints: vec![checkpoint(3, None, None)],
                 redeliveries: Vec::new(),
+                canonical: Vec::new(),
             })
             .await
             .unwrap_err();
@@ -338,6 +340,7 @@ async fn finality_comes_from_the_checkpoint_and_its_advances_enter_the_feed() {
             chain_events: (1..=4).map(|n| new(block(n), "a")).collect(),
             checkpoints: Vec::from_iter(Some(checkpoint(4, Some(3), Some(2)))),
             redeliveries: Vec::new(),
+            canonical: Vec::new(),
         },
     )
     .await;
@@ -360,6 +363,7 @@ async fn finality_comes_from_the_checkpoint_and_its_advances_enter_the_feed() {
             chain_events: vec![],
             checkpoints: Vec::from_iter(Some(checkpoint(4, Some(1), Some(1)))),
             redeliveries: Vec::new(),
+            canonical: Vec::new(),
         },
     )
     .await;
@@ -376,6 +380,7 @@ async fn finality_comes_from_the_checkpoint_and_its_advances_enter_the_feed() {
             chain_events: vec![new(block(5), "a")],
             checkpoints: Vec::from_iter(Some(checkpoint(5, Some(5), Some(4)))),
             redeliveries: Vec::new(),
+            canonical: Vec::new(),
         },
     )
     .await;

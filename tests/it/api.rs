@@ -1,0 +1,1 @@
+//! Integration tests: the REST API over a running service.

@@ -1,0 +1,88 @@
+//! Reorgs as data: orphans are marked removed (never deleted) with a cursor of their own, in the
+//! same transaction as the replacements; a flip back restores them.
+
+use livechain::store::Canonical;
+
+use super::*;
+
+fn canonical(first: u64, fork_of: impl Fn(u64) -> u8, count: u64) -> Canonical {
+    Canonical {
+        chain: CHAIN.into(),
+        first,
+        hashes: (first..first + count)
+            .map(|n| block_on(CHAIN, n, fork_of(n)).block.hash)
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn orphans_are_removed_with_their_own_cursor_and_restored_on_a_flip_back() {
+    let db = temp_db();
+    let store = open(&db.path).await;
+    // Branch 0: blocks 1..=5, two logs each.
+    let mut events = Vec::new();
+    for n in 1..=5 {
+        let b = block_on(CHAIN, n, 0);
+        events.push(new(log_of(&b, 0), "p0"));
+        events.push(new(log_of(&b, 1), "p0"));
+        events.push(new(b, "p0"));
+    }
+    let first = write(&store, batch(events)).await;
+    assert_eq!(first.inserted.len(), 15);
+
+    // Branch 1 replaces 4 and 5: its blocks and the canonical range in one transaction.
+    let mut replacements = Vec::new();
+    for n in 4..=5 {
+        let b = block_on(CHAIN, n, 1);
+        replacements.push(new(log_of(&b, 0), "p1"));
+        replacements.push(new(b, "p1"));
+    }
+    let mut reorg = batch(replacements);
+    reorg.canonical = vec![canonical(1, |n| u8::from(n >= 4), 5)];
+    let done = write(&store, reorg).await;
+    assert_eq!(done.inserted.len(), 4);
+    assert_eq!(
+        done.retractions.len(),
+        6,
+        "two blocks and their four logs orphaned"
+    );
+    assert!(
+        done.retractions
+            .iter()
+            .all(|r| !r.restored && r.event.removed)
+    );
+    let last_insert = done.inserted.last().map(|e| e.cursor).unwrap();
+    let mut previous = last_insert;
+    for r in &done.retractions {
+        assert!(
+            r.cursor > previous,
+            "removals take fresh, increasing cursors"
+        );
+        previous = r.cursor;
+        assert!(r.event.event.block.number >= 4);
+        assert_eq!(
+            r.event.event.block.hash,
+            block_on(CHAIN, r.event.event.block.number, 0).block.hash
+        );
+        // Never deleted: the row is still there, marked.
+        assert!(stored(&store, r.event.cursor).await.removed);
+    }
+    // Applying the same canonical range again changes nothing.
+    let mut again = batch(Vec::new());
+    again.canonical = vec![canonical(1, |n| u8::from(n >= 4), 5)];
+    assert!(write(&store, again).await.retractions.is_empty());
+
+    // Flip back to branch 0: branch 1's rows are removed, branch 0's restored.
+    let mut back = batch(Vec::new());
+    back.canonical = vec![canonical(4, |_| 0, 2)];
+    let flipped = write(&store, back).await;
+    let restored: Vec<_> = flipped.retractions.iter().filter(|r| r.restored).collect();
+    let removed: Vec<_> = flipped.retractions.iter().filter(|r| !r.restored).collect();
+    assert_eq!(restored.len(), 6);
+    assert_eq!(removed.len(), 4);
+    for r in restored {
+        assert!(!stored(&store, r.event.cursor).await.removed);
+    }
+    let cursors: Vec<i64> = flipped.retractions.iter().map(|r| r.cursor).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+}
