@@ -21,6 +21,7 @@ pub mod devnet;
 pub mod domain;
 pub mod ingest;
 pub mod provider;
+pub mod publish;
 pub mod registry;
 pub mod shutdown;
 pub mod store;

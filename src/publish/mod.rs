@@ -1,0 +1,82 @@
+//! The publisher: committed changes, in cursor order, to live subscribers (invariant 2: after
+//! commit only).
+//!
+//! The writer broadcasts each committed batch; the [`Hub`] turns it into [`FeedItem`]s, renders
+//! each once (the renderer is the API's: only `api` knows JSON shapes), and offers it to every
+//! subscriber whose filter matches through a bounded queue. A subscriber whose queue is full is
+//! cut off and flagged `lagged`: its session catches up from the database and subscribes again,
+//! so one slow reader never slows ingestion or the others.
+
+mod filter;
+mod hub;
+
+pub use filter::FeedFilter;
+pub use hub::{Hub, Subscription};
+
+use std::sync::Arc;
+
+use crate::domain::{ChainName, Cursor, StoredEvent};
+use crate::store::{Committed, FinalityAdvance};
+
+/// One change of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    /// An event was stored; its cursor is the event's own.
+    Added(StoredEvent),
+    /// A reorg retracted `event` (`cursor` is the removal's; `event.cursor` the addition's).
+    Removed { cursor: Cursor, event: StoredEvent },
+    /// A later reorg made a removed event canonical again.
+    Restored { cursor: Cursor, event: StoredEvent },
+    /// Every block of the chain up to `to_block` reached a finality level.
+    Finality(FinalityAdvance),
+}
+
+impl FeedItem {
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            FeedItem::Added(event) => event.cursor,
+            FeedItem::Removed { cursor, .. } | FeedItem::Restored { cursor, .. } => *cursor,
+            FeedItem::Finality(advance) => advance.cursor,
+        }
+    }
+
+    pub fn chain(&self) -> &ChainName {
+        match self {
+            FeedItem::Added(event)
+            | FeedItem::Removed { event, .. }
+            | FeedItem::Restored { event, .. } => &event.event.chain,
+            FeedItem::Finality(advance) => &advance.chain,
+        }
+    }
+
+    /// Every change of a committed batch, in cursor order.
+    pub fn all_of(committed: &Committed) -> Vec<FeedItem> {
+        let mut items: Vec<FeedItem> = Vec::with_capacity(
+            committed.inserted.len() + committed.retractions.len() + committed.finality.len(),
+        );
+        items.extend(committed.inserted.iter().cloned().map(FeedItem::Added));
+        items.extend(committed.retractions.iter().map(|r| {
+            if r.restored {
+                FeedItem::Restored {
+                    cursor: r.cursor,
+                    event: r.event.clone(),
+                }
+            } else {
+                FeedItem::Removed {
+                    cursor: r.cursor,
+                    event: r.event.clone(),
+                }
+            }
+        }));
+        items.extend(committed.finality.iter().cloned().map(FeedItem::Finality));
+        items.sort_by_key(FeedItem::cursor);
+        items
+    }
+}
+
+/// A feed item with its wire form, rendered once and shared by every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    pub item: FeedItem,
+    pub text: Arc<str>,
+}
