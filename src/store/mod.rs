@@ -12,6 +12,7 @@
 //! assigned in commit order; readers use a separate read-only pool and, thanks to WAL, never block
 //! the writer nor are blocked by it.
 
+mod breakers;
 mod checkpoint;
 mod error;
 mod events;

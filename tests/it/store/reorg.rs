@@ -86,3 +86,35 @@ async fn orphans_are_removed_with_their_own_cursor_and_restored_on_a_flip_back()
     let cursors: Vec<i64> = flipped.retractions.iter().map(|r| r.cursor).collect();
     assert!(cursors.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test]
+async fn breaker_snapshots_survive_a_reopen() {
+    use livechain::breaker::{BreakerState, Snapshot};
+    let db = temp_db();
+    let store = open(&db.path).await;
+    let open_one = Snapshot {
+        state: BreakerState::Open,
+        consecutive_failures: 5,
+        consecutive_successes: 0,
+        opened_at_wall_ms: Some(1_764_000_000_000),
+    };
+    store.save_breaker(CHAIN, "p1", &open_one, 1).await.unwrap();
+    store
+        .save_breaker(CHAIN, "p0", &Snapshot::default(), 1)
+        .await
+        .unwrap();
+    store
+        .save_breaker("other", "p0", &open_one, 1)
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&db.path).await;
+    let loaded = store.load_breakers(CHAIN).await.unwrap();
+    assert_eq!(
+        loaded,
+        vec![
+            ("p0".to_owned(), Snapshot::default()),
+            ("p1".to_owned(), open_one)
+        ]
+    );
+}
