@@ -9,6 +9,7 @@
 
 mod filter;
 mod hub;
+pub mod replay;
 
 pub use filter::FeedFilter;
 pub use hub::{Hub, Subscription};

@@ -16,6 +16,7 @@ mod breakers;
 mod checkpoint;
 mod error;
 mod events;
+mod feed;
 mod migrate;
 mod query;
 mod reorg;

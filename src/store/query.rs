@@ -90,9 +90,14 @@ impl Store {
         if !q.include_removed {
             sql.push(" AND e.removed = 0");
         }
+        // The same rule as `rows::finality_of`: finalized implies safe, so `safe` is at or below
+        // either height. A chain may know its finalized block before (or above) its safe one,
+        // and a missing height (NULL) settles nothing.
         match q.finality {
             Some(Finality::Finalized) => sql.push(" AND e.block_number <= c.finalized_block"),
-            Some(Finality::Safe) => sql.push(" AND e.block_number <= c.safe_block"),
+            Some(Finality::Safe) => sql.push(
+                " AND (e.block_number <= c.safe_block OR e.block_number <= c.finalized_block)",
+            ),
             Some(Finality::Latest) | None => &mut sql,
         };
         let order = match q.order {

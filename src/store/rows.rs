@@ -45,26 +45,31 @@ pub(crate) fn to_sql_int(value: u64, what: &str) -> Result<i64, StoreError> {
 
 /// Decodes one row selected with [`EVENT_COLUMNS`].
 pub(crate) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let cursor: i64 = row.try_get(0)?;
+    stored_event_at(row, 0)
+}
+
+/// Decodes [`EVENT_COLUMNS`] starting at column `o` (a query may select columns before them).
+pub(crate) fn stored_event_at(row: &SqliteRow, o: usize) -> Result<StoredEvent, StoreError> {
+    let cursor: i64 = row.try_get(o)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("events cursor {cursor}: {what}"));
-    let chain: &str = row.try_get(1)?;
-    let kind: &str = row.try_get(2)?;
+    let chain: &str = row.try_get(o + 1)?;
+    let kind: &str = row.try_get(o + 2)?;
     let kind: EventKind = kind.parse().map_err(|_| corrupt("kind"))?;
-    let block_number = unsigned(row, 3, &corrupt)?;
+    let block_number = unsigned(row, o + 3, &corrupt)?;
     let block = BlockRef {
         number: block_number,
-        hash: hash(row.try_get(4)?).ok_or_else(|| corrupt("block_hash"))?,
-        parent_hash: hash(row.try_get(5)?).ok_or_else(|| corrupt("parent_hash"))?,
+        hash: hash(row.try_get(o + 4)?).ok_or_else(|| corrupt("block_hash"))?,
+        parent_hash: hash(row.try_get(o + 5)?).ok_or_else(|| corrupt("parent_hash"))?,
     };
-    let block_timestamp = unsigned(row, 6, &corrupt)?;
+    let block_timestamp = unsigned(row, o + 6, &corrupt)?;
     let log = match kind {
         EventKind::Block => None,
-        EventKind::Log => Some(log_fields(row, &corrupt)?),
+        EventKind::Log => Some(log_fields(row, o, &corrupt)?),
     };
-    let safe: Option<i64> = row.try_get(20)?;
-    let finalized: Option<i64> = row.try_get(21)?;
+    let safe: Option<i64> = row.try_get(o + 20)?;
+    let finalized: Option<i64> = row.try_get(o + 21)?;
     let as_block = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
-    let providers_seen: i64 = row.try_get(18)?;
+    let providers_seen: i64 = row.try_get(o + 18)?;
     Ok(StoredEvent {
         cursor,
         event: Event {
@@ -73,31 +78,32 @@ pub(crate) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
             block_timestamp,
             log,
         },
-        removed: row.try_get::<i64, _>(16)? != 0,
+        removed: row.try_get::<i64, _>(o + 16)? != 0,
         finality: finality_of(block_number, as_block(safe), as_block(finalized)),
-        first_provider: row.try_get(17)?,
+        first_provider: row.try_get(o + 17)?,
         providers_seen: u32::try_from(providers_seen).unwrap_or(u32::MAX),
-        received_at_ms: row.try_get(19)?,
+        received_at_ms: row.try_get(o + 19)?,
     })
 }
 
-/// Columns 7..=15 of a log row.
+/// Columns `o + 7..=o + 15` of a log row.
 fn log_fields(
     row: &SqliteRow,
+    o: usize,
     corrupt: &impl Fn(&str) -> StoreError,
 ) -> Result<LogFields, StoreError> {
-    let tx_hash: Option<&[u8]> = row.try_get(7)?;
-    let tx_index: Option<i64> = row.try_get(8)?;
-    let log_index: i64 = row.try_get(9)?;
-    let address: Option<&[u8]> = row.try_get(10)?;
+    let tx_hash: Option<&[u8]> = row.try_get(o + 7)?;
+    let tx_index: Option<i64> = row.try_get(o + 8)?;
+    let log_index: i64 = row.try_get(o + 9)?;
+    let address: Option<&[u8]> = row.try_get(o + 10)?;
     let mut topics = Vec::with_capacity(4);
-    for column in 11..=14 {
+    for column in o + 11..=o + 14 {
         match row.try_get::<Option<&[u8]>, _>(column)? {
             Some(bytes) => topics.push(hash(bytes).ok_or_else(|| corrupt("topic"))?),
             None => break,
         }
     }
-    let data: Option<&[u8]> = row.try_get(15)?;
+    let data: Option<&[u8]> = row.try_get(o + 15)?;
     Ok(LogFields {
         tx_hash: tx_hash.and_then(hash).ok_or_else(|| corrupt("tx_hash"))?,
         tx_index: tx_index

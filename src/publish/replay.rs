@@ -1,0 +1,85 @@
+//! Reading the change feed back from the store, for subscribers resuming from a cursor or
+//! catching up after they lagged: additions, retractions and finality advances merged in cursor
+//! order, a page at a time.
+
+use super::{FeedFilter, FeedItem};
+use crate::domain::{Cursor, Finality};
+use crate::store::{EventQuery, Order, Store, StoreError};
+
+/// One page of the feed after a cursor.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Matching items, in cursor order.
+    pub items: Vec<FeedItem>,
+    /// Every change up to this cursor has been considered (matching or not): the next page
+    /// starts after it. `None` when the page reached the end of what is committed.
+    pub through: Option<Cursor>,
+}
+
+/// Reads the items after `after` matching `filter`, at most about `limit` of each kind.
+pub async fn page(store: &Store, filter: &FeedFilter, after: Cursor, limit: u32) -> Result<Page, StoreError> {
+    let limit = limit.max(1);
+    let chain = filter.chain.as_deref();
+    let settled_only = matches!(filter.finality, Some(Finality::Safe | Finality::Finalized));
+    let mut items = Vec::new();
+    // Each source is complete up to its last cursor when it filled its page; the merged page is
+    // complete up to the lowest such cursor.
+    let mut horizon: Option<Cursor> = None;
+    let mut cap = |full: bool, last: Option<Cursor>| {
+        if full && let Some(last) = last {
+            horizon = Some(horizon.map_or(last, |h: Cursor| h.min(last)));
+        }
+    };
+
+    if !settled_only {
+        let query = EventQuery {
+            chain: filter.chain.clone(),
+            kind: filter.kind,
+            addresses: filter.addresses.clone(),
+            topics: filter.topics,
+            from_block: filter.from_block,
+            to_block: filter.to_block,
+            tx_hash: filter.tx_hash,
+            block_hash: filter.block_hash,
+            // The addition happened whatever became of the event since: replay it, and its
+            // retraction after it.
+            include_removed: true,
+            finality: None,
+            after: Some(after),
+            limit,
+            order: Order::Asc,
+        };
+        let added = store.query_events(&query).await?;
+        cap(added.len() == limit as usize, added.last().map(|e| e.cursor));
+        items.extend(added.into_iter().map(FeedItem::Added));
+
+        let retractions = store.retractions_since(after, chain, limit).await?;
+        cap(retractions.len() == limit as usize, retractions.last().map(|r| r.cursor));
+        items.extend(retractions.into_iter().filter(|r| filter.matches_event(&r.event)).map(|r| {
+            if r.restored {
+                FeedItem::Restored {
+                    cursor: r.cursor,
+                    event: r.event,
+                }
+            } else {
+                FeedItem::Removed {
+                    cursor: r.cursor,
+                    event: r.event,
+                }
+            }
+        }));
+    }
+
+    let advances = store.finality_since(after, chain, limit).await?;
+    cap(advances.len() == limit as usize, advances.last().map(|a| a.cursor));
+    items.extend(advances.into_iter().map(FeedItem::Finality));
+
+    items.sort_by_key(FeedItem::cursor);
+    if let Some(h) = horizon {
+        items.retain(|item| item.cursor() <= h);
+    }
+    Ok(Page {
+        items,
+        through: horizon,
+    })
+}
