@@ -79,6 +79,26 @@ impl Store {
             .collect()
     }
 
+    /// The `to_block` of the last `finality` advance of `chain` before cursor `before` (0 when
+    /// there is none): where a settled-only subscriber's previous delivery ended.
+    pub async fn finality_before(
+        &self,
+        chain: &str,
+        finality: Finality,
+        before: Cursor,
+    ) -> Result<u64, StoreError> {
+        let to: Option<i64> = sqlx::query_scalar(
+            "SELECT to_block FROM changes WHERE kind = 'finality' AND chain = ? AND finality = ? \
+             AND cursor < ? ORDER BY cursor DESC LIMIT 1",
+        )
+        .bind(chain)
+        .bind(finality.as_str())
+        .bind(before)
+        .fetch_optional(&self.shared.readers)
+        .await?;
+        Ok(to.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
     /// The canonical (not removed) block hashes of `chain` at heights `from..=to`, by height:
     /// what the range sync compares a provider's chain with to find a reorg's common ancestor.
     pub async fn canonical_blocks(
