@@ -70,15 +70,24 @@ async fn one(
 
 /// Reads the filters of `/v1/events` (and `/v1/stream`), naming the parameter at fault.
 /// Unknown parameters are refused: a misspelt filter silently ignored returns the wrong rows.
+/// So is a single-valued filter given twice (which one wins would be a guess) and an empty
+/// address list (it would match every address). Only `address` repeats, and may hold a list.
 pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
     let mut q = EventQuery {
         limit: DEFAULT_LIMIT,
         ..EventQuery::default()
     };
+    let mut given: Vec<String> = Vec::new();
     for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
         let field = key.as_ref();
         let value = value.as_ref();
         let bad = |message: &str| ApiError::bad_request(field, message);
+        if field != "address" {
+            if given.iter().any(|g| g == field) {
+                return Err(bad("given more than once"));
+            }
+            given.push(field.to_owned());
+        }
         match field {
             "chain" => q.chain = Some(value.to_owned()),
             "kind" => {
@@ -89,7 +98,7 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
                 )
             }
             "address" => {
-                for part in value.split(',').filter(|p| !p.is_empty()) {
+                for part in value.split(',') {
                     q.addresses.push(
                         part.parse::<Address>()
                             .map_err(|_| bad("not a 20-byte 0x-prefixed hex address"))?,
@@ -100,8 +109,8 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
                 let i = usize::from(field.as_bytes()[5] - b'0');
                 q.topics[i] = Some(parse_hash(value).map_err(&bad)?);
             }
-            "from_block" => q.from_block = Some(parse_u64(value).map_err(&bad)?),
-            "to_block" => q.to_block = Some(parse_u64(value).map_err(&bad)?),
+            "from_block" => q.from_block = Some(parse_block(value).map_err(&bad)?),
+            "to_block" => q.to_block = Some(parse_block(value).map_err(&bad)?),
             "tx_hash" => q.tx_hash = Some(parse_hash(value).map_err(&bad)?),
             "block_hash" => q.block_hash = Some(parse_hash(value).map_err(&bad)?),
             "include_removed" => q.include_removed = parse_bool(value).map_err(&bad)?,
@@ -136,6 +145,16 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
         ));
     }
     Ok(q)
+}
+
+/// A block number as the store keeps it (SQLite's signed 64-bit INTEGER). Refused here rather
+/// than in the store, where it would surface as an internal error instead of a 400.
+fn parse_block(value: &str) -> Result<u64, &'static str> {
+    let n = parse_u64(value)?;
+    match i64::try_from(n) {
+        Ok(_) => Ok(n),
+        Err(_) => Err("a block number must be at most 9223372036854775807"),
+    }
 }
 
 fn parse_u64(value: &str) -> Result<u64, &'static str> {
@@ -197,6 +216,13 @@ mod tests {
         assert_eq!(q.finality, Some(Finality::Safe));
         assert_eq!((q.limit, q.order), (1000, Order::Desc));
         assert_eq!(parse_query("").unwrap().limit, DEFAULT_LIMIT);
+        let q = parse_query(
+            "address=0x00000000000000000000000000000000000000aa,0x00000000000000000000000000000000000000bb\
+             &address=0x00000000000000000000000000000000000000cc&to_block=9223372036854775807",
+        )
+        .unwrap();
+        assert_eq!(q.addresses.len(), 3);
+        assert_eq!(q.to_block, Some(i64::MAX as u64));
     }
 
     #[test]
@@ -216,6 +242,15 @@ mod tests {
             ("include_removed=maybe", "include_removed"),
             ("tx_hash=0x1", "tx_hash"),
             ("colour=red", "colour"),
+            ("address=", "address"),
+            (
+                "address=0x00000000000000000000000000000000000000aa,",
+                "address",
+            ),
+            ("to_block=9223372036854775808", "to_block"),
+            ("from_block=18446744073709551616", "from_block"),
+            ("kind=block&kind=log", "kind"),
+            ("limit=5&limit=6", "limit"),
         ];
         for (raw, field) in cases {
             assert_eq!(field_of(raw), field, "{raw}");

@@ -1,12 +1,14 @@
-//! Liveness and metrics: `GET /health`, `GET /metrics`.
+//! Liveness and metrics: `GET /health`, `GET /metrics`, and the request counter they show.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
+use crate::telemetry::metrics as m;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,4 +27,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// Middleware: counts every request by route pattern (`/v1/events/{cursor}`, never the raw
+/// path, so the label set stays bounded) and status code.
+pub(super) async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    response
 }

@@ -30,13 +30,20 @@ pub struct AppState {
     pub writer_ready: Arc<AtomicBool>,
 }
 
-/// The whole API.
+/// The whole API. A path no route knows gets the JSON error shape too (404 `not_found`), and
+/// every request is counted by route and status.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(chains::router())
         .merge(events::router())
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn(health::count_requests))
         .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NotFound("no such route".into())
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.
