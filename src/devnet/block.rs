@@ -1,15 +1,15 @@
 //! Pure block generation: the content of block `n` on branch `b` as a function of the chain
-//! spec alone, plus the JSON of that content, serialized once and shared by every reader.
+//! spec alone, including what a reorg's new version carries over from the orphaned ones.
 //!
 //! Nothing here holds state or does I/O. Two devnets with the same seed and chain id produce
 //! byte-identical blocks on every run, which is what lets several provider ports (and several
 //! processes) serve one chain, and what lets [`super::chain::Chain`] forget old blocks and
 //! regenerate them on demand instead of storing them.
 
-use std::sync::OnceLock;
-
 use alloy_primitives::{Address, B64, B256, Bloom, BloomInput, Bytes, U256, b256, keccak256};
-use alloy_rpc_types_eth::{Block, BlockTransactions, Header, Log};
+use alloy_rpc_types_eth::{Header, Log};
+
+pub(crate) use super::blockdata::BlockData;
 
 /// Timestamp of block 0; block `n` is `GENESIS_TIMESTAMP + n`, whatever the block time, so the
 /// content of a block never depends on how fast the devnet runs.
@@ -99,6 +99,10 @@ impl ChainSpec {
         self.chain_id
     }
 
+    pub(crate) fn logs_per_block(&self) -> usize {
+        self.logs_per_block
+    }
+
     /// The contract addresses logs come from, in a stable order.
     pub(crate) fn contracts(&self) -> impl Iterator<Item = Address> + '_ {
         self.contracts.iter().map(|(a, _)| *a)
@@ -131,62 +135,131 @@ impl ChainSpec {
         (n, branch)
     }
 
-    /// Block `n` on branch `branch`, whose parent is block `n - 1` on `parent_branch`.
+    /// The block described by `version`. Block 0 (genesis) has no logs and a zero parent hash.
     ///
-    /// Block 0 (genesis) has no logs and a zero parent hash.
-    pub(crate) fn generate(&self, n: u64, branch: u32, parent_branch: u32) -> BlockData {
-        let hash = self.block_hash(n, branch);
+    /// Transactions come in three groups, in this order: those of the orphaned parent version
+    /// fated to [`Fate::Move`] here, those of the version this one replaced fated to
+    /// [`Fate::Stay`], then this version's own new ones. Carried transactions keep their hash
+    /// and logs; only the block fields (hash, number, indexes) change.
+    pub(crate) fn generate(&self, version: &Version) -> BlockData {
+        let n = version.n;
+        let hash = self.block_hash(n, version.branch);
         let parent_hash = match n.checked_sub(1) {
-            Some(parent) => self.block_hash(parent, parent_branch),
+            Some(parent) => self.block_hash(parent, version.parent_branch),
             None => B256::ZERO,
         };
-        let timestamp = GENESIS_TIMESTAMP + n;
+        let mut rng = self.rng(n, version.branch);
+        let mut txs = Vec::new();
+        if let (Some(orphan), Some(parent)) = (version.move_from, n.checked_sub(1)) {
+            txs.extend(self.orphan_txs(parent, orphan, Fate::Move));
+        }
+        if let Some(orphan) = version.stay_from {
+            txs.extend(self.orphan_txs(n, orphan, Fate::Stay));
+        }
+        let own_logs = if n == 0 { 0 } else { version.own_logs };
+        txs.extend(self.own_txs(hash, own_logs, &mut rng));
+        // Drawn after the transactions, so a block's own content is a prefix of its stream.
+        let base_fee = 1_000_000_000 + rng.below(9_000_000_000);
+        self.assemble(n, version.branch, hash, parent_hash, txs, base_fee)
+    }
+
+    /// The transactions of version `orphan.branch` of height `n` that meet `fate`.
+    fn orphan_txs(&self, n: u64, orphan: Orphan, fate: Fate) -> impl Iterator<Item = Tx> {
+        let hash = self.block_hash(n, orphan.branch);
+        let mut rng = self.rng(n, orphan.branch);
+        let own_logs = if n == 0 { 0 } else { orphan.own_logs };
+        self.own_txs(hash, own_logs, &mut rng)
+            .into_iter()
+            .filter(move |tx| Fate::of(tx.hash) == fate)
+    }
+
+    /// The content stream of version `branch` of height `n`.
+    fn rng(&self, n: u64, branch: u32) -> SplitMix64 {
         let content = derive(
             b"content",
             &[self.seed, self.chain_id, n, u64::from(branch)],
         );
-        let mut rng = SplitMix64(u64::from_be_bytes(array_at(&content.0, 0)));
+        SplitMix64(u64::from_be_bytes(array_at(&content.0, 0)))
+    }
 
-        let log_count = if n == 0 { 0 } else { self.logs_per_block };
-        let mut logs = Vec::with_capacity(log_count);
-        let mut tx_hashes = Vec::new();
-        let mut bloom = Bloom::ZERO;
-        let mut gas_used: u64 = 0;
-        // A plausible RLP size: header (~540 bytes) plus what the transactions carry.
-        let mut size: u64 = 540;
-        while logs.len() < log_count {
+    /// New transactions emitting `log_count` logs in all, for the block whose hash is `hash`.
+    fn own_txs(&self, hash: B256, log_count: usize, rng: &mut SplitMix64) -> Vec<Tx> {
+        let mut txs = Vec::new();
+        let mut emitted = 0;
+        while emitted < log_count {
             // Each transaction emits one to three logs, so `transactionIndex` repeats across
             // consecutive logs while `logIndex` stays consecutive within the block.
-            let tx_index = tx_hashes.len() as u64;
-            let tx_hash = derive_from(hash, tx_index);
-            tx_hashes.push(tx_hash);
-            gas_used += 21_000 + rng.below(40_000);
-            size += 110;
-            let in_tx = (1 + rng.below(3) as usize).min(log_count - logs.len());
+            let mut tx = Tx {
+                hash: derive_from(hash, txs.len() as u64),
+                gas: 21_000 + rng.below(40_000),
+                size: 110,
+                bloom: Bloom::ZERO,
+                logs: Vec::new(),
+            };
+            let in_tx = (1 + rng.below(3) as usize).min(log_count - emitted);
             for _ in 0..in_tx {
                 let (address, address_bloom) = *rng.pick(&self.contracts);
                 let (signature, signature_bloom) = *rng.pick(&self.signatures);
-                bloom.accrue_bloom(&address_bloom);
-                bloom.accrue_bloom(&signature_bloom);
+                tx.bloom.accrue_bloom(&address_bloom);
+                tx.bloom.accrue_bloom(&signature_bloom);
                 let topic_count = 1 + rng.below(4) as usize;
                 let mut topics = Vec::with_capacity(topic_count);
                 topics.push(signature);
                 for _ in 1..topic_count {
                     let (topic, topic_bloom) = *rng.pick(&self.accounts);
-                    bloom.accrue_bloom(&topic_bloom);
+                    tx.bloom.accrue_bloom(&topic_bloom);
                     topics.push(topic);
                 }
                 let mut data = vec![0u8; rng.below(257) as usize];
                 rng.fill(&mut data);
-                gas_used += 375 + 375 * topic_count as u64 + 8 * data.len() as u64;
-                size += data.len() as u64;
+                tx.gas += 375 + 375 * topic_count as u64 + 8 * data.len() as u64;
+                tx.size += data.len() as u64;
+                tx.logs.push(alloy_primitives::Log::new_unchecked(
+                    address,
+                    topics,
+                    data.into(),
+                ));
+            }
+            emitted += in_tx;
+            txs.push(tx);
+        }
+        txs
+    }
+
+    /// The block of height `n` holding `txs`, in order.
+    fn assemble(
+        &self,
+        n: u64,
+        branch: u32,
+        hash: B256,
+        parent_hash: B256,
+        txs: Vec<Tx>,
+        base_fee: u64,
+    ) -> BlockData {
+        let timestamp = GENESIS_TIMESTAMP + n;
+        let content = derive(
+            b"content",
+            &[self.seed, self.chain_id, n, u64::from(branch)],
+        );
+        let mut logs = Vec::with_capacity(txs.iter().map(|tx| tx.logs.len()).sum());
+        let mut tx_hashes = Vec::with_capacity(txs.len());
+        let mut bloom = Bloom::ZERO;
+        let mut gas_used: u64 = 0;
+        // A plausible RLP size: header (~540 bytes) plus what the transactions carry.
+        let mut size: u64 = 540;
+        for (tx_index, tx) in txs.into_iter().enumerate() {
+            bloom.accrue_bloom(&tx.bloom);
+            gas_used += tx.gas;
+            size += tx.size;
+            tx_hashes.push(tx.hash);
+            for inner in tx.logs {
                 logs.push(Log {
-                    inner: alloy_primitives::Log::new_unchecked(address, topics, data.into()),
+                    inner,
                     block_hash: Some(hash),
                     block_number: Some(n),
                     block_timestamp: Some(timestamp),
-                    transaction_hash: Some(tx_hash),
-                    transaction_index: Some(tx_index),
+                    transaction_hash: Some(tx.hash),
+                    transaction_index: Some(tx_index as u64),
                     log_index: Some(logs.len() as u64),
                     removed: false,
                 });
@@ -214,93 +287,77 @@ impl ChainSpec {
         inner.extra_data = Bytes::from_static(b"livechain-devnet");
         inner.mix_hash = derive_from(content, u64::MAX - 1);
         inner.nonce = B64::ZERO;
-        inner.base_fee_per_gas = Some(1_000_000_000 + rng.below(9_000_000_000));
+        inner.base_fee_per_gas = Some(base_fee);
 
-        BlockData {
-            branch,
-            header,
-            tx_hashes,
-            logs,
-            json: OnceLock::new(),
-        }
+        BlockData::new(branch, header, tx_hashes, logs)
     }
 }
 
-/// One generated block: the alloy values and, computed once on first use, their JSON.
-#[derive(Debug)]
-pub(crate) struct BlockData {
-    /// How many reorgs had rewritten this height when this version was made.
+/// Which version of a height to generate, and what it takes over from orphaned versions
+/// (decided by [`super::chain::Chain`] from the reorg schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub n: u64,
     pub branch: u32,
-    pub header: Header,
-    pub tx_hashes: Vec<B256>,
-    pub logs: Vec<Log>,
-    json: OnceLock<BlockJson>,
+    pub parent_branch: u32,
+    /// How many new logs this version emits itself.
+    pub own_logs: usize,
+    /// The version of this height that this one replaced.
+    pub stay_from: Option<Orphan>,
+    /// The orphaned version of the parent height.
+    pub move_from: Option<Orphan>,
 }
 
-/// The serialized forms every consumer needs, made once per block and shared by all providers,
-/// connections and subscriptions (a notification is then a prefix, these bytes and `}}`).
-#[derive(Debug)]
-pub(crate) struct BlockJson {
-    /// The `newHeads` payload: the header without transactions.
-    pub header: Box<str>,
-    /// The `eth_getBlockByNumber`/`ByHash` result: header, `uncles`, `transactions` (hashes).
-    pub block: Box<str>,
-    /// One entry per log, in log order.
-    pub logs: Vec<Box<str>>,
-}
-
-impl BlockData {
-    pub(crate) fn number(&self) -> u64 {
-        self.header.inner.number
-    }
-
-    pub(crate) fn hash(&self) -> B256 {
-        self.header.hash
-    }
-
-    /// The block as `alloy_rpc_types_eth::Block` with transaction hashes.
-    pub(crate) fn to_block(&self) -> Block {
-        Block {
-            header: self.header.clone(),
-            uncles: Vec::new(),
-            transactions: BlockTransactions::Hashes(self.tx_hashes.clone()),
-            withdrawals: None,
+impl Version {
+    /// A version that carries nothing over.
+    pub(crate) fn plain(n: u64, branch: u32, parent_branch: u32, own_logs: usize) -> Self {
+        Self {
+            n,
+            branch,
+            parent_branch,
+            own_logs,
+            stay_from: None,
+            move_from: None,
         }
-    }
-
-    /// Log `i`'s JSON: the shared rendering if the block has one, else rendered alone (a
-    /// selective `eth_getLogs` over old blocks should not render every log it skips).
-    pub(crate) fn log_json(&self, i: usize) -> std::borrow::Cow<'_, str> {
-        match self.json.get() {
-            Some(json) => json.logs.get(i).map_or("null".into(), |s| (&**s).into()),
-            None => self
-                .logs
-                .get(i)
-                .map_or("null".into(), |l| String::from(to_json(l)).into()),
-        }
-    }
-
-    /// The block's JSON, serialized on first use.
-    pub(crate) fn json(&self) -> &BlockJson {
-        self.json.get_or_init(|| BlockJson {
-            header: to_json(&self.header),
-            block: to_json(&self.to_block()),
-            logs: self.logs.iter().map(to_json).collect(),
-        })
     }
 }
 
-/// Serializes a value whose `Serialize` cannot fail (alloy types: no maps with non-string keys,
-/// no fallible custom impls). Should that ever change, the result is JSON `null` plus an error
-/// log, never a panic.
-fn to_json<T: serde::Serialize>(value: &T) -> Box<str> {
-    match serde_json::to_string(value) {
-        Ok(json) => json.into_boxed_str(),
-        Err(err) => {
-            tracing::error!(error = %err, "devnet: cannot serialize a generated value");
-            "null".into()
+/// An orphaned version whose own transactions a new version may carry. Its own log count is
+/// needed to regenerate exactly the transactions it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Orphan {
+    pub branch: u32,
+    pub own_logs: usize,
+}
+
+/// What a reorg does to a transaction of an orphaned block, fixed by its hash so that every
+/// provider and run agrees: about 40% are re-included at the same height, 35% move to the next
+/// height of the new branch, 25% vanish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    Stay,
+    Move,
+    Vanish,
+}
+
+impl Fate {
+    pub(crate) fn of(tx_hash: B256) -> Fate {
+        match tx_hash.0[0] % 20 {
+            0..8 => Fate::Stay,
+            8..15 => Fate::Move,
+            _ => Fate::Vanish,
         }
     }
+}
+
+/// One transaction: its hash, its logs (without block fields) and what it adds to the block.
+#[derive(Debug, Clone)]
+struct Tx {
+    hash: B256,
+    gas: u64,
+    size: u64,
+    bloom: Bloom,
+    logs: Vec<alloy_primitives::Log>,
 }
 
 /// Domain-separated keccak of a tag and some words.
@@ -377,17 +434,17 @@ impl SplitMix64 {
 mod tests {
     use super::*;
 
+    fn plain(spec: &ChainSpec, n: u64) -> BlockData {
+        spec.generate(&Version::plain(n, 0, 0, spec.logs_per_block()))
+    }
+
     #[test]
     fn generation_is_deterministic_and_seed_sensitive() {
         let a = ChainSpec::new(1, 31337, 20);
         let b = ChainSpec::new(1, 31337, 20);
         let c = ChainSpec::new(2, 31337, 20);
         for n in [0, 1, 2, 1000] {
-            let (x, y, z) = (
-                a.generate(n, 0, 0),
-                b.generate(n, 0, 0),
-                c.generate(n, 0, 0),
-            );
+            let (x, y, z) = (plain(&a, n), plain(&b, n), plain(&c, n));
             assert_eq!(x.json().block, y.json().block);
             assert_eq!(x.json().logs, y.json().logs);
             assert_ne!(x.hash(), z.hash());
@@ -418,10 +475,10 @@ mod tests {
     #[test]
     fn blocks_link_and_logs_are_well_formed() {
         let spec = ChainSpec::new(1, 31337, 20);
-        let genesis = spec.generate(0, 0, 0);
+        let genesis = plain(&spec, 0);
         assert!(genesis.logs.is_empty() && genesis.tx_hashes.is_empty());
         assert_eq!(genesis.header.inner.parent_hash, B256::ZERO);
-        let block = spec.generate(1, 0, 0);
+        let block = plain(&spec, 1);
         assert_eq!(block.header.inner.parent_hash, genesis.hash());
         assert_eq!(block.header.inner.timestamp, GENESIS_TIMESTAMP + 1);
         assert_eq!(block.logs.len(), 20);
@@ -442,18 +499,57 @@ mod tests {
     }
 
     #[test]
-    fn json_round_trips_through_alloy_types() {
-        let block = ChainSpec::new(1, 31337, 5).generate(9, 0, 0);
-        let json = block.json();
-        let header: Header = serde_json::from_str(&json.header).unwrap();
-        assert_eq!(header, block.header);
-        let full: Block = serde_json::from_str(&json.block).unwrap();
+    fn reorg_versions_carry_moved_and_stayed_transactions() {
+        let spec = ChainSpec::new(3, 31337, 40);
+        let orphan = Orphan {
+            branch: 1,
+            own_logs: 40,
+        };
+        let old_parent = spec.generate(&Version::plain(7, 1, 0, 40));
+        let old = spec.generate(&Version::plain(8, 1, 1, 40));
+        let new = spec.generate(&Version {
+            n: 8,
+            branch: 0,
+            parent_branch: 0,
+            own_logs: 14,
+            stay_from: Some(orphan),
+            move_from: Some(orphan),
+        });
+        assert_ne!(new.hash(), old.hash());
+        let fated = |block: &BlockData, fate| -> Vec<B256> {
+            let mut txs: Vec<B256> = block
+                .tx_hashes
+                .iter()
+                .copied()
+                .filter(|h| Fate::of(*h) == fate)
+                .collect();
+            txs.dedup();
+            txs
+        };
+        let moved = fated(&old_parent, Fate::Move);
+        let stayed = fated(&old, Fate::Stay);
+        assert!(!moved.is_empty() && !stayed.is_empty() && !fated(&old, Fate::Vanish).is_empty());
+        let expected: Vec<B256> = moved.iter().chain(&stayed).copied().collect();
         assert_eq!(
-            full.transactions.hashes().collect::<Vec<_>>(),
-            block.tx_hashes
+            new.tx_hashes[..expected.len()],
+            expected[..],
+            "carried first, in order"
         );
-        for (text, log) in json.logs.iter().zip(&block.logs) {
-            assert_eq!(&serde_json::from_str::<Log>(text).unwrap(), log);
+        assert!(new.tx_hashes.len() > expected.len(), "and new ones after");
+        let tx_logs = |block: &BlockData, tx: B256| -> Vec<alloy_primitives::Log> {
+            let logs = block.logs.iter().filter(|l| l.transaction_hash == Some(tx));
+            logs.map(|l| l.inner.clone()).collect()
+        };
+        for tx in &moved {
+            assert_eq!(tx_logs(&new, *tx), tx_logs(&old_parent, *tx), "moved whole");
         }
+        for tx in &stayed {
+            assert_eq!(tx_logs(&new, *tx), tx_logs(&old, *tx), "stayed whole");
+        }
+        assert!(new.logs.iter().all(|l| l.block_hash == Some(new.hash())));
+        let indexes: Vec<u64> = new.logs.iter().map(|l| l.log_index.unwrap()).collect();
+        assert_eq!(indexes, (0..new.logs.len() as u64).collect::<Vec<_>>());
+        let real = alloy_primitives::logs_bloom(new.logs.iter().map(|l| &l.inner));
+        assert_eq!(new.header.inner.logs_bloom, real);
     }
 }

@@ -1,9 +1,11 @@
-//! One WebSocket connection: an actor owning the socket and the connection's subscriptions.
+//! One WebSocket connection: an actor owning the socket, the connection's subscriptions and its
+//! [`Feed`] (its position in the chain).
 //!
 //! It selects over four sources: cancellation (shutdown, or a kick from the producer when this
-//! client falls behind), the `drop_sockets` fault, requests from the client, and block notices
+//! client falls behind), the `drop_sockets` fault, requests from the client, and head notices
 //! from the producer's bounded queue. Responses and notifications share one writer, this task,
-//! so they go out in the order they were decided.
+//! so they go out in the order they were decided. Faults that shape the stream are applied
+//! here: latency, stalls (read and drop, send nothing), lag, garbage frames, drop after N.
 
 use std::sync::Arc;
 
@@ -15,14 +17,19 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::faults::Faults;
+use super::feed::Feed;
+use super::garbage;
 use super::methods::Ctx;
 use super::rpc::{self, Session};
 use super::state::{ConnHandle, Notice, ProviderState};
 use super::subscriptions::SubTable;
 
-/// Notices written before one flush: batching writes into fewer syscalls is most of the
+/// Notices handled before one flush: batching writes into fewer syscalls is most of the
 /// throughput, and the bound keeps requests from waiting behind a long backlog.
 const MAX_NOTICES_PER_FLUSH: usize = 16;
+/// Feed steps per notice: enough to catch up a lag of thousands of blocks at once, and a
+/// bound on the work one notice can cause.
+const MAX_STEPS_PER_NOTICE: usize = 64;
 /// How long a graceful close may take at shutdown before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -50,8 +57,14 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
         drops: provider.faults.drop_signal(),
     };
     let mut subs = SubTable::new(Arc::clone(&ctx.shared), ctx.provider);
-    let (mut sink, mut stream) = socket.split();
-    let mut sent: u64 = 0;
+    let mut feed = Feed::default();
+    let (sink, mut stream) = socket.split();
+    let mut writer = Writer {
+        sink,
+        faults: &provider.faults,
+        messages: 0,
+        notifications: 0,
+    };
     tracing::debug!(
         provider = ctx.provider,
         connection,
@@ -77,12 +90,20 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
                     // The protocol layer answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 };
+                if provider.faults.is_stalled() {
+                    // A stuck node: the request is neither run nor answered.
+                    tracing::trace!(provider = ctx.provider, connection, "devnet: stalled; request dropped");
+                    continue;
+                }
                 let response = rpc::handle_payload(&ctx, &mut Session::Ws(&mut subs), &payload).await;
+                feed.follow(subs.first_block());
                 let Some(response) = response else { continue };
                 let latency = provider.faults.latency();
+                let hint = subs.first_id();
                 let reply = async {
                     tokio::time::sleep(latency).await;
-                    sink.send(Message::Text(response.into())).await.map_err(|_| "write error")
+                    writer.write(response, hint.as_deref()).await?;
+                    writer.flush().await
                 };
                 if let Err(reason) = cut.unless_cut(reply).await {
                     break reason;
@@ -90,7 +111,7 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
             }
             notice = notices.recv() => {
                 let Some(notice) = notice else { break "unregistered" };
-                let delivery = Delivery { sink: &mut sink, subs: &subs, faults: &provider.faults, sent: &mut sent };
+                let delivery = Delivery { writer: &mut writer, subs: &mut subs, feed: &mut feed, ctx: &ctx };
                 if let Err(reason) = cut.unless_cut(delivery.run(notice, &mut notices)).await {
                     break reason;
                 }
@@ -98,8 +119,9 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
         }
     };
 
+    let sent = writer.notifications;
     if reason == "shutdown" {
-        let close = sink.send(Message::Close(Some(CloseFrame {
+        let close = writer.sink.send(Message::Close(Some(CloseFrame {
             code: close_code::AWAY,
             reason: "devnet shutting down".into(),
         })));
@@ -129,57 +151,144 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// Writes the notifications of one or more queued blocks, then flushes once.
-struct Delivery<'a> {
-    sink: &'a mut Sink,
-    subs: &'a SubTable,
+/// The connection's only writer: counts messages, inserts garbage frames, enforces the
+/// drop-after-N fault.
+struct Writer<'a> {
+    sink: Sink,
     faults: &'a Faults,
-    sent: &'a mut u64,
+    /// Messages written (responses and notifications, not garbage), for the garbage fault.
+    messages: u64,
+    /// Notifications written, for the drop-after-N fault.
+    notifications: u64,
 }
 
-impl Delivery<'_> {
+impl Writer<'_> {
+    /// Queues one message (unflushed), after a garbage frame when one is due.
+    async fn write(
+        &mut self,
+        text: String,
+        subscription: Option<&str>,
+    ) -> Result<(), &'static str> {
+        self.messages += 1;
+        if let Some(every) = self.faults.garbage_every()
+            && self.messages.is_multiple_of(every)
+        {
+            let kind = self.faults.garbage_kind(self.messages);
+            let frame = garbage::frame(kind, &text, subscription);
+            self.feed(frame).await?;
+        }
+        self.feed(text).await
+    }
+
+    /// Queues one notification, unless the drop-after-N fault says the connection is done.
+    async fn notify(
+        &mut self,
+        text: String,
+        subscription: Option<&str>,
+    ) -> Result<(), &'static str> {
+        self.check_drop_limit().await?;
+        self.write(text, subscription).await?;
+        self.notifications += 1;
+        // The N-th notification goes out before the connection drops.
+        self.check_drop_limit().await
+    }
+
+    async fn check_drop_limit(&mut self) -> Result<(), &'static str> {
+        if self
+            .faults
+            .drop_after_messages()
+            .is_some_and(|limit| self.notifications >= limit)
+        {
+            let _ = self.sink.flush().await;
+            return Err("fault: drop_after_messages");
+        }
+        Ok(())
+    }
+
+    async fn feed(&mut self, text: String) -> Result<(), &'static str> {
+        self.sink
+            .feed(Message::Text(text.into()))
+            .await
+            .map_err(|_| "write error")
+    }
+
+    async fn flush(&mut self) -> Result<(), &'static str> {
+        self.sink.flush().await.map_err(|_| "write error")
+    }
+}
+
+/// Delivers what one or more queued notices call for, then flushes once.
+struct Delivery<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    subs: &'a mut SubTable,
+    feed: &'a mut Feed,
+    ctx: &'a Ctx,
+}
+
+impl Delivery<'_, '_> {
     async fn run(
-        self,
+        mut self,
         first: Notice,
         notices: &mut mpsc::Receiver<Notice>,
     ) -> Result<(), &'static str> {
         let mut notice = first;
         for _ in 0..MAX_NOTICES_PER_FLUSH {
-            if !self.subs.is_empty() {
-                let ready_at = notice.produced_at + self.faults.latency();
-                if ready_at > Instant::now() {
-                    // Send what is already due before waiting for the next one.
-                    self.sink.flush().await.map_err(|_| "write error")?;
-                    tokio::time::sleep_until(ready_at).await;
-                }
-                for message in self.subs.notifications(&notice.block) {
-                    if self.drop_limit_reached() {
-                        break;
-                    }
-                    self.sink
-                        .feed(Message::Text(message.into()))
-                        .await
-                        .map_err(|_| "write error")?;
-                    *self.sent += 1;
-                }
-                if self.drop_limit_reached() {
-                    // The N-th notification goes out before the connection drops.
-                    let _ = self.sink.flush().await;
-                    return Err("fault: drop_after_messages");
-                }
-            }
+            self.deliver(&notice).await?;
             match notices.try_recv() {
                 Ok(next) => notice = next,
                 Err(_) => break,
             }
         }
-        self.sink.flush().await.map_err(|_| "write error")
+        self.writer.flush().await
     }
 
-    fn drop_limit_reached(&self) -> bool {
-        self.faults
-            .drop_after_messages()
-            .is_some_and(|limit| *self.sent >= limit)
+    /// Everything up to this provider's view of the head the notice announces.
+    async fn deliver(&mut self, notice: &Notice) -> Result<(), &'static str> {
+        let faults = self.writer.faults;
+        let target = notice.block.number().saturating_sub(faults.lag_blocks());
+        if faults.is_stalled() {
+            self.feed.skip_to(target);
+            return Ok(());
+        }
+        let chain = &self.ctx.shared.chain;
+        for _ in 0..MAX_STEPS_PER_NOTICE {
+            let step = self.feed.step(chain, target, &notice.block);
+            if step.is_empty() {
+                break;
+            }
+            if let (Some(highest), Some(lowest)) = (step.orphaned.first(), step.orphaned.last()) {
+                let (highest, lowest) = (highest.number(), lowest.number());
+                tracing::debug!(
+                    provider = self.ctx.provider,
+                    orphaned = step.orphaned.len(),
+                    from = lowest,
+                    "devnet: connection follows a reorg"
+                );
+                if self.ctx.shared.sends_removed_logs() {
+                    let subscription = self.subs.first_id();
+                    for message in self.subs.removed(&step.orphaned) {
+                        self.writer.notify(message, subscription.as_deref()).await?;
+                    }
+                }
+                self.subs.rewind(lowest, highest);
+            }
+            if step.blocks.is_empty() {
+                continue;
+            }
+            let ready_at = notice.produced_at + faults.latency();
+            if ready_at > Instant::now() {
+                // Send what is already due before waiting for the next one.
+                self.writer.flush().await?;
+                tokio::time::sleep_until(ready_at).await;
+            }
+            let subscription = self.subs.first_id();
+            for block in &step.blocks {
+                for message in self.subs.notifications(block) {
+                    self.writer.notify(message, subscription.as_deref()).await?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

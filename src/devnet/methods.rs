@@ -19,8 +19,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::block::BlockData;
-use super::chain::{Chain, finalized_head, safe_head};
+use super::chain::Chain;
 use super::rpc::{RpcError, Session};
+use super::schedule::Finality;
 use super::state::{ProviderState, Shared};
 use super::subscriptions::SubKind;
 
@@ -47,9 +48,23 @@ impl Ctx {
         self.shared.providers.get(self.provider)
     }
 
-    /// The head as this provider reports it (the hook for a future "lag behind head" fault).
+    /// The head as this provider reports it: the chain's, minus a lag fault.
     pub(crate) fn head(&self) -> u64 {
-        self.chain().head()
+        let lag = self.provider_state().map_or(0, |p| p.faults.lag_blocks());
+        self.chain().head().saturating_sub(lag)
+    }
+
+    /// Canonical block `n`, if this provider has it (a lagging one has none above its head).
+    fn block(&self, n: u64) -> Option<Arc<BlockData>> {
+        if n > self.head() {
+            return None;
+        }
+        self.chain().block(n)
+    }
+
+    fn block_by_hash(&self, hash: B256) -> Option<Arc<BlockData>> {
+        let block = self.chain().block_by_hash(hash)?;
+        (block.number() <= self.head()).then_some(block)
     }
 }
 
@@ -88,14 +103,14 @@ pub(crate) async fn call(
             let tag: BlockNumberOrTag = params.required(0, "block number or tag")?;
             params.optional::<bool>(1, "full transactions flag")?;
             params.at_most(2)?;
-            let n = resolve(tag, ctx.head());
-            Ok(block_json(ctx.chain().block(n).as_deref()))
+            let n = resolve(tag, ctx.head(), ctx.chain().finality());
+            Ok(block_json(ctx.block(n).as_deref()))
         }
         "eth_getBlockByHash" => {
             let hash: B256 = params.required(0, "block hash")?;
             params.optional::<bool>(1, "full transactions flag")?;
             params.at_most(2)?;
-            Ok(block_json(ctx.chain().block_by_hash(hash).as_deref()))
+            Ok(block_json(ctx.block_by_hash(hash).as_deref()))
         }
         "eth_getLogs" => {
             let filter: Filter = params.required(0, "filter")?;
@@ -187,12 +202,12 @@ fn parse_subscription(params: &Params<'_>) -> Result<SubKind, RpcError> {
     }
 }
 
-/// A tag or number as a height, given the head.
-pub(crate) fn resolve(tag: BlockNumberOrTag, head: u64) -> u64 {
+/// A tag or number as a height, given the head and the tags' depths.
+pub(crate) fn resolve(tag: BlockNumberOrTag, head: u64, finality: Finality) -> u64 {
     match tag {
         BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => head,
-        BlockNumberOrTag::Safe => safe_head(head),
-        BlockNumberOrTag::Finalized => finalized_head(head),
+        BlockNumberOrTag::Safe => finality.safe_head(head),
+        BlockNumberOrTag::Finalized => finality.finalized_head(head),
         BlockNumberOrTag::Earliest => 0,
         BlockNumberOrTag::Number(n) => n,
     }
@@ -209,7 +224,7 @@ fn block_json(block: Option<&BlockData>) -> String {
 async fn get_logs(ctx: &Ctx, filter: Filter) -> Result<String, RpcError> {
     let (from, to) = match filter.block_option {
         FilterBlockOption::AtBlockHash(hash) => {
-            let block = ctx.chain().block_by_hash(hash).ok_or_else(|| {
+            let block = ctx.block_by_hash(hash).ok_or_else(|| {
                 RpcError::new(RpcError::SERVER_ERROR, format!("unknown block {hash}"))
             })?;
             let mut out = String::from("[");
@@ -233,8 +248,11 @@ async fn get_logs(ctx: &Ctx, filter: Filter) -> Result<String, RpcError> {
                     "eth_getLogs: invalid block range: fromBlock {from:#x} is after toBlock {to:#x}"
                 )));
             }
-            let head = ctx.head();
-            (resolve(from_block, head), resolve(to_block, head))
+            let (head, finality) = (ctx.head(), ctx.chain().finality());
+            (
+                resolve(from_block, head, finality),
+                resolve(to_block, head, finality),
+            )
         }
     };
     if from > to {
@@ -320,13 +338,17 @@ mod tests {
 
     #[test]
     fn tags_resolve_against_the_head() {
-        assert_eq!(resolve(BlockNumberOrTag::Latest, 100), 100);
-        assert_eq!(resolve(BlockNumberOrTag::Pending, 100), 100);
-        assert_eq!(resolve(BlockNumberOrTag::Safe, 100), 84);
-        assert_eq!(resolve(BlockNumberOrTag::Finalized, 100), 68);
-        assert_eq!(resolve(BlockNumberOrTag::Finalized, 3), 0);
-        assert_eq!(resolve(BlockNumberOrTag::Earliest, 100), 0);
-        assert_eq!(resolve(BlockNumberOrTag::Number(7), 100), 7);
+        let tags = Finality::for_reorg_depth(0);
+        assert_eq!(resolve(BlockNumberOrTag::Latest, 100, tags), 100);
+        assert_eq!(resolve(BlockNumberOrTag::Pending, 100, tags), 100);
+        assert_eq!(resolve(BlockNumberOrTag::Safe, 100, tags), 84);
+        assert_eq!(resolve(BlockNumberOrTag::Finalized, 100, tags), 68);
+        assert_eq!(resolve(BlockNumberOrTag::Finalized, 3, tags), 0);
+        assert_eq!(resolve(BlockNumberOrTag::Earliest, 100, tags), 0);
+        assert_eq!(resolve(BlockNumberOrTag::Number(7), 100, tags), 7);
+        let deep = Finality::for_reorg_depth(40);
+        assert_eq!(resolve(BlockNumberOrTag::Safe, 100, deep), 60);
+        assert_eq!(resolve(BlockNumberOrTag::Finalized, 100, deep), 44);
     }
 
     #[test]

@@ -3,34 +3,49 @@
 //! carrying its own runtime-toggled faults.
 //!
 //! Layout:
-//! - `block`: pure generation of block `n` on branch `b` from `(seed, chain_id)`, and its JSON.
-//! - `chain`: the head, the reorg history, a bounded cache of recent blocks.
+//! - `config`: [`DevnetConfig`], start-up errors, [`ProviderEndpoint`].
+//! - `block`: pure generation of each version of each height from `(seed, chain_id)`,
+//!   including what a reorg carries over; `blockdata`: one block and its JSON.
+//! - `schedule`: which version of each height is canonical (automatic reorgs as arithmetic,
+//!   manual ones as a capped list) and how deep the `safe`/`finalized` tags sit.
+//! - `chain`: the head, the high-water mark, a bounded cache of recent blocks.
 //! - `state`: what the producer and the connections share (per-provider registries, counts).
-//! - `producer`: advances the head, fans blocks out to connections (timed or throughput mode).
-//! - `server`: axum per port, `POST /` and the WebSocket upgrade; `connection`: one socket.
+//! - `producer`: advances the head, wakes every connection (timed or throughput mode).
+//! - `server`: axum per port, `POST /` and the WebSocket upgrade; `listener`: the accept loop
+//!   and per-socket wrapper that refuse connections; `connection`: one WebSocket.
+//! - `feed`: what one connection has delivered and must deliver next; spots reorgs.
 //! - `rpc`: JSON-RPC framing and errors; `methods`: the methods and their parameters.
 //! - `subscriptions`: one connection's subscriptions and notification rendering.
-//! - `faults`: per-provider fault knobs.
+//! - `faults`: per-provider fault knobs; `garbage`: the malformed frames one of them sends.
 //!
 //! Architecture invariants:
-//! - Block content is a pure function of `(seed, chain_id, n, branch)`: ports, runs and
+//! - Block content is a pure function of `(seed, chain_id, n, branch)`, and the canonical
+//!   branch of a height a function of the schedule and a little state: ports, runs and
 //!   processes agree byte for byte, and memory does not grow with the chain's length.
-//! - The producer never touches a socket; it only fills bounded per-connection queues.
+//! - No reorg rewrites a block that was ever reported `safe` (or `finalized`).
+//! - The producer never touches a socket; it only fills bounded per-connection queues. A
+//!   connection reads blocks from the chain itself, so whatever it skipped or held back (a
+//!   stall, a lag) it catches up on in chain order, and a reorg it sees is always complete.
 //! - Every task is tracked and ends when the devnet's cancellation token is cancelled.
 
 mod block;
+mod blockdata;
 mod chain;
+mod config;
 mod connection;
 mod faults;
+mod feed;
+mod garbage;
+mod listener;
 mod methods;
 mod producer;
 mod rpc;
+mod schedule;
 mod server;
 mod state;
 mod subscriptions;
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,133 +56,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use block::GENESIS_TIMESTAMP;
-pub use chain::{FINALIZED_DEPTH, SAFE_DEPTH};
-pub use faults::Faults;
+pub use config::{DevnetConfig, DevnetError, ProviderEndpoint};
+pub use faults::{Faults, GarbageKind, MAX_STALL_HOLD};
 pub use methods::{MAX_LOGS_BLOCK_RANGE, MAX_LOGS_RESULTS};
 pub use rpc::{MAX_BATCH_LEN, MAX_REQUEST_BYTES};
+pub use schedule::{FINALIZED_DEPTH, MAX_MANUAL_REORGS, MAX_REORG_DEPTH, SAFE_DEPTH};
 pub use subscriptions::MAX_SUBSCRIPTIONS_PER_CONNECTION;
 
 use self::block::ChainSpec;
 use self::chain::Chain;
 use self::methods::Ctx;
+use self::schedule::{Finality, Schedule};
 use self::state::{Mode, Shared};
 
 /// Most provider ports one devnet serves.
 pub const MAX_PROVIDERS: usize = 64;
 /// Most logs per block (bounds the memory of one block and of the cache).
 pub const MAX_LOGS_PER_BLOCK: usize = 10_000;
-
-/// How to run a devnet. `Default` is `livechain devnet` without flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevnetConfig {
-    /// Provider `i` listens on `listen.port() + i`; port 0 gives every provider its own
-    /// ephemeral port (what tests use).
-    pub listen: SocketAddr,
-    pub providers: usize,
-    /// Milliseconds between blocks; 0 is throughput mode: blocks as fast as subscribers read
-    /// them, none while nobody is subscribed.
-    pub block_time_ms: u64,
-    pub logs_per_block: usize,
-    pub seed: u64,
-    pub chain_id: u64,
-    /// Blocks that exist at start (history for backfill tests): the head starts here.
-    pub initial_blocks: u64,
-    /// Stored for the reorg issue; reorgs are only triggered through [`Devnet::reorg`] for now.
-    pub reorg_every: Option<u64>,
-    pub reorg_depth: u64,
-}
-
-impl Default for DevnetConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8600)),
-            providers: 3,
-            block_time_ms: 1000,
-            logs_per_block: 20,
-            seed: 1,
-            chain_id: 31337,
-            initial_blocks: 0,
-            reorg_every: None,
-            reorg_depth: 3,
-        }
-    }
-}
-
-impl DevnetConfig {
-    /// Every problem with the config, or `Ok`.
-    pub fn validate(&self) -> Result<(), DevnetError> {
-        let mut problems = Vec::new();
-        if self.providers == 0 || self.providers > MAX_PROVIDERS {
-            problems.push(format!(
-                "providers must be 1..={MAX_PROVIDERS}, got {}",
-                self.providers
-            ));
-        }
-        if self.logs_per_block > MAX_LOGS_PER_BLOCK {
-            problems.push(format!(
-                "logs_per_block must be at most {MAX_LOGS_PER_BLOCK}, got {}",
-                self.logs_per_block
-            ));
-        }
-        if self.reorg_every == Some(0) {
-            problems.push("reorg_every must be at least 1 block".to_owned());
-        }
-        let port = u64::from(self.listen.port());
-        let last_port = port + self.providers.max(1) as u64 - 1;
-        if port != 0 && last_port > u64::from(u16::MAX) {
-            problems.push(format!(
-                "listen port {port} + {} providers runs past port 65535",
-                self.providers
-            ));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(DevnetError::Config(problems.join("; ")))
-        }
-    }
-
-    fn provider_addr(&self, index: usize) -> SocketAddr {
-        let mut addr = self.listen;
-        if addr.port() != 0 {
-            // Validated above: the sum fits in a port.
-            addr.set_port(addr.port().saturating_add(index as u16));
-        }
-        addr
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DevnetError {
-    #[error("invalid devnet config: {0}")]
-    Config(String),
-    #[error("devnet provider {provider}: cannot listen on {addr}: {source}")]
-    Bind {
-        provider: usize,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Where one provider listens. HTTP and WebSocket share the port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderEndpoint {
-    pub index: usize,
-    pub http_url: String,
-    pub ws_url: String,
-    pub addr: SocketAddr,
-}
-
-impl fmt::Display for ProviderEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "provider {}: {} {}",
-            self.index, self.http_url, self.ws_url
-        )
-    }
-}
 
 /// A running devnet: a cheap handle (clone freely). It stops when the token given to
 /// [`Devnet::start`] is cancelled, or on [`Devnet::shutdown`]; await [`Devnet::stopped`].
@@ -226,8 +131,14 @@ impl Devnet {
             ms => Mode::Timed(Duration::from_millis(ms)),
         };
         let spec = ChainSpec::new(config.seed, config.chain_id, config.logs_per_block);
-        let chain = Chain::new(spec, config.initial_blocks);
-        let shared = Arc::new(Shared::new(chain, config.providers, mode));
+        let schedule = Schedule::new(
+            config.initial_blocks,
+            config.reorg_every,
+            config.reorg_depth,
+        );
+        let finality = Finality::for_reorg_depth(config.reorg_depth);
+        let chain = Chain::new(spec, config.initial_blocks, schedule, finality);
+        let shared = Arc::new(Shared::new(chain, config.providers, mode, config.seed));
         let shutdown = shutdown.child_token();
         let tracker = TaskTracker::new();
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -248,6 +159,8 @@ impl Devnet {
             seed = config.seed,
             chain_id = config.chain_id,
             head = config.initial_blocks,
+            reorg_every = config.reorg_every,
+            reorg_depth = config.reorg_depth,
             "devnet started"
         );
         for endpoint in &endpoints {
@@ -332,13 +245,49 @@ impl Devnet {
         self.inner.shared.chain.block(n).map(|b| b.logs.clone())
     }
 
-    /// Rewinds the head by `depth` blocks; the producer regrows a different branch from there.
-    /// Subscribers see the regrown heads (no `removed: true` logs, like Anvil). Returns the
-    /// new head.
+    /// Rewinds the head by `depth` blocks now; the producer regrows a different branch from
+    /// there, one block per block time. Subscribers then see the regrown heads (and, with
+    /// [`Devnet::set_send_removed_logs`], `removed: true` copies of the orphaned logs first).
+    ///
+    /// The depth is clamped so that genesis and every block that was ever `safe` stay (see
+    /// [`Devnet::safe_depth`]); at most [`MAX_MANUAL_REORGS`] are honoured. Returns the new
+    /// head.
     pub fn reorg(&self, depth: u64) -> u64 {
         let head = self.inner.shared.chain.rewind(depth);
         tracing::info!(depth, head, "devnet: reorg");
         head
+    }
+
+    /// Reorgs so far, automatic and manual (a manual one clamped to nothing does not count).
+    pub fn reorgs(&self) -> u64 {
+        self.inner.shared.chain.reorgs()
+    }
+
+    /// How far below the head `safe` points: [`SAFE_DEPTH`], or the configured reorg depth if
+    /// deeper. No reorg ever rewrites a block that was this deep.
+    pub fn safe_depth(&self) -> u64 {
+        self.inner.shared.chain.finality().safe
+    }
+
+    /// How far below the head `finalized` points: [`FINALIZED_DEPTH`], or 16 below the safe
+    /// depth if that is deeper.
+    pub fn finalized_depth(&self) -> u64 {
+        self.inner.shared.chain.finality().finalized
+    }
+
+    /// When on, a reorg first sends every logs subscriber a `removed: true` copy of each
+    /// orphaned log it had received, newest first, as geth does; off (the default) it sends
+    /// only the new branch, as Anvil does. Applies to every provider from the next reorg a
+    /// connection notices.
+    ///
+    /// A runtime switch rather than a [`DevnetConfig`] field, so that code building the config
+    /// field by field keeps compiling.
+    pub fn set_send_removed_logs(&self, on: bool) {
+        self.inner.shared.set_send_removed_logs(on);
+    }
+
+    pub fn sends_removed_logs(&self) -> bool {
+        self.inner.shared.sends_removed_logs()
     }
 
     /// Stops the devnet (the token given to `start` does the same).
@@ -349,53 +298,5 @@ impl Devnet {
     /// Waits until every task of the devnet has ended, after a shutdown.
     pub async fn stopped(self) {
         self.inner.tracker.wait().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_validation_reports_every_problem() {
-        assert!(DevnetConfig::default().validate().is_ok());
-        let bad = DevnetConfig {
-            providers: 0,
-            logs_per_block: MAX_LOGS_PER_BLOCK + 1,
-            reorg_every: Some(0),
-            ..DevnetConfig::default()
-        };
-        let message = bad.validate().unwrap_err().to_string();
-        for needle in ["providers", "logs_per_block", "reorg_every"] {
-            assert!(message.contains(needle), "{message}");
-        }
-        let high = DevnetConfig {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 65_534)),
-            ..DevnetConfig::default()
-        };
-        assert!(high.validate().unwrap_err().to_string().contains("65535"));
-        let ephemeral = DevnetConfig {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            providers: MAX_PROVIDERS,
-            ..DevnetConfig::default()
-        };
-        assert!(ephemeral.validate().is_ok());
-    }
-
-    #[test]
-    fn providers_take_consecutive_ports() {
-        let config = DevnetConfig::default();
-        let ports: Vec<u16> = (0..3).map(|i| config.provider_addr(i).port()).collect();
-        assert_eq!(ports, [8600, 8601, 8602]);
-        let endpoint = ProviderEndpoint {
-            index: 1,
-            http_url: "http://127.0.0.1:8601".into(),
-            ws_url: "ws://127.0.0.1:8601".into(),
-            addr: config.provider_addr(1),
-        };
-        assert_eq!(
-            endpoint.to_string(),
-            "provider 1: http://127.0.0.1:8601 ws://127.0.0.1:8601"
-        );
     }
 }

@@ -1,5 +1,5 @@
-//! The block producer: advances the head and hands each new block to every open connection of
-//! every provider.
+//! The block producer: advances the head (an automatic reorg is one step) and hands each new
+//! head to every open connection of every provider.
 //!
 //! Timed mode ticks at the block time and never waits on a client: a connection whose queue is
 //! full is disconnected. Throughput mode produces the next block as soon as every connection
@@ -37,10 +37,7 @@ async fn timed(shared: &Shared, period: Duration, shutdown: &CancellationToken) 
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let notice = Notice {
-            block: shared.chain.advance(),
-            produced_at: Instant::now(),
-        };
+        let notice = step(shared);
         for provider in &shared.providers {
             for (id, conn) in provider.connections() {
                 match conn.notices.try_send(notice.clone()) {
@@ -77,10 +74,7 @@ async fn throughput(shared: &Shared, shutdown: &CancellationToken) {
                 () = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
-        let notice = Notice {
-            block: shared.chain.advance(),
-            produced_at: Instant::now(),
-        };
+        let notice = step(shared);
         for provider in &shared.providers {
             for (id, conn) in provider.connections() {
                 let send = tokio::time::timeout(
@@ -110,6 +104,22 @@ async fn throughput(shared: &Shared, shutdown: &CancellationToken) {
         // Sends into queues with room complete at once; yield so connections get to run even
         // on a single-threaded runtime.
         tokio::task::yield_now().await;
+    }
+}
+
+/// Advances the chain by one step.
+fn step(shared: &Shared) -> Notice {
+    let advanced = shared.chain.advance();
+    if let Some(depth) = advanced.reorg_depth {
+        tracing::info!(
+            depth,
+            head = advanced.tip.number(),
+            "devnet: automatic reorg"
+        );
+    }
+    Notice {
+        block: advanced.tip,
+        produced_at: Instant::now(),
     }
 }
 

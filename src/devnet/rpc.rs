@@ -1,6 +1,7 @@
 //! JSON-RPC 2.0 framing: payload → requests (single or batch) → method calls → response text.
 //!
-//! Transport-agnostic: HTTP and WebSocket hand the same bytes here. Every malformed input maps
+//! Transport-agnostic: HTTP and WebSocket hand the same bytes here; injected per-request
+//! faults are applied here too, after the envelope is checked. Every malformed input maps
 //! to a JSON-RPC error object; nothing in this file can panic on input, and only a valid
 //! notification (a request without `id`) goes unanswered, as the spec requires.
 
@@ -154,9 +155,15 @@ async fn handle_request(ctx: &Ctx, session: &mut Session<'_>, request: Value) ->
             return Some(error_response(&reply_id, &error));
         }
     };
-    let outcome = match params {
-        Ok(params) => methods::call(ctx, session, &method, params).await,
-        Err(error) => Err(error),
+    // Injected faults (rate limit, server error, error rate) answer in place of the method,
+    // which then never runs: a refused `eth_subscribe` creates no subscription.
+    let over_ws = matches!(session, Session::Ws(_));
+    let injected = ctx
+        .provider_state()
+        .and_then(|p| p.faults.request_error(over_ws));
+    let outcome = match (injected, params) {
+        (Some(error), _) | (None, Err(error)) => Err(error),
+        (None, Ok(params)) => methods::call(ctx, session, &method, params).await,
     };
     if let Err(error) = &outcome {
         tracing::debug!(
@@ -208,9 +215,9 @@ mod tests {
     use crate::devnet::state::{Mode, Shared};
 
     fn ctx() -> Ctx {
-        let chain = Chain::new(ChainSpec::new(1, 31337, 4), 10);
+        let chain = Chain::plain(ChainSpec::new(1, 31337, 4), 10);
         Ctx {
-            shared: Arc::new(Shared::new(chain, 1, Mode::Throughput)),
+            shared: Arc::new(Shared::new(chain, 1, Mode::Throughput, 1)),
             provider: 0,
         }
     }

@@ -1,5 +1,6 @@
 //! The HTTP side of a provider port: one axum router per provider, `POST /` for JSON-RPC over
-//! HTTP and `GET /` upgraded to a WebSocket, on the same listener.
+//! HTTP and `GET /` upgraded to a WebSocket, on the same listener. HTTP-level faults (stalls,
+//! 429s, 5xx, latency) are applied here.
 
 use std::time::Duration;
 
@@ -11,13 +12,14 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection;
+use super::faults::{Faults, HttpFault, MAX_STALL_HOLD};
+use super::listener::FaultListener;
 use super::methods::Ctx;
 use super::rpc::{self, MAX_REQUEST_BYTES, RpcError, Session};
 
@@ -42,6 +44,7 @@ pub(crate) fn spawn(
     tracker: &TaskTracker,
 ) {
     let provider = ctx.provider;
+    let listener = FaultListener::new(listener, std::sync::Arc::clone(&ctx.shared), provider);
     let state = PortState {
         ctx,
         shutdown: shutdown.clone(),
@@ -51,13 +54,6 @@ pub(crate) fn spawn(
         .route("/", get(ws_upgrade).post(http_rpc))
         .with_state(state);
     tracker.spawn(async move {
-        // Notifications are small writes: without TCP_NODELAY, Nagle's algorithm would hold
-        // them back behind unacknowledged ones and add tens of milliseconds of latency.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "devnet: cannot set TCP_NODELAY");
-            }
-        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
@@ -79,12 +75,21 @@ async fn http_rpc(State(port): State<PortState>, body: Body) -> Response {
             return json(StatusCode::PAYLOAD_TOO_LARGE, body);
         }
     };
+    let faults = port.ctx.provider_state().map(|p| &p.faults);
+    if let Some(faults) = faults
+        && faults.is_stalled()
+    {
+        match hold(faults, &port.shutdown).await {
+            Held::Lifted => {}
+            Held::Shutdown => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            Held::TooLong => return StatusCode::GATEWAY_TIMEOUT.into_response(),
+        }
+    }
+    if let Some(fault) = faults.and_then(Faults::http_fault) {
+        return fault_response(fault);
+    }
     let answer = rpc::handle_payload(&port.ctx, &mut Session::Http, &bytes).await;
-    let latency = port
-        .ctx
-        .provider_state()
-        .map(|p| p.faults.latency())
-        .unwrap_or_default();
+    let latency = faults.map(Faults::latency).unwrap_or_default();
     if !delay(latency, &port.shutdown).await {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -118,6 +123,50 @@ async fn ws_upgrade(
             } = port;
             tracker.track_future(connection::run(socket, ctx, shutdown))
         })
+}
+
+/// How a stalled request's wait ended.
+enum Held {
+    Lifted,
+    Shutdown,
+    TooLong,
+}
+
+/// Holds a request while its provider is stalled: until the stall is lifted, shutdown, or
+/// [`MAX_STALL_HOLD`] (clients give up long before; the bound keeps tasks from leaking).
+async fn hold(faults: &Faults, shutdown: &CancellationToken) -> Held {
+    let mut stall = faults.stall_signal();
+    let lifted = async move { stall.wait_for(|stalled| !stalled).await.map(|_| ()) };
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Held::Shutdown,
+        waited = tokio::time::timeout(MAX_STALL_HOLD, lifted) => match waited {
+            // `Err` inside would mean the faults were dropped: nothing left to wait for.
+            Ok(_) => Held::Lifted,
+            Err(_) => Held::TooLong,
+        },
+    }
+}
+
+/// A refused request: the status, and a JSON-RPC error body as hosted providers send.
+fn fault_response(fault: HttpFault) -> Response {
+    let (status, error) = match fault {
+        HttpFault::RateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            RpcError::new(RpcError::LIMIT_EXCEEDED, "rate limit exceeded"),
+        ),
+        HttpFault::Status(code) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            RpcError::new(RpcError::INTERNAL_ERROR, "internal error"),
+        ),
+    };
+    let mut response = json(status, rpc::error_response(&Value::Null, &error));
+    if matches!(fault, HttpFault::RateLimited) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn json(status: StatusCode, body: String) -> Response {

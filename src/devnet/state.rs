@@ -5,7 +5,7 @@
 //! bounded queues; it never touches a socket, so a slow client can only fill its own queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +45,8 @@ impl Mode {
     }
 }
 
-/// A block on its way to a connection.
+/// A new head on its way to a connection. The connection reads the blocks up to it from the
+/// chain (after an automatic reorg, the whole new branch), using `block` when it is the one.
 #[derive(Debug, Clone)]
 pub(crate) struct Notice {
     pub block: Arc<BlockData>,
@@ -71,18 +72,31 @@ pub(crate) struct Shared {
     /// Signalled when a subscription is added, to wake an idle throughput producer.
     pub subscriber_arrived: Notify,
     next_subscription: AtomicU64,
+    /// See [`super::Devnet::set_send_removed_logs`].
+    send_removed_logs: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn new(chain: Chain, providers: usize, mode: Mode) -> Self {
+    pub(crate) fn new(chain: Chain, providers: usize, mode: Mode, seed: u64) -> Self {
         Self {
             chain,
-            providers: (0..providers).map(ProviderState::new).collect(),
+            providers: (0..providers)
+                .map(|index| ProviderState::new(index, seed))
+                .collect(),
             mode,
             total_subscriptions: AtomicUsize::new(0),
             subscriber_arrived: Notify::new(),
             next_subscription: AtomicU64::new(1),
+            send_removed_logs: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn set_send_removed_logs(&self, on: bool) {
+        self.send_removed_logs.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sends_removed_logs(&self) -> bool {
+        self.send_removed_logs.load(Ordering::Relaxed)
     }
 
     pub(crate) fn total_subscriptions(&self) -> usize {
@@ -127,10 +141,11 @@ pub(crate) struct ProviderState {
 }
 
 impl ProviderState {
-    fn new(index: usize) -> Self {
+    fn new(index: usize, seed: u64) -> Self {
         Self {
             index,
-            faults: Faults::default(),
+            // Each provider draws its random faults from its own stream.
+            faults: Faults::new(mix(seed ^ mix(index as u64))),
             active_subscriptions: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
@@ -172,7 +187,7 @@ impl ProviderState {
 }
 
 /// SplitMix64's finalizer.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -52,10 +52,6 @@ impl SubTable {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.subs.is_empty()
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.subs.len()
     }
@@ -124,6 +120,50 @@ impl SubTable {
             });
         heads.chain(logs)
     }
+
+    /// The id of one live subscription (the garbage fault names it in bogus notifications).
+    pub(crate) fn first_id(&self) -> Option<String> {
+        self.subs.first().map(|s| s.id.clone())
+    }
+
+    /// The first height any subscription may see (`None` without subscriptions).
+    pub(crate) fn first_block(&self) -> Option<u64> {
+        self.subs.iter().map(|s| s.from_block).min()
+    }
+
+    /// `removed: true` copies of the logs each logs subscription received from `orphaned`
+    /// (blocks newest first), undoing in reverse order of delivery, as geth does.
+    pub(crate) fn removed<'a>(
+        &'a self,
+        orphaned: &'a [Arc<BlockData>],
+    ) -> impl Iterator<Item = String> + Send + 'a {
+        orphaned.iter().flat_map(move |block| {
+            let n = block.number();
+            self.subs
+                .iter()
+                .filter(move |s| s.from_block <= n)
+                .filter_map(|s| match &s.kind {
+                    SubKind::Logs(filter) => Some((&s.prefix, filter)),
+                    SubKind::NewHeads => None,
+                })
+                .flat_map(move |(prefix, filter)| {
+                    let matching = block.logs.iter().enumerate().rev();
+                    matching
+                        .filter(move |(_, log)| filter.matches(&log.inner))
+                        .map(move |(i, _)| splice(prefix, &block.removed_log_json(i)))
+                })
+        })
+    }
+
+    /// After a reorg orphaned heights `lowest..=highest`: every subscription that saw any of
+    /// them sees the new branch from `lowest` on, even below where it started.
+    pub(crate) fn rewind(&mut self, lowest: u64, highest: u64) {
+        for sub in &mut self.subs {
+            if sub.from_block <= highest {
+                sub.from_block = sub.from_block.min(lowest);
+            }
+        }
+    }
 }
 
 impl Drop for SubTable {
@@ -156,16 +196,17 @@ mod tests {
     use crate::devnet::block::ChainSpec;
     use crate::devnet::chain::Chain;
     use crate::devnet::state::Mode;
+    use alloy_rpc_types_eth::Log;
 
     fn shared() -> Arc<Shared> {
-        let chain = Chain::new(ChainSpec::new(1, 31337, 20), 0);
-        Arc::new(Shared::new(chain, 2, Mode::Throughput))
+        let chain = Chain::plain(ChainSpec::new(1, 31337, 20), 0);
+        Arc::new(Shared::new(chain, 2, Mode::Throughput, 1))
     }
 
     #[test]
     fn notifications_are_standard_and_filtered() {
         let shared = shared();
-        let block = shared.chain.advance();
+        let block = shared.chain.advance().tip;
         let mut table = SubTable::new(Arc::clone(&shared), 1);
         let address = block.logs[0].address();
         let logs_filter: Filter =
@@ -196,7 +237,7 @@ mod tests {
     #[test]
     fn from_block_and_counts_follow_the_table() {
         let shared = shared();
-        let block = shared.chain.advance();
+        let block = shared.chain.advance().tip;
         let mut table = SubTable::new(Arc::clone(&shared), 0);
         let id = table.add(SubKind::NewHeads, 2).unwrap();
         assert_eq!(
@@ -213,5 +254,35 @@ mod tests {
         drop(table);
         assert_eq!(shared.providers[0].active_subscriptions(), 0);
         assert_eq!(shared.total_subscriptions(), 0);
+    }
+
+    #[test]
+    fn removed_copies_follow_what_each_subscription_saw() {
+        let shared = shared();
+        let one = shared.chain.advance().tip;
+        let two = shared.chain.advance().tip;
+        let mut table = SubTable::new(Arc::clone(&shared), 0);
+        table.add(SubKind::Logs(Box::default()), 1).unwrap();
+        table.add(SubKind::Logs(Box::default()), 2).unwrap();
+        table.add(SubKind::NewHeads, 1).unwrap();
+        assert_eq!(table.first_block(), Some(1));
+        let orphaned = [Arc::clone(&two), Arc::clone(&one)];
+        let removed: Vec<Log> = table
+            .removed(&orphaned)
+            .map(|m| {
+                let value: serde_json::Value = serde_json::from_str(&m).unwrap();
+                serde_json::from_value(value["params"]["result"].clone()).unwrap()
+            })
+            .collect();
+        // Block 2 for both logs subscriptions, then block 1 for the first only; newest first.
+        assert_eq!(removed.len(), 20 * 3);
+        assert!(removed.iter().all(|l| l.removed));
+        assert_eq!(removed[0].block_number, Some(2));
+        assert_eq!(removed[0].log_index, Some(19));
+        assert_eq!(removed[59].block_number, Some(1));
+        assert_eq!(removed[59].log_index, Some(0));
+        table.rewind(1, 2);
+        let regrown = table.notifications(&one).count();
+        assert_eq!(regrown, 1 + 2 * 20, "every subscription now sees height 1");
     }
 }

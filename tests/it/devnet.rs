@@ -1,6 +1,6 @@
 //! Integration tests: the devnet over real sockets on 127.0.0.1 — every method over HTTP and
-//! WebSocket, filters, subscriptions, determinism across ports and runs, bad input, faults,
-//! throughput mode and shutdown.
+//! WebSocket, filters, subscriptions, determinism across ports and runs, bad input, automatic
+//! reorgs, every fault kind, throughput mode and shutdown.
 //!
 //! Every wait is bounded (`WAIT`); nothing asserts an upper bound on time. This file holds the
 //! shared helpers (a devnet that stops with its test, HTTP and WebSocket JSON-RPC clients); the
@@ -8,9 +8,12 @@
 
 mod determinism;
 mod faults;
+mod faults_rpc;
+mod faults_wire;
 mod filters;
 mod lifecycle;
 mod methods;
+mod reorgs;
 mod subscriptions;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -19,7 +22,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, BloomInput};
 use alloy_rpc_types_eth::{Block, Header, Log};
 use futures_util::{SinkExt, StreamExt};
-use livechain::devnet::{Devnet, DevnetConfig};
+use livechain::devnet::{Devnet, DevnetConfig, GarbageKind};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
