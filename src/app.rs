@@ -4,6 +4,7 @@
 //! wait for them all, and a bounded grace period.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,11 +15,15 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::devnet::{Devnet, DevnetConfig};
 use crate::ingest::{self, Endpoint, Ingest};
+use crate::publish::{Hub, Render};
 use crate::store::Store;
 use crate::telemetry;
 
 /// How long in-flight work may take to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Items a live subscriber may have queued before it counts as lagging (it then catches up
+/// from the database).
+const STREAM_QUEUE: usize = 8192;
 
 /// A started service: its bound addresses and the handles tests need.
 pub struct Running {
@@ -98,11 +103,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let listener = api::bind(config.server.listen).await?;
     let api_addr = listener.local_addr().context("reading the API address")?;
+    let hub = Hub::new(STREAM_QUEUE);
+    let render: Render = Arc::new(api::stream::render);
+    tracker.spawn(
+        hub.clone()
+            .run(ingest.committed.subscribe(), render, shutdown.child_token()),
+    );
     let state = AppState {
         store: store.clone(),
         metrics,
         chains: ingest.chains.clone().into(),
         writer_ready: ingest.writer_ready.clone(),
+        hub,
+        shutdown: shutdown.child_token(),
     };
     let api_shutdown = shutdown.child_token();
     tracker.spawn(async move {

@@ -7,6 +7,7 @@ mod error;
 pub mod events;
 mod health;
 pub mod json;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 
 use crate::ingest::ChainHandle;
+use crate::publish::Hub;
 use crate::store::Store;
 
 /// Cheap handles shared by every handler.
@@ -28,6 +30,10 @@ pub struct AppState {
     pub metrics: &'static metrics_exporter_prometheus::PrometheusHandle,
     pub chains: Arc<[ChainHandle]>,
     pub writer_ready: Arc<AtomicBool>,
+    /// Live subscribers' fan-out (`/v1/stream`).
+    pub hub: Hub,
+    /// Fires when the service stops: open streams close cleanly.
+    pub shutdown: CancellationToken,
 }
 
 /// The whole API. A path no route knows gets the JSON error shape too (404 `not_found`), and
@@ -37,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(chains::router())
         .merge(events::router())
+        .merge(stream::router())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))
         .with_state(state)

@@ -12,7 +12,7 @@ mod hub;
 pub mod replay;
 
 pub use filter::FeedFilter;
-pub use hub::{Hub, Subscription};
+pub use hub::{Hub, Render, Subscription};
 
 use std::sync::Arc;
 

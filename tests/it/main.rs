@@ -6,4 +6,5 @@ mod config;
 mod devnet;
 mod ingest;
 mod store;
+mod stream;
 mod support;

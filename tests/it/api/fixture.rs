@@ -83,6 +83,8 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         metrics: livechain::telemetry::prometheus(),
         chains: Arc::from(Vec::<ChainHandle>::new()),
         writer_ready: Arc::new(AtomicBool::new(true)),
+        hub: livechain::publish::Hub::new(16),
+        shutdown: shutdown.clone(),
     };
     let listener = api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
