@@ -1,0 +1,135 @@
+//! Backfill over HTTP: history fetched in ranges the providers accept, meeting the live stream
+//! with neither a gap nor a duplicate.
+
+use super::*;
+
+/// `/v1/chains`' `backfill.range_limit` for the chain.
+async fn range_limit(app: &TestApp) -> u64 {
+    let (status, body) = support::get_json(&app.url("/v1/chains")).await;
+    assert_eq!(status, 200, "{body}");
+    body["chains"]
+        .as_array()
+        .and_then(|chains| chains.iter().find(|c| c["name"] == CHAIN))
+        .and_then(|c| c["backfill"]["range_limit"].as_u64())
+        .unwrap_or_else(|| panic!("no range_limit for {CHAIN} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_sync_halves_refused_ranges_until_accepted() {
+    const LIMIT: u64 = 50;
+    let devnet = devnet(3, 50, 600).await;
+    for i in 0..3 {
+        devnet
+            .faults(i)
+            .expect("provider exists")
+            .set_max_logs_range(Some(LIMIT));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    let app = start(&devnet, &db).await;
+
+    let target = 600 + 10;
+    wait_reported(&app, target).await;
+    let checkpoint = wait_committed(&db, target).await;
+    let stored = api_rows(&app.base).await;
+    let verdict = verify(&devnet, &stored, checkpoint);
+
+    // Halving stops at the first range the providers accept: within the limit, and more than
+    // half of it.
+    let limit = range_limit(&app).await;
+    assert!(
+        limit <= LIMIT && limit > LIMIT / 2,
+        "range_limit {limit}: expected the first halving of 256 within {LIMIT}"
+    );
+    eprintln!(
+        "range limit: learned {limit} (providers refuse more than {LIMIT}), checkpoint \
+         {checkpoint}, {} rows complete",
+        verdict.complete
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_meets_live_with_neither_gap_nor_duplicate() {
+    const HISTORY: u64 = 400;
+    let devnet = devnet(3, 20, HISTORY).await;
+    // The range sync reads from provider 0 first: slowing it keeps the backfill running while
+    // the live stream (providers 1 and 2, and 0 a little later) already stores new blocks.
+    devnet.faults(0).expect("provider 0").set_latency_ms(150);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    let app = start(&devnet, &db).await;
+
+    let target = devnet.head() + 50;
+    wait_reported(&app, target).await;
+    let checkpoint = wait_committed(&db, target).await;
+    let stored = api_rows(&app.base).await;
+    let verdict = verify(&devnet, &stored, checkpoint);
+
+    // The seam was really crossed: some live block was stored before some history was.
+    let first_live = stored
+        .iter()
+        .filter(|r| r.id.0 > HISTORY)
+        .map(|r| r.cursor)
+        .min()
+        .expect("live blocks stored");
+    let last_history = stored
+        .iter()
+        .filter(|r| r.id.0 <= HISTORY)
+        .map(|r| r.cursor)
+        .max()
+        .expect("history stored");
+    assert!(
+        first_live < last_history,
+        "backfill finished (cursor {last_history}) before the first live row (cursor \
+         {first_live}): the seam was not exercised"
+    );
+    eprintln!(
+        "backfill meets live: history 0..={HISTORY}, checkpoint {checkpoint}, {} rows \
+         complete; first live cursor {first_live} < last history cursor {last_history}",
+        verdict.complete
+    );
+    app.stop().await;
+}
+
+/// `/v1/chains` shows `SyncProgress::checkpoint`, which the range sync sets as soon as it has
+/// *sent* a range to the aggregator, before the writer commits it: a client that trusts it and
+/// reads `/v1/events?to_block=checkpoint` can miss that range's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: /v1/chains reports the checkpoint before it is committed (sync.rs reports on send)"]
+async fn reported_checkpoint_is_always_committed() {
+    // A long backfill in wide ranges: each range is a large transaction, the window in which
+    // a checkpoint can be announced before it is committed.
+    let devnet = devnet(3, 1000, 2000).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    let app = start(&devnet, &db).await;
+    let mut samples = 0;
+    let mut ahead = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        // Reported first: the committed checkpoint only grows, so reading it second is lenient.
+        let reported = support::checkpoint(&app.base, CHAIN).await;
+        let committed = committed_checkpoint(&db).await;
+        samples += 1;
+        if reported > committed {
+            ahead.push((reported, committed));
+        }
+        if committed >= Some(2000) {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the backfill did not finish within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        ahead.is_empty(),
+        "/v1/chains announced a checkpoint not yet committed in {} of {samples} samples \
+         (reported, committed): {:?}",
+        ahead.len(),
+        &ahead[..ahead.len().min(5)]
+    );
+    app.stop().await;
+}
