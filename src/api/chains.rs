@@ -40,30 +40,35 @@ struct BackfillJson {
     range_limit: u64,
 }
 
-async fn chains(State(state): State<AppState>) -> Json<ChainsJson> {
-    let chains = state
-        .chains
-        .iter()
-        .map(|chain| {
-            let progress = *chain.progress.borrow();
-            let head = progress.head.max(*chain.best_head.borrow());
-            let lag = head.saturating_sub(progress.checkpoint.unwrap_or(0));
-            ChainJson {
-                name: chain.name.to_string(),
-                chain_id: chain.chain_id,
-                head,
-                checkpoint: progress.checkpoint,
-                lag_blocks: lag,
-                backfill: BackfillJson {
-                    active: lag > progress.range_limit,
-                    remaining_blocks: lag,
-                    range_limit: progress.range_limit,
-                },
-                providers: chain.provider_ids.clone(),
-            }
-        })
-        .collect();
-    Json(ChainsJson { chains })
+async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiError> {
+    let mut chains = Vec::with_capacity(state.chains.len());
+    for chain in state.chains.iter() {
+        let progress = *chain.progress.borrow();
+        let head = progress.head.max(*chain.best_head.borrow());
+        // The committed checkpoint, not the sync's: a range sent to the writer but not yet
+        // committed must not be reported, or a client reading up to it would miss events.
+        let checkpoint = state
+            .store
+            .checkpoint(&chain.name)
+            .await
+            .map_err(anyhow::Error::from)?
+            .map(|cp| cp.block_number);
+        let lag = head.saturating_sub(checkpoint.unwrap_or(0));
+        chains.push(ChainJson {
+            name: chain.name.to_string(),
+            chain_id: chain.chain_id,
+            head,
+            checkpoint,
+            lag_blocks: lag,
+            backfill: BackfillJson {
+                active: lag > progress.range_limit,
+                remaining_blocks: lag,
+                range_limit: progress.range_limit,
+            },
+            providers: chain.provider_ids.clone(),
+        });
+    }
+    Ok(Json(ChainsJson { chains }))
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -96,7 +96,6 @@ async fn backfill_meets_live_with_neither_gap_nor_duplicate() {
 /// *sent* a range to the aggregator, before the writer commits it: a client that trusts it and
 /// reads `/v1/events?to_block=checkpoint` can miss that range's events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: /v1/chains reports the checkpoint before it is committed (sync.rs reports on send)"]
 async fn reported_checkpoint_is_always_committed() {
     // A long backfill in wide ranges: each range is a large transaction, the window in which
     // a checkpoint can be announced before it is committed.
