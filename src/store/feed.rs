@@ -68,11 +68,14 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|(cursor, chain, finality, to_block)| {
-                let corrupt = |what: &str| StoreError::Corrupt(format!("changes cursor {cursor}: {what}"));
+                let corrupt =
+                    |what: &str| StoreError::Corrupt(format!("changes cursor {cursor}: {what}"));
                 Ok(FinalityAdvance {
                     cursor,
                     chain: ChainName::from(chain.as_str()),
-                    finality: finality.parse::<Finality>().map_err(|_| corrupt("finality"))?,
+                    finality: finality
+                        .parse::<Finality>()
+                        .map_err(|_| corrupt("finality"))?,
                     to_block: u64::try_from(to_block).map_err(|_| corrupt("to_block"))?,
                 })
             })

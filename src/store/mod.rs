@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod feed;
 mod migrate;
+mod processes;
 mod query;
 mod reorg;
 mod rows;

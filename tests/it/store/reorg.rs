@@ -178,3 +178,32 @@ async fn the_feed_replays_in_cursor_order_across_pages() {
         .count();
     assert_eq!((adds, removals), (7, 1));
 }
+
+#[tokio::test]
+async fn the_process_table_round_trips_the_registry_view() {
+    use livechain::registry::{ProcessInfo, ProcessStore, Status};
+    let db = temp_db();
+    let store = open(&db.path).await;
+    let info = ProcessInfo {
+        kind: "listener".into(),
+        id: "devnet/p0".into(),
+        status: Status::Restarting,
+        restarts: 3,
+        last_error: Some("socket closed".into()),
+        started_at_ms: 1_764_000_000_000,
+        desired: true,
+        spec: serde_json::json!({"chain": "devnet", "provider": "p0"}),
+    };
+    ProcessStore::save(&store, &info).await.unwrap();
+    let mut stopped = info.clone();
+    stopped.id = "devnet/p1".into();
+    stopped.status = Status::Stopped;
+    stopped.desired = false;
+    ProcessStore::save(&store, &stopped).await.unwrap();
+    store.close().await;
+    let store = open(&db.path).await;
+    assert_eq!(
+        ProcessStore::load(&store).await.unwrap(),
+        vec![info, stopped]
+    );
+}
