@@ -17,7 +17,12 @@ pub struct Page {
 }
 
 /// Reads the items after `after` matching `filter`, at most about `limit` of each kind.
-pub async fn page(store: &Store, filter: &FeedFilter, after: Cursor, limit: u32) -> Result<Page, StoreError> {
+pub async fn page(
+    store: &Store,
+    filter: &FeedFilter,
+    after: Cursor,
+    limit: u32,
+) -> Result<Page, StoreError> {
     let limit = limit.max(1);
     let chain = filter.chain.as_deref();
     let settled_only = matches!(filter.finality, Some(Finality::Safe | Finality::Finalized));
@@ -50,28 +55,42 @@ pub async fn page(store: &Store, filter: &FeedFilter, after: Cursor, limit: u32)
             order: Order::Asc,
         };
         let added = store.query_events(&query).await?;
-        cap(added.len() == limit as usize, added.last().map(|e| e.cursor));
+        cap(
+            added.len() == limit as usize,
+            added.last().map(|e| e.cursor),
+        );
         items.extend(added.into_iter().map(FeedItem::Added));
 
         let retractions = store.retractions_since(after, chain, limit).await?;
-        cap(retractions.len() == limit as usize, retractions.last().map(|r| r.cursor));
-        items.extend(retractions.into_iter().filter(|r| filter.matches_event(&r.event)).map(|r| {
-            if r.restored {
-                FeedItem::Restored {
-                    cursor: r.cursor,
-                    event: r.event,
-                }
-            } else {
-                FeedItem::Removed {
-                    cursor: r.cursor,
-                    event: r.event,
-                }
-            }
-        }));
+        cap(
+            retractions.len() == limit as usize,
+            retractions.last().map(|r| r.cursor),
+        );
+        items.extend(
+            retractions
+                .into_iter()
+                .filter(|r| filter.matches_event(&r.event))
+                .map(|r| {
+                    if r.restored {
+                        FeedItem::Restored {
+                            cursor: r.cursor,
+                            event: r.event,
+                        }
+                    } else {
+                        FeedItem::Removed {
+                            cursor: r.cursor,
+                            event: r.event,
+                        }
+                    }
+                }),
+        );
     }
 
     let advances = store.finality_since(after, chain, limit).await?;
-    cap(advances.len() == limit as usize, advances.last().map(|a| a.cursor));
+    cap(
+        advances.len() == limit as usize,
+        advances.last().map(|a| a.cursor),
+    );
     items.extend(advances.into_iter().map(FeedItem::Finality));
 
     items.sort_by_key(FeedItem::cursor);
