@@ -3,7 +3,10 @@
 //! It drops copies through the hot set, joins logs to their block (a log row carries its
 //! block's parent hash and timestamp), keeps the best head, and forwards first copies, repeat
 //! deliveries and checkpoints to the writer in the order it decided them — so a checkpoint
-//! always reaches the writer after the events it covers.
+//! always reaches the writer after the events it covers. It also remembers, per recent block,
+//! which events it sent ([`Forwarded`]): the range sync's re-read of what the live stream
+//! delivered, and a copy from a provider so far behind that the hot set forgot the event, then
+//! cost no parse and no write.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -16,6 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{HotSet, ProviderIndex, Retired, Sighting};
+use super::forwarded::Forwarded;
+use super::merge::Inputs;
 use super::providers::ProviderSet;
 use super::writer::WriterInput;
 use super::{ChainInput, RangeData};
@@ -27,19 +32,50 @@ use crate::telemetry::metrics as m;
 /// Recent headers kept to join logs to their block.
 const HEADER_CACHE: usize = 4096;
 /// Logs waiting for their block's header; past this the oldest are dropped (the range sync
-/// fetches them again before the checkpoint can pass their block, so nothing is lost).
-const MAX_PARKED_LOGS: usize = 50_000;
+/// fetches them again before the checkpoint can pass their block, so nothing is lost). Each
+/// holds its raw JSON (under a kilobyte on a typical chain).
+const MAX_PARKED_LOGS: usize = 16_384;
+/// Blocks whose forwarded events are remembered, so the range sync's re-read of them costs no
+/// write (a few bytes per block; about six seconds of a devnet in throughput mode).
+const FORWARDED_BLOCKS: usize = 8192;
 
 pub struct Aggregator {
     chain: ChainName,
     providers: ProviderSet,
     hot: HotSet,
     headers: LruCache<B256, Head>,
+    forwarded: Forwarded,
     parked: HashMap<B256, Vec<ParkedLog>>,
     parked_count: usize,
     best_head: watch::Sender<u64>,
     writer: mpsc::Sender<WriterInput>,
     retired: Vec<Retired>,
+    meters: Meters,
+}
+
+/// The chain's metric handles, resolved once: a lookup by name and labels per message would
+/// cost more than the dedupe itself.
+struct Meters {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    deduplicated: metrics::Counter,
+    evictions: metrics::Counter,
+    cache_size: metrics::Gauge,
+    head: metrics::Gauge,
+}
+
+impl Meters {
+    fn new(chain: &ChainName) -> Meters {
+        let label = || [("chain", chain.to_string())];
+        Meters {
+            hits: metrics::counter!(m::CACHE_HITS, &label()),
+            misses: metrics::counter!(m::CACHE_MISSES, &label()),
+            deduplicated: metrics::counter!(m::EVENTS_DEDUPLICATED, &label()),
+            evictions: metrics::counter!(m::CACHE_EVICTIONS, &label()),
+            cache_size: metrics::gauge!(m::CACHE_SIZE, &label()),
+            head: metrics::gauge!(m::CHAIN_HEAD, &label()),
+        }
+    }
 }
 
 struct ParkedLog {
@@ -59,10 +95,14 @@ impl Aggregator {
         writer: mpsc::Sender<WriterInput>,
     ) -> Aggregator {
         Aggregator {
+            meters: Meters::new(&chain),
             chain,
             providers,
             hot: HotSet::new(max_cache_size, window),
             headers: LruCache::new(NonZeroUsize::new(HEADER_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            forwarded: Forwarded::new(
+                NonZeroUsize::new(FORWARDED_BLOCKS).unwrap_or(NonZeroUsize::MIN),
+            ),
             parked: HashMap::new(),
             parked_count: 0,
             best_head,
@@ -73,7 +113,7 @@ impl Aggregator {
 
     /// Runs until every input sender is gone or `shutdown` fires. Returns when the writer is
     /// gone too (nothing left to do).
-    pub async fn run(mut self, mut input: mpsc::Receiver<ChainInput>, shutdown: CancellationToken) {
+    pub async fn run(mut self, mut input: Inputs, shutdown: CancellationToken) {
         loop {
             let next = tokio::select! {
                 biased;
@@ -99,8 +139,7 @@ impl Aggregator {
             } => self.on_log(provider, key, raw, at).await?,
             ChainInput::Range(range) => self.on_range(range).await?,
         }
-        metrics::gauge!(m::CACHE_SIZE, "chain" => self.chain.to_string())
-            .set(self.hot.len() as f64);
+        self.meters.cache_size.set(self.hot.len() as f64);
         Ok(())
     }
 
@@ -112,11 +151,21 @@ impl Aggregator {
             logs,
             last,
         } = range;
+        // What the live stream already sent the writer is skipped: the writer commits it before
+        // the checkpoint below, and a copy would only cost a parse and an upsert.
         for head in heads {
-            self.on_head(provider, head, now).await?;
+            if self.forwarded.has_header(&head.block.hash) {
+                let hash = head.block.hash;
+                self.headers.put(hash, head);
+                self.release(hash).await?;
+            } else {
+                self.on_head(provider, head, now).await?;
+            }
         }
         for (key, raw) in logs {
-            self.on_log(provider, key, raw, now).await?;
+            if !self.forwarded.has_log(&key.block_hash, key.log_index) {
+                self.on_log(provider, key, raw, now).await?;
+            }
         }
         let checkpoint = Checkpoint {
             chain: self.chain.clone(),
@@ -143,19 +192,8 @@ impl Aggregator {
         // Cache the header and release logs waiting for it whatever the sighting: a header
         // evicted from the cache while its key stayed hot must still unblock its logs.
         self.headers.put(head.block.hash, head);
-        match self.observe(key, provider, at) {
-            Sighting::Again { repeat, .. } => {
-                if !repeat {
-                    self.send(WriterInput::Seen {
-                        chain: self.chain.clone(),
-                        key,
-                        block_number: number,
-                    })
-                    .await?;
-                }
-                return self.release(key.block_hash).await;
-            }
-            Sighting::First => {}
+        if !self.is_first(key, number, provider, at).await? {
+            return self.release(key.block_hash).await;
         }
         self.best_head.send_if_modified(|best| {
             let higher = number > *best;
@@ -164,16 +202,18 @@ impl Aggregator {
             }
             higher
         });
-        metrics::gauge!(m::CHAIN_HEAD, "chain" => self.chain.to_string())
-            .set(*self.best_head.borrow() as f64);
+        self.meters.head.set(*self.best_head.borrow() as f64);
         let event = Event {
             chain: self.chain.clone(),
             block,
             block_timestamp: timestamp,
             log: None,
         };
-        self.send(WriterInput::Event(self.new_event(event, provider)))
-            .await?;
+        self.send(WriterInput::Event(Box::new(
+            self.new_event(event, provider),
+        )))
+        .await?;
+        self.forwarded.header_sent(key.block_hash);
         self.release(key.block_hash).await
     }
 
@@ -205,32 +245,57 @@ impl Aggregator {
             block_hash: key.block_hash,
             log_index: Some(key.log_index),
         };
-        match self.observe(event_key, provider, at) {
-            Sighting::Again { repeat, .. } => {
-                if !repeat {
-                    self.send(WriterInput::Seen {
-                        chain: self.chain.clone(),
-                        key: event_key,
-                        block_number: key.block_number,
-                    })
-                    .await?;
-                }
-                Ok(())
-            }
-            Sighting::First => {
-                let parked = ParkedLog {
-                    provider,
-                    key,
-                    raw,
-                    received_at_ms: now_ms(),
-                };
-                if self.headers.contains(&key.block_hash) {
-                    self.store_log(parked).await
-                } else {
-                    self.park(parked);
-                    Ok(())
-                }
-            }
+        if !self
+            .is_first(event_key, key.block_number, provider, at)
+            .await?
+        {
+            return Ok(());
+        }
+        let parked = ParkedLog {
+            provider,
+            key,
+            raw,
+            received_at_ms: now_ms(),
+        };
+        if self.headers.contains(&key.block_hash) {
+            self.store_log(parked).await
+        } else {
+            self.park(parked);
+            Ok(())
+        }
+    }
+
+    /// Whether this delivery is the event's first; a later copy is reported to the writer (to
+    /// count the delivery) unless this provider had delivered it already.
+    async fn is_first(
+        &mut self,
+        key: EventKey,
+        block_number: u64,
+        provider: ProviderIndex,
+        at: Instant,
+    ) -> Result<bool, Closed> {
+        let count = match self.observe(key, provider, at) {
+            Sighting::Again { repeat, .. } => !repeat,
+            // Out of the hot set, but sent already: a copy from a provider far behind the first.
+            // Who delivered it before is forgotten; the writer's upsert would count it the same.
+            Sighting::First if self.was_sent(&key) => true,
+            Sighting::First => return Ok(true),
+        };
+        if count {
+            self.send(WriterInput::Seen {
+                chain: self.chain.clone(),
+                key,
+                block_number,
+            })
+            .await?;
+        }
+        Ok(false)
+    }
+
+    fn was_sent(&mut self, key: &EventKey) -> bool {
+        match key.log_index {
+            None => self.forwarded.has_header(&key.block_hash),
+            Some(i) => self.forwarded.has_log(&key.block_hash, i),
         }
     }
 
@@ -262,7 +327,10 @@ impl Aggregator {
         };
         let mut new = self.new_event(event, parked.provider);
         new.received_at_ms = parked.received_at_ms;
-        self.send(WriterInput::Event(new)).await
+        self.send(WriterInput::Event(Box::new(new))).await?;
+        self.forwarded
+            .log_sent(event_key.block_hash, parked.key.log_index);
+        Ok(())
     }
 
     fn park(&mut self, log: ParkedLog) {
@@ -289,19 +357,15 @@ impl Aggregator {
     fn observe(&mut self, key: EventKey, provider: ProviderIndex, at: Instant) -> Sighting {
         self.retired.clear();
         let sighting = self.hot.observe(key, provider, at, &mut self.retired);
-        let chain = self.chain.to_string();
         match sighting {
-            Sighting::First => {
-                metrics::counter!(m::CACHE_MISSES, "chain" => chain.clone()).increment(1)
-            }
+            Sighting::First => self.meters.misses.increment(1),
             Sighting::Again { .. } => {
-                metrics::counter!(m::CACHE_HITS, "chain" => chain.clone()).increment(1);
-                metrics::counter!(m::EVENTS_DEDUPLICATED, "chain" => chain.clone()).increment(1);
+                self.meters.hits.increment(1);
+                self.meters.deduplicated.increment(1);
             }
         }
         if !self.retired.is_empty() {
-            metrics::counter!(m::CACHE_EVICTIONS, "chain" => chain)
-                .increment(self.retired.len() as u64);
+            self.meters.evictions.increment(self.retired.len() as u64);
         }
         sighting
     }

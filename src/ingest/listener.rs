@@ -19,6 +19,9 @@ use crate::telemetry::metrics as m;
 
 /// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
 const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
+/// Notifications one connection may have read ahead of the listener; the socket's own buffers
+/// hold more. Past this the socket is not read, and TCP slows the provider down.
+const NOTIFICATION_QUEUE: usize = 1024;
 /// A connection that lasted this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
@@ -34,6 +37,27 @@ enum Route {
     Logs,
 }
 
+/// Metric handles resolved once per connection, not per notification.
+struct Meters {
+    received: metrics::Counter,
+    malformed: metrics::Counter,
+}
+
+impl Meters {
+    fn new(chain: &ChainName, provider: &str) -> Meters {
+        let labels = || {
+            [
+                ("chain", chain.to_string()),
+                ("provider", provider.to_owned()),
+            ]
+        };
+        Meters {
+            received: metrics::counter!(m::EVENTS_RECEIVED, &labels()),
+            malformed: metrics::counter!(m::PROVIDER_MALFORMED, &labels()),
+        }
+    }
+}
+
 impl Listener {
     /// Runs until `shutdown`; every connection failure is retried after a backoff delay.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -43,7 +67,7 @@ impl Listener {
         let mut delays = backoff();
         let mut connected_before = false;
         while !shutdown.is_cancelled() {
-            let (notes_tx, notes_rx) = mpsc::channel(4096);
+            let (notes_tx, notes_rx) = mpsc::channel(NOTIFICATION_QUEUE);
             let connection =
                 WsClient::connect(&url, WsOptions::default(), notes_tx, shutdown.child_token())
                     .await;
@@ -102,6 +126,7 @@ impl Listener {
             routes.push((id, Route::Logs));
         }
         tracing::info!(chain = %self.chain, provider = %self.provider.id, subscriptions = routes.len(), "subscribed");
+        let meters = Meters::new(&self.chain, &self.provider.id);
         loop {
             // Biased: shutdown first so unsubscribing is not starved by a busy socket.
             tokio::select! {
@@ -114,7 +139,7 @@ impl Listener {
                     Some(note) => {
                         let route = routes.iter().find(|(id, _)| *id == note.subscription).map(|(_, r)| r);
                         if let Some(route) = route
-                            && self.forward(route, note).await.is_err()
+                            && self.forward(&meters, route, note).await.is_err()
                         {
                             return Ok(()); // the aggregator is gone: shutting down
                         }
@@ -126,7 +151,7 @@ impl Listener {
         }
     }
 
-    async fn forward(&self, route: &Route, note: Notification) -> Result<(), ()> {
+    async fn forward(&self, meters: &Meters, route: &Route, note: Notification) -> Result<(), ()> {
         let provider = self.provider.index;
         let input = match route {
             Route::Heads => decode::head(&note.result).map(|head| ChainInput::Head {
@@ -141,11 +166,11 @@ impl Listener {
                 at: note.received_at,
             }),
         };
-        metrics::counter!(m::EVENTS_RECEIVED, "chain" => self.chain.to_string(), "provider" => self.provider.id.clone()).increment(1);
+        meters.received.increment(1);
         match input {
             Ok(input) => self.output.send(input).await.map_err(|_| ()),
             Err(err) => {
-                metrics::counter!(m::PROVIDER_MALFORMED, "chain" => self.chain.to_string(), "provider" => self.provider.id.clone()).increment(1);
+                meters.malformed.increment(1);
                 tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "dropping a malformed notification");
                 Ok(())
             }

@@ -2,13 +2,15 @@
 //!
 //! Per chain: one [`listener::Listener`] per provider with a WebSocket, one
 //! [`aggregator::Aggregator`], one [`sync::RangeSync`]. Per database: one [`writer::Writer`].
-//! Inputs flow through bounded channels only, so a slow disk slows the providers' reads
-//! rather than growing memory.
+//! Inputs flow through bounded channels only (one per source into the aggregator, see
+//! [`merge`]), so a slow disk slows the providers' reads rather than growing memory.
 
 pub mod aggregator;
 pub mod dedupe;
 pub mod filters;
+pub mod forwarded;
 pub mod listener;
+pub mod merge;
 pub mod providers;
 pub mod sync;
 pub mod writer;
@@ -94,10 +96,17 @@ pub struct Ingest {
 
 /// HTTP deadline for provider calls made by ingest.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Inputs a chain's aggregator may have queued.
-const CHAIN_QUEUE: usize = 16_384;
-/// Inputs the writer may have queued.
+/// Inputs a chain's aggregator may have queued from one listener: enough for the providers'
+/// copies of the same blocks to meet (see [`merge`]).
+const SOURCE_QUEUE: usize = 1024;
+/// Ranges the range sync may have queued for the aggregator (each up to a whole range).
+const SYNC_QUEUE: usize = 2;
+/// Inputs the writer may have queued: a full batch of first copies and the other providers'
+/// copies of them, so the next batch is ready when a commit ends.
 const WRITER_QUEUE: usize = 65_536;
+/// Committed batches the publisher may be behind by before it is told it lagged (each holds a
+/// whole batch's events).
+const COMMITTED_BACKLOG: usize = 16;
 
 /// Starts the writer and every chain's tasks on `tracker`. `endpoints` gives each chain's
 /// providers (the config's, or a devnet's).
@@ -109,7 +118,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Ingest> {
     let writer_ready = Arc::new(AtomicBool::new(true));
-    let (committed, _) = broadcast::channel(1024);
+    let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
     let writer = writer::Writer::new(store.clone(), writer_ready.clone(), committed.clone());
     tracker.spawn(writer.run(writer_rx));
@@ -164,12 +173,24 @@ async fn start_chain(
             http,
             ws_url: endpoint.ws_url.clone(),
             priority: endpoint.priority,
+            batches: Arc::new(AtomicBool::new(true)),
         });
     }
     anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
     let providers = ProviderSet::new(list);
     let (filters, start_block) = filters::log_filters(&chain.subscriptions);
-    let (input_tx, input_rx) = mpsc::channel(CHAIN_QUEUE);
+    let mut queues = Vec::new();
+    let mut source = |capacity| {
+        let (tx, rx) = mpsc::channel(capacity);
+        queues.push(rx);
+        tx
+    };
+    let listener_inputs: Vec<_> = providers
+        .all()
+        .iter()
+        .map(|_| source(SOURCE_QUEUE))
+        .collect();
+    let sync_input = source(SYNC_QUEUE);
     let (best_tx, best_rx) = watch::channel(0u64);
     let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
 
@@ -183,14 +204,14 @@ async fn start_chain(
         best_tx,
         writer,
     );
-    tracker.spawn(aggregator.run(input_rx, shutdown.child_token()));
+    tracker.spawn(aggregator.run(merge::Inputs::new(queues), shutdown.child_token()));
 
-    for provider in providers.all() {
+    for (provider, output) in providers.all().iter().zip(listener_inputs) {
         let listener = listener::Listener {
             chain: chain_name.clone(),
             provider: provider.clone(),
             filters: filters.clone(),
-            output: input_tx.clone(),
+            output,
         };
         tracker.spawn(listener.run(shutdown.child_token()));
     }
@@ -207,7 +228,7 @@ async fn start_chain(
         checkpoint,
         start_block,
         best_head: best_rx.clone(),
-        output: input_tx,
+        output: sync_input,
         progress: progress_tx,
     };
     tracker.spawn(sync.run(shutdown.child_token()));

@@ -2,6 +2,7 @@
 //! an order of preference, and failover across them for HTTP work.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -19,7 +20,12 @@ pub struct ChainProvider {
     pub http: HttpClient,
     pub ws_url: Option<Url>,
     pub priority: u32,
+    /// False once the provider refused a JSON-RPC batch: its calls are then sent one by one.
+    pub batches: Arc<AtomicBool>,
 }
+
+/// Single calls in flight at once to a provider that refuses batches.
+const UNBATCHED_CONCURRENCY: usize = 8;
 
 /// Every provider of a chain, in order of preference (priority, then configuration order).
 #[derive(Debug, Clone)]
@@ -87,9 +93,22 @@ pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>
 impl ProviderSet {
     /// A batch, tried on each provider in turn while the whole batch fails retryably.
     pub async fn batch(&self, calls: &[(&str, &RawValue)]) -> Result<BatchAnswer, ProviderError> {
+        self.batch_from(0, calls).await
+    }
+
+    /// A batch sent first to the `start`-th provider (modulo their number), then to the next
+    /// ones while it fails retryably: concurrent callers starting at different providers spread
+    /// the load. A provider that refuses batches gets the same calls one by one (and from then
+    /// on only so); answers are in the order of `calls` either way.
+    pub async fn batch_from(
+        &self,
+        start: usize,
+        calls: &[(&str, &RawValue)],
+    ) -> Result<BatchAnswer, ProviderError> {
         let mut last = ProviderError::Transport("chain has no provider".into());
-        for provider in self.providers.iter() {
-            match provider.http.batch(calls).await {
+        let count = self.providers.len();
+        for provider in (0..count).map(|i| &self.providers[(start + i) % count.max(1)]) {
+            match provider.batch(calls).await {
                 Ok(answers) => return Ok((provider.index, answers)),
                 Err(err) if !err.is_retryable() => return Err(err),
                 Err(err) => {
@@ -100,6 +119,42 @@ impl ProviderSet {
         }
         Err(last)
     }
+}
+
+impl ChainProvider {
+    async fn batch(
+        &self,
+        calls: &[(&str, &RawValue)],
+    ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
+        if self.batches.load(Ordering::Relaxed) {
+            match self.http.batch(calls).await {
+                Err(err) if refuses_batches(&err) && calls.len() > 1 => {
+                    tracing::warn!(provider = %self.id, error = %err, "provider refuses JSON-RPC batches; sending calls one by one");
+                    self.batches.store(false, Ordering::Relaxed);
+                }
+                answer => return answer,
+            }
+        }
+        let mut answers = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(UNBATCHED_CONCURRENCY) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for &(method, params) in chunk {
+                pending.push(self.http.call(method, params));
+            }
+            answers.extend(futures_util::future::join_all(pending).await);
+        }
+        // A failure of the transport fails the whole, as it would have for a batch.
+        match answers.iter().find_map(|a| a.as_ref().err()) {
+            Some(err) if err.is_retryable() => Err(err.clone()),
+            _ => Ok(answers),
+        }
+    }
+}
+
+/// A refusal of the batch as such (a JSON-RPC error for the whole batch, a 4xx status), rather
+/// than of its calls: range refusals, rate limits and server faults are not.
+fn refuses_batches(err: &ProviderError) -> bool {
+    matches!(err, ProviderError::Rpc { .. } | ProviderError::Http(_)) && !err.is_retryable()
 }
 
 #[cfg(test)]

@@ -1,0 +1,417 @@
+//! `cargo bench --bench ingest`: end-to-end ingest throughput, measured against SQLite itself.
+//!
+//! Three processes' worth of work, kept apart so that each figure is the service's own:
+//! - a devnet in its own process (`livechain devnet`, throughput mode: blocks as fast as they
+//!   are read, three provider ports serving one chain, so every event arrives three times);
+//! - the service under test, the real release binary in its own process (`livechain run`), with
+//!   the three devnet ports configured as ordinary providers and its own SQLite file;
+//! - this process, which reads the service's `/metrics` and `/proc/<pid>/status`, then replays
+//!   the same rows into a fresh database through the store's write path alone.
+//!
+//! Printed (stdout, one line):
+//! `ingest: in=<msg/s> stored=<ev/s> raw_sqlite=<rows/s> ratio=<stored/raw> rss_mb=<peak>`
+//! - `in`: provider notifications the service received per second (sum of
+//!   `livechain_events_received_total` over providers), over the measured window;
+//! - `stored`: unique events committed per second (`livechain_events_stored_total`), same window;
+//! - `raw_sqlite`: rows per second of a tight loop of `Store::write_batch` calls, each a full
+//!   writer-sized batch (`ingest::writer::MAX_BATCH` events) of the devnet's own rows — same
+//!   schema, same pragmas (`Store::open`), same SQL, one transaction per batch, nothing in front.
+//!   The table is first filled, untimed, with as many rows as the service held when its window
+//!   opened, then the timed loop inserts as many as the service stored during the window: the
+//!   same rows into the same B-trees at the same sizes. It is the upper bound of our pipeline:
+//!   the service can only be slower, since it commits through this very function;
+//! - `ratio`: `stored / raw_sqlite`;
+//! - `rss_mb`: the service process's peak resident memory (`VmHWM`), in MiB.
+//!
+//! Diagnostics (CPU per process, checkpoint lag, provider traffic) go to stderr. The whole run
+//! is bounded in time, uses 127.0.0.1 only, and kills its child processes on every exit path
+//! (`kill_on_drop`, plus SIGINT/SIGTERM handling).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use livechain::devnet::{Devnet, DevnetConfig};
+use livechain::domain::{BlockRef, Event, LogFields};
+use livechain::ingest::writer::MAX_BATCH;
+use livechain::store::{NewEvent, Store, WriteBatch};
+
+const LOGS_PER_BLOCK: usize = 20;
+const PROVIDERS: usize = 3;
+const CHAIN: &str = "bench";
+const CHAIN_ID: u64 = 31337;
+const SEED: u64 = 1;
+/// Ingest runs this long before the window opens (connections, first batches, caches).
+const WARM_UP: Duration = Duration::from_secs(3);
+/// The measured window.
+const WINDOW: Duration = Duration::from_secs(15);
+/// Every step that waits on a child (startup, a metrics read) gives up after this long.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole bench, startup to the last row replayed.
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(58);
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; nothing here takes arguments.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async {
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // Whatever ends the bench first, returning drops the children, which kills them.
+        tokio::select! {
+            outcome = tokio::time::timeout(TOTAL_TIMEOUT, run()) => match outcome {
+                Ok(result) => result,
+                Err(_) => bail!("the bench took longer than {TOTAL_TIMEOUT:?}"),
+            },
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = sigterm.recv() => bail!("terminated"),
+        }
+    })
+}
+
+async fn run() -> anyhow::Result<()> {
+    let binary = Path::new(env!("CARGO_BIN_EXE_livechain"));
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+
+    let mut devnet = Proc::spawn(
+        "devnet",
+        Command::new(binary).args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--providers",
+            &PROVIDERS.to_string(),
+            "--block-time-ms",
+            "0",
+            "--logs-per-block",
+            &LOGS_PER_BLOCK.to_string(),
+            "--seed",
+            &SEED.to_string(),
+            "--chain-id",
+            &CHAIN_ID.to_string(),
+        ]),
+        dir.path(),
+    )?;
+    let mut endpoints = Vec::new();
+    while endpoints.len() < PROVIDERS {
+        let line = devnet.line().await?;
+        // `provider <i>: http://<addr> ws://<addr>`
+        let mut words = line.split_whitespace().skip(2);
+        match (words.next(), words.next()) {
+            (Some(http), Some(ws)) if http.starts_with("http://") && ws.starts_with("ws://") => {
+                endpoints.push((http.to_owned(), ws.to_owned()))
+            }
+            _ => bail!("unexpected devnet output: {line}"),
+        }
+    }
+
+    let config = dir.path().join("bench.yaml");
+    std::fs::write(
+        &config,
+        service_yaml(&dir.path().join("bench.db"), &endpoints),
+    )?;
+    let mut service = Proc::spawn(
+        "service",
+        Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn"),
+        dir.path(),
+    )?;
+    let api = loop {
+        let line = service.line().await?;
+        if let Some(at) = line.find("API on ") {
+            break line[at + "API on ".len()..].trim().to_owned();
+        }
+    };
+    let metrics_url = format!("{api}/metrics");
+    let http = reqwest::Client::builder()
+        .timeout(STEP_TIMEOUT)
+        .no_proxy()
+        .build()?;
+
+    tokio::time::sleep(WARM_UP).await;
+    let before = Sample::take(&http, &metrics_url, &service, &devnet).await?;
+    tokio::time::sleep(WINDOW).await;
+    let after = Sample::take(&http, &metrics_url, &service, &devnet).await?;
+    let rss_mb = peak_rss_kib(service.pid()?)? as f64 / 1024.0;
+    // Stop both before the replay, so that it has the machine to itself.
+    drop(service);
+    drop(devnet);
+
+    let seconds = after.at.duration_since(before.at).as_secs_f64();
+    let rate = |a: f64, b: f64| (b - a) / seconds;
+    let received = rate(before.received, after.received);
+    let stored = rate(before.stored, after.stored);
+    let window_rows = (after.stored - before.stored) as usize;
+    let raw = replay(dir.path(), before.stored as usize, window_rows).await?;
+    let ratio = if raw > 0.0 { stored / raw } else { 0.0 };
+    println!(
+        "ingest: in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} rss_mb={rss_mb:.0}"
+    );
+    eprintln!(
+        "ingest: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
+         head={} checkpoint={} lag={}; http_requests={:.0}/s; batches={:.0}/s",
+        (after.service_cpu - before.service_cpu) / seconds,
+        (after.devnet_cpu - before.devnet_cpu) / seconds,
+        after.head,
+        after.checkpoint,
+        after.head - after.checkpoint,
+        rate(before.http_requests, after.http_requests),
+        rate(before.batches, after.batches),
+    );
+    Ok(())
+}
+
+fn service_yaml(db: &Path, endpoints: &[(String, String)]) -> String {
+    let mut providers = String::new();
+    for (i, (http, ws)) in endpoints.iter().enumerate() {
+        providers.push_str(&format!(
+            "      - {{ id: p{i}, url: \"{http}\", ws_url: \"{ws}\", priority: {i} }}\n"
+        ));
+    }
+    format!(
+        "server: {{ listen: \"127.0.0.1:0\" }}\n\
+         database: {{ path: \"{}\" }}\n\
+         chains:\n  {CHAIN}:\n    chain_id: {CHAIN_ID}\n    providers:\n{providers}\
+         \x20   subscriptions: [ {{ blocks: true }}, {{ logs: {{}} }} ]\n",
+        db.display()
+    )
+}
+
+/// A child process: killed when dropped; its stdout read line by line, its stderr in a file.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, command: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the {name}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Proc {
+            name,
+            child,
+            // Kept open for the child's life: a closed pipe would fail its later prints.
+            stdout: BufReader::new(stdout).lines(),
+            log,
+        })
+    }
+
+    async fn line(&mut self) -> anyhow::Result<String> {
+        match tokio::time::timeout(STEP_TIMEOUT, self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => Ok(line),
+            outcome => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "the {} printed no line ({outcome:?}); its log ends with:\n{}",
+                    self.name,
+                    tail.join("\n")
+                )
+            }
+        }
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .id()
+            .with_context(|| format!("the {} has exited", self.name))
+    }
+}
+
+/// The counters read at one instant.
+struct Sample {
+    at: Instant,
+    received: f64,
+    stored: f64,
+    http_requests: f64,
+    batches: f64,
+    head: f64,
+    checkpoint: f64,
+    service_cpu: f64,
+    devnet_cpu: f64,
+}
+
+impl Sample {
+    async fn take(
+        http: &reqwest::Client,
+        url: &str,
+        service: &Proc,
+        devnet: &Proc,
+    ) -> anyhow::Result<Sample> {
+        let text = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Sample {
+            at: Instant::now(),
+            received: metric(&text, "livechain_events_received_total"),
+            stored: metric(&text, "livechain_events_stored_total"),
+            http_requests: metric(&text, "livechain_rpc_requests_total"),
+            batches: metric(&text, "livechain_writer_batch_size_count"),
+            head: metric(&text, "livechain_chain_head"),
+            checkpoint: metric(&text, "livechain_chain_checkpoint"),
+            service_cpu: cpu_seconds(service.pid()?)?,
+            devnet_cpu: cpu_seconds(devnet.pid()?)?,
+        })
+    }
+}
+
+/// The sum of every series of `name` in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `VmHWM` of `pid`: its peak resident set, in KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/<pid>/status")
+}
+
+/// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) / 100.0),
+        _ => bail!("unreadable /proc/{pid}/stat"),
+    }
+}
+
+/// Inserts `prefill` rows untimed, then `rows` more timed; returns the timed rows per second.
+async fn replay(dir: &Path, prefill: usize, rows: usize) -> anyhow::Result<f64> {
+    let store = Store::open(&dir.join("raw.db")).await?;
+    // The devnet's own chain, generated in this process (the same seed gives the same rows).
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let blocks = (prefill + rows).div_ceil(LOGS_PER_BLOCK + 1) as u64 + 1;
+    let devnet = Devnet::start(
+        DevnetConfig {
+            listen: "127.0.0.1:0".parse()?,
+            providers: 1,
+            block_time_ms: 3_600_000,
+            logs_per_block: LOGS_PER_BLOCK,
+            seed: SEED,
+            chain_id: CHAIN_ID,
+            initial_blocks: blocks,
+            ..DevnetConfig::default()
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let mut rows_of_chain = (1..=blocks).flat_map(|n| block_rows(&devnet, n));
+    let mut left = prefill;
+    while left > 0 {
+        let batch: Vec<NewEvent> = rows_of_chain.by_ref().take(left.min(MAX_BATCH)).collect();
+        left -= batch.len();
+        write(&store, batch).await?;
+    }
+    let mut timed = Duration::ZERO;
+    let cpu_before = cpu_seconds(std::process::id())?;
+    let mut left = rows;
+    while left > 0 {
+        let batch: Vec<NewEvent> = rows_of_chain.by_ref().take(left.min(MAX_BATCH)).collect();
+        left -= batch.len();
+        let started = Instant::now();
+        write(&store, batch).await?;
+        timed += started.elapsed();
+    }
+    let cpu = cpu_seconds(std::process::id())? - cpu_before;
+    eprintln!(
+        "raw_sqlite: {rows} rows after {prefill} in {:.2}s, {:.2} cores",
+        timed.as_secs_f64(),
+        cpu / timed.as_secs_f64().max(1e-9)
+    );
+    shutdown.cancel();
+    devnet.stopped().await;
+    store.close().await;
+    Ok(rows as f64 / timed.as_secs_f64().max(1e-9))
+}
+
+async fn write(store: &Store, events: Vec<NewEvent>) -> anyhow::Result<()> {
+    anyhow::ensure!(!events.is_empty(), "the replay ran out of rows");
+    store
+        .write_batch(WriteBatch {
+            chain_events: events,
+            ..WriteBatch::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Block `n` and its logs as the service would store them.
+fn block_rows(devnet: &Devnet, n: u64) -> Vec<NewEvent> {
+    let (Some(block), Some(logs)) = (devnet.block(n), devnet.logs(n)) else {
+        return Vec::new();
+    };
+    let header = &block.header;
+    let event = Event {
+        chain: CHAIN.into(),
+        block: BlockRef {
+            number: header.number,
+            hash: header.hash,
+            parent_hash: header.parent_hash,
+        },
+        block_timestamp: header.timestamp,
+        log: None,
+    };
+    let received_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let new = |event: Event| NewEvent {
+        event,
+        provider: "p0".to_owned(),
+        received_at_ms,
+        providers_seen: 1,
+    };
+    let mut rows = Vec::with_capacity(1 + logs.len());
+    rows.push(new(event.clone()));
+    for log in logs {
+        let fields = LogFields {
+            tx_hash: log.transaction_hash.unwrap_or_default(),
+            tx_index: log.transaction_index.unwrap_or_default(),
+            log_index: log.log_index.unwrap_or_default(),
+            address: log.inner.address,
+            topics: log.inner.data.topics().to_vec(),
+            data: log.inner.data.data.clone(),
+        };
+        rows.push(new(Event {
+            log: Some(fields),
+            ..event.clone()
+        }));
+    }
+    rows
+}

@@ -1,0 +1,170 @@
+//! The aggregator's inputs: one bounded queue per source (each listener, the range sync), read
+//! lowest block first.
+//!
+//! Every provider delivers the same blocks, but each connection buffers on its own (socket
+//! buffers, the client's queue), so one shared FIFO would let a provider that got ahead at
+//! connect time stay ahead by thousands of events for good. Its copies and the others' would
+//! then meet far apart: past the hot set's reach (a full parse and an upsert for a copy) and
+//! past the writer's batch (an UPDATE per late copy). Taking, among the inputs already queued,
+//! the one of the lowest block keeps the providers' copies of a block together. It never waits
+//! for a source: a provider that is really late simply has nothing queued. Order within one
+//! source is kept, and the back-pressure of a bounded queue falls on the sources that are ahead.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use tokio::sync::mpsc;
+
+use super::ChainInput;
+
+/// The queues of one chain's sources, with the next input of each taken out to compare.
+pub struct Inputs {
+    sources: Vec<Source>,
+}
+
+struct Source {
+    queue: mpsc::Receiver<ChainInput>,
+    next: Option<ChainInput>,
+    closed: bool,
+}
+
+impl Inputs {
+    pub fn new(queues: Vec<mpsc::Receiver<ChainInput>>) -> Inputs {
+        Inputs {
+            sources: queues
+                .into_iter()
+                .map(|queue| Source {
+                    queue,
+                    next: None,
+                    closed: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// The queued input of the lowest block, waiting only when every queue is empty. `None`
+    /// once every source has closed and everything queued was taken.
+    pub async fn recv(&mut self) -> Option<ChainInput> {
+        for source in &mut self.sources {
+            source.fill();
+        }
+        if self.sources.iter().all(|s| s.next.is_none()) {
+            // Nothing queued anywhere: wait for the first input of any source.
+            let (at, input) = poll_fn(|cx| {
+                let mut open = false;
+                for (i, source) in self.sources.iter_mut().enumerate() {
+                    if source.closed {
+                        continue;
+                    }
+                    match source.queue.poll_recv(cx) {
+                        Poll::Ready(Some(input)) => return Poll::Ready(Some((i, input))),
+                        Poll::Ready(None) => source.closed = true,
+                        Poll::Pending => open = true,
+                    }
+                }
+                if open {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                }
+            })
+            .await?;
+            self.sources[at].next = Some(input);
+        }
+        let lowest = self
+            .sources
+            .iter_mut()
+            .filter(|s| s.next.is_some())
+            .min_by_key(|s| s.next.as_ref().map_or(u64::MAX, first_block))?;
+        lowest.next.take()
+    }
+}
+
+impl Source {
+    fn fill(&mut self) {
+        if self.next.is_some() || self.closed {
+            return;
+        }
+        match self.queue.try_recv() {
+            Ok(input) => self.next = Some(input),
+            Err(mpsc::error::TryRecvError::Empty) => {}
+            Err(mpsc::error::TryRecvError::Disconnected) => self.closed = true,
+        }
+    }
+}
+
+/// The (lowest) block an input is about.
+fn first_block(input: &ChainInput) -> u64 {
+    match input {
+        ChainInput::Head { head, .. } => head.block.number,
+        ChainInput::Log { key, .. } => key.block_number,
+        ChainInput::Range(range) => range.heads.first().map_or(0, |h| h.block.number),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use alloy_primitives::B256;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::provider::decode::LogKey;
+
+    fn log(provider: u8, block: u64) -> ChainInput {
+        ChainInput::Log {
+            provider,
+            key: LogKey {
+                block_hash: B256::with_last_byte(block as u8),
+                block_number: block,
+                log_index: 0,
+                removed: false,
+            },
+            raw: RawValue::from_string("{}".to_owned()).unwrap(),
+            at: Instant::now(),
+        }
+    }
+
+    fn seen(input: &ChainInput) -> (u8, u64) {
+        match input {
+            ChainInput::Log { provider, key, .. } => (*provider, key.block_number),
+            _ => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lowest_block_first_order_kept_within_a_source() {
+        let (a_tx, a_rx) = mpsc::channel(16);
+        let (b_tx, b_rx) = mpsc::channel(16);
+        let mut inputs = Inputs::new(vec![a_rx, b_rx]);
+        // Provider 0 is ahead: blocks 10 and 11 queued before provider 1's 7, 8 and 12.
+        for n in [10, 11] {
+            a_tx.send(log(0, n)).await.unwrap();
+        }
+        for n in [7, 8, 12] {
+            b_tx.send(log(1, n)).await.unwrap();
+        }
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            order.push(seen(&inputs.recv().await.unwrap()));
+        }
+        assert_eq!(order, [(1, 7), (1, 8), (0, 10), (0, 11), (1, 12)]);
+
+        // A source's own order is never changed, even when it is not ascending (a reorg).
+        a_tx.send(log(0, 20)).await.unwrap();
+        a_tx.send(log(0, 5)).await.unwrap();
+        assert_eq!(seen(&inputs.recv().await.unwrap()), (0, 20));
+        assert_eq!(seen(&inputs.recv().await.unwrap()), (0, 5));
+
+        // Waits for whichever source speaks first; ends when all are closed and drained.
+        let later = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            b_tx.send(log(1, 30)).await.unwrap();
+        });
+        assert_eq!(seen(&inputs.recv().await.unwrap()), (1, 30));
+        later.await.unwrap();
+        drop(a_tx);
+        assert!(inputs.recv().await.is_none());
+    }
+}

@@ -1,0 +1,113 @@
+//! One range over HTTP: `eth_getLogs` for every filter and `eth_getBlockByNumber` for every
+//! block, in one JSON-RPC batch so that one node answers all of it, checked to fit together.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::RangeError;
+use crate::ingest::RangeData;
+use crate::ingest::filters::LogFilter;
+use crate::ingest::providers::ProviderSet;
+use crate::provider::{ProviderError, decode, jsonrpc};
+
+/// What a range fetch needs; cheap to clone into a task per range.
+#[derive(Clone)]
+pub(super) struct Fetcher {
+    pub providers: ProviderSet,
+    pub filters: Arc<[LogFilter]>,
+}
+
+impl Fetcher {
+    /// Fetches `from..=to`, asking the `start`-th provider first, and checks that the answer is
+    /// one chain: each block at its height, each parent hash linking inside the range, each log
+    /// naming the block the answer gives at its height. Linking the range to the blocks before
+    /// it is the caller's check.
+    pub async fn fetch(&self, from: u64, to: u64, start: usize) -> Result<RangeData, RangeError> {
+        let mut params: Vec<Box<RawValue>> = Vec::new();
+        for filter in self.filters.iter() {
+            params.push(jsonrpc::params(&json!([filter.range_json(from, to)]))?);
+        }
+        for n in from..=to {
+            params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
+        }
+        let calls: Vec<(&str, &RawValue)> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let method = if i < self.filters.len() {
+                    "eth_getLogs"
+                } else {
+                    "eth_getBlockByNumber"
+                };
+                (method, &**p)
+            })
+            .collect();
+        let (provider, answers) = self.providers.batch_from(start, &calls).await?;
+        let mut answers = answers.into_iter();
+        let mut logs = Vec::new();
+        for _ in self.filters.iter() {
+            let raw = answers
+                .next()
+                .ok_or(ProviderError::Malformed("short batch".into()))??;
+            let list: Vec<Box<RawValue>> = jsonrpc::decode(&raw, "eth_getLogs result")?;
+            for item in list {
+                let key = decode::log_key(&item)?;
+                logs.push((key, item));
+            }
+        }
+        let mut heads = Vec::with_capacity((to - from + 1) as usize);
+        for n in from..=to {
+            let raw = answers
+                .next()
+                .ok_or(ProviderError::Malformed("short batch".into()))??;
+            if raw.get() == "null" {
+                return Err(RangeError::Inconsistent(format!(
+                    "provider has no block {n} yet"
+                )));
+            }
+            let head = decode::head(&raw)?;
+            if head.block.number != n {
+                return Err(RangeError::Inconsistent(format!(
+                    "asked for block {n}, got {}",
+                    head.block.number
+                )));
+            }
+            heads.push(head);
+        }
+        for pair in heads.windows(2) {
+            if pair[1].block.parent_hash != pair[0].block.hash {
+                return Err(RangeError::Inconsistent(format!(
+                    "block {} does not extend block {} (a reorg between calls)",
+                    pair[1].block.number, pair[0].block.number
+                )));
+            }
+        }
+        for (key, _) in &logs {
+            let index = key
+                .block_number
+                .checked_sub(from)
+                .and_then(|i| usize::try_from(i).ok());
+            match index.and_then(|i| heads.get(i)) {
+                Some(head) if head.block.hash == key.block_hash => {}
+                _ => {
+                    return Err(RangeError::Inconsistent(format!(
+                        "a log of block {} names another block hash",
+                        key.block_number
+                    )));
+                }
+            }
+        }
+        let last = heads
+            .last()
+            .map(|h| h.block)
+            .ok_or(RangeError::Inconsistent("empty range".into()))?;
+        Ok(RangeData {
+            provider,
+            heads,
+            logs,
+            last,
+        })
+    }
+}

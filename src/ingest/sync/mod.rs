@@ -1,0 +1,299 @@
+//! The range sync of one chain: from the checkpoint to the head over HTTP, in ranges.
+//!
+//! It is what makes the checkpoint true. At start it fills the gap a restart left; while the
+//! live stream runs it trails it and re-reads each range (`eth_getBlockByNumber` for every
+//! block and `eth_getLogs` for every filter, in one JSON-RPC batch so that one node answers all
+//! of it, see [`fetch`]); copies the live stream already sent the writer cost an identity read.
+//! Only a complete, consistent range moves the checkpoint, so a dropped socket, a silent
+//! provider or a skipped notification cannot leave a hole behind it.
+//!
+//! How far it reads: while live heads arrive, up to the last one that has settled ([`heads`]),
+//! so the re-read follows the live stream instead of racing it; without them (no socket, all
+//! sockets down), up to the head polled over HTTP. A backfill keeps several ranges in flight,
+//! each asking a different provider first, and hands them to the aggregator in order. Ranges
+//! shorter than the limit wait [`LINGER`] for company, so a busy chain is read in wide ranges.
+//!
+//! A provider that refuses a range (too many blocks or results) halves it; the limit learned is
+//! kept for the chain's later ranges.
+
+mod fetch;
+mod heads;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::filters::LogFilter;
+use super::providers::{ProviderSet, backoff};
+use super::{ChainInput, RangeData};
+use crate::domain::{BlockRef, ChainName};
+use crate::provider::{ProviderError, jsonrpc};
+use crate::telemetry::metrics as m;
+use fetch::Fetcher;
+use heads::HeadClock;
+
+/// Blocks per range at most (and at start, before any provider refused one).
+pub const MAX_RANGE: u64 = 256;
+/// How often the head is polled over HTTP when no subscription reports it; live heads older
+/// than this mean the subscriptions have stopped.
+const HEAD_POLL: Duration = Duration::from_secs(2);
+/// Ranges in flight at once (at most one per provider); each answer is held until handed on.
+const MAX_IN_FLIGHT: usize = 3;
+/// How long a range shorter than the limit waits after the previous range was asked for.
+const LINGER: Duration = Duration::from_millis(100);
+
+pub struct RangeSync {
+    pub chain: ChainName,
+    pub providers: ProviderSet,
+    pub filters: Vec<LogFilter>,
+    /// The last block of the chain fully processed, if any.
+    pub checkpoint: Option<BlockRef>,
+    /// Where a chain with no checkpoint starts: the lowest `from_block` of its subscriptions,
+    /// else the head at first start.
+    pub start_block: Option<u64>,
+    pub best_head: watch::Receiver<u64>,
+    pub output: mpsc::Sender<ChainInput>,
+    pub progress: watch::Sender<SyncProgress>,
+}
+
+/// What `/v1/chains` shows of the sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub checkpoint: Option<u64>,
+    pub head: u64,
+    /// Blocks per range the providers accept.
+    pub range_limit: u64,
+}
+
+/// Why a range could not be used; it is fetched again (from another provider, if need be).
+#[derive(Debug, thiserror::Error)]
+enum RangeError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The answers did not fit together (a node behind, or a reorg between calls).
+    #[error("inconsistent range: {0}")]
+    Inconsistent(String),
+    /// The fetch task ended without an answer.
+    #[error("range fetch task failed: {0}")]
+    Task(String),
+}
+
+/// A range asked for and not yet handed on.
+struct InFlight {
+    from: u64,
+    to: u64,
+    task: JoinHandle<Result<RangeData, RangeError>>,
+}
+
+/// The head over HTTP, as last polled.
+#[derive(Default)]
+struct Polled {
+    head: Option<u64>,
+    at: Option<Instant>,
+}
+
+impl RangeSync {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let fetcher = Fetcher {
+            providers: self.providers.clone(),
+            filters: self.filters.clone().into(),
+        };
+        // Fetch tasks stop with this loop, however it ends.
+        let tasks = shutdown.child_token();
+        let _stop_tasks = tasks.clone().drop_guard();
+        let max_in_flight = self.providers.all().len().clamp(1, MAX_IN_FLIGHT);
+        let mut span = MAX_RANGE;
+        let mut delays = backoff();
+        // `next`: the first block not yet handed on; `scheduled`: the first not yet asked for.
+        let (mut next, mut parent) = match self.checkpoint {
+            Some(cp) => (cp.number + 1, Some(cp.hash)),
+            None => (u64::MAX, None), // decided once the head is known
+        };
+        let mut scheduled = next;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut clock = HeadClock::default();
+        let mut polled = Polled::default();
+        let mut asked_at: Option<Instant> = None;
+        let mut turn = 0usize;
+        let mut heads_open = true;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let now = Instant::now();
+            // Every pass reads the head: `changed()` below marks a new value seen before this does.
+            let head = *self.best_head.borrow_and_update();
+            if head > 0 {
+                clock.observe(head, now);
+            }
+            let live = clock.is_live(now, HEAD_POLL);
+            let mut target = clock.settled(now);
+            if !live {
+                let behind = polled.head.is_none_or(|h| scheduled > h);
+                let due = polled.at.is_none_or(|at| now >= at + HEAD_POLL);
+                if behind && due {
+                    match self.poll_head().await {
+                        Ok(head) => {
+                            polled = Polled {
+                                head: Some(head),
+                                at: Some(now),
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(chain = %self.chain, error = %err, "cannot read the head");
+                            if wait(&shutdown, delays.next().unwrap_or(HEAD_POLL)).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                target = target.max(polled.head);
+            }
+            let mut wake = now + HEAD_POLL;
+            if let Some(target) = target {
+                if next == u64::MAX {
+                    next = self.start_block.unwrap_or(target).min(target);
+                    scheduled = next;
+                    tracing::info!(chain = %self.chain, from = next, head = target, "no checkpoint: starting here");
+                }
+                self.report(next, clock.latest().max(polled.head.unwrap_or(0)), span);
+                // Ask for ranges while there is room: full ones at once, a short one only when
+                // nothing is in flight before it and it has waited for company.
+                while in_flight.len() < max_in_flight && scheduled <= target {
+                    let to = target.min(scheduled.saturating_add(span - 1));
+                    if to - scheduled + 1 < span {
+                        let ready_at = asked_at.map_or(now, |at| at + LINGER);
+                        if !in_flight.is_empty() || (live && now < ready_at) {
+                            wake = wake.min(ready_at.max(now + Duration::from_millis(1)));
+                            break;
+                        }
+                    }
+                    let (from, fetcher) = (scheduled, fetcher.clone());
+                    let stop = tasks.clone();
+                    let start = turn;
+                    let task = tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => Err(RangeError::Task("stopped".into())),
+                            range = fetcher.fetch(from, to, start) => range,
+                        }
+                    });
+                    in_flight.push_back(InFlight { from, to, task });
+                    turn = turn.wrapping_add(1);
+                    scheduled = to + 1;
+                    asked_at = Some(now);
+                }
+            }
+            if let Some(settle) = clock.next_settle() {
+                wake = wake.min(settle);
+            }
+
+            // Biased: shutdown first; then answers, in the order they must be handed on.
+            let answer = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                answer = async { (&mut in_flight.front_mut()?.task).await.ok() }, if !in_flight.is_empty() => answer,
+                changed = self.best_head.changed(), if in_flight.is_empty() && heads_open => {
+                    // An error means the aggregator is gone: the loop ends at its next send.
+                    heads_open = changed.is_ok();
+                    continue;
+                }
+                _ = tokio::time::sleep_until(wake.into()) => continue,
+            };
+            let Some(InFlight { from, to, .. }) = in_flight.pop_front() else {
+                continue;
+            };
+            let answer = answer.unwrap_or_else(|| Err(RangeError::Task("panicked".into())));
+            let range = answer.and_then(|range| match parent {
+                Some(hash) if range.heads.first().map(|h| h.block.parent_hash) != Some(hash) => {
+                    Err(RangeError::Inconsistent(format!(
+                        "block {from} does not extend the stored chain (reorg below the checkpoint)"
+                    )))
+                }
+                _ => Ok(range),
+            });
+            match range {
+                Ok(range) => {
+                    let last = range.last;
+                    metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.chain.to_string())
+                        .increment(to - from + 1);
+                    let sent = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        sent = self.output.send(ChainInput::Range(range)) => sent,
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                    next = last.number + 1;
+                    parent = Some(last.hash);
+                    delays = backoff();
+                    let head = clock.latest().max(polled.head.unwrap_or(0));
+                    self.report(next, head, span);
+                    if head.saturating_sub(to) > span {
+                        tracing::debug!(chain = %self.chain, at = last.number, head, "backfilling");
+                    }
+                }
+                Err(err) => {
+                    // Everything after this range is asked for again once it is settled.
+                    for later in in_flight.drain(..) {
+                        later.task.abort();
+                    }
+                    scheduled = next;
+                    match err {
+                        RangeError::Provider(err) if err.is_range_error() && to > from => {
+                            // Half of what was refused (not of `span`: several ranges in
+                            // flight may be refused for one limit).
+                            let refused = to - from + 1;
+                            span = span.min(refused / 2).max(1);
+                            tracing::info!(chain = %self.chain, span, error = %err, "provider refused the range; halving it");
+                        }
+                        err => {
+                            let delay = delays.next().unwrap_or(HEAD_POLL);
+                            tracing::warn!(chain = %self.chain, from, to, error = %err, retry_in_ms = delay.as_millis() as u64, "range fetch failed; retrying");
+                            if wait(&shutdown, delay).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, next: u64, head: u64, span: u64) {
+        let checkpoint = next.checked_sub(1);
+        let progress = SyncProgress {
+            checkpoint,
+            head,
+            range_limit: span,
+        };
+        if *self.progress.borrow() == progress {
+            return;
+        }
+        self.progress.send_replace(progress);
+        metrics::gauge!(m::CHAIN_LAG, "chain" => self.chain.to_string())
+            .set(head.saturating_sub(checkpoint.unwrap_or(0)) as f64);
+    }
+
+    /// The head over HTTP (with failover across providers).
+    async fn poll_head(&self) -> Result<u64, ProviderError> {
+        let (_, raw) = self
+            .providers
+            .call("eth_blockNumber", &jsonrpc::params(&json!([]))?)
+            .await?;
+        let polled: alloy_primitives::U64 = jsonrpc::decode(&raw, "eth_blockNumber")?;
+        Ok(polled.to::<u64>())
+    }
+}
+
+/// Sleeps `delay` unless shut down first; true when shut down.
+async fn wait(shutdown: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
