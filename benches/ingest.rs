@@ -24,8 +24,9 @@
 //! - `rss_mb`: the service process's peak resident memory (`VmHWM`), in MiB.
 //!
 //! Diagnostics (CPU per process, checkpoint lag, provider traffic) go to stderr. The whole run
-//! is bounded in time, uses 127.0.0.1 only, and kills its child processes on every exit path
-//! (`kill_on_drop`, plus SIGINT/SIGTERM handling).
+//! is bounded in time (about 30 s), uses 127.0.0.1 only, and kills its child processes on every
+//! exit path (`kill_on_drop`, plus SIGINT/SIGTERM handling). Run by `cargo test --all-targets`
+//! (without `--bench`) it only smoke-tests itself: a 2 s window, its line labelled as such.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,13 +50,18 @@ const SEED: u64 = 1;
 const WARM_UP: Duration = Duration::from_secs(3);
 /// The measured window.
 const WINDOW: Duration = Duration::from_secs(15);
+/// Under `cargo test --all-targets` (no `--bench` argument) the same steps run briefly, to keep
+/// the bench working, and the line says it is no measurement.
+const SMOKE_WARM_UP: Duration = Duration::from_secs(1);
+const SMOKE_WINDOW: Duration = Duration::from_secs(2);
 /// Every step that waits on a child (startup, a metrics read) gives up after this long.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole bench, startup to the last row replayed.
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(58);
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; nothing here takes arguments.
+    // `cargo bench` passes `--bench`; `cargo test` runs this target without it.
+    let measured = std::env::args().any(|arg| arg == "--bench");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,7 +71,7 @@ fn main() -> anyhow::Result<()> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Whatever ends the bench first, returning drops the children, which kills them.
         tokio::select! {
-            outcome = tokio::time::timeout(TOTAL_TIMEOUT, run()) => match outcome {
+            outcome = tokio::time::timeout(TOTAL_TIMEOUT, run(measured)) => match outcome {
                 Ok(result) => result,
                 Err(_) => bail!("the bench took longer than {TOTAL_TIMEOUT:?}"),
             },
@@ -75,7 +81,16 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(measured: bool) -> anyhow::Result<()> {
+    let (warm_up, window, label) = if measured {
+        (WARM_UP, WINDOW, "ingest:")
+    } else {
+        (
+            SMOKE_WARM_UP,
+            SMOKE_WINDOW,
+            "ingest (smoke run, not a measurement):",
+        )
+    };
     let binary = Path::new(env!("CARGO_BIN_EXE_livechain"));
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
 
@@ -136,9 +151,9 @@ async fn run() -> anyhow::Result<()> {
         .no_proxy()
         .build()?;
 
-    tokio::time::sleep(WARM_UP).await;
+    tokio::time::sleep(warm_up).await;
     let before = Sample::take(&http, &metrics_url, &service, &devnet).await?;
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(window).await;
     let after = Sample::take(&http, &metrics_url, &service, &devnet).await?;
     let rss_mb = peak_rss_kib(service.pid()?)? as f64 / 1024.0;
     // Stop both before the replay, so that it has the machine to itself.
@@ -153,10 +168,10 @@ async fn run() -> anyhow::Result<()> {
     let raw = replay(dir.path(), before.stored as usize, window_rows).await?;
     let ratio = if raw > 0.0 { stored / raw } else { 0.0 };
     println!(
-        "ingest: in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} rss_mb={rss_mb:.0}"
+        "{label} in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} rss_mb={rss_mb:.0}"
     );
     eprintln!(
-        "ingest: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
+        "ingest diagnostics: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
          head={} checkpoint={} lag={}; http_requests={:.0}/s; batches={:.0}/s",
         (after.service_cpu - before.service_cpu) / seconds,
         (after.devnet_cpu - before.devnet_cpu) / seconds,
@@ -351,7 +366,7 @@ async fn replay(dir: &Path, prefill: usize, rows: usize) -> anyhow::Result<f64> 
     }
     let cpu = cpu_seconds(std::process::id())? - cpu_before;
     eprintln!(
-        "raw_sqlite: {rows} rows after {prefill} in {:.2}s, {:.2} cores",
+        "ingest diagnostics: raw_sqlite {rows} rows after {prefill} in {:.2}s, {:.2} cores",
         timed.as_secs_f64(),
         cpu / timed.as_secs_f64().max(1e-9)
     );
