@@ -26,7 +26,7 @@ use super::writer::WriterInput;
 use super::{ChainInput, RangeData};
 use crate::domain::{ChainName, Event, EventKey};
 use crate::provider::decode::{self, Head, LogKey};
-use crate::store::{Checkpoint, NewEvent};
+use crate::store::{Checkpoint, NewEvent, provider_bit};
 use crate::telemetry::metrics as m;
 
 /// Recent headers kept to join logs to their block.
@@ -286,6 +286,7 @@ impl Aggregator {
                 chain: self.chain.clone(),
                 key,
                 block_number,
+                provider,
             })
             .await?;
         }
@@ -375,7 +376,7 @@ impl Aggregator {
             event,
             provider: self.providers.id(provider).to_owned(),
             received_at_ms: now_ms(),
-            providers_seen: 1,
+            providers_mask: provider_bit(provider),
         }
     }
 

@@ -165,7 +165,11 @@ async fn start_chain(
     let chain_name: ChainName = ChainName::from(name);
     let mut list = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        let index = ProviderIndex::try_from(i).context("more than 255 providers")?;
+        // A chain's providers are the bits of a u64 (who delivered what, `providers_seen`).
+        let index = ProviderIndex::try_from(i)
+            .ok()
+            .filter(|i| *i < 64)
+            .with_context(|| format!("chain {name} has more than 64 providers"))?;
         let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
         list.push(ChainProvider {
             index,
