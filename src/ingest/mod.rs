@@ -12,6 +12,7 @@ pub mod forwarded;
 pub mod listener;
 pub mod merge;
 pub mod providers;
+pub mod race;
 pub mod sync;
 pub mod writer;
 
@@ -83,6 +84,8 @@ pub struct ChainHandle {
     pub provider_ids: Vec<String>,
     pub best_head: watch::Receiver<u64>,
     pub progress: watch::Receiver<SyncProgress>,
+    /// Who delivers first, late, never (`GET /v1/providers`).
+    pub race: Arc<race::RaceBoard>,
 }
 
 /// The running pipeline.
@@ -198,6 +201,12 @@ async fn start_chain(
     let (best_tx, best_rx) = watch::channel(0u64);
     let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
 
+    // Indexed by `ProviderIndex`, i.e. configuration order.
+    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+    let saved = store.load_provider_stats(name).await?;
+    let race = Arc::new(race::RaceBoard::new(chain_name.clone(), &ids, &saved));
+    tracker.spawn(race.clone().run(store.clone(), shutdown.child_token()));
+
     let capacity =
         NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
     let aggregator = aggregator::Aggregator::new(
@@ -207,6 +216,7 @@ async fn start_chain(
         config.aggregation.deduplication_window,
         best_tx,
         writer,
+        race.clone(),
     );
     tracker.spawn(aggregator.run(merge::Inputs::new(queues), shutdown.child_token()));
 
@@ -243,5 +253,6 @@ async fn start_chain(
         provider_ids: providers.all().iter().map(|p| p.id.clone()).collect(),
         best_head: best_rx,
         progress: progress_rx,
+        race,
     })
 }

@@ -459,7 +459,7 @@ fn cursor_count(n: usize) -> Result<Cursor, StoreError> {
     Cursor::try_from(n).map_err(|_| StoreError::Invalid(format!("batch of {n} events")))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
