@@ -64,6 +64,14 @@ pub struct RangeData {
     pub heads: Vec<Head>,
     pub logs: Vec<(LogKey, Box<RawValue>)>,
     pub last: BlockRef,
+    /// The canonical block hash at each height `first..=last.number`, as the answering node
+    /// linked them: every other event stored at those heights is an orphan.
+    pub first: u64,
+    pub hashes: Vec<alloy_primitives::B256>,
+    /// How far the chain is settled, at most `last.number`: the node's `safe` / `finalized`
+    /// tags read in the same batch, else `confirmations` below the head.
+    pub safe: Option<u64>,
+    pub finalized: Option<u64>,
 }
 
 /// How one chain's providers are reached: configured, or an in-process devnet's endpoints.
@@ -104,6 +112,8 @@ const SYNC_QUEUE: usize = 2;
 /// Inputs the writer may have queued: a full batch of first copies and the other providers'
 /// copies of them, so the next batch is ready when a commit ends.
 const WRITER_QUEUE: usize = 65_536;
+/// Reorg hints the aggregator may have queued for the range sync (one is enough to check).
+const REORG_HINTS: usize = 8;
 /// Committed batches the publisher may be behind by before it is told it lagged (each holds a
 /// whole batch's events).
 const COMMITTED_BACKLOG: usize = 16;
@@ -204,6 +214,8 @@ async fn start_chain(
         best_tx,
         writer,
     );
+    let (hint_tx, hint_rx) = mpsc::channel(REORG_HINTS);
+    let aggregator = aggregator.with_reorg_hint(hint_tx);
     tracker.spawn(aggregator.run(merge::Inputs::new(queues), shutdown.child_token()));
 
     for (provider, output) in providers.all().iter().zip(listener_inputs) {
@@ -221,6 +233,16 @@ async fn start_chain(
         hash: cp.block_hash,
         parent_hash: alloy_primitives::B256::ZERO,
     });
+    // What a reorg found after a restart is compared with.
+    let recent = match checkpoint {
+        Some(cp) => {
+            let window = sync::reorg::WINDOW as u64;
+            store
+                .canonical_blocks(name, cp.number.saturating_sub(window - 1), cp.number)
+                .await?
+        }
+        None => Vec::new(),
+    };
     let sync = sync::RangeSync {
         chain: chain_name.clone(),
         providers: providers.clone(),
@@ -230,6 +252,9 @@ async fn start_chain(
         best_head: best_rx.clone(),
         output: sync_input,
         progress: progress_tx,
+        confirmations: chain.confirmations,
+        recent,
+        reorg_hints: hint_rx,
     };
     tracker.spawn(sync.run(shutdown.child_token()));
 
