@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod devnet;
 mod ingest;
+mod reorg;
 mod store;
 mod stream;
 mod support;
