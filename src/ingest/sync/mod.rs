@@ -53,6 +53,8 @@ pub const MAX_RANGE: u64 = 256;
 const HEAD_POLL: Duration = Duration::from_secs(2);
 /// Ranges in flight at once (at most one per provider); each answer is held until handed on.
 const MAX_IN_FLIGHT: usize = 3;
+/// Least time between two checks of reorg hints.
+const HINT_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a range shorter than the limit waits after the previous range was asked for.
 const LINGER: Duration = Duration::from_millis(100);
 
@@ -152,6 +154,7 @@ impl RangeSync {
         let mut heads_open = true;
         let mut hints_open = true;
         let mut hint_checked: Option<Instant> = None;
+        let mut pending_hint: Option<u64> = None;
         let mut recent = Recent::from_stored(&std::mem::take(&mut self.recent));
         if let Some(cp) = self.checkpoint
             && recent.hash_at(cp.number) != Some(cp.hash)
@@ -167,6 +170,23 @@ impl RangeSync {
             let head = *self.best_head.borrow_and_update();
             if head > 0 {
                 clock.observe(head, now);
+            }
+            // A hinted height is checked at most once per HINT_INTERVAL: a provider stuck on an
+            // old branch keeps sending stale heads, and one check answers them all.
+            if let Some(at) = pending_hint
+                && hint_checked.is_none_or(|t| now >= t + HINT_INTERVAL)
+            {
+                pending_hint = None;
+                hint_checked = Some(now);
+                let rewind = self.check_hint(&recent, at, next).await;
+                if !matches!(rewind, Rewind::No) {
+                    for later in in_flight.drain(..) {
+                        later.task.abort();
+                    }
+                    self.apply(rewind, &mut recent, &mut next, &mut parent);
+                    scheduled = next;
+                    delays = backoff();
+                }
             }
             let live = clock.is_live(now, HEAD_POLL);
             let mut target = clock.settled(now);
@@ -229,6 +249,9 @@ impl RangeSync {
             if let Some(settle) = clock.next_settle() {
                 wake = wake.min(settle);
             }
+            if let (Some(_), Some(checked)) = (pending_hint, hint_checked) {
+                wake = wake.min(checked + HINT_INTERVAL);
+            }
 
             // Biased: shutdown first; then answers, in the order they must be handed on.
             let answer = tokio::select! {
@@ -236,32 +259,9 @@ impl RangeSync {
                 _ = shutdown.cancelled() => return,
                 answer = async { (&mut in_flight.front_mut()?.task).await.ok() }, if !in_flight.is_empty() => answer,
                 hint = self.reorg_hints.recv(), if hints_open => {
-                    let Some(mut at) = hint else {
-                        hints_open = false;
-                        continue;
-                    };
-                    while let Ok(more) = self.reorg_hints.try_recv() {
-                        at = at.min(more);
-                    }
-                    // At most one check per HEAD_POLL: a provider stuck on an old branch keeps
-                    // sending stale heads.
-                    let due = hint_checked.is_none_or(|t| now >= t + HEAD_POLL);
-                    let Some(top) = next.checked_sub(1).filter(|top| at <= *top && due) else {
-                        continue;
-                    };
-                    hint_checked = Some(now);
-                    let Some(ours) = recent.hash_at(at) else { continue };
-                    let votes = reorg::poll_height(&self.providers, at, ours, None).await;
-                    if votes.moved == 0 || votes.moved <= votes.kept {
-                        continue;
-                    }
-                    let rewind = self.rewind(&recent, top, votes.mover).await;
-                    if !matches!(rewind, Rewind::No) {
-                        for later in in_flight.drain(..) {
-                            later.task.abort();
-                        }
-                        self.apply(rewind, &mut recent, &mut next, &mut parent);
-                        scheduled = next;
+                    match hint {
+                        Some(at) => pending_hint = Some(pending_hint.map_or(at, |p| p.min(at))),
+                        None => hints_open = false,
                     }
                     continue;
                 }
@@ -378,6 +378,26 @@ impl RangeSync {
                 }
             }
         }
+    }
+
+    /// A hint that height `at` was reorganised: the providers vote on the block handed on there
+    /// (`next` is the first height not handed on yet).
+    async fn check_hint(&self, recent: &Recent, at: u64, next: u64) -> Rewind {
+        let Some(top) = next.checked_sub(1).filter(|top| at <= *top) else {
+            return Rewind::No; // above what was handed on: the next range covers it
+        };
+        let Some(ours) = recent.hash_at(at) else {
+            return Rewind::No;
+        };
+        let votes = reorg::poll_height(&self.providers, at, ours, None).await;
+        if votes.moved == 0 || votes.moved <= votes.kept {
+            if votes.moved > 0 {
+                metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string())
+                    .increment(1);
+            }
+            return Rewind::No;
+        }
+        self.rewind(recent, top, votes.mover).await
     }
 
     /// A confirmed fork below `top` (the last height handed on): walks back from `from`'s chain
