@@ -1,23 +1,27 @@
-//! Reorgs end to end on the devnet: reorganisations of depth 1, 3, 12 and 64 while the service
-//! indexes, then the canonical rows against the devnet's own chain and against a fresh index of
-//! it, and what stream subscribers saw: one `removed` per orphaned event received, and nothing
-//! later removed for a `finality=finalized` subscriber.
+//! Reorgs end to end on the devnet: reorganisations while the service indexes and while it is
+//! stopped, providers that lag without a reorg, a chain replaced past the kept window; each
+//! checked against the devnet's own chain, and what stream subscribers saw.
+//!
+//! - `depths`: depth 1, 3, 12 and 64 during a run, subscribers of every finality.
+//! - `providers`: a lagging provider is not a reorg.
+//! - `restart`: a reorg while stopped, a chain replaced deeper than the window.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
+mod depths;
+mod providers;
+mod restart;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use livechain::devnet::{Devnet, DevnetConfig};
+use livechain::devnet::Devnet;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{
-    self, all_events, checkpoint, parse_config, service_yaml, start_app, wait_for,
-};
+use crate::support::{TestApp, all_events, checkpoint, wait_for};
 
 /// What one `/v1/stream` subscriber saw, across its reconnections.
 #[derive(Debug, Default)]
@@ -151,7 +155,7 @@ pub fn row(event: &Value) -> Row {
 }
 
 /// The canonical rows of `chain` at heights up to `to`.
-async fn canonical_rows(base: &str, to: u64) -> BTreeSet<Row> {
+pub async fn canonical_rows(base: &str, to: u64) -> BTreeSet<Row> {
     let events = all_events(base, &format!("to_block={to}")).await;
     let rows: BTreeSet<Row> = events.iter().map(row).collect();
     assert_eq!(rows.len(), events.len(), "no row twice");
@@ -159,7 +163,7 @@ async fn canonical_rows(base: &str, to: u64) -> BTreeSet<Row> {
 }
 
 /// The devnet's own canonical chain up to `to`, as rows.
-fn devnet_rows(net: &Devnet, to: u64) -> BTreeSet<Row> {
+pub fn devnet_rows(net: &Devnet, to: u64) -> BTreeSet<Row> {
     let mut rows = BTreeSet::new();
     for n in 0..=to {
         let block = net.block(n).expect("block at or below the head");
@@ -178,7 +182,7 @@ fn devnet_rows(net: &Devnet, to: u64) -> BTreeSet<Row> {
     rows
 }
 
-async fn wait_checkpoint(base: &str, at_least: u64, limit: Duration) {
+pub async fn wait_checkpoint(base: &str, at_least: u64, limit: Duration) {
     let reached = wait_for(limit, Duration::from_millis(50), || async {
         checkpoint(base, "devnet").await.filter(|c| *c >= at_least)
     })
@@ -189,153 +193,16 @@ async fn wait_checkpoint(base: &str, at_least: u64, limit: Duration) {
     );
 }
 
-/// Reorgs of depth 1, 3, 12 and 64 while the service runs (the deeper ones well below its
-/// checkpoint): the canonical rows end equal to the devnet's chain and to a fresh index of it;
-/// a subscriber that took everything saw exactly one `removed` per orphaned event it had
-/// received and none for the others; a `finality=finalized` subscriber never received an event
-/// that was later removed.
-#[tokio::test]
-async fn reorgs_of_depth_1_3_12_and_64_leave_exactly_the_final_chain() {
-    // Reorg depth 64 puts the devnet's `safe` tag 64 deep (and `finalized` 80): manual reorgs
-    // are clamped above `safe`, and no reorg ever touches a finalized block.
-    let config = DevnetConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        providers: 3,
-        block_time_ms: 25,
-        logs_per_block: 4,
-        initial_blocks: 0,
-        reorg_every: None,
-        reorg_depth: 64,
-        ..DevnetConfig::default()
-    };
-    let net = support::devnet_with(config).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = start_app(parse_config(&service_yaml(&net, &dir.path().join("a.db")))).await;
-    let ws_base = app.base.replacen("http://", "ws://", 1);
-    let everything = Collector::start(&ws_base, "");
-    let finalized = Collector::start(&ws_base, "finality=finalized");
-
-    assert!(net.wait_for_head(90, Duration::from_secs(30)).await);
-    for depth in [1, 3, 12, 64] {
-        // Let the service checkpoint the tip first, so the reorg lands below its checkpoint.
-        wait_checkpoint(
-            &app.base,
-            net.head().saturating_sub(2),
-            Duration::from_secs(20),
-        )
-        .await;
-        let (before, head) = (net.reorgs(), net.head());
-        let after = net.reorg(depth);
-        assert_eq!(net.reorgs(), before + 1, "reorg of depth {depth} honoured");
-        assert!(
-            after + depth >= head,
-            "depth {depth}: head {head} -> {after}"
-        );
-        // Regrow past the old head, so the next reorg is not clamped.
-        assert!(net.wait_for_head(head + 10, Duration::from_secs(30)).await);
-    }
-    // The last reorged height is final once `finalized` (80 deep) passes it.
-    let top = net.head() + 5;
-    assert!(net.wait_for_head(top + 100, Duration::from_secs(60)).await);
-    wait_checkpoint(&app.base, top + 90, Duration::from_secs(30)).await;
-    let truth = devnet_rows(&net, top);
-
-    let fresh = start_app(parse_config(&service_yaml(&net, &dir.path().join("b.db")))).await;
-    wait_checkpoint(&fresh.base, top, Duration::from_secs(60)).await;
-    let indexed = canonical_rows(&app.base, top).await;
-    assert_eq!(indexed.len(), truth.len(), "canonical row count");
-    assert!(indexed == truth, "canonical rows equal the devnet's chain");
-    assert!(
-        canonical_rows(&fresh.base, top).await == indexed,
-        "and a fresh index of it"
-    );
-    fresh.stop().await;
-
-    // Quiesce: no new blocks, then let the subscribers drain.
-    net.shutdown();
-    everything
-        .settle(Duration::from_millis(1500), Duration::from_secs(30))
-        .await;
-    finalized
-        .settle(Duration::from_millis(1500), Duration::from_secs(30))
-        .await;
-    let stored = all_events(&app.base, "include_removed=true").await;
-    let removed: HashSet<i64> = stored
-        .iter()
-        .filter(|e| e["removed"] == true)
-        .map(|e| e["cursor"].as_i64().expect("cursor"))
-        .collect();
-    assert!(
-        removed.len() >= 64,
-        "the 64-deep reorg alone orphaned 64 stored blocks; {} rows removed",
-        removed.len()
-    );
-    assert!(
-        stored
-            .iter()
-            .filter(|e| e["removed"] == true)
-            .all(|e| e["block_number"].as_u64().is_some_and(|n| n <= top)),
-        "orphans only at reorganised heights"
-    );
-
-    let all = everything.finish().await;
-    let received: HashSet<i64> = all.events.iter().copied().collect();
-    assert_eq!(received.len(), all.events.len(), "each event received once");
-    for cursor in &received {
-        let expected = usize::from(removed.contains(cursor));
-        assert_eq!(
-            all.removed.get(cursor).copied().unwrap_or(0),
-            expected,
-            "removed messages for event {cursor}"
-        );
-    }
-    assert!(
-        removed.iter().all(|c| received.contains(c)),
-        "every orphan had been received (since=0)"
-    );
-
-    let settled = finalized.finish().await;
-    assert!(
-        settled.events.len() > 100,
-        "the finalized subscriber received {} events",
-        settled.events.len()
-    );
-    let later_removed: Vec<&i64> = settled
-        .events
-        .iter()
-        .filter(|c| removed.contains(c))
-        .collect();
-    assert!(
-        later_removed.is_empty(),
-        "a finalized subscriber received events later removed: {later_removed:?}"
-    );
-    assert!(settled.removed.is_empty(), "and no retraction");
-
-    eprintln!(
-        "reorgs: rows={} removed={} subscriber events={} removals={} lagged={} finalized events={}",
-        stored.len(),
-        removed.len(),
-        all.events.len(),
-        all.removed.values().sum::<usize>(),
-        all.lagged,
-        settled.events.len()
-    );
+/// The lines of the service's `/metrics` whose name starts with `prefix`.
+pub async fn metric_lines(app: &TestApp, prefix: &str) -> Vec<String> {
     let text = reqwest::get(app.url("/metrics"))
         .await
         .expect("GET /metrics")
         .text()
         .await
         .expect("metrics text");
-    let counted: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("livechain_reorgs") || l.starts_with("livechain_orphans"))
-        .collect();
-    eprintln!("{}", counted.join("\n"));
-    assert!(
-        counted
-            .iter()
-            .any(|l| l.starts_with("livechain_reorgs_total{")),
-        "reorgs are counted:\n{text}"
-    );
-    app.stop().await;
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
 }
