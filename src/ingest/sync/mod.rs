@@ -296,9 +296,7 @@ impl RangeSync {
                             .latest()
                             .max(polled.head.unwrap_or(0))
                             .max(last.number);
-                        let settled = head
-                            .checked_sub(self.confirmations)
-                            .map(|n| n.min(last.number));
+                        let settled = by_confirmations(head, self.confirmations, last.number);
                         (range.safe, range.finalized) = (settled, settled);
                     }
                     metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.chain.to_string())
@@ -338,7 +336,7 @@ impl RangeSync {
                                         Some(provider),
                                     )
                                     .await;
-                                    if votes.moved + 1 > votes.kept {
+                                    if votes.confirm(true) {
                                         self.rewind(&recent, top, Some(provider)).await
                                     } else {
                                         metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
@@ -390,7 +388,7 @@ impl RangeSync {
             return Rewind::No;
         };
         let votes = reorg::poll_height(&self.providers, at, ours, None).await;
-        if votes.moved == 0 || votes.moved <= votes.kept {
+        if !votes.confirm(false) {
             if votes.moved > 0 {
                 metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string())
                     .increment(1);
@@ -477,10 +475,38 @@ impl RangeSync {
     }
 }
 
+/// The highest block `confirmations` deep below `head`, at most `last` (nothing past the range
+/// is stored yet); `None` while the chain is shorter than that.
+fn by_confirmations(head: u64, confirmations: u64, last: u64) -> Option<u64> {
+    head.checked_sub(confirmations).map(|n| n.min(last))
+}
+
 /// Sleeps `delay` unless shut down first; true when shut down.
 async fn wait(shutdown: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_tags_blocks_settle_confirmations_deep_and_never_past_the_range() {
+        assert_eq!(by_confirmations(100, 12, 100), Some(88));
+        assert_eq!(
+            by_confirmations(100, 12, 80),
+            Some(80),
+            "clamped to the range"
+        );
+        assert_eq!(
+            by_confirmations(10, 12, 10),
+            None,
+            "chain shorter than the depth"
+        );
+        assert_eq!(by_confirmations(12, 12, 12), Some(0));
+        assert_eq!(by_confirmations(50, 0, 50), Some(50));
     }
 }

@@ -100,6 +100,15 @@ pub struct Votes {
     pub mover: Option<ProviderIndex>,
 }
 
+impl Votes {
+    /// Whether the block handed on is gone: most providers that answered say so. `reporter`
+    /// counts the provider whose chain raised the question (it left the block already).
+    pub fn confirm(self, reporter: bool) -> bool {
+        let moved = self.moved + usize::from(reporter);
+        moved > 0 && moved > self.kept
+    }
+}
+
 /// Asks every provider but `except` for its block at `n` (concurrently, one call each) and
 /// counts who still has `ours`. A provider without the block, or failing, does not vote.
 pub async fn poll_height(
@@ -244,6 +253,24 @@ mod tests {
         }
         assert_eq!(recent.lowest(), Some(10));
         assert_eq!(recent.blocks.len(), WINDOW);
+    }
+
+    #[test]
+    fn a_reorg_needs_most_answering_providers() {
+        let votes = |moved, kept| Votes {
+            moved,
+            kept,
+            mover: None,
+        };
+        assert!(votes(0, 0).confirm(true), "a lone provider is believed");
+        assert!(
+            !votes(0, 1).confirm(true),
+            "another keeps the block: lagging"
+        );
+        assert!(votes(1, 1).confirm(true));
+        assert!(!votes(0, 0).confirm(false), "a hint nobody confirms");
+        assert!(!votes(1, 1).confirm(false));
+        assert!(votes(2, 1).confirm(false));
     }
 
     #[test]

@@ -16,6 +16,17 @@ use crate::support::{self, all_events, parse_config, service_yaml, start_app};
 /// that was later removed.
 #[tokio::test]
 async fn reorgs_of_depth_1_3_12_and_64_leave_exactly_the_final_chain() {
+    reorgs_of_depth_1_3_12_and_64(false).await;
+}
+
+/// The same with providers that send `removed: true` copies of the orphaned logs, as geth does:
+/// they are hints, and nothing is retracted twice.
+#[tokio::test]
+async fn removed_true_logs_from_providers_change_nothing_in_the_outcome() {
+    reorgs_of_depth_1_3_12_and_64(true).await;
+}
+
+async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     // Reorg depth 64 puts the devnet's `safe` tag 64 deep (and `finalized` 80): manual reorgs
     // are clamped above `safe`, and no reorg ever touches a finalized block.
     let config = DevnetConfig {
@@ -29,6 +40,7 @@ async fn reorgs_of_depth_1_3_12_and_64_leave_exactly_the_final_chain() {
         ..DevnetConfig::default()
     };
     let net = support::devnet_with(config).await;
+    net.set_send_removed_logs(send_removed_logs);
     let dir = tempfile::tempdir().expect("tempdir");
     let app = start_app(parse_config(&service_yaml(&net, &dir.path().join("a.db")))).await;
     let ws_base = app.base.replacen("http://", "ws://", 1);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{canonical_rows, devnet_rows, metric_lines, wait_checkpoint};
+use super::{canonical_rows, devnet_rows, wait_checkpoint};
 use crate::support::{self, all_events, parse_config, service_yaml, start_app};
 
 /// One provider 8 blocks behind all along, another falling 20 behind and catching up: nothing
@@ -29,7 +29,7 @@ async fn lagging_providers_are_not_reorgs() {
         stored.iter().all(|e| e["removed"] == false),
         "nothing removed"
     );
-    let reorgs = metric_lines(&app, "livechain_reorgs").await;
-    assert!(reorgs.is_empty(), "no reorg counted: {reorgs:?}");
+    // (No metric check: the recorder is global to the test binary, and other tests reorganise
+    // chains also named `devnet`.)
     app.stop().await;
 }
