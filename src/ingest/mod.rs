@@ -66,6 +66,14 @@ pub struct RangeData {
     pub heads: Vec<Head>,
     pub logs: Vec<(LogKey, Box<RawValue>)>,
     pub last: BlockRef,
+    /// The canonical block hash at each height `first..=last.number`, as the answering node
+    /// linked them: every other event stored at those heights is an orphan.
+    pub first: u64,
+    pub hashes: Vec<alloy_primitives::B256>,
+    /// How far the chain is settled, at most `last.number`: the node's `safe` / `finalized`
+    /// tags read in the same batch, else `confirmations` below the head.
+    pub safe: Option<u64>,
+    pub finalized: Option<u64>,
 }
 
 /// How one chain's providers are reached: configured, or an in-process devnet's endpoints.
@@ -108,6 +116,8 @@ const SYNC_QUEUE: usize = 2;
 /// Inputs the writer may have queued: a full batch of first copies and the other providers'
 /// copies of them, so the next batch is ready when a commit ends.
 const WRITER_QUEUE: usize = 65_536;
+/// Reorg hints the aggregator may have queued for the range sync (one is enough to check).
+const REORG_HINTS: usize = 8;
 /// Committed batches the publisher may be behind by before it is told it lagged (each holds a
 /// whole batch's events).
 const COMMITTED_BACKLOG: usize = 16;
@@ -252,6 +262,7 @@ async fn start_chain(
         cache_capacity: NonZeroUsize::new(config.aggregation.max_cache_size)
             .unwrap_or(NonZeroUsize::MIN),
         dedupe_window: config.aggregation.deduplication_window,
+        confirmations: chain.confirmations,
     };
     let handle = ChainHandle {
         name: chain_name,

@@ -30,11 +30,36 @@ use super::providers::ProviderSet;
 use super::race::RaceBoard;
 use super::sync::{RangeSync, SyncProgress};
 use super::writer::Writer;
-use super::{SYNC_QUEUE, WRITER_QUEUE};
+use super::{REORG_HINTS, SYNC_QUEUE, WRITER_QUEUE, sync};
 use crate::domain::{BlockRef, ChainName};
 use crate::registry::TaskError;
 use crate::registry::supervisor::panic_message;
-use crate::store::{Committed, Store};
+use crate::store::{Committed, Store, StoreError};
+
+/// The committed checkpoint of `chain` and the canonical hashes stored up to it (what a reorg
+/// found at start is compared with).
+async fn committed(
+    store: &Store,
+    chain: &str,
+) -> Result<(Option<BlockRef>, Vec<(u64, B256)>), StoreError> {
+    let Some(cp) = store.checkpoint(chain).await? else {
+        return Ok((None, Vec::new()));
+    };
+    let window = sync::reorg::WINDOW as u64;
+    let recent = store
+        .canonical_blocks(
+            chain,
+            cp.block_number.saturating_sub(window - 1),
+            cp.block_number,
+        )
+        .await?;
+    let checkpoint = BlockRef {
+        number: cp.block_number,
+        hash: cp.block_hash,
+        parent_hash: B256::ZERO,
+    };
+    Ok((Some(checkpoint), recent))
+}
 
 /// How long a run waits for the previous one to give the listener queues back.
 const LEND_ATTEMPTS: u32 = 100;
@@ -52,6 +77,8 @@ pub struct ChainParts {
     pub race: Arc<RaceBoard>,
     pub cache_capacity: NonZeroUsize,
     pub dedupe_window: Duration,
+    /// Depth at which a block counts as final when the node has no `safe`/`finalized` tags.
+    pub confirmations: u64,
 }
 
 pub struct Pipeline {
@@ -107,12 +134,8 @@ impl Pipeline {
         parts.spawn("the writer".into(), writer.run(writer_rx));
         let stop = shutdown.child_token();
         for chain in &self.chains {
-            let checkpoint = match self.store.checkpoint(&chain.name).await {
-                Ok(cp) => cp.map(|cp| BlockRef {
-                    number: cp.block_number,
-                    hash: cp.block_hash,
-                    parent_hash: B256::ZERO,
-                }),
+            let (checkpoint, recent) = match committed(&self.store, &chain.name).await {
+                Ok(found) => found,
                 Err(err) => {
                     let why = format!("reading the checkpoint of {}: {err}", chain.name);
                     return parts.abort(why).await;
@@ -123,6 +146,7 @@ impl Pipeline {
                 let why = format!("the listener queues of {} are still in use", chain.name);
                 return parts.abort(why).await;
             };
+            let (hint_tx, hint_rx) = mpsc::channel(REORG_HINTS);
             let aggregator = Aggregator::new(
                 chain.name.clone(),
                 chain.providers.clone(),
@@ -131,7 +155,8 @@ impl Pipeline {
                 chain.best_head.clone(),
                 writer_tx.clone(),
                 chain.race.clone(),
-            );
+            )
+            .with_reorg_hint(hint_tx);
             parts.spawn(
                 format!("the aggregator of {}", chain.name),
                 aggregator.run(inputs, stop.clone()),
@@ -145,6 +170,9 @@ impl Pipeline {
                 best_head: chain.best_head.subscribe(),
                 output: sync_tx,
                 progress: chain.progress.clone(),
+                confirmations: chain.confirmations,
+                recent,
+                reorg_hints: hint_rx,
             };
             parts.spawn(
                 format!("the range sync of {}", chain.name),

@@ -1,10 +1,12 @@
 //! The one integration-test binary: real sockets on 127.0.0.1, real SQLite files, the real binary.
 
+mod anvil;
 mod api;
 mod cli;
 mod config;
 mod devnet;
 mod ingest;
+mod reorg;
 mod store;
 mod stream;
 mod support;
