@@ -7,6 +7,7 @@ mod error;
 pub mod events;
 mod health;
 pub mod json;
+mod providers;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(chains::router())
         .merge(events::router())
+        .merge(providers::router())
         .merge(stream::router())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))
