@@ -73,12 +73,12 @@ impl Stats {
         self.last_traffic = Some(now);
     }
 
-    /// The socket came up (`true`) or went down.
+    /// The socket came up (`true`) or went down. What an earlier connection delivered says
+    /// nothing about the next one's stream (a reconnect after a long outage is not "lagging").
     pub fn connection(&mut self, up: bool, now: Instant) {
         self.connected_since = up.then_some(now);
-        if !up {
-            self.last_message = None;
-        }
+        self.last_message = None;
+        self.stream_head = None;
     }
 
     /// Latency EWMA in milliseconds, if any request succeeded.
@@ -204,6 +204,7 @@ mod tests {
         stats.connection(false, t0 + ms(1_600));
         assert!(!stats.stalled(99, timeout, t0 + ms(60_000)), "socket down");
         stats.connection(true, t0 + ms(2_000));
+        assert_eq!(stats.stream_head, None, "a new stream starts afresh");
         assert!(
             !stats.stalled(99, timeout, t0 + ms(2_500)),
             "silence counts from the new connection"

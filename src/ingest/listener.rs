@@ -186,9 +186,8 @@ impl Listener {
         tracing::info!(chain = %self.chain, provider = %self.provider.id, subscriptions = routes.len(), "subscribed");
         let meters = Meters::new(&self.chain, &self.provider.id);
         let stall_timeout = self.health.config().stall_timeout;
-        let mut watchdog = tokio::time::interval(
-            (stall_timeout / 4).clamp(Duration::from_millis(25), Duration::from_secs(1)),
-        );
+        let every = (stall_timeout / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+        let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A fault since the last success: the next good notification records one, so that only
         // consecutive bad frames add up to an open breaker.

@@ -96,7 +96,11 @@ impl ProviderSet {
         method: &str,
         params: &RawValue,
     ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
-        self.call_on(self.order(None), method, params).await
+        let answer = self.call_on(self.order(None), method, params).await;
+        if let Ok((served, _)) = &answer {
+            self.count_failover(0, *served);
+        }
+        answer
     }
 
     /// One call to `index` only, through its breaker (the idle probe).
@@ -130,9 +134,6 @@ impl ProviderSet {
                     continue;
                 }
             };
-            if last.is_some() {
-                self.failover(provider);
-            }
             let started = Instant::now();
             let result = provider.http.call(method, params).await;
             self.health
@@ -156,9 +157,18 @@ impl ProviderSet {
         Err(last.unwrap_or_else(|| ProviderError::Transport("chain has no provider".into())))
     }
 
-    fn failover(&self, to: &ChainProvider) {
-        metrics::counter!(m::FAILOVERS, "chain" => self.health.chain().to_string(), "provider" => to.id.clone())
-            .increment(1);
+    /// Counts a failover when `served` is not the provider the static order (priority, then
+    /// configuration order, rotated by `start`) would have asked first: the request moved
+    /// because that one was unhealthy, open, cooling down or failing.
+    fn count_failover(&self, start: usize, served: ProviderIndex) {
+        let count = self.providers.len().max(1);
+        let Some(preferred) = self.providers.get(start % count) else {
+            return;
+        };
+        if preferred.index != served {
+            metrics::counter!(m::FAILOVERS, "chain" => self.health.chain().to_string(), "from" => preferred.id.clone(), "provider" => self.id(served).to_owned())
+                .increment(1);
+        }
     }
 }
 
@@ -211,9 +221,6 @@ impl ProviderSet {
                     continue;
                 }
             };
-            if last.is_some() {
-                self.failover(provider);
-            }
             let started = Instant::now();
             let result = provider.batch(calls).await;
             let outcome = match &result {
@@ -230,7 +237,10 @@ impl ProviderSet {
             self.health
                 .record(index, permit, outcome, Some(started.elapsed()));
             match result {
-                Ok(answers) => return Ok((provider.index, answers)),
+                Ok(answers) => {
+                    self.count_failover(start, provider.index);
+                    return Ok((provider.index, answers));
+                }
                 Err(err) if !err.is_retryable() => return Err(err),
                 Err(err) => {
                     tracing::warn!(chain = %self.health.chain(), provider = %provider.id, error = %err, "provider batch failed; trying the next");

@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod config;
 mod devnet;
+mod health;
 mod ingest;
 mod store;
 mod stream;
