@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::AppState;
 use super::json::rfc3339_ms;
 use crate::health::ProviderReport;
+use crate::ingest::race::{Lateness, ProviderRace};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/providers", get(providers))
@@ -35,10 +36,13 @@ struct ProviderJson {
     error_rate: f64,
     requests: u64,
     errors: u64,
-    delivered_first: Option<u64>,
-    delivered_late: Option<u64>,
-    missed: Option<u64>,
-    lateness_ms: LatencyJson,
+    /// Live events it delivered before any other provider.
+    delivered_first: u64,
+    /// Live events it delivered after another provider had, and how late (`lateness_ms`).
+    delivered_late: u64,
+    /// Live events it never delivered while they were in the dedupe window.
+    missed: u64,
+    lateness_ms: Option<Lateness>,
 }
 
 #[derive(Serialize)]
@@ -48,7 +52,7 @@ struct BreakerJson {
     opened_at: Option<String>,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize)]
 struct LatencyJson {
     p50: Option<f64>,
     p99: Option<f64>,
@@ -62,7 +66,7 @@ fn round(ms: Option<f64>) -> Option<f64> {
 }
 
 impl ProviderJson {
-    fn new(chain: &str, report: ProviderReport) -> ProviderJson {
+    fn new(chain: &str, report: ProviderReport, race: Option<ProviderRace>) -> ProviderJson {
         ProviderJson {
             id: report.id,
             chain: chain.to_owned(),
@@ -84,10 +88,10 @@ impl ProviderJson {
             error_rate: (report.error_rate * 1e4).round() / 1e4,
             requests: report.requests,
             errors: report.errors,
-            delivered_first: None,
-            delivered_late: None,
-            missed: None,
-            lateness_ms: LatencyJson::default(),
+            delivered_first: race.as_ref().map_or(0, |r| r.delivered_first),
+            delivered_late: race.as_ref().map_or(0, |r| r.delivered_late),
+            missed: race.as_ref().map_or(0, |r| r.missed),
+            lateness_ms: race.map(|r| r.lateness_ms),
         }
     }
 }
@@ -95,8 +99,13 @@ impl ProviderJson {
 async fn providers(State(state): State<AppState>) -> Json<ProvidersJson> {
     let mut providers = Vec::new();
     for chain in state.chains.iter() {
+        let mut races = chain.race.snapshot();
         for report in chain.health.report() {
-            providers.push(ProviderJson::new(&chain.name, report));
+            let race = races
+                .iter()
+                .position(|r| r.provider == report.id)
+                .map(|i| races.swap_remove(i));
+            providers.push(ProviderJson::new(&chain.name, report, race));
         }
     }
     Json(ProvidersJson { providers })

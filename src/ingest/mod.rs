@@ -13,6 +13,7 @@ pub mod listener;
 pub mod merge;
 pub mod monitor;
 pub mod providers;
+pub mod race;
 pub mod sync;
 pub mod writer;
 
@@ -88,6 +89,8 @@ pub struct ChainHandle {
     pub progress: watch::Receiver<SyncProgress>,
     /// Each provider's breaker, head, lag, latency and error rate.
     pub health: ChainHealth,
+    /// Who delivers first, late, never (`GET /v1/providers`).
+    pub race: Arc<race::RaceBoard>,
 }
 
 /// The running pipeline.
@@ -170,7 +173,11 @@ async fn start_chain(
     let chain_name: ChainName = ChainName::from(name);
     let mut list = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        let index = ProviderIndex::try_from(i).context("more than 255 providers")?;
+        // A chain's providers are the bits of a u64 (who delivered what, `providers_seen`).
+        let index = ProviderIndex::try_from(i)
+            .ok()
+            .filter(|i| *i < 64)
+            .with_context(|| format!("chain {name} has more than 64 providers"))?;
         let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
         list.push(ChainProvider {
             index,
@@ -200,6 +207,12 @@ async fn start_chain(
     let (best_tx, best_rx) = watch::channel(0u64);
     let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
 
+    // Indexed by `ProviderIndex`, i.e. configuration order.
+    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+    let saved = store.load_provider_stats(name).await?;
+    let race = Arc::new(race::RaceBoard::new(chain_name.clone(), &ids, &saved));
+    tracker.spawn(race.clone().run(store.clone(), shutdown.child_token()));
+
     let capacity =
         NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
     let aggregator = aggregator::Aggregator::new(
@@ -209,6 +222,7 @@ async fn start_chain(
         config.aggregation.deduplication_window,
         best_tx,
         writer,
+        race.clone(),
     );
     tracker.spawn(aggregator.run(merge::Inputs::new(queues), shutdown.child_token()));
 
@@ -252,6 +266,7 @@ async fn start_chain(
         best_head: best_rx,
         progress: progress_rx,
         health,
+        race,
     })
 }
 

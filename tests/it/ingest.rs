@@ -19,6 +19,7 @@ mod backfill;
 mod crash;
 mod exactly_once;
 mod faults;
+mod race;
 mod restart;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -126,7 +126,8 @@ async fn fill(store: &Store, devnet: &Devnet) -> Vec<Row> {
                 event: event_of(r.chain, &r.want),
                 provider: "fixture".into(),
                 received_at_ms: RECEIVED_AT_MS,
-                providers_seen: r.providers_seen,
+                // One bit per provider that delivered it: `providers_seen` is their number.
+                providers_mask: (1u64 << r.providers_seen) - 1,
             })
             .collect(),
         ..WriteBatch::default()

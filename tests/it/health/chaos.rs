@@ -163,6 +163,35 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
     let head = devnet.head();
     let checkpoint = wait_checkpoint(&app, head + 5).await;
     let checked = verify_exactly_once(&app, &devnet, checkpoint).await;
+    // `/v1/providers` shows it all, race statistics included.
+    let entries = providers(&app).await;
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for (id, entry) in &entries {
+        for key in [
+            "chain",
+            "healthy",
+            "head",
+            "lag_blocks",
+            "breaker",
+            "latency_ms",
+            "error_rate",
+            "delivered_first",
+            "delivered_late",
+            "missed",
+            "lateness_ms",
+        ] {
+            assert!(entry.get(key).is_some(), "{id} has no {key}: {entry}");
+        }
+        assert!(
+            entry["latency_ms"]["p99"].as_f64().is_some(),
+            "{id}: {entry}"
+        );
+    }
+    let firsts: u64 = entries
+        .values()
+        .filter_map(|p| p["delivered_first"].as_u64())
+        .sum();
+    assert!(firsts > 0, "someone delivered first: {entries:?}");
     let reconnects: Vec<f64> = {
         let mut all = Vec::new();
         for i in 0..3 {
