@@ -185,12 +185,11 @@ impl ChainHealth {
         let Some(slot) = self.inner.slots.get(index) else {
             return;
         };
-        let now = self.inner.clock.now();
         let transition = {
             let mut state = lock(slot);
             match outcome {
-                Outcome::Success => state.stats.request(now, latency, true),
-                Outcome::Failure => state.stats.request(now, None, false),
+                Outcome::Success => state.stats.request(latency, true),
+                Outcome::Failure => state.stats.request(None, false),
                 // Neither says anything about the provider's speed or health.
                 Outcome::RateLimited { .. } | Outcome::Neutral => {}
             }
@@ -260,13 +259,14 @@ impl ChainHealth {
         })
     }
 
-    /// Whether `index` has seen no traffic for `idle` (an idle probe is due).
+    /// Whether `index` has shown no head for `idle` (no live head, no `eth_blockNumber`
+    /// answer): a probe is due. Providers whose stream delivers heads are never probed.
     pub fn idle(&self, index: usize, idle: Duration) -> bool {
         let now = self.inner.clock.now();
         self.inner.slots.get(index).is_some_and(|slot| {
             lock(slot)
                 .stats
-                .last_traffic
+                .head_at
                 .is_none_or(|at| now.saturating_duration_since(at) >= idle)
         })
     }
@@ -403,7 +403,7 @@ fn lock(slot: &Slot) -> MutexGuard<'_, SlotState> {
     slot.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How long a provider may see no traffic before the monitor sends it an `eth_blockNumber`.
+/// How long a provider may show no head before the monitor sends it an `eth_blockNumber`.
 pub fn idle_after(config: &HealthConfig) -> Duration {
     (config.stall_timeout / 2).max(Duration::from_millis(100))
 }

@@ -15,16 +15,17 @@ const LATENCY_SAMPLES: usize = 256;
 /// One provider's traffic statistics.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    /// The highest block the provider has shown it has (live heads, `eth_blockNumber`).
+    /// The provider's head as last shown (a live head, an `eth_blockNumber` answer): the
+    /// latest, not the highest, so a node that falls back shows its lag.
     pub head: Option<u64>,
+    /// When `head` was last shown.
+    pub head_at: Option<Instant>,
     /// The last head its subscription delivered, and when.
     pub stream_head: Option<(u64, Instant)>,
     /// When its stream last delivered anything (heads or logs); `None` while no socket is up.
     pub last_message: Option<Instant>,
     /// When its socket came up, while it is up.
     pub connected_since: Option<Instant>,
-    /// When any traffic (stream or HTTP answer) was last seen: idle probes skip busy providers.
-    pub last_traffic: Option<Instant>,
     latency_ewma_ms: Option<f64>,
     latencies_ms: VecDeque<f64>,
     error_ewma: f64,
@@ -35,7 +36,7 @@ pub struct Stats {
 impl Stats {
     /// A request answered (`ok`) or failed at the provider's fault, after `latency` when that
     /// measures the provider.
-    pub fn request(&mut self, now: Instant, latency: Option<Duration>, ok: bool) {
+    pub fn request(&mut self, latency: Option<Duration>, ok: bool) {
         self.requests = self.requests.saturating_add(1);
         if ok {
             if let Some(latency) = latency {
@@ -49,7 +50,6 @@ impl Stats {
                 }
                 self.latencies_ms.push_back(ms);
             }
-            self.last_traffic = Some(now);
         } else {
             self.errors = self.errors.saturating_add(1);
         }
@@ -59,8 +59,8 @@ impl Stats {
 
     /// A head seen from this provider; `streamed` when its subscription delivered it.
     pub fn head(&mut self, number: u64, now: Instant, streamed: bool) {
-        self.head = Some(self.head.map_or(number, |h| h.max(number)));
-        self.last_traffic = Some(now);
+        self.head = Some(number);
+        self.head_at = Some(now);
         if streamed {
             self.stream_head = Some((number, now));
             self.last_message = Some(now);
@@ -70,7 +70,6 @@ impl Stats {
     /// Anything delivered by the subscription (a log, a head).
     pub fn message(&mut self, now: Instant) {
         self.last_message = Some(now);
-        self.last_traffic = Some(now);
     }
 
     /// The socket came up (`true`) or went down. What an earlier connection delivered says
@@ -116,7 +115,8 @@ impl Stats {
         behind && now.saturating_duration_since(quiet_since) > timeout
     }
 
-    /// Blocks behind `best_head` (0 when its head is unknown: nothing to compare yet).
+    /// Blocks behind `best_head` (0 when its head is unknown: nothing to compare yet). Its head
+    /// is refreshed by its stream or, without one, by the monitor's probe.
     pub fn lag(&self, best_head: u64) -> u64 {
         self.head.map_or(0, |h| best_head.saturating_sub(h))
     }
@@ -132,12 +132,11 @@ mod tests {
 
     #[test]
     fn latency_ewma_and_quantiles_follow_the_samples() {
-        let now = Instant::now();
         let mut stats = Stats::default();
         assert_eq!(stats.latency_ewma_ms(), None);
         assert_eq!(stats.latency_quantile_ms(0.99), None);
         for i in 1..=100 {
-            stats.request(now, Some(ms(i)), true);
+            stats.request(Some(ms(i)), true);
         }
         assert_eq!(stats.latency_quantile_ms(0.5), Some(50.0));
         assert_eq!(stats.latency_quantile_ms(0.99), Some(99.0));
@@ -151,27 +150,25 @@ mod tests {
 
     #[test]
     fn quantiles_cover_only_the_recent_window() {
-        let now = Instant::now();
         let mut stats = Stats::default();
         for _ in 0..LATENCY_SAMPLES {
-            stats.request(now, Some(ms(1_000)), true);
+            stats.request(Some(ms(1_000)), true);
         }
         for _ in 0..LATENCY_SAMPLES {
-            stats.request(now, Some(ms(10)), true);
+            stats.request(Some(ms(10)), true);
         }
         assert_eq!(stats.latency_quantile_ms(0.99), Some(10.0));
     }
 
     #[test]
     fn error_rate_rises_with_failures_and_decays_with_successes() {
-        let now = Instant::now();
         let mut stats = Stats::default();
         for _ in 0..30 {
-            stats.request(now, Some(ms(1)), false);
+            stats.request(Some(ms(1)), false);
         }
         assert!(stats.error_rate() > 0.9);
         for _ in 0..30 {
-            stats.request(now, Some(ms(1)), true);
+            stats.request(Some(ms(1)), true);
         }
         assert!(stats.error_rate() < 0.1);
         assert_eq!((stats.requests, stats.errors), (60, 30));
@@ -213,13 +210,14 @@ mod tests {
     }
 
     #[test]
-    fn lag_is_measured_from_the_highest_head_seen() {
+    fn lag_is_measured_from_the_latest_head_shown() {
         let now = Instant::now();
         let mut stats = Stats::default();
         assert_eq!(stats.lag(100), 0);
         stats.head(90, now, false);
-        stats.head(80, now, true);
         assert_eq!(stats.lag(100), 10);
+        stats.head(80, now, true);
+        assert_eq!(stats.lag(100), 20, "a node that fell back shows it");
         assert_eq!(stats.lag(50), 0);
     }
 }

@@ -1,10 +1,11 @@
 //! The health monitor of one chain: persists every breaker transition, makes due open →
 //! half-open changes promptly, refreshes the health gauges, and probes idle providers.
 //!
-//! Health is inferred from live traffic; a provider that has carried none for half the stall
-//! timeout (no notification, no HTTP answer) gets one cheap `eth_blockNumber`, through its
-//! breaker (PITFALLS.md "Health checks that cost money with no traffic"). That probe is also
-//! what half-opens and closes the breaker of a provider nothing else asks.
+//! Health is inferred from live traffic; a provider that has shown no head for half the stall
+//! timeout (no live head, no `eth_blockNumber` answer: its socket is down, or it has none)
+//! gets one cheap `eth_blockNumber`, through its breaker (PITFALLS.md "Health checks that cost
+//! money with no traffic"). That probe is also what half-opens and closes the breaker of a
+//! provider nothing else asks.
 
 use std::time::Duration;
 

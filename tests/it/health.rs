@@ -6,6 +6,7 @@
 
 mod breakers;
 mod chaos;
+mod lag;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -158,6 +158,25 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
         .await;
     }
 
+    // 6. Provider 0, the preferred one, dies alone: the others take over its share.
+    let died_at = Instant::now();
+    let head_at_death = devnet.head();
+    faults(&devnet, 0).set_server_error(Some(503));
+    faults(&devnet, 0).set_refuse_connections(true);
+    wait_checkpoint(&app, head_at_death + 1).await;
+    let preferred_continuity = died_at.elapsed();
+    wait_provider(&app, &id(0), "breaker open", |p| {
+        p["breaker"]["state"] == "open"
+    })
+    .await;
+    let head = devnet.head();
+    wait_checkpoint(&app, head).await;
+    faults(&devnet, 0).clear();
+    wait_provider(&app, &id(0), "breaker closed again", |p| {
+        p["breaker"]["state"] == "closed" && p["healthy"] == true
+    })
+    .await;
+
     // The verdict: every block and log exactly once, and no leaked subscription.
     wait_subscriptions(&devnet).await;
     let head = devnet.head();
@@ -201,9 +220,11 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
     };
     eprintln!(
         "chaos: stall->detected {} ms; death of 2 providers->backfilled continuity {} ms; \
+         death of the preferred provider->backfilled continuity {} ms; \
          {checked} events to checkpoint {checkpoint} exactly once; reconnects {reconnects:?}",
         stall_detected.as_millis(),
-        continuity.as_millis()
+        continuity.as_millis(),
+        preferred_continuity.as_millis()
     );
     app.stop().await;
 }
