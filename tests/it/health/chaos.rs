@@ -44,6 +44,11 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
     let id = |i: usize| format!("chaos-p{i}");
     wait_subscriptions(&devnet).await;
     wait_checkpoint(&app, 10).await;
+    // Baseline for the continuity figures: how long the checkpoint takes to pass the head of
+    // a given moment with no fault at all (the range sync trails settled heads).
+    let (at, head) = (Instant::now(), devnet.head());
+    wait_checkpoint(&app, head + 1).await;
+    let baseline = at.elapsed();
 
     // 1. Provider 0 drops its socket after every 10 notifications: reconnect after reconnect
     // (each one climbing the listener's backoff, so six of them take seconds).
@@ -219,9 +224,10 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
         all
     };
     eprintln!(
-        "chaos: stall->detected {} ms; death of 2 providers->backfilled continuity {} ms; \
+        "chaos: no fault->continuity {} ms (baseline); stall->detected {} ms; death of 2 providers->backfilled continuity {} ms; \
          death of the preferred provider->backfilled continuity {} ms; \
          {checked} events to checkpoint {checkpoint} exactly once; reconnects {reconnects:?}",
+        baseline.as_millis(),
         stall_detected.as_millis(),
         continuity.as_millis(),
         preferred_continuity.as_millis()
