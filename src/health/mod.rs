@@ -259,6 +259,13 @@ impl ChainHealth {
         })
     }
 
+    /// The p99 of `index`'s recent successful request latencies.
+    pub fn latency_p99(&self, index: usize) -> Option<Duration> {
+        let slot = self.inner.slots.get(index)?;
+        let ms = lock(slot).stats.latency_quantile_ms(0.99)?;
+        Duration::try_from_secs_f64(ms / 1000.0).ok()
+    }
+
     /// Whether `index` has shown no head for `idle` (no live head, no `eth_blockNumber`
     /// answer): a probe is due. Providers whose stream delivers heads are never probed.
     pub fn idle(&self, index: usize, idle: Duration) -> bool {

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::U64;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 use url::Url;
 
 use super::dedupe::ProviderIndex;
-use crate::breaker::Outcome;
+use crate::breaker::{Outcome, Permit};
 use crate::health::ChainHealth;
 use crate::provider::{HttpClient, ProviderError, jsonrpc};
 use crate::telemetry::metrics as m;
@@ -206,23 +208,49 @@ impl ProviderSet {
     /// spread the load. Each attempt goes through the provider's breaker; a provider that
     /// refuses batches gets the same calls one by one (and from then on only so); answers are
     /// in the order of `calls` either way.
+    ///
+    /// Hedged: an attempt still unanswered after [`ProviderSet::hedge_after`] is joined by one
+    /// to the next provider, and the first usable answer wins, so a provider that hangs (a
+    /// silent stall) delays a range by the hedge delay, not by the HTTP timeout (PITFALLS.md
+    /// "Backfill stuck on one slow provider"). At most two attempts are in flight at once.
     pub async fn batch_from(
         &self,
         start: usize,
         calls: &[(&str, &RawValue)],
     ) -> Result<BatchAnswer, ProviderError> {
+        let mut candidates = self.order(Some(start)).into_iter();
         let mut last = None;
-        for provider in self.order(Some(start)) {
-            let index = usize::from(provider.index);
-            let permit = match self.health.acquire(index) {
-                Ok(permit) => permit,
-                Err(retry_in) => {
-                    last.get_or_insert(unavailable(retry_in));
-                    continue;
+        // Permits of the attempts in flight, by attempt number; whatever is left when an
+        // answer wins is recorded as neutral (cancelled, says nothing about the provider).
+        let mut permits: Vec<Option<(usize, Permit)>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut hedge_at: Option<Instant> = None;
+        let answer = loop {
+            if in_flight.is_empty() || hedge_at.is_some_and(|at| Instant::now() >= at) {
+                hedge_at = None;
+                if let Some((provider, permit)) = self.next_permit(&mut candidates, &mut last) {
+                    let attempt = permits.len();
+                    permits.push(Some((usize::from(provider.index), permit)));
+                    if in_flight.is_empty() {
+                        hedge_at = Some(Instant::now() + self.hedge_after(provider.index));
+                    }
+                    in_flight.push(async move {
+                        let started = Instant::now();
+                        let result = provider.batch(calls).await;
+                        (attempt, provider, started.elapsed(), result)
+                    });
+                } else if in_flight.is_empty() {
+                    break Err(last.unwrap_or_else(|| {
+                        ProviderError::Transport("chain has no provider".into())
+                    }));
                 }
+            }
+            let sleep_until = hedge_at.unwrap_or_else(|| Instant::now() + HEDGE_MAX);
+            let (attempt, provider, elapsed, result) = tokio::select! {
+                Some(done) = in_flight.next() => done,
+                _ = tokio::time::sleep_until(sleep_until.into()), if hedge_at.is_some() => continue,
+                else => continue, // nothing in flight: the top of the loop ends it
             };
-            let started = Instant::now();
-            let result = provider.batch(calls).await;
             let outcome = match &result {
                 // A batch answered is a success even if some calls failed for their own
                 // reasons; a call failing at the provider's fault inside it is its fault.
@@ -234,23 +262,64 @@ impl ProviderSet {
                     .unwrap_or(Outcome::Success),
                 Err(err) => Outcome::of_error(err),
             };
-            self.health
-                .record(index, permit, outcome, Some(started.elapsed()));
+            if let Some((index, permit)) = permits.get_mut(attempt).and_then(Option::take) {
+                self.health.record(index, permit, outcome, Some(elapsed));
+            }
             match result {
                 Ok(answers) => {
                     self.count_failover(start, provider.index);
-                    return Ok((provider.index, answers));
+                    break Ok((provider.index, answers));
                 }
-                Err(err) if !err.is_retryable() => return Err(err),
+                Err(err) if !err.is_retryable() => break Err(err),
                 Err(err) => {
                     tracing::warn!(chain = %self.health.chain(), provider = %provider.id, error = %err, "provider batch failed; trying the next");
                     last = Some(err);
+                    // The next provider at once, hedging or not.
+                    hedge_at = Some(Instant::now());
+                }
+            }
+        };
+        drop(in_flight);
+        for (index, permit) in permits.into_iter().flatten() {
+            self.health.record(index, permit, Outcome::Neutral, None);
+        }
+        answer
+    }
+
+    /// The next provider of `candidates` whose breaker grants a permit; those refusing leave
+    /// their reason in `last` if nothing better is there.
+    fn next_permit<'a>(
+        &self,
+        candidates: &mut impl Iterator<Item = &'a ChainProvider>,
+        last: &mut Option<ProviderError>,
+    ) -> Option<(&'a ChainProvider, Permit)> {
+        for provider in candidates.by_ref() {
+            match self.health.acquire(usize::from(provider.index)) {
+                Ok(permit) => return Some((provider, permit)),
+                Err(retry_in) => {
+                    last.get_or_insert(unavailable(retry_in));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| ProviderError::Transport("chain has no provider".into())))
+        None
+    }
+
+    /// How long an attempt on `index` may go unanswered before it is hedged: a few times its
+    /// recent p99, within [`HEDGE_MIN`]..=[`HEDGE_MAX`] ([`HEDGE_MAX`] before any is measured).
+    fn hedge_after(&self, index: ProviderIndex) -> Duration {
+        self.health
+            .latency_p99(usize::from(index))
+            .map_or(HEDGE_MAX, |p99| p99.saturating_mul(HEDGE_FACTOR))
+            .clamp(HEDGE_MIN, HEDGE_MAX)
     }
 }
+
+/// Bounds of the hedge delay: short enough that a hung provider costs a range seconds, not the
+/// HTTP timeout; long enough that a busy but working provider is rarely doubled up on.
+const HEDGE_MIN: Duration = Duration::from_millis(250);
+const HEDGE_MAX: Duration = Duration::from_secs(2);
+/// Multiples of a provider's p99 it may take before its attempt is hedged.
+const HEDGE_FACTOR: u32 = 4;
 
 impl ChainProvider {
     async fn batch(

@@ -64,9 +64,18 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
 
     // 2. Provider 1 stalls: sockets stay open, nothing is sent, HTTP requests hang.
     let stalled_at = Instant::now();
+    let head_at_stall = devnet.head();
     faults(&devnet, 1).set_stalled(true);
-    wait_provider(&app, &id(1), "stall detected", |p| p["healthy"] == false).await;
-    let stall_detected = stalled_at.elapsed();
+    let (stall_detected, stall_continuity) = tokio::join!(
+        async {
+            wait_provider(&app, &id(1), "stall detected", |p| p["healthy"] == false).await;
+            stalled_at.elapsed()
+        },
+        async {
+            wait_checkpoint(&app, head_at_stall + 1).await;
+            stalled_at.elapsed()
+        }
+    );
     let recycles = metric(&app, "livechain_ws_reconnects_total", &id(1)).await;
     support::wait_for(WAIT, POLL, || async {
         (metric(&app, "livechain_ws_reconnects_total", &id(1)).await > recycles).then_some(())
@@ -76,8 +85,10 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
     let head = devnet.head();
     wait_checkpoint(&app, head).await; // the others carry on
     faults(&devnet, 1).clear();
-    wait_provider(&app, &id(1), "healthy after the stall", |p| {
-        p["healthy"] == true
+    // Closed, not only healthy (half-open counts as healthy): the next phases count failures
+    // from a closed breaker.
+    wait_provider(&app, &id(1), "closed and healthy after the stall", |p| {
+        p["healthy"] == true && p["breaker"]["state"] == "closed"
     })
     .await;
 
@@ -91,6 +102,10 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
     .await
     .expect("garbage frames counted");
     faults(&devnet, 2).clear();
+    wait_provider(&app, &id(2), "closed after the garbage", |p| {
+        p["breaker"]["state"] == "closed"
+    })
+    .await;
 
     // 4. Provider 0 rate-limits everything (429 with Retry-After): slowed, never tripped.
     faults(&devnet, 0).set_rate_limited(true);
@@ -224,11 +239,12 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
         all
     };
     eprintln!(
-        "chaos: no fault->continuity {} ms (baseline); stall->detected {} ms; death of 2 providers->backfilled continuity {} ms; \
+        "chaos: no fault->continuity {} ms (baseline); stall->detected {} ms; stall->backfilled continuity {} ms; death of 2 providers->backfilled continuity {} ms; \
          death of the preferred provider->backfilled continuity {} ms; \
          {checked} events to checkpoint {checkpoint} exactly once; reconnects {reconnects:?}",
         baseline.as_millis(),
         stall_detected.as_millis(),
+        stall_continuity.as_millis(),
         continuity.as_millis(),
         preferred_continuity.as_millis()
     );
