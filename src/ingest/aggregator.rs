@@ -8,7 +8,7 @@
 //! delivered, and a copy from a provider so far behind that the hot set forgot the event, then
 //! cost no parse and no write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,7 +28,7 @@ use super::writer::WriterInput;
 use super::{ChainInput, RangeData};
 use crate::domain::{ChainName, Event, EventKey};
 use crate::provider::decode::{self, Head, LogKey};
-use crate::store::{Checkpoint, NewEvent, provider_bit};
+use crate::store::{Canonical, Checkpoint, NewEvent, provider_bit};
 use crate::telemetry::metrics as m;
 
 /// Recent headers kept to join logs to their block.
@@ -40,6 +40,10 @@ const MAX_PARKED_LOGS: usize = 16_384;
 /// Blocks whose forwarded events are remembered, so the range sync's re-read of them costs no
 /// write (a few bytes per block; about six seconds of a devnet in throughput mode).
 const FORWARDED_BLOCKS: usize = 8192;
+/// Heights whose canonical hash (as the range sync proved it) is remembered, so that a live
+/// copy of an orphan at a height already checkpointed is dropped instead of stored (32 bytes
+/// per height).
+const CANONICAL_HEIGHTS: usize = 4096;
 
 pub struct Aggregator {
     chain: ChainName,
@@ -56,6 +60,12 @@ pub struct Aggregator {
     /// Whether the input being handled is a live delivery (not the range sync's re-read).
     live: bool,
     meters: Meters,
+    /// The canonical hash of recent checkpointed heights, and the checkpoint they lead to.
+    canonical: BTreeMap<u64, B256>,
+    checkpoint: Option<u64>,
+    /// The lowest height a provider suggested was reorganised below the checkpoint (a live
+    /// head there with another hash, a `removed: true` log): the range sync checks it.
+    reorg_hint: Option<mpsc::Sender<u64>>,
 }
 
 /// The chain's metric handles, resolved once: a lookup by name and labels per message would
@@ -67,6 +77,7 @@ struct Meters {
     evictions: metrics::Counter,
     cache_size: metrics::Gauge,
     head: metrics::Gauge,
+    orphans: metrics::Counter,
 }
 
 impl Meters {
@@ -79,6 +90,7 @@ impl Meters {
             evictions: metrics::counter!(m::CACHE_EVICTIONS, &label()),
             cache_size: metrics::gauge!(m::CACHE_SIZE, &label()),
             head: metrics::gauge!(m::CHAIN_HEAD, &label()),
+            orphans: metrics::counter!(m::ORPHANS_DROPPED, &label()),
         }
     }
 }
@@ -116,7 +128,16 @@ impl Aggregator {
             retired: Vec::new(),
             race,
             live: true,
+            canonical: BTreeMap::new(),
+            checkpoint: None,
+            reorg_hint: None,
         }
+    }
+
+    /// Where the aggregator reports suspected reorgs below the checkpoint (see [`super::sync`]).
+    pub fn with_reorg_hint(mut self, hint: mpsc::Sender<u64>) -> Aggregator {
+        self.reorg_hint = Some(hint);
+        self
     }
 
     /// Runs until every input sender is gone or `shutdown` fires. Returns when the writer is
@@ -139,13 +160,28 @@ impl Aggregator {
     async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
         self.live = !matches!(input, ChainInput::Range(_));
         match input {
-            ChainInput::Head { provider, head, at } => self.on_head(provider, *head, at).await?,
+            ChainInput::Head { provider, head, at } => {
+                if self.is_orphan(head.block.number, head.block.hash) {
+                    // Stale (a provider behind a reorg), or a reorg the sync has not seen yet:
+                    // it re-reads those heights once it has checked, so nothing is lost.
+                    self.meters.orphans.increment(1);
+                    self.hint_reorg(head.block.number);
+                } else {
+                    self.on_head(provider, *head, at).await?
+                }
+            }
             ChainInput::Log {
                 provider,
                 key,
                 raw,
                 at,
-            } => self.on_log(provider, key, raw, at).await?,
+            } => {
+                if !key.removed && self.is_orphan(key.block_number, key.block_hash) {
+                    self.meters.orphans.increment(1);
+                } else {
+                    self.on_log(provider, key, raw, at).await?
+                }
+            }
             ChainInput::Range(range) => self.on_range(range).await?,
         }
         self.meters.cache_size.set(self.hot.len() as f64);
@@ -159,7 +195,21 @@ impl Aggregator {
             heads,
             logs,
             last,
+            first,
+            hashes,
+            safe,
+            finalized,
         } = range;
+        // A range may start below the previous checkpoint (a re-read after a reorg): what was
+        // canonical from its first height up no longer is.
+        drop(self.canonical.split_off(&first));
+        for (n, hash) in (first..).zip(&hashes) {
+            self.canonical.insert(n, *hash);
+        }
+        while self.canonical.len() > CANONICAL_HEIGHTS {
+            self.canonical.pop_first();
+        }
+        self.checkpoint = Some(last.number);
         // What the live stream already sent the writer is skipped: the writer commits it before
         // the checkpoint below, and a copy would only cost a parse and an upsert.
         for head in heads {
@@ -176,14 +226,35 @@ impl Aggregator {
                 self.on_log(provider, key, raw, now).await?;
             }
         }
+        // After the range's events: the writer applies it after every insert of its batch.
+        self.send(WriterInput::Canonical(Canonical {
+            chain: self.chain.clone(),
+            first,
+            hashes,
+        }))
+        .await?;
         let checkpoint = Checkpoint {
             chain: self.chain.clone(),
             block_number: last.number,
             block_hash: last.hash,
-            safe_block: None,
-            finalized_block: None,
+            safe_block: safe,
+            finalized_block: finalized,
         };
         self.send(WriterInput::Checkpoint(checkpoint)).await
+    }
+
+    /// A live event at a checkpointed height whose block is not the canonical one there.
+    fn is_orphan(&self, number: u64, hash: B256) -> bool {
+        self.checkpoint.is_some_and(|cp| number <= cp)
+            && self.canonical.get(&number).is_some_and(|h| *h != hash)
+    }
+
+    /// Tells the range sync to check the chain at `number`. A full queue drops the hint: one
+    /// already waiting makes the sync check the chain anyway.
+    fn hint_reorg(&self, number: u64) {
+        if let Some(hint) = &self.reorg_hint {
+            let _ = hint.try_send(number);
+        }
     }
 
     async fn on_head(
@@ -245,9 +316,15 @@ impl Aggregator {
         at: Instant,
     ) -> Result<(), Closed> {
         if key.removed {
-            // Provider-sent retractions are handled with reorgs (the parent-hash walk is the
-            // authority; providers such as Anvil never send them).
-            tracing::debug!(chain = %self.chain, block = key.block_number, "ignoring a removed:true log");
+            // A provider's retraction is a hint, not the authority (Anvil never sends one): the
+            // canonical ranges remove orphans. Above the checkpoint the next range does; at or
+            // below it the range sync checks the chain there. The copy is not stored.
+            tracing::debug!(chain = %self.chain, provider = %self.providers.id(provider), block = key.block_number, "a provider retracted a log");
+            if self.checkpoint.is_some_and(|cp| key.block_number <= cp)
+                && self.canonical.get(&key.block_number) == Some(&key.block_hash)
+            {
+                self.hint_reorg(key.block_number);
+            }
             return Ok(());
         }
         let event_key = EventKey {

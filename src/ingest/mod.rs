@@ -12,6 +12,7 @@ pub mod forwarded;
 pub mod listener;
 pub mod merge;
 pub mod monitor;
+mod pipeline;
 pub mod providers;
 pub mod race;
 pub mod sync;
@@ -23,10 +24,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::breaker::{Breaker, SystemClock};
@@ -35,6 +35,7 @@ use crate::domain::{BlockRef, ChainName};
 use crate::health::{ChainHealth, Member};
 use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
+use crate::registry::{ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use dedupe::ProviderIndex;
 use providers::{ChainProvider, ProviderSet};
@@ -68,6 +69,14 @@ pub struct RangeData {
     pub heads: Vec<Head>,
     pub logs: Vec<(LogKey, Box<RawValue>)>,
     pub last: BlockRef,
+    /// The canonical block hash at each height `first..=last.number`, as the answering node
+    /// linked them: every other event stored at those heights is an orphan.
+    pub first: u64,
+    pub hashes: Vec<alloy_primitives::B256>,
+    /// How far the chain is settled, at most `last.number`: the node's `safe` / `finalized`
+    /// tags read in the same batch, else `confirmations` below the head.
+    pub safe: Option<u64>,
+    pub finalized: Option<u64>,
 }
 
 /// How one chain's providers are reached: configured, or an in-process devnet's endpoints.
@@ -112,46 +121,52 @@ const SYNC_QUEUE: usize = 2;
 /// Inputs the writer may have queued: a full batch of first copies and the other providers'
 /// copies of them, so the next batch is ready when a commit ends.
 const WRITER_QUEUE: usize = 65_536;
+/// Reorg hints the aggregator may have queued for the range sync (one is enough to check).
+const REORG_HINTS: usize = 8;
 /// Committed batches the publisher may be behind by before it is told it lagged (each holds a
 /// whole batch's events).
 const COMMITTED_BACKLOG: usize = 16;
 
-/// Starts the writer and every chain's tasks on `tracker`. `endpoints` gives each chain's
-/// providers (the config's, or a devnet's).
+/// Starts ingestion under `supervisor`: per chain and provider a listener, per chain a race
+/// board, and the pipeline (the writer, each chain's aggregator and range sync). `endpoints`
+/// gives each chain's providers (the config's, or a devnet's).
 pub async fn start(
     config: &Config,
     endpoints: &[(String, Vec<Endpoint>)],
     store: Store,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
+    supervisor: &Supervisor,
 ) -> anyhow::Result<Ingest> {
     let writer_ready = Arc::new(AtomicBool::new(true));
     let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
-    let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
-    let writer = writer::Writer::new(store.clone(), writer_ready.clone(), committed.clone());
-    tracker.spawn(writer.run(writer_rx));
 
     let mut chains = Vec::new();
+    let mut parts = Vec::new();
     for (name, chain) in &config.chains {
         let list = endpoints
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, e)| e.as_slice())
             .unwrap_or_default();
-        let handle = start_chain(
-            config,
-            name,
-            chain,
-            list,
-            &store,
-            writer_tx.clone(),
-            tracker,
-            &shutdown,
-        )
-        .await
-        .with_context(|| format!("starting chain {name}"))?;
+        let (handle, chain_parts) = start_chain(config, name, chain, list, &store, supervisor)
+            .await
+            .with_context(|| format!("starting chain {name}"))?;
         chains.push(handle);
+        parts.push(chain_parts);
     }
+    let pipeline = Arc::new(pipeline::Pipeline {
+        store,
+        ready: writer_ready.clone(),
+        committed: committed.clone(),
+        chains: parts,
+    });
+    supervisor
+        .spawn(
+            ProcessKey::new("pipeline", "ingest"),
+            json!({ "chains": config.chains.keys().collect::<Vec<_>>() }),
+            true,
+            move |token| Box::pin(pipeline.clone().run(token)),
+        )
+        .context("starting the ingest pipeline")?;
     Ok(Ingest {
         chains,
         writer_ready,
@@ -159,17 +174,16 @@ pub async fn start(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts a chain's listeners and race board; returns its handle and what each run of the
+/// pipeline needs of it.
 async fn start_chain(
     config: &Config,
     name: &str,
     chain: &ChainConfig,
     endpoints: &[Endpoint],
     store: &Store,
-    writer: mpsc::Sender<writer::WriterInput>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<ChainHandle> {
+    supervisor: &Supervisor,
+) -> anyhow::Result<(ChainHandle, pipeline::ChainParts)> {
     let chain_name: ChainName = ChainName::from(name);
     let mut list = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
@@ -192,41 +206,12 @@ async fn start_chain(
     let health = chain_health(config, name, chain, endpoints, store).await?;
     let providers = ProviderSet::new(list, health.clone());
     let (filters, start_block) = filters::log_filters(&chain.subscriptions);
+
+    // The listeners' queues outlive every run of the pipeline (see `merge::Inputs::lend`).
     let mut queues = Vec::new();
-    let mut source = |capacity| {
-        let (tx, rx) = mpsc::channel(capacity);
-        queues.push(rx);
-        tx
-    };
-    let listener_inputs: Vec<_> = providers
-        .all()
-        .iter()
-        .map(|_| source(SOURCE_QUEUE))
-        .collect();
-    let sync_input = source(SYNC_QUEUE);
-    let (best_tx, best_rx) = watch::channel(0u64);
-    let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
-
-    // Indexed by `ProviderIndex`, i.e. configuration order.
-    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
-    let saved = store.load_provider_stats(name).await?;
-    let race = Arc::new(race::RaceBoard::new(chain_name.clone(), &ids, &saved));
-    tracker.spawn(race.clone().run(store.clone(), shutdown.child_token()));
-
-    let capacity =
-        NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
-    let aggregator = aggregator::Aggregator::new(
-        chain_name.clone(),
-        providers.clone(),
-        capacity,
-        config.aggregation.deduplication_window,
-        best_tx,
-        writer,
-        race.clone(),
-    );
-    tracker.spawn(aggregator.run(merge::Inputs::new(queues), shutdown.child_token()));
-
-    for (provider, output) in providers.all().iter().zip(listener_inputs) {
+    for provider in providers.all() {
+        let (output, queue) = mpsc::channel(SOURCE_QUEUE);
+        queues.push(queue);
         let listener = listener::Listener {
             chain: chain_name.clone(),
             provider: provider.clone(),
@@ -234,32 +219,77 @@ async fn start_chain(
             output,
             health: health.clone(),
         };
-        tracker.spawn(listener.run(shutdown.child_token()));
+        supervisor
+            .spawn(
+                ProcessKey::new("listener", format!("{name}/{}", provider.id)),
+                json!({ "chain": name, "provider": provider.id }),
+                false,
+                move |token| {
+                    let listener = listener.clone();
+                    Box::pin(async move {
+                        listener.run(token).await;
+                        Ok(())
+                    })
+                },
+            )
+            .with_context(|| format!("starting the listener of {}", provider.id))?;
     }
     let monitor = monitor::Monitor {
         providers: providers.clone(),
         store: store.clone(),
     };
-    tracker.spawn(monitor.run(shutdown.child_token()));
+    supervisor
+        .spawn(
+            ProcessKey::new("monitor", name),
+            json!({ "chain": name }),
+            false,
+            move |token| {
+                let monitor = monitor.clone();
+                Box::pin(async move {
+                    monitor.run(token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the health monitor")?;
 
-    let checkpoint = store.checkpoint(name).await?.map(|cp| BlockRef {
-        number: cp.block_number,
-        hash: cp.block_hash,
-        parent_hash: alloy_primitives::B256::ZERO,
-    });
-    let sync = sync::RangeSync {
-        chain: chain_name.clone(),
+    // Indexed by `ProviderIndex`, i.e. configuration order.
+    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+    let saved = store.load_provider_stats(name).await?;
+    let race = Arc::new(race::RaceBoard::new(chain_name.clone(), &ids, &saved));
+    let flusher = (race.clone(), store.clone());
+    supervisor
+        .spawn(
+            ProcessKey::new("race", name),
+            json!({ "chain": name }),
+            false,
+            move |token| {
+                let (race, store) = flusher.clone();
+                Box::pin(async move {
+                    race.run(store, token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the race statistics")?;
+
+    let (best_head, best_rx) = watch::channel(0u64);
+    let (progress, progress_rx) = watch::channel(SyncProgress::default());
+    let parts = pipeline::ChainParts {
+        name: chain_name.clone(),
         providers: providers.clone(),
         filters,
-        checkpoint,
         start_block,
-        best_head: best_rx.clone(),
-        output: sync_input,
-        progress: progress_tx,
+        listener_queues: Arc::new(std::sync::Mutex::new(queues)),
+        best_head,
+        progress,
+        race: race.clone(),
+        cache_capacity: NonZeroUsize::new(config.aggregation.max_cache_size)
+            .unwrap_or(NonZeroUsize::MIN),
+        dedupe_window: config.aggregation.deduplication_window,
+        confirmations: chain.confirmations,
     };
-    tracker.spawn(sync.run(shutdown.child_token()));
-
-    Ok(ChainHandle {
+    let handle = ChainHandle {
         name: chain_name,
         chain_id: chain.chain_id,
         provider_ids: providers.all().iter().map(|p| p.id.clone()).collect(),
@@ -267,7 +297,8 @@ async fn start_chain(
         progress: progress_rx,
         health,
         race,
-    })
+    };
+    Ok((handle, parts))
 }
 
 /// The chain's provider health, each breaker restored from the store (an open one stays open

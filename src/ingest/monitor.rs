@@ -20,6 +20,7 @@ use crate::health::{self, ChainHealth};
 use crate::provider::jsonrpc;
 use crate::store::Store;
 
+#[derive(Clone)]
 pub struct Monitor {
     pub providers: ProviderSet,
     pub store: Store,

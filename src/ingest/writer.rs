@@ -16,7 +16,9 @@ use tokio::sync::{broadcast, mpsc};
 use super::dedupe::ProviderIndex;
 use super::providers::backoff;
 use crate::domain::{ChainName, EventKey, EventKind};
-use crate::store::{Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch, provider_bit};
+use crate::store::{
+    Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch, provider_bit,
+};
 use crate::telemetry::metrics as m;
 
 /// Events per transaction at most. A batch only grows this large while inputs queue up faster
@@ -42,6 +44,10 @@ pub enum WriterInput {
         block_number: u64,
         provider: ProviderIndex,
     },
+    /// The canonical hashes of a range the range sync proved: committed with the range's
+    /// events, before its checkpoint, so that in the same transaction every other event stored
+    /// at those heights is marked `removed` (and a removed one canonical again is restored).
+    Canonical(Canonical),
     /// Every block of the chain up to this one has been sent: commit it with them.
     Checkpoint(Checkpoint),
 }
@@ -57,6 +63,7 @@ struct Pending {
     events: Vec<NewEvent>,
     index: HashMap<(ChainName, EventKey), usize>,
     redeliveries: HashMap<(ChainName, EventKey), Redelivery>,
+    canonical: Vec<Canonical>,
     checkpoints: Vec<Checkpoint>,
     opened: Option<Instant>,
 }
@@ -99,6 +106,7 @@ impl Pending {
                         .providers_mask |= bit;
                 }
             }
+            WriterInput::Canonical(range) => add_canonical(&mut self.canonical, range),
             WriterInput::Checkpoint(cp) => {
                 // A later checkpoint of the same chain supersedes an earlier one.
                 self.checkpoints.retain(|c| c.chain != cp.chain);
@@ -122,7 +130,7 @@ impl Pending {
         WriteBatch {
             chain_events: pending.events,
             redeliveries: pending.redeliveries.into_values().collect(),
-            canonical: Vec::new(),
+            canonical: pending.canonical,
             checkpoints: pending.checkpoints,
         }
     }
@@ -213,6 +221,22 @@ impl Writer {
     }
 }
 
+/// Appends `range` to a batch's canonical ranges. A later range of the same chain supersedes an
+/// earlier one from its first height up (a re-read after a reorg): the earlier one is cut short,
+/// so that the batch does not first remove the replacements it inserts and then restore them.
+fn add_canonical(ranges: &mut Vec<Canonical>, range: Canonical) {
+    for earlier in ranges.iter_mut().filter(|r| r.chain == range.chain) {
+        if earlier.first >= range.first {
+            earlier.hashes.clear();
+        } else {
+            let keep = usize::try_from(range.first - earlier.first).unwrap_or(usize::MAX);
+            earlier.hashes.truncate(keep);
+        }
+    }
+    ranges.retain(|r| !r.hashes.is_empty());
+    ranges.push(range);
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -236,5 +260,47 @@ fn count_stored(committed: &Committed) {
     for (chain, kind, n) in counts {
         metrics::counter!(m::EVENTS_STORED, "chain" => chain.to_string(), "kind" => kind.as_str())
             .increment(n);
+    }
+    let mut removed: Vec<(&ChainName, u64)> = Vec::new();
+    for r in committed.retractions.iter().filter(|r| !r.restored) {
+        match removed.iter_mut().find(|(c, _)| *c == &r.event.event.chain) {
+            Some((_, n)) => *n += 1,
+            None => removed.push((&r.event.event.chain, 1)),
+        }
+    }
+    for (chain, n) in removed {
+        metrics::counter!(m::EVENTS_REMOVED, "chain" => chain.to_string()).increment(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::B256;
+
+    use super::*;
+
+    fn range(chain: &str, first: u64, n: u8, tag: u8) -> Canonical {
+        Canonical {
+            chain: ChainName::from(chain),
+            first,
+            hashes: (0..n).map(|i| B256::repeat_byte(tag ^ i)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_later_canonical_range_supersedes_the_overlap_of_earlier_ones() {
+        let mut ranges = Vec::new();
+        add_canonical(&mut ranges, range("a", 10, 5, 0x10)); // 10..=14
+        add_canonical(&mut ranges, range("b", 10, 5, 0x20)); // another chain: untouched
+        add_canonical(&mut ranges, range("a", 15, 3, 0x30)); // 15..=17: no overlap
+        add_canonical(&mut ranges, range("a", 12, 2, 0x40)); // a reorg re-read of 12..=13
+        let spans: Vec<(&str, u64, usize)> = ranges
+            .iter()
+            .map(|r| (&*r.chain, r.first, r.hashes.len()))
+            .collect();
+        assert_eq!(spans, [("a", 10, 2), ("b", 10, 5), ("a", 12, 2)]);
+        add_canonical(&mut ranges, range("a", 5, 1, 0x50)); // below everything: replaces all
+        let spans: Vec<(&str, u64)> = ranges.iter().map(|r| (&*r.chain, r.first)).collect();
+        assert_eq!(spans, [("b", 10), ("a", 5)]);
     }
 }

@@ -32,6 +32,9 @@ pub const CHAIN_CHECKPOINT: &str = "livechain_chain_checkpoint";
 pub const CHAIN_LAG: &str = "livechain_chain_lag_blocks";
 pub const BACKFILL_BLOCKS: &str = "livechain_backfill_blocks_total";
 pub const REORGS: &str = "livechain_reorgs_total";
+pub const REORGS_TOO_DEEP: &str = "livechain_reorgs_too_deep_total";
+pub const REORGS_UNCONFIRMED: &str = "livechain_reorgs_unconfirmed_total";
+pub const ORPHANS_DROPPED: &str = "livechain_orphans_dropped_total";
 pub const PRUNED_EVENTS: &str = "livechain_pruned_events_total";
 pub const DATABASE_SIZE: &str = "livechain_database_size_bytes";
 // Providers and breakers.
@@ -110,6 +113,18 @@ pub fn describe_all() {
     describe_counter!(
         REORGS,
         "Reorganisations detected, by chain and depth bucket"
+    );
+    describe_counter!(
+        REORGS_TOO_DEEP,
+        "Reorganisations deeper than the kept window, recovered by re-backfilling, by chain"
+    );
+    describe_counter!(
+        REORGS_UNCONFIRMED,
+        "Chains a provider reported that the other providers contradicted (lagging, not a reorg), by chain"
+    );
+    describe_counter!(
+        ORPHANS_DROPPED,
+        "Live copies of orphaned blocks and logs at checkpointed heights dropped, by chain"
     );
     describe_counter!(PRUNED_EVENTS, "Events deleted by retention, by chain");
     describe_gauge!(DATABASE_SIZE, Unit::Bytes, "Size of the SQLite database");

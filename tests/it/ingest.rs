@@ -21,6 +21,7 @@ mod exactly_once;
 mod faults;
 mod race;
 mod restart;
+mod supervised;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;

@@ -1,11 +1,13 @@
 //! The one integration-test binary: real sockets on 127.0.0.1, real SQLite files, the real binary.
 
+mod anvil;
 mod api;
 mod cli;
 mod config;
 mod devnet;
 mod health;
 mod ingest;
+mod reorg;
 mod store;
 mod stream;
 mod support;

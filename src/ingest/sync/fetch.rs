@@ -1,5 +1,6 @@
-//! One range over HTTP: `eth_getLogs` for every filter and `eth_getBlockByNumber` for every
-//! block, in one JSON-RPC batch so that one node answers all of it, checked to fit together.
+//! One range over HTTP: `eth_getLogs` for every filter, `eth_getBlockByNumber` for every
+//! block and for the `safe` and `finalized` tags, in one JSON-RPC batch so that one node answers
+//! all of it, checked to fit together.
 
 use std::sync::Arc;
 
@@ -11,6 +12,9 @@ use crate::ingest::RangeData;
 use crate::ingest::filters::LogFilter;
 use crate::ingest::providers::ProviderSet;
 use crate::provider::{ProviderError, decode, jsonrpc};
+
+/// The block tags read with every range, in this order.
+const FINALITY_TAGS: [&str; 2] = ["safe", "finalized"];
 
 /// What a range fetch needs; cheap to clone into a task per range.
 #[derive(Clone)]
@@ -31,6 +35,9 @@ impl Fetcher {
         }
         for n in from..=to {
             params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
+        }
+        for tag in FINALITY_TAGS {
+            params.push(jsonrpc::params(&json!([tag, false]))?);
         }
         let calls: Vec<(&str, &RawValue)> = params
             .iter()
@@ -103,11 +110,24 @@ impl Fetcher {
             .last()
             .map(|h| h.block)
             .ok_or(RangeError::Inconsistent("empty range".into()))?;
+        // A node without the tags answers them with an error or null: the caller falls back to
+        // `confirmations`. Clamped to the range: nothing past it is stored yet.
+        let mut tag = || {
+            let raw = answers.next()?.ok()?;
+            let head = decode::head(&raw).ok()?;
+            Some(head.block.number.min(last.number))
+        };
+        let (safe, finalized) = (tag(), tag());
+        let hashes = heads.iter().map(|h| h.block.hash).collect();
         Ok(RangeData {
             provider,
             heads,
             logs,
             last,
+            first: from,
+            hashes,
+            safe,
+            finalized,
         })
     }
 }

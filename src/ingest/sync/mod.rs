@@ -15,9 +15,17 @@
 //!
 //! A provider that refuses a range (too many blocks or results) halves it; the limit learned is
 //! kept for the chain's later ranges.
+//!
+//! Reorgs ([`reorg`]): every range hands on the canonical hash of each of its heights, which
+//! the writer commits with the range (orphans at those heights become `removed`). A range that
+//! does not extend the last block handed on, or a hint from the aggregator (a live head or a
+//! `removed: true` log at a checkpointed height), is put to the other providers; once they
+//! confirm it, the sync walks back to the common ancestor and re-reads from there. Deeper than
+//! its window of hashes it re-backfills from the chain's start.
 
 mod fetch;
 mod heads;
+pub mod reorg;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::dedupe::ProviderIndex;
 use super::filters::LogFilter;
 use super::providers::{ProviderSet, backoff};
 use super::{ChainInput, RangeData};
@@ -35,6 +44,7 @@ use crate::provider::{ProviderError, jsonrpc};
 use crate::telemetry::metrics as m;
 use fetch::Fetcher;
 use heads::HeadClock;
+use reorg::{Ancestor, Recent};
 
 /// Blocks per range at most (and at start, before any provider refused one).
 pub const MAX_RANGE: u64 = 256;
@@ -43,6 +53,8 @@ pub const MAX_RANGE: u64 = 256;
 const HEAD_POLL: Duration = Duration::from_secs(2);
 /// Ranges in flight at once (at most one per provider); each answer is held until handed on.
 const MAX_IN_FLIGHT: usize = 3;
+/// Least time between two checks of reorg hints.
+const HINT_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a range shorter than the limit waits after the previous range was asked for.
 const LINGER: Duration = Duration::from_millis(100);
 
@@ -58,6 +70,12 @@ pub struct RangeSync {
     pub best_head: watch::Receiver<u64>,
     pub output: mpsc::Sender<ChainInput>,
     pub progress: watch::Sender<SyncProgress>,
+    /// Depth at which a block counts as final when the node has no `safe`/`finalized` tags.
+    pub confirmations: u64,
+    /// The canonical hashes stored at the heights up to the checkpoint (ascending).
+    pub recent: Vec<(u64, alloy_primitives::B256)>,
+    /// Heights the aggregator suspects were reorganised below the checkpoint.
+    pub reorg_hints: mpsc::Receiver<u64>,
 }
 
 /// What `/v1/chains` shows of the sync.
@@ -80,6 +98,20 @@ enum RangeError {
     /// The fetch task ended without an answer.
     #[error("range fetch task failed: {0}")]
     Task(String),
+    /// The range's first block does not extend the last block handed on: a reorg below the
+    /// checkpoint, or a provider on another branch.
+    #[error("the chain of provider {provider} does not extend the checkpoint")]
+    Fork { provider: ProviderIndex },
+}
+
+/// What to do about a suspected reorg.
+enum Rewind {
+    /// Re-read from the block after this common ancestor.
+    To(u64, alloy_primitives::B256),
+    /// No common ancestor in the window: re-read from this height, unlinked.
+    Rebackfill(u64),
+    /// Not confirmed (or nothing to do): carry on.
+    No,
 }
 
 /// A range asked for and not yet handed on.
@@ -120,6 +152,15 @@ impl RangeSync {
         let mut asked_at: Option<Instant> = None;
         let mut turn = 0usize;
         let mut heads_open = true;
+        let mut hints_open = true;
+        let mut hint_checked: Option<Instant> = None;
+        let mut pending_hint: Option<u64> = None;
+        let mut recent = Recent::from_stored(&std::mem::take(&mut self.recent));
+        if let Some(cp) = self.checkpoint
+            && recent.hash_at(cp.number) != Some(cp.hash)
+        {
+            recent.push(cp.number, cp.hash);
+        }
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -129,6 +170,23 @@ impl RangeSync {
             let head = *self.best_head.borrow_and_update();
             if head > 0 {
                 clock.observe(head, now);
+            }
+            // A hinted height is checked at most once per HINT_INTERVAL: a provider stuck on an
+            // old branch keeps sending stale heads, and one check answers them all.
+            if let Some(at) = pending_hint
+                && hint_checked.is_none_or(|t| now >= t + HINT_INTERVAL)
+            {
+                pending_hint = None;
+                hint_checked = Some(now);
+                let rewind = self.check_hint(&recent, at, next).await;
+                if !matches!(rewind, Rewind::No) {
+                    for later in in_flight.drain(..) {
+                        later.task.abort();
+                    }
+                    self.apply(rewind, &mut recent, &mut next, &mut parent);
+                    scheduled = next;
+                    delays = backoff();
+                }
             }
             let live = clock.is_live(now, HEAD_POLL);
             let mut target = clock.settled(now);
@@ -191,12 +249,22 @@ impl RangeSync {
             if let Some(settle) = clock.next_settle() {
                 wake = wake.min(settle);
             }
+            if let (Some(_), Some(checked)) = (pending_hint, hint_checked) {
+                wake = wake.min(checked + HINT_INTERVAL);
+            }
 
             // Biased: shutdown first; then answers, in the order they must be handed on.
             let answer = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
                 answer = async { (&mut in_flight.front_mut()?.task).await.ok() }, if !in_flight.is_empty() => answer,
+                hint = self.reorg_hints.recv(), if hints_open => {
+                    match hint {
+                        Some(at) => pending_hint = Some(pending_hint.map_or(at, |p| p.min(at))),
+                        None => hints_open = false,
+                    }
+                    continue;
+                }
                 changed = self.best_head.changed(), if in_flight.is_empty() && heads_open => {
                     // An error means the aggregator is gone: the loop ends at its next send.
                     heads_open = changed.is_ok();
@@ -210,15 +278,27 @@ impl RangeSync {
             let answer = answer.unwrap_or_else(|| Err(RangeError::Task("panicked".into())));
             let range = answer.and_then(|range| match parent {
                 Some(hash) if range.heads.first().map(|h| h.block.parent_hash) != Some(hash) => {
-                    Err(RangeError::Inconsistent(format!(
-                        "block {from} does not extend the stored chain (reorg below the checkpoint)"
-                    )))
+                    Err(RangeError::Fork {
+                        provider: range.provider,
+                    })
                 }
                 _ => Ok(range),
             });
             match range {
-                Ok(range) => {
+                Ok(mut range) => {
                     let last = range.last;
+                    for (n, hash) in (range.first..).zip(&range.hashes) {
+                        recent.push(n, *hash);
+                    }
+                    if range.safe.is_none() && range.finalized.is_none() {
+                        // No tags: final once `confirmations` deep below the best head known.
+                        let head = clock
+                            .latest()
+                            .max(polled.head.unwrap_or(0))
+                            .max(last.number);
+                        let settled = by_confirmations(head, self.confirmations, last.number);
+                        (range.safe, range.finalized) = (settled, settled);
+                    }
                     metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.chain.to_string())
                         .increment(to - from + 1);
                     let sent = tokio::select! {
@@ -244,6 +324,40 @@ impl RangeSync {
                     }
                     scheduled = next;
                     match err {
+                        RangeError::Fork { provider } => {
+                            let top = from.saturating_sub(1);
+                            let rewind = match recent.hash_at(top) {
+                                Some(ours) => {
+                                    // The reporter's own vote: its chain left `ours`.
+                                    let votes = reorg::poll_height(
+                                        &self.providers,
+                                        top,
+                                        ours,
+                                        Some(provider),
+                                    )
+                                    .await;
+                                    if votes.confirm(true) {
+                                        self.rewind(&recent, top, Some(provider)).await
+                                    } else {
+                                        metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
+                                        tracing::warn!(chain = %self.chain, provider = %self.providers.id(provider), at = top, kept = votes.kept, moved = votes.moved + 1, "a provider's chain leaves the checkpoint but the others keep it: lagging, not a reorg");
+                                        Rewind::No
+                                    }
+                                }
+                                // Nothing kept to compare with: re-read from the chain's start.
+                                None => self.rewind(&recent, top, Some(provider)).await,
+                            };
+                            if matches!(rewind, Rewind::No) {
+                                let delay = delays.next().unwrap_or(HEAD_POLL);
+                                if wait(&shutdown, delay).await {
+                                    return;
+                                }
+                            } else {
+                                self.apply(rewind, &mut recent, &mut next, &mut parent);
+                                scheduled = next;
+                                delays = backoff();
+                            }
+                        }
                         RangeError::Provider(err) if err.is_range_error() && to > from => {
                             // Half of what was refused (not of `span`: several ranges in
                             // flight may be refused for one limit).
@@ -261,6 +375,77 @@ impl RangeSync {
                     }
                 }
             }
+        }
+    }
+
+    /// A hint that height `at` was reorganised: the providers vote on the block handed on there
+    /// (`next` is the first height not handed on yet).
+    async fn check_hint(&self, recent: &Recent, at: u64, next: u64) -> Rewind {
+        let Some(top) = next.checked_sub(1).filter(|top| at <= *top) else {
+            return Rewind::No; // above what was handed on: the next range covers it
+        };
+        let Some(ours) = recent.hash_at(at) else {
+            return Rewind::No;
+        };
+        let votes = reorg::poll_height(&self.providers, at, ours, None).await;
+        if !votes.confirm(false) {
+            if votes.moved > 0 {
+                metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string())
+                    .increment(1);
+            }
+            return Rewind::No;
+        }
+        self.rewind(recent, top, votes.mover).await
+    }
+
+    /// A confirmed fork below `top` (the last height handed on): walks back from `from`'s chain
+    /// to the common ancestor. A failed walk is `No`: the next range or hint tries again.
+    async fn rewind(&self, recent: &Recent, top: u64, from: Option<ProviderIndex>) -> Rewind {
+        let start = from
+            .and_then(|p| self.providers.all().iter().position(|c| c.index == p))
+            .unwrap_or(0);
+        let provider = from.map_or("any", |p| self.providers.id(p));
+        match reorg::find_ancestor(&self.providers, start, recent, top).await {
+            Ok(Ancestor::At(n, _)) if n >= top => Rewind::No, // it moved again meanwhile
+            Ok(Ancestor::At(n, hash)) => {
+                let depth = top - n;
+                metrics::counter!(m::REORGS, "chain" => self.chain.to_string(), "depth" => reorg::depth_bucket(depth)).increment(1);
+                tracing::warn!(chain = %self.chain, provider, depth, ancestor = n, "reorg below the checkpoint: re-reading from the common ancestor");
+                Rewind::To(n, hash)
+            }
+            Ok(Ancestor::TooDeep) => {
+                let from = self.start_block.or(recent.lowest()).unwrap_or(0);
+                metrics::counter!(m::REORGS_TOO_DEEP, "chain" => self.chain.to_string())
+                    .increment(1);
+                tracing::error!(chain = %self.chain, provider, at = top, window = reorg::WINDOW, from, "reorg deeper than the kept window: re-backfilling");
+                Rewind::Rebackfill(from)
+            }
+            Err(err) => {
+                tracing::warn!(chain = %self.chain, provider, error = %err, "walking back to the common ancestor failed; retrying");
+                Rewind::No
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        rewind: Rewind,
+        recent: &mut Recent,
+        next: &mut u64,
+        parent: &mut Option<alloy_primitives::B256>,
+    ) {
+        match rewind {
+            Rewind::To(n, hash) => {
+                recent.truncate_after(n);
+                *next = n + 1;
+                *parent = Some(hash);
+            }
+            Rewind::Rebackfill(from) => {
+                recent.clear();
+                *next = from;
+                *parent = None;
+            }
+            Rewind::No => {}
         }
     }
 
@@ -290,10 +475,38 @@ impl RangeSync {
     }
 }
 
+/// The highest block `confirmations` deep below `head`, at most `last` (nothing past the range
+/// is stored yet); `None` while the chain is shorter than that.
+fn by_confirmations(head: u64, confirmations: u64, last: u64) -> Option<u64> {
+    head.checked_sub(confirmations).map(|n| n.min(last))
+}
+
 /// Sleeps `delay` unless shut down first; true when shut down.
 async fn wait(shutdown: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_tags_blocks_settle_confirmations_deep_and_never_past_the_range() {
+        assert_eq!(by_confirmations(100, 12, 100), Some(88));
+        assert_eq!(
+            by_confirmations(100, 12, 80),
+            Some(80),
+            "clamped to the range"
+        );
+        assert_eq!(
+            by_confirmations(10, 12, 10),
+            None,
+            "chain shorter than the depth"
+        );
+        assert_eq!(by_confirmations(12, 12, 12), Some(0));
+        assert_eq!(by_confirmations(50, 0, 50), Some(50));
     }
 }

@@ -3,6 +3,7 @@
 //! the live pipeline does not produce on a still devnet. Expected answers come from what the
 //! test wrote, the cursors from the store's commit receipts, never from the API.
 
+use livechain::registry::{MemoryProcessStore, Supervisor, SupervisorConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -83,6 +84,13 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         metrics: livechain::telemetry::prometheus(),
         chains: Arc::from(Vec::<ChainHandle>::new()),
         writer_ready: Arc::new(AtomicBool::new(true)),
+        supervisor: Supervisor::start(
+            SupervisorConfig::default(),
+            Arc::new(MemoryProcessStore::new()),
+            &shutdown,
+        )
+        .await
+        .expect("supervisor"),
         hub: livechain::publish::Hub::new(16),
         shutdown: shutdown.clone(),
     };

@@ -50,6 +50,11 @@ pub async fn devnet(
         initial_blocks,
         ..DevnetConfig::default()
     };
+    devnet_with(config).await
+}
+
+/// Starts a devnet from a full config (reorg settings and all).
+pub async fn devnet_with(config: DevnetConfig) -> TestDevnet {
     let shutdown = CancellationToken::new();
     let devnet = Devnet::start(config, shutdown.clone())
         .await
