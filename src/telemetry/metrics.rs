@@ -143,7 +143,10 @@ pub fn describe_all() {
         "Provider latency, by chain and provider"
     );
     describe_gauge!(PROVIDER_LAG, "Blocks the provider is behind the best head");
-    describe_counter!(FAILOVERS, "Requests moved to another provider, by chain");
+    describe_counter!(
+        FAILOVERS,
+        "HTTP requests answered by another provider than the one preferred (`from`), by chain and answering provider"
+    );
     describe_counter!(
         WS_RECONNECTS,
         "WebSocket reconnects to providers, by chain and provider"
