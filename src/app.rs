@@ -193,6 +193,8 @@ impl Running {
             "/v1/chains",
             "/v1/events?limit=5",
             "/v1/events?kind=block&order=desc&limit=3",
+            "/v1/providers",
+            "/v1/processes",
             "/metrics",
         ] {
             text.push_str(&format!("\n    curl {base}{path}"));
