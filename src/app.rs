@@ -191,6 +191,7 @@ impl Running {
             "/health",
             "/ready",
             "/v1/chains",
+            "/v1/providers",
             "/v1/events?limit=5",
             "/v1/events?kind=block&order=desc&limit=3",
             "/v1/providers",

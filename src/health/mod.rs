@@ -8,7 +8,9 @@
 //!
 //! No I/O here: the caller sends the requests and reports their outcomes; breaker transitions
 //! are logged and counted here and marked for persistence, which the chain's monitor task
-//! (`ingest::monitor`) writes to the store.
+//! (`ingest::monitor`) writes to the store. The mark is one flag per provider, so memory stays
+//! bounded whatever the rate of transitions: two transitions between saves save the later
+//! state only (what a restart needs), while the log and the counter see both.
 //!
 //! A provider is *healthy* when its breaker is not open, it is at most `max_lag_blocks` behind
 //! the chain's best head, and its stream (if up) is not stalled.

@@ -226,10 +226,15 @@ impl ProviderSet {
         let mut in_flight = FuturesUnordered::new();
         let mut hedge_at: Option<Instant> = None;
         let answer = loop {
-            if in_flight.is_empty() || hedge_at.is_some_and(|at| Instant::now() >= at) {
+            let hedging = !in_flight.is_empty();
+            if !hedging || hedge_at.is_some_and(|at| Instant::now() >= at) {
                 hedge_at = None;
                 if let Some((provider, permit)) = self.next_permit(&mut candidates, &mut last) {
                     let attempt = permits.len();
+                    if hedging && let Some(Some((slow, _))) = permits.last() {
+                        metrics::counter!(m::HEDGES, "chain" => self.health.chain().to_string(), "provider" => self.health.id(*slow).to_owned())
+                            .increment(1);
+                    }
                     permits.push(Some((usize::from(provider.index), permit)));
                     if in_flight.is_empty() {
                         hedge_at = Some(Instant::now() + self.hedge_after(provider.index));

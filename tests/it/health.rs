@@ -6,6 +6,7 @@
 
 mod breakers;
 mod chaos;
+mod hedge;
 mod lag;
 
 use std::collections::BTreeMap;

@@ -238,10 +238,11 @@ async fn chaos_loses_nothing_duplicates_nothing_and_recovers() {
         }
         all
     };
+    let hedged = metric(&app, "livechain_hedged_requests_total", &id(1)).await;
     eprintln!(
         "chaos: no fault->continuity {} ms (baseline); stall->detected {} ms; stall->backfilled continuity {} ms; death of 2 providers->backfilled continuity {} ms; \
          death of the preferred provider->backfilled continuity {} ms; \
-         {checked} events to checkpoint {checkpoint} exactly once; reconnects {reconnects:?}",
+         {checked} events to checkpoint {checkpoint} exactly once; reconnects {reconnects:?}; ranges hedged away from the stalled provider {hedged}",
         baseline.as_millis(),
         stall_detected.as_millis(),
         stall_continuity.as_millis(),
