@@ -194,7 +194,6 @@ impl Running {
             "/v1/providers",
             "/v1/events?limit=5",
             "/v1/events?kind=block&order=desc&limit=3",
-            "/v1/providers",
             "/v1/processes",
             "/metrics",
         ] {
