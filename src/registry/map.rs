@@ -39,8 +39,8 @@ struct Entry {
     started_at_ms: i64,
     last_error: Option<Arc<str>>,
     spec: Arc<str>,
-    /// The current run's token, cancelled by [`Registry::stop`] and [`Registry::kill`]; the
-    /// supervisor hands a child of its root here, then one per run.
+    /// The task's token, cancelled by [`Registry::stop`] and [`Registry::kill`]; a child of the
+    /// supervisor's root, replaced after each kill.
     cancel: CancellationToken,
 }
 
@@ -184,7 +184,8 @@ impl Registry {
         Some(entry.snapshot(&key))
     }
 
-    /// Cancels the current run of `key`, leaving it desired (the supervisor restarts it).
+    /// Cancels the current run of `key`, leaving it desired (the supervisor restarts it with a
+    /// fresh token).
     pub(super) fn kill(&self, key: &ProcessKey) -> bool {
         let map = self.lock();
         match map.entries.get(key).filter(|e| e.live) {
@@ -218,8 +219,8 @@ impl Registration {
         &self.key
     }
 
-    /// The token of the run about to start: what [`Registry::stop`] and [`Registry::kill`]
-    /// cancel from now on.
+    /// The task's token from now on (after a kill cancelled the previous one): what
+    /// [`Registry::stop`] and [`Registry::kill`] cancel.
     pub(super) fn set_run_token(&self, token: CancellationToken) {
         self.update(|entry| entry.cancel = token);
     }

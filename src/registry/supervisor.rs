@@ -261,15 +261,15 @@ async fn supervise<F>(
 {
     // Allocated at the first death: most tasks never die, and this future is kept per task.
     let mut deaths: Option<Box<Deaths>> = None;
+    let mut token = token;
     loop {
-        // Each run has its own token, a child of the task's: [`Supervisor::kill`] ends one run,
-        // [`Supervisor::stop`] (which also clears `desired`) ends the task.
-        let run = token.child_token();
-        registration.set_run_token(run.clone());
         let started = Instant::now();
-        let mut exit = run_once(&shared, &run, &factory).await;
-        if run.is_cancelled() && !token.is_cancelled() && registration.desired() {
+        let mut exit = run_once(&shared, &token, &factory).await;
+        if killed(&shared, &registration, &token) {
+            // [`Supervisor::kill`]: a death like any other. The next run gets a fresh token
+            // (a token is only replaced after a kill, so an idle task carries one).
             exit = Exit::Failed(TaskError::new("killed on request"));
+            token = renew(&shared, &registration);
         }
         let ran_for = started.elapsed();
         let Some(delay) = after_run(
@@ -283,39 +283,36 @@ async fn supervise<F>(
         ) else {
             return;
         };
+        let sleep = Box::pin(tokio::time::sleep(delay));
         tokio::select! {
-            // Biased so a stop during the backoff is seen even if the sleep is also ready. A
-            // stop cancels the last run's token (still the registered one) after clearing
-            // `desired`; a kill during the backoff only hastens the restart.
+            // Biased so a stop during the backoff is seen even if the sleep is also ready.
             biased;
             () = token.cancelled() => {
-                shared.persist(registration.stopped(None));
-                return;
-            }
-            () = Box::pin(wait_out(&run, &registration, delay)) => {
-                if !registration.desired() {
+                if !killed(&shared, &registration, &token) {
                     shared.persist(registration.stopped(None));
                     return;
                 }
+                // Killed while waiting to restart: restart now.
+                token = renew(&shared, &registration);
             }
+            // Boxed, like every sleep here, to keep the per-task future small.
+            () = sleep => {}
         }
         shared.persist(registration.running());
     }
 }
 
-/// The backoff `delay`, cut short by a stop (which cancels `run` after clearing `desired`).
-async fn wait_out(run: &CancellationToken, registration: &Registration, delay: Duration) {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
-    tokio::select! {
-        () = &mut sleep => {}
-        () = run.cancelled() => {
-            if registration.desired() {
-                // A kill of a run that already ended: nothing to cut short.
-                sleep.await;
-            }
-        }
-    }
+/// Whether `token` was cancelled by [`Supervisor::kill`]: a stop clears `desired` first, a
+/// shutdown cancels the root.
+fn killed(shared: &Shared, registration: &Registration, token: &CancellationToken) -> bool {
+    token.is_cancelled() && !shared.root.is_cancelled() && registration.desired()
+}
+
+/// A fresh token for the next run, registered so that stop and kill reach it.
+fn renew(shared: &Shared, registration: &Registration) -> CancellationToken {
+    let token = shared.root.child_token();
+    registration.set_run_token(token.clone());
+    token
 }
 
 /// Decides what follows a run that ended with `exit` after `ran_for`: logs it, records the new
