@@ -123,13 +123,16 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
             "stream (smoke run, not a measurement):",
         )
     };
-    let binary = Path::new(env!("CARGO_BIN_EXE_livechain"));
+    // `LIVECHAIN_BENCH_BIN` runs another build of the service (to compare two versions).
+    let binary = std::env::var_os("LIVECHAIN_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_livechain")));
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, service_yaml(&dir.path().join("bench.db"), &devnet))?;
     let mut service = Proc::spawn(
         "service",
-        Command::new(binary)
+        Command::new(&binary)
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn"),

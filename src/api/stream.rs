@@ -389,7 +389,10 @@ impl Session {
         if end <= *last {
             return Ok(()); // already replayed
         }
-        let fresh = batch.iter().filter(|p| p.item.cursor() > *last);
+        // The hub sends a batch if any item matches: pick this subscriber's own.
+        let fresh = batch
+            .iter()
+            .filter(|p| p.item.cursor() > *last && filter.matches(&p.item));
         match settled {
             Some(level) => {
                 for published in fresh {
@@ -398,10 +401,7 @@ impl Session {
                 }
             }
             None => {
-                let texts: Vec<Text> = fresh
-                    .filter(|p| filter.matches(&p.item))
-                    .map(|p| p.text.clone())
-                    .collect();
+                let texts: Vec<Text> = fresh.map(|p| p.text.clone()).collect();
                 self.send_all(texts).await?;
             }
         }
