@@ -580,6 +580,69 @@ fn error_code(err: &ApiError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{BlockRef, Event, StoredEvent};
+    use crate::store::FinalityAdvance;
+    use alloy_primitives::B256;
+
+    #[test]
+    fn rendered_messages_have_the_contract_shapes() {
+        let stored = StoredEvent {
+            cursor: 7,
+            event: Event {
+                chain: "devnet".into(),
+                block: BlockRef {
+                    number: 3,
+                    hash: B256::repeat_byte(1),
+                    parent_hash: B256::ZERO,
+                },
+                block_timestamp: 1_700_000_003,
+                log: None,
+            },
+            removed: false,
+            finality: Finality::Latest,
+            first_provider: "p0".into(),
+            providers_seen: 2,
+            received_at_ms: 0,
+        };
+        let parse =
+            |item: &FeedItem| -> Value { serde_json::from_str(render(item).as_str()).unwrap() };
+        let added = parse(&FeedItem::Added(stored.clone()));
+        assert_eq!(added["type"], "event");
+        assert_eq!(added["cursor"], 7);
+        assert_eq!(added["event"]["cursor"], 7);
+        assert_eq!(added["event"]["kind"], "block");
+        assert_eq!(added["event"]["block_number"], 3);
+        let removed = parse(&FeedItem::Removed {
+            cursor: 9,
+            event: stored.clone(),
+        });
+        assert_eq!(
+            (
+                &removed["type"],
+                &removed["cursor"],
+                &removed["event"]["cursor"]
+            ),
+            (&json!("removed"), &json!(9), &json!(7))
+        );
+        let restored = parse(&FeedItem::Restored {
+            cursor: 11,
+            event: stored,
+        });
+        assert_eq!(
+            (&restored["type"], &restored["cursor"]),
+            (&json!("event"), &json!(11))
+        );
+        let finality = parse(&FeedItem::Finality(FinalityAdvance {
+            cursor: 12,
+            chain: "devnet".into(),
+            finality: Finality::Finalized,
+            to_block: 3,
+        }));
+        assert_eq!(
+            finality,
+            json!({"type": "finality", "cursor": 12, "chain": "devnet", "finality": "finalized", "to_block": 3})
+        );
+    }
 
     #[test]
     fn requests_parse_from_urls_and_subscribe_messages() {
