@@ -272,7 +272,9 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
         pick(0.90),
         pick(0.999),
     );
-    if disorder > 0 || ended > 0 {
+    // Out of order is a bug whatever the build. A subscriber closed early (told `lagged`) fails
+    // the measurement; the smoke run, a debug build on a busy CI machine, may lag legitimately.
+    if disorder > 0 || (measured && ended > 0) {
         bail!(
             "the stream misbehaved: {disorder} out-of-order messages, {ended} closed subscribers"
         );
