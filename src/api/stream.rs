@@ -38,6 +38,8 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Items per replay page.
 const REPLAY_PAGE: u32 = 500;
+/// Tries of a replay page whose store error is retryable (a saturated read pool).
+const REPLAY_ATTEMPTS: u32 = 5;
 /// A session cut off this many times within [`LAG_WINDOW`] is told `lagged` and closed.
 const MAX_LAGS: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(60);
@@ -420,9 +422,7 @@ impl Session {
     ) -> Result<(), End> {
         let mut after = *last;
         for _ in 0..u32::MAX {
-            let page = replay::page(&self.state.store, filter, after, REPLAY_PAGE)
-                .await
-                .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
+            let page = self.page(filter, after).await?;
             match settled {
                 Some(level) => {
                     for item in &page.items {
@@ -446,6 +446,26 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// One replay page. A busy read pool (many sessions resuming at once) is waited out a few
+    /// times rather than ending the session; the live queue meanwhile fills or cuts it off,
+    /// and either way the session resumes from `after`.
+    async fn page(&mut self, filter: &FeedFilter, after: Cursor) -> Result<replay::Page, End> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match replay::page(&self.state.store, filter, after, REPLAY_PAGE).await {
+                Ok(page) => return Ok(page),
+                Err(err) if err.is_retryable() && attempt < REPLAY_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "stream replay: store busy; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(err) => return Err(End::Error(ApiError::Internal(err.into()))),
+            }
+        }
     }
 
     /// For a settled-only subscriber: a finality advance of its level becomes the events of the
