@@ -91,12 +91,15 @@ async fn run(measured: bool) -> anyhow::Result<()> {
             "ingest (smoke run, not a measurement):",
         )
     };
-    let binary = Path::new(env!("CARGO_BIN_EXE_livechain"));
+    // `LIVECHAIN_BENCH_BIN` runs another build of the devnet and service (to compare two).
+    let binary = std::env::var_os("LIVECHAIN_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_livechain")));
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
 
     let mut devnet = Proc::spawn(
         "devnet",
-        Command::new(binary).args([
+        Command::new(&binary).args([
             "devnet",
             "--listen",
             "127.0.0.1:0",
@@ -133,7 +136,7 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     )?;
     let mut service = Proc::spawn(
         "service",
-        Command::new(binary)
+        Command::new(&binary)
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn"),

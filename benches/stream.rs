@@ -31,11 +31,12 @@
 //! Run by `cargo test --all-targets` (without `--bench`) it only smoke-tests itself: a 2 s
 //! window, its line labelled as such.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -122,13 +123,16 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
             "stream (smoke run, not a measurement):",
         )
     };
-    let binary = Path::new(env!("CARGO_BIN_EXE_livechain"));
+    // `LIVECHAIN_BENCH_BIN` runs another build of the service (to compare two versions).
+    let binary = std::env::var_os("LIVECHAIN_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_livechain")));
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, service_yaml(&dir.path().join("bench.db"), &devnet))?;
     let mut service = Proc::spawn(
         "service",
-        Command::new(binary)
+        Command::new(&binary)
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn"),
@@ -160,10 +164,17 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
             devnet.clone(),
             recording.clone(),
             stop.clone(),
+            i == FILTERED,
         )));
     }
 
     tokio::time::sleep(warm_up).await;
+    let http = reqwest::Client::builder()
+        .timeout(STEP_TIMEOUT)
+        .no_proxy()
+        .build()?;
+    let metrics_url = format!("{api}/metrics");
+    let writer_before = writer_batches(&http, &metrics_url).await?;
     let cpu_before = (
         cpu_seconds(service.pid()?)?,
         cpu_seconds(std::process::id())?,
@@ -177,15 +188,25 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
         cpu_seconds(service.pid()?)?,
         cpu_seconds(std::process::id())?,
     );
+    let writer_after = writer_batches(&http, &metrics_url).await?;
     stop.cancel();
 
     let mut latencies: Vec<f64> = Vec::new();
     let mut unfiltered = 0u64;
+    let mut inside: Vec<f64> = Vec::new();
+    // Per event: the first and last receipt among the subscribers that took it.
+    let mut spread: HashMap<i64, (Instant, Instant)> = HashMap::new();
     let (mut unknown, mut disorder, mut ended) = (0u64, 0u64, 0usize);
     for (i, client) in clients.into_iter().enumerate() {
         let seen = client.await.context("a subscriber task failed")?;
         if i == FILTERED {
             unfiltered = seen.latencies_ms.len() as u64;
+            inside = seen.inside_ms;
+        }
+        for (cursor, at) in &seen.arrivals {
+            let entry = spread.entry(*cursor).or_insert((*at, *at));
+            entry.0 = entry.0.min(*at);
+            entry.1 = entry.1.max(*at);
         }
         unknown += seen.unknown;
         disorder += seen.disorder;
@@ -207,6 +228,41 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
         pick(0.99),
         pick(1.0),
     );
+    inside.sort_by(f64::total_cmp);
+    let inside_at = |q: f64| {
+        inside
+            .get(((inside.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let mut spread: Vec<f64> = spread
+        .values()
+        .map(|(first, last)| last.duration_since(*first).as_secs_f64() * 1000.0)
+        .collect();
+    spread.sort_by(f64::total_cmp);
+    let spread_at = |q: f64| {
+        spread
+            .get(((spread.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    eprintln!(
+        "stream diagnostics: fan-out (last minus first receipt of one event across the \
+         subscribers taking it): p50={:.2} p99={:.2} max={:.2} ms",
+        spread_at(0.5),
+        spread_at(0.99),
+        spread_at(1.0)
+    );
+    let batches = writer_after.0 - writer_before.0;
+    eprintln!(
+        "stream diagnostics: inside the service (aggregator received_at to receipt here, whole ms): \
+         p50={:.0} p99={:.0} max={:.0}; writer: {:.0} commits/s, {:.2} ms each on average",
+        inside_at(0.5),
+        inside_at(0.99),
+        inside_at(1.0),
+        batches / seconds,
+        (writer_after.1 - writer_before.1) * 1000.0 / batches.max(1.0),
+    );
     eprintln!(
         "stream diagnostics: window {seconds:.1}s; cpu service={:.2} bench(devnet+subscribers)={:.2} cores; \
          p90={:.2} p999={:.2} ms; messages without an emission instant={unknown}; out of order={disorder}; \
@@ -216,7 +272,9 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
         pick(0.90),
         pick(0.999),
     );
-    if disorder > 0 || ended > 0 {
+    // Out of order is a bug whatever the build. A subscriber closed early (told `lagged`) fails
+    // the measurement; the smoke run, a debug build on a busy CI machine, may lag legitimately.
+    if disorder > 0 || (measured && ended > 0) {
         bail!(
             "the stream misbehaved: {disorder} out-of-order messages, {ended} closed subscribers"
         );
@@ -251,6 +309,11 @@ struct Seen {
     disorder: u64,
     /// The server closed the stream before the bench did.
     ended_early: bool,
+    /// Receipt here minus the service's `received_at` (ms, wall clock, whole milliseconds):
+    /// the part of the latency spent inside the service. Unfiltered subscriber only.
+    inside_ms: Vec<f64>,
+    /// When each event arrived, to measure how far apart subscribers receive the same event.
+    arrivals: Vec<(i64, Instant)>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +327,8 @@ struct Wire {
 #[derive(Deserialize)]
 struct WireEvent {
     block_number: u64,
+    /// When the service's aggregator took the event in (wall clock, ms precision).
+    received_at: String,
 }
 
 type Ws =
@@ -274,6 +339,7 @@ async fn subscriber(
     devnet: Devnet,
     recording: Arc<AtomicBool>,
     stop: CancellationToken,
+    split: bool,
 ) -> Seen {
     let mut seen = Seen::default();
     let mut last_cursor = 0i64;
@@ -286,6 +352,7 @@ async fn subscriber(
             frame = ws.next() => frame,
         };
         let received = Instant::now();
+        let received_wall = SystemTime::now();
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(_)) => continue,
@@ -310,6 +377,10 @@ async fn subscriber(
         if !recording.load(Ordering::Acquire) {
             continue;
         }
+        if split && let Ok(at) = humantime::parse_rfc3339(&event.received_at) {
+            let inside = received_wall.duration_since(at).unwrap_or_default();
+            seen.inside_ms.push(inside.as_secs_f64() * 1000.0);
+        }
         let emitted = match block {
             Some((n, at)) if n == event.block_number => at,
             _ => {
@@ -318,6 +389,7 @@ async fn subscriber(
                 at
             }
         };
+        seen.arrivals.push((cursor, received));
         match emitted {
             Some(at) => seen
                 .latencies_ms
@@ -377,6 +449,27 @@ impl Proc {
             .id()
             .with_context(|| format!("the {} has exited", self.name))
     }
+}
+
+/// The writer's commits so far and the seconds they took (`/metrics`).
+async fn writer_batches(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
+    let text = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    Ok((
+        value("livechain_writer_batch_duration_seconds_count"),
+        value("livechain_writer_batch_duration_seconds_sum"),
+    ))
 }
 
 /// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).

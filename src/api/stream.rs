@@ -38,6 +38,8 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Items per replay page.
 const REPLAY_PAGE: u32 = 500;
+/// Tries of a replay page whose store error is retryable (a saturated read pool).
+const REPLAY_ATTEMPTS: u32 = 5;
 /// A session cut off this many times within [`LAG_WINDOW`] is told `lagged` and closed.
 const MAX_LAGS: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(60);
@@ -389,7 +391,10 @@ impl Session {
         if end <= *last {
             return Ok(()); // already replayed
         }
-        let fresh = batch.iter().filter(|p| p.item.cursor() > *last);
+        // The hub sends a batch if any item matches: pick this subscriber's own.
+        let fresh = batch
+            .iter()
+            .filter(|p| p.item.cursor() > *last && filter.matches(&p.item));
         match settled {
             Some(level) => {
                 for published in fresh {
@@ -398,10 +403,7 @@ impl Session {
                 }
             }
             None => {
-                let texts: Vec<Text> = fresh
-                    .filter(|p| filter.matches(&p.item))
-                    .map(|p| p.text.clone())
-                    .collect();
+                let texts: Vec<Text> = fresh.map(|p| p.text.clone()).collect();
                 self.send_all(texts).await?;
             }
         }
@@ -420,9 +422,7 @@ impl Session {
     ) -> Result<(), End> {
         let mut after = *last;
         for _ in 0..u32::MAX {
-            let page = replay::page(&self.state.store, filter, after, REPLAY_PAGE)
-                .await
-                .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
+            let page = self.page(filter, after).await?;
             match settled {
                 Some(level) => {
                     for item in &page.items {
@@ -446,6 +446,26 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// One replay page. A busy read pool (many sessions resuming at once) is waited out a few
+    /// times rather than ending the session; the live queue meanwhile fills or cuts it off,
+    /// and either way the session resumes from `after`.
+    async fn page(&mut self, filter: &FeedFilter, after: Cursor) -> Result<replay::Page, End> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match replay::page(&self.state.store, filter, after, REPLAY_PAGE).await {
+                Ok(page) => return Ok(page),
+                Err(err) if err.is_retryable() && attempt < REPLAY_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "stream replay: store busy; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(err) => return Err(End::Error(ApiError::Internal(err.into()))),
+            }
+        }
     }
 
     /// For a settled-only subscriber: a finality advance of its level becomes the events of the
@@ -580,6 +600,69 @@ fn error_code(err: &ApiError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{BlockRef, Event, StoredEvent};
+    use crate::store::FinalityAdvance;
+    use alloy_primitives::B256;
+
+    #[test]
+    fn rendered_messages_have_the_contract_shapes() {
+        let stored = StoredEvent {
+            cursor: 7,
+            event: Event {
+                chain: "devnet".into(),
+                block: BlockRef {
+                    number: 3,
+                    hash: B256::repeat_byte(1),
+                    parent_hash: B256::ZERO,
+                },
+                block_timestamp: 1_700_000_003,
+                log: None,
+            },
+            removed: false,
+            finality: Finality::Latest,
+            first_provider: "p0".into(),
+            providers_seen: 2,
+            received_at_ms: 0,
+        };
+        let parse =
+            |item: &FeedItem| -> Value { serde_json::from_str(render(item).as_str()).unwrap() };
+        let added = parse(&FeedItem::Added(stored.clone()));
+        assert_eq!(added["type"], "event");
+        assert_eq!(added["cursor"], 7);
+        assert_eq!(added["event"]["cursor"], 7);
+        assert_eq!(added["event"]["kind"], "block");
+        assert_eq!(added["event"]["block_number"], 3);
+        let removed = parse(&FeedItem::Removed {
+            cursor: 9,
+            event: stored.clone(),
+        });
+        assert_eq!(
+            (
+                &removed["type"],
+                &removed["cursor"],
+                &removed["event"]["cursor"]
+            ),
+            (&json!("removed"), &json!(9), &json!(7))
+        );
+        let restored = parse(&FeedItem::Restored {
+            cursor: 11,
+            event: stored,
+        });
+        assert_eq!(
+            (&restored["type"], &restored["cursor"]),
+            (&json!("event"), &json!(11))
+        );
+        let finality = parse(&FeedItem::Finality(FinalityAdvance {
+            cursor: 12,
+            chain: "devnet".into(),
+            finality: Finality::Finalized,
+            to_block: 3,
+        }));
+        assert_eq!(
+            finality,
+            json!({"type": "finality", "cursor": 12, "chain": "devnet", "finality": "finalized", "to_block": 3})
+        );
+    }
 
     #[test]
     fn requests_parse_from_urls_and_subscribe_messages() {

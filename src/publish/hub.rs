@@ -201,15 +201,14 @@ impl Hub {
             };
             match batch {
                 Ok(batch) => {
-                    let items = FeedItem::all_of(&batch);
                     // Nobody to render for: skipping is safe, since a session subscribes
                     // before it reads the store, and this batch is committed already, so a
                     // subscriber arriving now finds it in the store.
                     if self.subscribers() == 0 {
-                        self.advance(items.last().map(FeedItem::cursor));
+                        self.advance(last_cursor(&batch));
                         continue;
                     }
-                    let batch: Batch = items
+                    let batch: Batch = FeedItem::all_of(&batch)
                         .into_iter()
                         .map(|item| {
                             let text = render(&item);
@@ -229,6 +228,14 @@ impl Hub {
             }
         }
     }
+}
+
+/// The highest cursor a committed batch took, if any.
+fn last_cursor(committed: &Committed) -> Option<Cursor> {
+    let added = committed.inserted.iter().map(|e| e.cursor);
+    let retracted = committed.retractions.iter().map(|r| r.cursor);
+    let advanced = committed.finality.iter().map(|a| a.cursor);
+    added.chain(retracted).chain(advanced).max()
 }
 
 #[cfg(test)]

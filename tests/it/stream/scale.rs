@@ -95,17 +95,26 @@ async fn stored_total(base: &str) -> f64 {
         .sum()
 }
 
+/// What a subscriber received: event cursors, and the other messages worth reporting.
+#[derive(Default)]
+struct Received {
+    cursors: Vec<i64>,
+    /// `error`, `lagged` or the close, should one arrive (shown when an assertion fails).
+    notes: Vec<String>,
+}
+
 /// Reads event cursors from `ws` until one reaches `target` (0: not yet known), the stream
 /// ends, or `limit` passes.
-async fn collect_until(mut ws: super::Ws, target: Arc<AtomicI64>, limit: Duration) -> Vec<i64> {
+async fn collect_until(mut ws: super::Ws, target: Arc<AtomicI64>, limit: Duration) -> Received {
     let deadline = Instant::now() + limit;
-    let mut cursors = Vec::new();
+    let mut got = Received::default();
     for _ in 0..1_000_000 {
         let goal = target.load(Ordering::Acquire);
-        if goal > 0 && cursors.last().is_some_and(|c| *c >= goal) {
+        if goal > 0 && got.cursors.last().is_some_and(|c| *c >= goal) {
             break;
         }
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            got.notes.push("timed out".into());
             break;
         };
         // Wake up now and then to notice the target.
@@ -115,23 +124,28 @@ async fn collect_until(mut ws: super::Ws, target: Arc<AtomicI64>, limit: Duratio
                 Ok(frame) => frame,
             };
         match frame {
-            Some(Ok(Message::Text(text))) => {
-                if let Ok(Wire {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Wire>(text.as_str()) {
+                Ok(Wire {
                     kind,
                     cursor: Some(cursor),
                     ..
-                }) = serde_json::from_str(text.as_str())
-                    && kind == "event"
-                {
-                    cursors.push(cursor);
-                }
+                }) if kind == "event" => got.cursors.push(cursor),
+                Ok(Wire { kind, .. }) if kind == "heartbeat" || kind == "finality" => {}
+                _ => got.notes.push(text.as_str().to_owned()),
+            },
+            Some(Ok(Message::Close(_))) | None => {
+                got.notes.push("closed".into());
+                break;
             }
             Some(Ok(_)) => {}
-            Some(Err(_)) | None => break,
+            Some(Err(err)) => {
+                got.notes.push(format!("socket error: {err}"));
+                break;
+            }
         }
     }
     let _ = ws.close(None).await;
-    cursors
+    got
 }
 
 /// A thousand concurrent subscribers, all resuming from one cursor while ingestion runs, each
@@ -143,13 +157,21 @@ async fn a_thousand_subscribers_each_receive_every_event_once_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = start_app(parse_config(&service_yaml(&net, &dir.path().join("s.db")))).await;
     let ws_base = app.base.replacen("http://", "ws://", 1);
-    let since = wait_for(
-        Duration::from_secs(20),
+    // Resume from a cursor once ingestion is live (caught up with the devnet's head), so that
+    // the subscribers' replay is short: this test is about a thousand live tails.
+    wait_for(
+        Duration::from_secs(60),
         Duration::from_millis(50),
-        || async { Some(max_event_cursor(&app.base).await).filter(|c| *c > 0) },
+        || async {
+            let head = net.head();
+            support::checkpoint(&app.base, "devnet")
+                .await
+                .filter(|c| *c + 2 >= head && head > 5)
+        },
     )
     .await
-    .expect("ingestion starts");
+    .expect("ingestion catches up with the devnet");
+    let since = max_event_cursor(&app.base).await;
 
     let started = Instant::now();
     let target = Arc::new(AtomicI64::new(0));
@@ -185,7 +207,7 @@ async fn a_thousand_subscribers_each_receive_every_event_once_in_order() {
     }
     let through = received
         .iter()
-        .filter_map(|r| r.last().copied())
+        .filter_map(|r| r.cursors.last().copied())
         .max()
         .expect("something received");
     let stored = stored_cursors(&app.base, "", since, through).await;
@@ -196,14 +218,15 @@ async fn a_thousand_subscribers_each_receive_every_event_once_in_order() {
         started.elapsed()
     );
     for (i, got) in received.iter().enumerate() {
-        let last = *got.last().unwrap_or(&since);
+        let last = *got.cursors.last().unwrap_or(&since);
         assert!(
             last >= goal,
-            "subscriber {i} stopped at {last}, before {goal}"
+            "subscriber {i} stopped at {last}, before {goal}; it also got {:?}",
+            got.notes
         );
         let expected: Vec<i64> = stored.iter().copied().filter(|c| *c <= last).collect();
         assert_eq!(
-            got, &expected,
+            got.cursors, expected,
             "subscriber {i}: exactly the stored events, in order"
         );
     }
@@ -270,7 +293,6 @@ async fn a_stalled_subscriber_is_told_lagged_and_holds_nothing_up() {
     tokio::time::sleep(window).await;
     let (t3, a3) = (Instant::now(), stored_total(&app.base).await);
     let with = rate(a2, a3, t3 - t2);
-    eprintln!("stalled subscriber: stored {without:.0} ev/s without it, {with:.0} ev/s with it");
     assert!(a3 > a2, "ingestion kept going while a subscriber stalled");
 
     // Far enough past the stalled subscriber's position to overflow the socket buffers
@@ -330,16 +352,28 @@ async fn a_stalled_subscriber_is_told_lagged_and_holds_nothing_up() {
         "up to `resume_from`: every event, once, in order"
     );
 
+    // Once more without it (closed now): ingestion slows as the database grows, so the
+    // figure while it stalled is to be read against both neighbours.
+    let (t4, a4) = (Instant::now(), stored_total(&app.base).await);
+    tokio::time::sleep(window).await;
+    let (t5, a5) = (Instant::now(), stored_total(&app.base).await);
+    let after = rate(a4, a5, t5 - t4);
+    eprintln!(
+        "stalled subscriber: stored {without:.0} ev/s before it, {with:.0} ev/s while it stalled, \
+         {after:.0} ev/s after it was closed"
+    );
+
     // The reader received everything, stall or not.
     reader_goal.store(past, Ordering::Release);
     let read = reader.await.expect("reader task");
-    let through = *read.last().expect("the reader received events");
+    let through = *read.cursors.last().expect("the reader received events");
     assert!(
         through >= past,
-        "the reader kept up to {through}, past {past}"
+        "the reader kept up to {through}, past {past}; it also got {:?}",
+        read.notes
     );
     assert_eq!(
-        read,
+        read.cursors,
         stored_cursors(&app.base, "&kind=block", reader_since, through).await,
         "the reader: every block, once, in order"
     );
