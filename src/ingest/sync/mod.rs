@@ -325,28 +325,9 @@ impl RangeSync {
                     scheduled = next;
                     match err {
                         RangeError::Fork { provider } => {
-                            let top = from.saturating_sub(1);
-                            let rewind = match recent.hash_at(top) {
-                                Some(ours) => {
-                                    // The reporter's own vote: its chain left `ours`.
-                                    let votes = reorg::poll_height(
-                                        &self.providers,
-                                        top,
-                                        ours,
-                                        Some(provider),
-                                    )
-                                    .await;
-                                    if votes.confirm(true) {
-                                        self.rewind(&recent, top, Some(provider)).await
-                                    } else {
-                                        metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
-                                        tracing::warn!(chain = %self.chain, provider = %self.providers.id(provider), at = top, kept = votes.kept, moved = votes.moved + 1, "a provider's chain leaves the checkpoint but the others keep it: lagging, not a reorg");
-                                        Rewind::No
-                                    }
-                                }
-                                // Nothing kept to compare with: re-read from the chain's start.
-                                None => self.rewind(&recent, top, Some(provider)).await,
-                            };
+                            let rewind = self
+                                .on_fork(&recent, from.saturating_sub(1), provider)
+                                .await;
                             if matches!(rewind, Rewind::No) {
                                 let delay = delays.next().unwrap_or(HEAD_POLL);
                                 if wait(&shutdown, delay).await {
@@ -376,6 +357,22 @@ impl RangeSync {
                 }
             }
         }
+    }
+
+    /// `provider`'s range does not extend `top`, the last height handed on: a reorg once the
+    /// other providers confirm it.
+    async fn on_fork(&self, recent: &Recent, top: u64, provider: ProviderIndex) -> Rewind {
+        let Some(ours) = recent.hash_at(top) else {
+            // Nothing kept to compare with: the walk finds no ancestor and re-backfills.
+            return self.rewind(recent, top, Some(provider)).await;
+        };
+        let votes = reorg::poll_height(&self.providers, top, ours, Some(provider)).await;
+        if votes.confirm(true) {
+            return self.rewind(recent, top, Some(provider)).await;
+        }
+        metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
+        tracing::warn!(chain = %self.chain, provider = %self.providers.id(provider), at = top, kept = votes.kept, moved = votes.moved + 1, "a provider's chain leaves the checkpoint but the others keep it: lagging, not a reorg");
+        Rewind::No
     }
 
     /// A hint that height `at` was reorganised: the providers vote on the block handed on there
