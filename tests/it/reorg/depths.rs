@@ -171,3 +171,60 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     );
     app.stop().await;
 }
+
+/// The devnet's automatic reorgs (every 10 blocks, 5 deep: the head moves on by one while the
+/// blocks below it change, as on a live chain): after a dozen of them the canonical rows are
+/// the devnet's chain, and a subscriber saw each orphan it received retracted once.
+#[tokio::test]
+async fn automatic_reorgs_every_10_blocks_converge() {
+    let config = DevnetConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        providers: 3,
+        block_time_ms: 20,
+        logs_per_block: 4,
+        initial_blocks: 20,
+        reorg_every: Some(10),
+        reorg_depth: 5,
+        ..DevnetConfig::default()
+    };
+    let net = support::devnet_with(config).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start_app(parse_config(&service_yaml(&net, &dir.path().join("a.db")))).await;
+    let ws_base = app.base.replacen("http://", "ws://", 1);
+    let everything = Collector::start(&ws_base, "");
+    assert!(net.wait_for_head(150, Duration::from_secs(30)).await);
+    // The last reorg point at or below `top` + 10 has rewritten everything below `top` for good.
+    let top = net.head() - 10;
+    wait_checkpoint(&app.base, top + 10, Duration::from_secs(30)).await;
+    assert!(net.reorgs() >= 12, "{} reorgs", net.reorgs());
+    let truth = devnet_rows(&net, top);
+    assert!(
+        canonical_rows(&app.base, top).await == truth,
+        "the rows are the devnet's chain"
+    );
+    net.shutdown();
+    everything
+        .settle(Duration::from_millis(1500), Duration::from_secs(30))
+        .await;
+    let stored = all_events(&app.base, "include_removed=true").await;
+    let removed: HashSet<i64> = stored
+        .iter()
+        .filter(|e| e["removed"] == true)
+        .map(|e| e["cursor"].as_i64().expect("cursor"))
+        .collect();
+    let seen = everything.finish().await;
+    for cursor in &seen.events {
+        assert_eq!(
+            seen.removed.get(cursor).copied().unwrap_or(0),
+            usize::from(removed.contains(cursor)),
+            "removed messages for event {cursor}"
+        );
+    }
+    eprintln!(
+        "automatic reorgs: {} rows, {} removed, {} streamed",
+        stored.len(),
+        removed.len(),
+        seen.events.len()
+    );
+    app.stop().await;
+}
