@@ -410,7 +410,7 @@ fn block_rows(devnet: &Devnet, n: u64) -> Vec<NewEvent> {
         event,
         provider: "p0".to_owned(),
         received_at_ms,
-        providers_seen: 1,
+        providers_mask: 1,
     };
     let mut rows = Vec::with_capacity(1 + logs.len());
     rows.push(new(event.clone()));

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::devnet::{Devnet, DevnetConfig};
 use crate::ingest::{self, Endpoint, Ingest};
 use crate::publish::{Hub, Render};
+use crate::registry::{ProcessKey, Supervisor, SupervisorConfig};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -32,6 +33,8 @@ pub struct Running {
     pub devnets: Vec<(String, Devnet)>,
     pub store: Store,
     pub ingest: Ingest,
+    /// Every long-running task but the API server (`GET /v1/processes`).
+    pub supervisor: Supervisor,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -91,29 +94,50 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         devnets.push((name.clone(), devnet));
     }
 
-    let ingest = ingest::start(
-        &config,
-        &endpoints,
-        store.clone(),
-        &tracker,
-        shutdown.child_token(),
+    let supervisor = Supervisor::start(
+        SupervisorConfig::default(),
+        Arc::new(store.clone()),
+        &shutdown,
     )
     .await
-    .context("starting ingestion")?;
+    .context("restoring the process registry")?;
+    let ingest = ingest::start(&config, &endpoints, store.clone(), &supervisor)
+        .await
+        .context("starting ingestion")?;
 
     let listener = api::bind(config.server.listen).await?;
     let api_addr = listener.local_addr().context("reading the API address")?;
     let hub = Hub::new(STREAM_QUEUE);
     let render: Render = Arc::new(api::stream::render);
-    tracker.spawn(
-        hub.clone()
-            .run(ingest.committed.subscribe(), render, shutdown.child_token()),
-    );
+    let publisher = (hub.clone(), ingest.committed.clone());
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    supervisor
+        .spawn(
+            ProcessKey::new("publisher", "hub"),
+            serde_json::json!({}),
+            false,
+            move |token| {
+                let (hub, committed) = publisher.clone();
+                if restarted.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    // Batches committed while it was down were never published: every
+                    // subscriber catches up from the database.
+                    hub.cut_all();
+                }
+                let render = render.clone();
+                Box::pin(async move {
+                    hub.run(committed.subscribe(), render, token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the publisher")?;
+    forget_unconfigured(&supervisor);
     let state = AppState {
         store: store.clone(),
         metrics,
         chains: ingest.chains.clone().into(),
         writer_ready: ingest.writer_ready.clone(),
+        supervisor: supervisor.clone(),
         hub,
         shutdown: shutdown.child_token(),
     };
@@ -130,9 +154,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         devnets,
         store,
         ingest,
+        supervisor,
         tracker,
         shutdown,
     })
+}
+
+/// Every task comes from the configuration, so a process desired at the last stop that this
+/// start did not spawn (a provider or chain since removed) is only reported.
+fn forget_unconfigured(supervisor: &Supervisor) {
+    for info in supervisor.restore() {
+        if supervisor.registry().get(&info.key()).is_none() {
+            tracing::info!(kind = %info.kind, id = %info.id, "a process of the last run is no longer configured; not restarting it");
+        }
+    }
 }
 
 impl Running {
@@ -161,6 +196,10 @@ impl Running {
     /// Waits for the shutdown token, then for every task, at most [`SHUTDOWN_GRACE`].
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
+        // Saves each process's final status; `desired` is kept for the next start.
+        if let Err(err) = self.supervisor.shutdown(SHUTDOWN_GRACE).await {
+            tracing::warn!(error = %err, "supervised tasks did not all stop in time");
+        }
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
             .await
             .is_err()

@@ -72,6 +72,11 @@ async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiEr
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.supervisor.healthy() {
+        return Err(ApiError::NotReady(
+            "a critical task keeps failing (see /v1/processes)".into(),
+        ));
+    }
     if !state.writer_ready.load(Ordering::Acquire) {
         return Err(ApiError::NotReady(
             "the database is not taking writes".into(),

@@ -7,6 +7,7 @@ mod error;
 pub mod events;
 mod health;
 pub mod json;
+mod processes;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub use error::ApiError;
 
 use crate::ingest::ChainHandle;
 use crate::publish::Hub;
+use crate::registry::Supervisor;
 use crate::store::Store;
 
 /// Cheap handles shared by every handler.
@@ -30,6 +32,8 @@ pub struct AppState {
     pub metrics: &'static metrics_exporter_prometheus::PrometheusHandle,
     pub chains: Arc<[ChainHandle]>,
     pub writer_ready: Arc<AtomicBool>,
+    /// Every supervised task (`/v1/processes`); unhealthy once a critical one has failed.
+    pub supervisor: Supervisor,
     /// Live subscribers' fan-out (`/v1/stream`).
     pub hub: Hub,
     /// Fires when the service stops: open streams close cleanly.
@@ -43,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(chains::router())
         .merge(events::router())
+        .merge(processes::router())
         .merge(stream::router())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))

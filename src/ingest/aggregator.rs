@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::B256;
@@ -22,11 +23,12 @@ use super::dedupe::{HotSet, ProviderIndex, Retired, Sighting};
 use super::forwarded::Forwarded;
 use super::merge::Inputs;
 use super::providers::ProviderSet;
+use super::race::RaceBoard;
 use super::writer::WriterInput;
 use super::{ChainInput, RangeData};
 use crate::domain::{ChainName, Event, EventKey};
 use crate::provider::decode::{self, Head, LogKey};
-use crate::store::{Canonical, Checkpoint, NewEvent};
+use crate::store::{Canonical, Checkpoint, NewEvent, provider_bit};
 use crate::telemetry::metrics as m;
 
 /// Recent headers kept to join logs to their block.
@@ -54,6 +56,9 @@ pub struct Aggregator {
     best_head: watch::Sender<u64>,
     writer: mpsc::Sender<WriterInput>,
     retired: Vec<Retired>,
+    race: Arc<RaceBoard>,
+    /// Whether the input being handled is a live delivery (not the range sync's re-read).
+    live: bool,
     meters: Meters,
     /// The canonical hash of recent checkpointed heights, and the checkpoint they lead to.
     canonical: BTreeMap<u64, B256>,
@@ -105,6 +110,7 @@ impl Aggregator {
         window: Duration,
         best_head: watch::Sender<u64>,
         writer: mpsc::Sender<WriterInput>,
+        race: Arc<RaceBoard>,
     ) -> Aggregator {
         Aggregator {
             meters: Meters::new(&chain),
@@ -120,6 +126,8 @@ impl Aggregator {
             best_head,
             writer,
             retired: Vec::new(),
+            race,
+            live: true,
             canonical: BTreeMap::new(),
             checkpoint: None,
             reorg_hint: None,
@@ -150,6 +158,7 @@ impl Aggregator {
     }
 
     async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
+        self.live = !matches!(input, ChainInput::Range(_));
         match input {
             ChainInput::Head { provider, head, at } => {
                 if self.is_orphan(head.block.number, head.block.hash) {
@@ -363,6 +372,7 @@ impl Aggregator {
                 chain: self.chain.clone(),
                 key,
                 block_number,
+                provider,
             })
             .await?;
         }
@@ -433,16 +443,34 @@ impl Aggregator {
 
     fn observe(&mut self, key: EventKey, provider: ProviderIndex, at: Instant) -> Sighting {
         self.retired.clear();
-        let sighting = self.hot.observe(key, provider, at, &mut self.retired);
+        let sighting = self
+            .hot
+            .observe(key, provider, at, self.live, &mut self.retired);
         match sighting {
-            Sighting::First => self.meters.misses.increment(1),
-            Sighting::Again { .. } => {
+            Sighting::First => {
+                self.meters.misses.increment(1);
+                if self.live {
+                    self.race.first(provider);
+                }
+            }
+            Sighting::Again {
+                late_by,
+                raced,
+                repeat,
+                ..
+            } => {
                 self.meters.hits.increment(1);
                 self.meters.deduplicated.increment(1);
+                if raced && !repeat {
+                    self.race.late(provider, late_by);
+                }
             }
         }
         if !self.retired.is_empty() {
             self.meters.evictions.increment(self.retired.len() as u64);
+            for retired in self.retired.iter().filter(|r| r.raced) {
+                self.race.retired(retired.delivered_mask);
+            }
         }
         sighting
     }
@@ -452,7 +480,7 @@ impl Aggregator {
             event,
             provider: self.providers.id(provider).to_owned(),
             received_at_ms: now_ms(),
-            providers_seen: 1,
+            providers_mask: provider_bit(provider),
         }
     }
 

@@ -24,6 +24,8 @@ pub enum Sighting {
     Again {
         first_provider: ProviderIndex,
         late_by: Duration,
+        /// Both the first sighting and this one were live deliveries (a race to count).
+        raced: bool,
         /// This provider had delivered the key before (a redelivery, e.g. after a reconnect).
         repeat: bool,
     },
@@ -34,6 +36,8 @@ pub enum Sighting {
 pub struct Retired {
     pub key: EventKey,
     pub delivered_mask: u64,
+    /// Its first sighting was a live delivery: the providers missing from the mask missed it.
+    pub raced: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +45,7 @@ struct Entry {
     first_seen: Instant,
     first_provider: ProviderIndex,
     delivered_mask: u64,
+    live: bool,
 }
 
 /// Bounded by `capacity` keys; a key older than `window` counts as unseen.
@@ -59,13 +64,15 @@ impl HotSet {
         }
     }
 
-    /// Records a delivery of `key` by `provider` at `now`. A key evicted to make room is
-    /// returned in `retired` so its misses can be counted.
+    /// Records a delivery of `key` by `provider` at `now` (`live`: from a subscription rather
+    /// than a re-read). A key evicted to make room is returned in `retired` so its misses can
+    /// be counted.
     pub fn observe(
         &mut self,
         key: EventKey,
         provider: ProviderIndex,
         now: Instant,
+        live: bool,
         retired: &mut Vec<Retired>,
     ) -> Sighting {
         let bit = 1u64 << (provider % 64);
@@ -77,6 +84,7 @@ impl HotSet {
                 return Sighting::Again {
                     first_provider: entry.first_provider,
                     late_by: age,
+                    raced: live && entry.live,
                     repeat,
                 };
             }
@@ -85,6 +93,7 @@ impl HotSet {
             first_seen: now,
             first_provider: provider,
             delivered_mask: bit,
+            live,
         };
         if let Some((old_key, old)) = self.entries.push(key, fresh)
             && old_key != key
@@ -93,6 +102,7 @@ impl HotSet {
             retired.push(Retired {
                 key: old_key,
                 delivered_mask: old.delivered_mask,
+                raced: old.live,
             });
         }
         Sighting::First
@@ -141,13 +151,14 @@ mod tests {
         let mut retired = Vec::new();
         let t0 = Instant::now();
         assert_eq!(
-            hot.observe(key(1, Some(0)), 0, t0, &mut retired),
+            hot.observe(key(1, Some(0)), 0, t0, true, &mut retired),
             Sighting::First
         );
         let again = hot.observe(
             key(1, Some(0)),
             2,
             t0 + Duration::from_millis(30),
+            true,
             &mut retired,
         );
         assert_eq!(
@@ -155,6 +166,7 @@ mod tests {
             Sighting::Again {
                 first_provider: 0,
                 late_by: Duration::from_millis(30),
+                raced: true,
                 repeat: false
             }
         );
@@ -162,12 +174,13 @@ mod tests {
             key(1, Some(0)),
             2,
             t0 + Duration::from_millis(40),
+            true,
             &mut retired,
         );
         assert!(matches!(repeat, Sighting::Again { repeat: true, .. }));
         // A block and its log are different keys.
         assert_eq!(
-            hot.observe(key(1, None), 1, t0, &mut retired),
+            hot.observe(key(1, None), 1, t0, true, &mut retired),
             Sighting::First
         );
         assert!(retired.is_empty());
@@ -179,7 +192,7 @@ mod tests {
         let mut retired = Vec::new();
         let t0 = Instant::now();
         for i in 0..10u8 {
-            hot.observe(key(i, Some(0)), 0, t0, &mut retired);
+            hot.observe(key(i, Some(0)), 0, t0, true, &mut retired);
             assert!(hot.len() <= 3);
         }
         assert_eq!(hot.evictions(), 7);
@@ -188,9 +201,30 @@ mod tests {
         assert_eq!(retired[0].delivered_mask, 1);
         // An evicted key counts as unseen again: the database key is the backstop.
         assert_eq!(
-            hot.observe(key(0, Some(0)), 1, t0, &mut retired),
+            hot.observe(key(0, Some(0)), 1, t0, true, &mut retired),
             Sighting::First
         );
+    }
+
+    #[test]
+    fn only_live_sightings_race() {
+        let mut hot = set(1, 60_000);
+        let mut retired = Vec::new();
+        let t0 = Instant::now();
+        // A re-read first, a live copy later: not a race.
+        hot.observe(key(1, Some(0)), 0, t0, false, &mut retired);
+        let live = hot.observe(key(1, Some(0)), 1, t0, true, &mut retired);
+        assert!(matches!(live, Sighting::Again { raced: false, .. }));
+        // Live first, a re-read later: not a race either.
+        hot.observe(key(2, Some(0)), 0, t0, true, &mut retired);
+        let reread = hot.observe(key(2, Some(0)), 1, t0, false, &mut retired);
+        assert!(matches!(reread, Sighting::Again { raced: false, .. }));
+        assert_eq!(retired.len(), 1);
+        assert!(!retired[0].raced, "first seen in a re-read");
+        hot.observe(key(3, Some(0)), 0, t0, true, &mut retired);
+        assert_eq!(retired.len(), 2);
+        assert!(retired[1].raced, "first seen live");
+        assert_eq!(retired[1].delivered_mask, 0b11);
     }
 
     #[test]
@@ -198,11 +232,12 @@ mod tests {
         let mut hot = set(10, 100);
         let mut retired = Vec::new();
         let t0 = Instant::now();
-        hot.observe(key(1, Some(0)), 0, t0, &mut retired);
+        hot.observe(key(1, Some(0)), 0, t0, true, &mut retired);
         let late = hot.observe(
             key(1, Some(0)),
             1,
             t0 + Duration::from_millis(101),
+            true,
             &mut retired,
         );
         assert_eq!(late, Sighting::First);

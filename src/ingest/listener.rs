@@ -25,6 +25,7 @@ const NOTIFICATION_QUEUE: usize = 1024;
 /// A connection that lasted this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub struct Listener {
     pub chain: ChainName,
     pub provider: ChainProvider,

@@ -11,15 +11,22 @@
 //! source is kept, and the back-pressure of a bounded queue falls on the sources that are ahead.
 
 use std::future::poll_fn;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use tokio::sync::mpsc;
 
 use super::ChainInput;
 
+/// Queues that outlive the aggregator reading them: the listeners' queues, lent to each run
+/// of the pipeline and given back when it ends, however it ends (see [`Inputs::lend`]).
+pub type Home = Arc<Mutex<Vec<mpsc::Receiver<ChainInput>>>>;
+
 /// The queues of one chain's sources, with the next input of each taken out to compare.
 pub struct Inputs {
     sources: Vec<Source>,
+    /// Where the first `lent` queues go back to when this is dropped.
+    home: Option<(Home, usize)>,
 }
 
 struct Source {
@@ -39,7 +46,23 @@ impl Inputs {
                     closed: false,
                 })
                 .collect(),
+            home: None,
         }
+    }
+
+    /// The queues waiting in `home` followed by `own` (the range sync's, made per run). The
+    /// borrowed queues go back home when the inputs are dropped — at the end of a run, by an
+    /// abort or by a panic's unwinding alike — so listeners keep delivering to the next run
+    /// without noticing. `None` while another run still holds them.
+    pub fn lend(home: &Home, own: Vec<mpsc::Receiver<ChainInput>>) -> Option<Inputs> {
+        let lent = std::mem::take(&mut *home.lock().unwrap_or_else(PoisonError::into_inner));
+        if lent.is_empty() {
+            return None;
+        }
+        let count = lent.len();
+        let mut inputs = Inputs::new(lent.into_iter().chain(own).collect());
+        inputs.home = Some((Arc::clone(home), count));
+        Some(inputs)
     }
 
     /// The queued input of the lowest block, waiting only when every queue is empty. `None`
@@ -77,6 +100,21 @@ impl Inputs {
             .filter(|s| s.next.is_some())
             .min_by_key(|s| s.next.as_ref().map_or(u64::MAX, first_block))?;
         lowest.next.take()
+    }
+}
+
+impl Drop for Inputs {
+    fn drop(&mut self) {
+        if let Some((home, count)) = self.home.take() {
+            // What was taken out to compare is dropped: nothing is committed before the writer
+            // has it, and the next run re-reads from the committed checkpoint.
+            let queues = std::mem::take(&mut self.sources)
+                .into_iter()
+                .take(count)
+                .map(|s| s.queue);
+            let mut home = home.lock().unwrap_or_else(PoisonError::into_inner);
+            home.extend(queues);
+        }
     }
 }
 
@@ -166,5 +204,33 @@ mod tests {
         later.await.unwrap();
         drop(a_tx);
         assert!(inputs.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn lent_queues_go_home_however_the_borrower_ends() {
+        let (a_tx, a_rx) = mpsc::channel(16);
+        let home: Home = Arc::new(Mutex::new(vec![a_rx]));
+        let (own_tx, own_rx) = mpsc::channel(16);
+        let mut inputs = Inputs::lend(&home, vec![own_rx]).expect("queues at home");
+        assert!(Inputs::lend(&home, Vec::new()).is_none(), "lent twice");
+        a_tx.send(log(0, 1)).await.unwrap();
+        own_tx.send(log(9, 2)).await.unwrap();
+        assert_eq!(seen(&inputs.recv().await.unwrap()), (0, 1));
+        drop(inputs);
+        assert_eq!(home.lock().unwrap().len(), 1, "the listener queue is back");
+        assert!(own_tx.is_closed(), "the run's own queue ended with it");
+
+        // A panicking borrower gives them back too.
+        let borrower = tokio::spawn({
+            let home = home.clone();
+            async move {
+                let _inputs = Inputs::lend(&home, Vec::new()).expect("queues at home");
+                panic!("an aggregator bug");
+            }
+        });
+        assert!(borrower.await.unwrap_err().is_panic());
+        let mut inputs = Inputs::lend(&home, Vec::new()).expect("given back after the panic");
+        a_tx.send(log(0, 3)).await.unwrap();
+        assert_eq!(seen(&inputs.recv().await.unwrap()), (0, 3));
     }
 }

@@ -11,7 +11,9 @@ pub mod filters;
 pub mod forwarded;
 pub mod listener;
 pub mod merge;
+mod pipeline;
 pub mod providers;
+pub mod race;
 pub mod sync;
 pub mod writer;
 
@@ -21,16 +23,16 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::config::{ChainConfig, Config};
 use crate::domain::{BlockRef, ChainName};
 use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
+use crate::registry::{ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use dedupe::ProviderIndex;
 use providers::{ChainProvider, ProviderSet};
@@ -91,6 +93,8 @@ pub struct ChainHandle {
     pub provider_ids: Vec<String>,
     pub best_head: watch::Receiver<u64>,
     pub progress: watch::Receiver<SyncProgress>,
+    /// Who delivers first, late, never (`GET /v1/providers`).
+    pub race: Arc<race::RaceBoard>,
 }
 
 /// The running pipeline.
@@ -118,42 +122,46 @@ const REORG_HINTS: usize = 8;
 /// whole batch's events).
 const COMMITTED_BACKLOG: usize = 16;
 
-/// Starts the writer and every chain's tasks on `tracker`. `endpoints` gives each chain's
-/// providers (the config's, or a devnet's).
+/// Starts ingestion under `supervisor`: per chain and provider a listener, per chain a race
+/// board, and the pipeline (the writer, each chain's aggregator and range sync). `endpoints`
+/// gives each chain's providers (the config's, or a devnet's).
 pub async fn start(
     config: &Config,
     endpoints: &[(String, Vec<Endpoint>)],
     store: Store,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
+    supervisor: &Supervisor,
 ) -> anyhow::Result<Ingest> {
     let writer_ready = Arc::new(AtomicBool::new(true));
     let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
-    let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
-    let writer = writer::Writer::new(store.clone(), writer_ready.clone(), committed.clone());
-    tracker.spawn(writer.run(writer_rx));
 
     let mut chains = Vec::new();
+    let mut parts = Vec::new();
     for (name, chain) in &config.chains {
         let list = endpoints
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, e)| e.as_slice())
             .unwrap_or_default();
-        let handle = start_chain(
-            config,
-            name,
-            chain,
-            list,
-            &store,
-            writer_tx.clone(),
-            tracker,
-            &shutdown,
-        )
-        .await
-        .with_context(|| format!("starting chain {name}"))?;
+        let (handle, chain_parts) = start_chain(config, name, chain, list, &store, supervisor)
+            .await
+            .with_context(|| format!("starting chain {name}"))?;
         chains.push(handle);
+        parts.push(chain_parts);
     }
+    let pipeline = Arc::new(pipeline::Pipeline {
+        store,
+        ready: writer_ready.clone(),
+        committed: committed.clone(),
+        chains: parts,
+    });
+    supervisor
+        .spawn(
+            ProcessKey::new("pipeline", "ingest"),
+            json!({ "chains": config.chains.keys().collect::<Vec<_>>() }),
+            true,
+            move |token| Box::pin(pipeline.clone().run(token)),
+        )
+        .context("starting the ingest pipeline")?;
     Ok(Ingest {
         chains,
         writer_ready,
@@ -161,21 +169,24 @@ pub async fn start(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts a chain's listeners and race board; returns its handle and what each run of the
+/// pipeline needs of it.
 async fn start_chain(
     config: &Config,
     name: &str,
     chain: &ChainConfig,
     endpoints: &[Endpoint],
     store: &Store,
-    writer: mpsc::Sender<writer::WriterInput>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<ChainHandle> {
+    supervisor: &Supervisor,
+) -> anyhow::Result<(ChainHandle, pipeline::ChainParts)> {
     let chain_name: ChainName = ChainName::from(name);
     let mut list = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        let index = ProviderIndex::try_from(i).context("more than 255 providers")?;
+        // A chain's providers are the bits of a u64 (who delivered what, `providers_seen`).
+        let index = ProviderIndex::try_from(i)
+            .ok()
+            .filter(|i| *i < 64)
+            .with_context(|| format!("chain {name} has more than 64 providers"))?;
         let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
         list.push(ChainProvider {
             index,
@@ -189,80 +200,77 @@ async fn start_chain(
     anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
     let providers = ProviderSet::new(list);
     let (filters, start_block) = filters::log_filters(&chain.subscriptions);
+
+    // The listeners' queues outlive every run of the pipeline (see `merge::Inputs::lend`).
     let mut queues = Vec::new();
-    let mut source = |capacity| {
-        let (tx, rx) = mpsc::channel(capacity);
-        queues.push(rx);
-        tx
-    };
-    let listener_inputs: Vec<_> = providers
-        .all()
-        .iter()
-        .map(|_| source(SOURCE_QUEUE))
-        .collect();
-    let sync_input = source(SYNC_QUEUE);
-    let (best_tx, best_rx) = watch::channel(0u64);
-    let (progress_tx, progress_rx) = watch::channel(SyncProgress::default());
-
-    let capacity =
-        NonZeroUsize::new(config.aggregation.max_cache_size).unwrap_or(NonZeroUsize::MIN);
-    let aggregator = aggregator::Aggregator::new(
-        chain_name.clone(),
-        providers.clone(),
-        capacity,
-        config.aggregation.deduplication_window,
-        best_tx,
-        writer,
-    );
-    let (hint_tx, hint_rx) = mpsc::channel(REORG_HINTS);
-    let aggregator = aggregator.with_reorg_hint(hint_tx);
-    tracker.spawn(aggregator.run(merge::Inputs::new(queues), shutdown.child_token()));
-
-    for (provider, output) in providers.all().iter().zip(listener_inputs) {
+    for provider in providers.all() {
+        let (output, queue) = mpsc::channel(SOURCE_QUEUE);
+        queues.push(queue);
         let listener = listener::Listener {
             chain: chain_name.clone(),
             provider: provider.clone(),
             filters: filters.clone(),
             output,
         };
-        tracker.spawn(listener.run(shutdown.child_token()));
+        supervisor
+            .spawn(
+                ProcessKey::new("listener", format!("{name}/{}", provider.id)),
+                json!({ "chain": name, "provider": provider.id }),
+                false,
+                move |token| {
+                    let listener = listener.clone();
+                    Box::pin(async move {
+                        listener.run(token).await;
+                        Ok(())
+                    })
+                },
+            )
+            .with_context(|| format!("starting the listener of {}", provider.id))?;
     }
 
-    let checkpoint = store.checkpoint(name).await?.map(|cp| BlockRef {
-        number: cp.block_number,
-        hash: cp.block_hash,
-        parent_hash: alloy_primitives::B256::ZERO,
-    });
-    // What a reorg found after a restart is compared with.
-    let recent = match checkpoint {
-        Some(cp) => {
-            let window = sync::reorg::WINDOW as u64;
-            store
-                .canonical_blocks(name, cp.number.saturating_sub(window - 1), cp.number)
-                .await?
-        }
-        None => Vec::new(),
-    };
-    let sync = sync::RangeSync {
-        chain: chain_name.clone(),
+    // Indexed by `ProviderIndex`, i.e. configuration order.
+    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+    let saved = store.load_provider_stats(name).await?;
+    let race = Arc::new(race::RaceBoard::new(chain_name.clone(), &ids, &saved));
+    let flusher = (race.clone(), store.clone());
+    supervisor
+        .spawn(
+            ProcessKey::new("race", name),
+            json!({ "chain": name }),
+            false,
+            move |token| {
+                let (race, store) = flusher.clone();
+                Box::pin(async move {
+                    race.run(store, token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the race statistics")?;
+
+    let (best_head, best_rx) = watch::channel(0u64);
+    let (progress, progress_rx) = watch::channel(SyncProgress::default());
+    let parts = pipeline::ChainParts {
+        name: chain_name.clone(),
         providers: providers.clone(),
         filters,
-        checkpoint,
         start_block,
-        best_head: best_rx.clone(),
-        output: sync_input,
-        progress: progress_tx,
+        listener_queues: Arc::new(std::sync::Mutex::new(queues)),
+        best_head,
+        progress,
+        race: race.clone(),
+        cache_capacity: NonZeroUsize::new(config.aggregation.max_cache_size)
+            .unwrap_or(NonZeroUsize::MIN),
+        dedupe_window: config.aggregation.deduplication_window,
         confirmations: chain.confirmations,
-        recent,
-        reorg_hints: hint_rx,
     };
-    tracker.spawn(sync.run(shutdown.child_token()));
-
-    Ok(ChainHandle {
+    let handle = ChainHandle {
         name: chain_name,
         chain_id: chain.chain_id,
         provider_ids: providers.all().iter().map(|p| p.id.clone()).collect(),
         best_head: best_rx,
         progress: progress_rx,
-    })
+        race,
+    };
+    Ok((handle, parts))
 }

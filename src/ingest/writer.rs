@@ -1,8 +1,8 @@
 //! The one writer per database: batches what the aggregators decided into transactions.
 //!
 //! A batch closes after `MAX_BATCH` rows or `FLUSH_INTERVAL` after its first input,
-//! whichever comes first. A copy of an event still waiting in the batch only bumps its count;
-//! copies of events already committed become `providers_seen` increments. A failing or busy
+//! whichever comes first. A copy of an event still waiting in the batch only adds its provider;
+//! copies of events already committed add their provider to the row's providers mask. A failing or busy
 //! disk is retried with backoff, never dropped; readiness is false meanwhile. The writer stops
 //! when every aggregator has stopped (its input closes), after a last flush.
 
@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
+use super::dedupe::ProviderIndex;
 use super::providers::backoff;
 use crate::domain::{ChainName, EventKey, EventKind};
-use crate::store::{Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch};
+use crate::store::{
+    Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch, provider_bit,
+};
 use crate::telemetry::metrics as m;
 
 /// Events per transaction at most. A batch only grows this large while inputs queue up faster
@@ -39,6 +42,7 @@ pub enum WriterInput {
         chain: ChainName,
         key: EventKey,
         block_number: u64,
+        provider: ProviderIndex,
     },
     /// The canonical hashes of a range the range sync proved: committed with the range's
     /// events, before its checkpoint, so that in the same transaction every other event stored
@@ -72,7 +76,7 @@ impl Pending {
                 let new = *new;
                 let id = (new.event.chain.clone(), new.event.key());
                 match self.index.get(&id) {
-                    Some(&i) => self.events[i].providers_seen += new.providers_seen,
+                    Some(&i) => self.events[i].providers_mask |= new.providers_mask,
                     None => {
                         self.index.insert(id, self.events.len());
                         self.events.push(new);
@@ -83,10 +87,12 @@ impl Pending {
                 chain,
                 key,
                 block_number,
+                provider,
             } => {
                 let id = (chain, key);
+                let bit = provider_bit(provider);
                 if let Some(&i) = self.index.get(&id) {
-                    self.events[i].providers_seen += 1;
+                    self.events[i].providers_mask |= bit;
                 } else {
                     let chain = id.0.clone();
                     self.redeliveries
@@ -95,9 +101,9 @@ impl Pending {
                             chain,
                             key,
                             block_number,
-                            count: 0,
+                            providers_mask: 0,
                         })
-                        .count += 1;
+                        .providers_mask |= bit;
                 }
             }
             WriterInput::Canonical(range) => add_canonical(&mut self.canonical, range),

@@ -153,7 +153,7 @@ impl Hub {
     }
 
     /// Cuts off every subscriber (the hub itself missed batches): all catch up from the store.
-    fn cut_all(&self) {
+    pub fn cut_all(&self) {
         let mut table = self.table();
         for entry in table.entries.values() {
             entry.lagged.store(true, Ordering::Release);

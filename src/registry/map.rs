@@ -39,7 +39,8 @@ struct Entry {
     started_at_ms: i64,
     last_error: Option<Arc<str>>,
     spec: Arc<str>,
-    /// Cancelled by [`Registry::stop`]; the supervisor hands a child of its root here.
+    /// The current run's token, cancelled by [`Registry::stop`] and [`Registry::kill`]; the
+    /// supervisor hands a child of its root here, then one per run.
     cancel: CancellationToken,
 }
 
@@ -183,6 +184,18 @@ impl Registry {
         Some(entry.snapshot(&key))
     }
 
+    /// Cancels the current run of `key`, leaving it desired (the supervisor restarts it).
+    pub(super) fn kill(&self, key: &ProcessKey) -> bool {
+        let map = self.lock();
+        match map.entries.get(key).filter(|e| e.live) {
+            Some(entry) => {
+                entry.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Map> {
         // Every update is a handful of plain stores that cannot be left half done in a way that
         // matters, so a panic elsewhere while holding the lock leaves nothing to repair.
@@ -203,6 +216,12 @@ pub struct Registration {
 impl Registration {
     pub fn key(&self) -> &ProcessKey {
         &self.key
+    }
+
+    /// The token of the run about to start: what [`Registry::stop`] and [`Registry::kill`]
+    /// cancel from now on.
+    pub(super) fn set_run_token(&self, token: CancellationToken) {
+        self.update(|entry| entry.cancel = token);
     }
 
     /// A run started now.

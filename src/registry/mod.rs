@@ -34,7 +34,7 @@
 mod backoff;
 mod map;
 mod persist;
-mod supervisor;
+pub(crate) mod supervisor;
 
 #[cfg(test)]
 mod tests;

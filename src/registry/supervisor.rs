@@ -153,6 +153,13 @@ impl Supervisor {
         found
     }
 
+    /// Ends the current run of `key` as a death: the run is cancelled (given `stop_grace` to
+    /// return), recorded as killed, and restarted with backoff like any other death. For
+    /// operators and fault-injection tests. False if no live task has the key.
+    pub fn kill(&self, key: &ProcessKey) -> bool {
+        self.shared.registry.kill(key)
+    }
+
     /// False once a critical task has failed.
     pub fn healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
@@ -255,8 +262,15 @@ async fn supervise<F>(
     // Allocated at the first death: most tasks never die, and this future is kept per task.
     let mut deaths: Option<Box<Deaths>> = None;
     loop {
+        // Each run has its own token, a child of the task's: [`Supervisor::kill`] ends one run,
+        // [`Supervisor::stop`] (which also clears `desired`) ends the task.
+        let run = token.child_token();
+        registration.set_run_token(run.clone());
         let started = Instant::now();
-        let exit = run_once(&shared, &token, &factory).await;
+        let mut exit = run_once(&shared, &run, &factory).await;
+        if run.is_cancelled() && !token.is_cancelled() && registration.desired() {
+            exit = Exit::Failed(TaskError::new("killed on request"));
+        }
         let ran_for = started.elapsed();
         let Some(delay) = after_run(
             &shared,
@@ -270,16 +284,37 @@ async fn supervise<F>(
             return;
         };
         tokio::select! {
-            // Biased so a stop during the backoff is seen even if the sleep is also ready.
+            // Biased so a stop during the backoff is seen even if the sleep is also ready. A
+            // stop cancels the last run's token (still the registered one) after clearing
+            // `desired`; a kill during the backoff only hastens the restart.
             biased;
             () = token.cancelled() => {
                 shared.persist(registration.stopped(None));
                 return;
             }
-            // Boxed, like every sleep here, to keep the per-task future small.
-            () = Box::pin(tokio::time::sleep(delay)) => {}
+            () = Box::pin(wait_out(&run, &registration, delay)) => {
+                if !registration.desired() {
+                    shared.persist(registration.stopped(None));
+                    return;
+                }
+            }
         }
         shared.persist(registration.running());
+    }
+}
+
+/// The backoff `delay`, cut short by a stop (which cancels `run` after clearing `desired`).
+async fn wait_out(run: &CancellationToken, registration: &Registration, delay: Duration) {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    tokio::select! {
+        () = &mut sleep => {}
+        () = run.cancelled() => {
+            if registration.desired() {
+                // A kill of a run that already ended: nothing to cut short.
+                sleep.await;
+            }
+        }
     }
 }
 
@@ -362,7 +397,7 @@ where
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         (*message).to_owned()
     } else if let Some(message) = payload.downcast_ref::<String>() {

@@ -29,18 +29,26 @@ pub struct NewEvent {
     pub provider: String,
     /// Milliseconds since the Unix epoch when the aggregator received it.
     pub received_at_ms: i64,
-    /// Deliveries this copy stands for (the writer folds copies arriving together into one).
-    pub providers_seen: u32,
+    /// The providers that delivered this content, bit `i` for the chain's `i`-th configured
+    /// provider (the writer folds copies arriving together into one). The stored
+    /// `providers_seen` is the number of bits set over every delivery, so a provider delivering
+    /// the same content twice (a reconnect, a restart's re-read) still counts once.
+    pub providers_mask: u64,
+}
+
+/// The mask bit of the chain's `index`-th configured provider (at most 64 per chain).
+pub fn provider_bit(index: u8) -> u64 {
+    1u64 << (index % 64)
 }
 
 /// More deliveries of an event already sent to the writer in an earlier batch: its row's
-/// `providers_seen` grows by `count` (no new row, no cursor).
+/// providers mask takes these bits (no new row, no cursor).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redelivery {
     pub chain: ChainName,
     pub key: EventKey,
     pub block_number: u64,
-    pub count: u32,
+    pub providers_mask: u64,
 }
 
 /// What one transaction stores, in this order: events (of any chains), redeliveries, canonical
@@ -106,10 +114,10 @@ async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<Cursor, Stor
 }
 
 /// Columns bound per event by the multi-row insert.
-const COLUMNS_PER_ROW: usize = 19;
+const COLUMNS_PER_ROW: usize = 20;
 /// Rows per INSERT statement, largest first. A batch of n rows is cut greedily into these sizes,
 /// so at most four distinct statements exist (each prepared once and cached by sqlx) and a big
-/// batch costs few round trips to SQLite's worker thread. 512 × 19 = 9728 parameters, well under
+/// batch costs few round trips to SQLite's worker thread. 512 × 20 = 10240 parameters, well under
 /// SQLite's limit of 32766.
 const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
 
@@ -118,6 +126,7 @@ const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
 pub(crate) struct Statements {
     inserts: [Arc<str>; CHUNK_SIZES.len()],
     event_by_cursor: Arc<str>,
+    redelivery: Arc<str>,
     /// Bound as `kind` without allocating per row.
     block: Arc<str>,
     log: Arc<str>,
@@ -130,6 +139,12 @@ impl Statements {
             event_by_cursor: Arc::from(format!(
                 "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE e.cursor = ?"
             )),
+            // Numbered throughout: sqlx binds plain `?`s by their own count, not SQLite's.
+            redelivery: Arc::from(format!(
+                "UPDATE events SET {} \
+                 WHERE chain = ?2 AND block_number = ?3 AND block_hash = ?4 AND log_index = ?5",
+                merge_providers_sql("?1"),
+            )),
             block: Arc::from("block"),
             log: Arc::from("log"),
         }
@@ -140,15 +155,32 @@ fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; COLUMNS_PER_ROW].join(","));
     let values = vec![row.as_str(); rows].join(",");
     // ON CONFLICT names the columns of `events_identity`. DO UPDATE (not DO NOTHING) so that
-    // RETURNING yields a row for duplicates too, and to count deliveries in providers_seen.
+    // RETURNING yields a row for duplicates too, and to merge the providers that delivered it.
     format!(
         "INSERT INTO events (cursor, chain, kind, block_number, block_hash, parent_hash, \
              block_timestamp, tx_hash, tx_index, log_index, address, topic0, topic1, topic2, \
-             topic3, data, first_provider, received_at, providers_seen) \
+             topic3, data, first_provider, received_at, providers_seen, providers_mask) \
          VALUES {values} \
-         ON CONFLICT (chain, block_number, block_hash, log_index) \
-             DO UPDATE SET providers_seen = providers_seen + excluded.providers_seen \
-         RETURNING cursor"
+         ON CONFLICT (chain, block_number, block_hash, log_index) DO UPDATE SET {merge} \
+         RETURNING cursor, providers_seen",
+        merge = merge_providers_sql("excluded.providers_mask"),
+    )
+}
+
+/// The SET clause OR-ing the mask `added` (an SQL expression) into a row's `providers_mask` and
+/// setting `providers_seen` to the bits then set. SQLite has no popcount, so the count is the
+/// sum of the 64 bits (evaluated only for rows that already exist). A row written before masks
+/// existed (mask 0) keeps its count if that is higher.
+fn merge_providers_sql(added: &str) -> String {
+    let merged = format!("(providers_mask | {added})");
+    let bits: Vec<String> = (0..64)
+        .map(|i| format!("(({merged} >> {i}) & 1)"))
+        .collect();
+    let count = bits.join(" + ");
+    format!(
+        "providers_seen = CASE WHEN providers_mask = 0 THEN max(providers_seen, {count}) \
+             ELSE {count} END, \
+         providers_mask = {merged}"
     )
 }
 
@@ -187,13 +219,13 @@ impl Store {
         let seen = insert_events(&mut tx, &shared.statements, first, &chain_events).await?;
         // Changes follow the last inserted event: trailing duplicates give their numbers back
         // (never visible anywhere), so an all-duplicate batch consumes no cursor at all.
-        let mut next = match seen.iter().rposition(|n| *n > 0) {
+        let mut next = match seen.iter().rposition(|u| u.count > 0) {
             Some(i) => first + cursor_count(i)? + 1,
             None => first,
         };
         let now = now_ms();
         for redelivery in &redeliveries {
-            count_redelivery(&mut tx, redelivery).await?;
+            count_redelivery(&mut tx, &shared.statements, redelivery).await?;
         }
         let mut retractions = Vec::new();
         for range in &canonical {
@@ -205,7 +237,7 @@ impl Store {
         }
         // Finality of the new rows, from their chains' heights as this transaction leaves them.
         let mut levels: Vec<(ChainName, Levels)> = Vec::new();
-        for (new, _) in chain_events.iter().zip(&seen).filter(|(_, n)| **n > 0) {
+        for (new, _) in chain_events.iter().zip(&seen).filter(|(_, u)| u.count > 0) {
             let chain = &new.event.chain;
             if !levels.iter().any(|(c, _)| c == chain) {
                 levels.push((chain.clone(), checkpoint::levels(&mut tx, chain).await?));
@@ -253,15 +285,24 @@ impl Store {
     }
 }
 
-/// Upserts `events` with cursors `first..`, chunk by chunk. Returns, per event, how many times
-/// its own cursor came back: 0 for a duplicate, else 1 + later copies of it in this batch.
+/// How the upsert left one event of a batch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Upserted {
+    /// How many times its own cursor came back: 0 for a duplicate, else 1 + later copies of it
+    /// in this batch.
+    count: u32,
+    /// The row's `providers_seen` after the last of them.
+    providers_seen: u32,
+}
+
+/// Upserts `events` with cursors `first..`, chunk by chunk.
 async fn insert_events(
     conn: &mut SqliteConnection,
     statements: &Statements,
     first: Cursor,
     events: &[NewEvent],
-) -> Result<Vec<u32>, StoreError> {
-    let mut seen = vec![0u32; events.len()];
+) -> Result<Vec<Upserted>, StoreError> {
+    let mut seen = vec![Upserted::default(); events.len()];
     let mut done = 0;
     while done < events.len() {
         let left = events.len() - done;
@@ -278,15 +319,15 @@ async fn insert_events(
             bind_event(&mut args, statements, cursor, new)?;
         }
         let sql = AssertSqlSafe(statements.inserts[size_index].clone());
-        let returned: Vec<i64> = sqlx::query_scalar_with(sql, args)
-            .fetch_all(&mut *conn)
-            .await?;
-        for cursor in returned {
-            if let Some(count) = usize::try_from(cursor - first)
+        let returned: Vec<(i64, i64)> =
+            sqlx::query_as_with(sql, args).fetch_all(&mut *conn).await?;
+        for (cursor, providers_seen) in returned {
+            if let Some(upserted) = usize::try_from(cursor - first)
                 .ok()
                 .and_then(|i| seen.get_mut(i))
             {
-                *count += 1;
+                upserted.count += 1;
+                upserted.providers_seen = u32::try_from(providers_seen).unwrap_or(u32::MAX);
             }
         }
         done += size;
@@ -294,7 +335,7 @@ async fn insert_events(
     Ok(seen)
 }
 
-/// Binds one event's 18 columns in the order of [`insert_sql`].
+/// Binds one event's [`COLUMNS_PER_ROW`] columns in the order of [`insert_sql`].
 fn bind_event(
     args: &mut SqliteArguments,
     statements: &Statements,
@@ -348,21 +389,23 @@ fn bind_event(
     }
     bound(args.add(new.provider.as_str()))?;
     bound(args.add(new.received_at_ms))?;
-    bound(args.add(i64::from(new.providers_seen.max(1))))?;
+    bound(args.add(i64::from(new.providers_mask.count_ones().max(1))))?;
+    // The mask's bits as SQLite's signed 64-bit integer (bit 63 makes it negative).
+    bound(args.add(i64::from_ne_bytes(new.providers_mask.to_ne_bytes())))?;
     Ok(())
 }
 
 /// Builds the publisher's view of a committed batch, moving the events (no clone).
 fn committed(
     events: Vec<NewEvent>,
-    seen: &[u32],
+    seen: &[Upserted],
     first: Cursor,
     levels: &[(ChainName, Levels)],
     finality: Vec<FinalityAdvance>,
 ) -> Committed {
-    let mut inserted = Vec::with_capacity(seen.iter().filter(|n| **n > 0).count());
-    for ((i, new), &count) in events.into_iter().enumerate().zip(seen) {
-        if count == 0 {
+    let mut inserted = Vec::with_capacity(seen.iter().filter(|u| u.count > 0).count());
+    for ((i, new), upserted) in events.into_iter().enumerate().zip(seen) {
+        if upserted.count == 0 {
             continue;
         }
         let (safe, finalized) = levels
@@ -377,8 +420,7 @@ fn committed(
             event: new.event,
             removed: false,
             first_provider: new.provider,
-            // Later copies of the same content in this batch count once each.
-            providers_seen: new.providers_seen.max(1) + count - 1,
+            providers_seen: upserted.providers_seen.max(1),
             received_at_ms: new.received_at_ms,
         });
     }
@@ -391,24 +433,25 @@ fn committed(
     }
 }
 
-/// Adds a redelivery to its row's `providers_seen`. A row that is not there (retention pruned
-/// it, or it was never stored) has nothing to count: not an error.
-async fn count_redelivery(conn: &mut SqliteConnection, r: &Redelivery) -> Result<(), StoreError> {
+/// Merges a redelivery's providers into its row. A row that is not there (retention pruned it,
+/// or it was never stored) has nothing to count: not an error.
+async fn count_redelivery(
+    conn: &mut SqliteConnection,
+    statements: &Statements,
+    r: &Redelivery,
+) -> Result<(), StoreError> {
     let log_index = match r.key.log_index {
         Some(i) => to_sql_int(i, "log_index")?,
         None => BLOCK_LOG_INDEX,
     };
-    sqlx::query(
-        "UPDATE events SET providers_seen = providers_seen + ? \
-         WHERE chain = ? AND block_number = ? AND block_hash = ? AND log_index = ?",
-    )
-    .bind(i64::from(r.count))
-    .bind(r.chain.clone())
-    .bind(to_sql_int(r.block_number, "block_number")?)
-    .bind(r.key.block_hash.as_slice())
-    .bind(log_index)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(AssertSqlSafe(statements.redelivery.clone()))
+        .bind(i64::from_ne_bytes(r.providers_mask.to_ne_bytes()))
+        .bind(r.chain.clone())
+        .bind(to_sql_int(r.block_number, "block_number")?)
+        .bind(r.key.block_hash.as_slice())
+        .bind(log_index)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -416,7 +459,7 @@ fn cursor_count(n: usize) -> Result<Cursor, StoreError> {
     Cursor::try_from(n).map_err(|_| StoreError::Invalid(format!("batch of {n} events")))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

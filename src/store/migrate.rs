@@ -143,6 +143,7 @@ mod tests {
         let migrations = runner.get_migrations();
         assert!(!migrations.is_empty());
         assert_eq!(migrations[0].to_string(), "V1__initial");
+        assert_eq!(migrations[1].to_string(), "V2__providers_mask");
         assert!(newest_embedded_version() >= 1);
     }
 }

@@ -22,6 +22,7 @@ mod processes;
 mod query;
 mod reorg;
 mod rows;
+mod stats;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,9 +37,10 @@ use crate::domain::Cursor;
 
 pub use checkpoint::{Checkpoint, FinalityAdvance};
 pub use error::StoreError;
-pub use events::{Committed, NewEvent, Redelivery, WriteBatch};
+pub use events::{Committed, NewEvent, Redelivery, WriteBatch, provider_bit};
 pub use query::{EventQuery, Order};
 pub use reorg::{Canonical, Retraction};
+pub use stats::{LATENESS_BUCKETS, ProviderStats};
 
 /// How long a connection waits for a lock held by another connection or process before
 /// failing with `SQLITE_BUSY` (then [`StoreError::is_busy`]).

@@ -136,7 +136,7 @@ async fn close_and_open_collect_planner_statistics() {
             },
             provider: "p".into(),
             received_at_ms: 0,
-            providers_seen: 1,
+            providers_mask: 1,
         })
         .collect();
     let done = store

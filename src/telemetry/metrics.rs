@@ -45,6 +45,9 @@ pub const PROVIDER_LATENCY: &str = "livechain_provider_latency_seconds";
 pub const PROVIDER_LAG: &str = "livechain_provider_lag_blocks";
 pub const FAILOVERS: &str = "livechain_failovers_total";
 pub const WS_RECONNECTS: &str = "livechain_ws_reconnects_total";
+pub const PROVIDER_DELIVERED_FIRST: &str = "livechain_provider_delivered_first_total";
+pub const PROVIDER_DELIVERED_LATE: &str = "livechain_provider_delivered_late_total";
+pub const PROVIDER_MISSED: &str = "livechain_provider_missed_total";
 // Registry.
 pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 // API and live streams.
@@ -77,6 +80,18 @@ pub fn describe_all() {
     );
     describe_counter!(EVENTS_STORED, "Unique events committed, by chain and kind");
     describe_counter!(EVENTS_REMOVED, "Events retracted by reorgs, by chain");
+    describe_counter!(
+        PROVIDER_DELIVERED_FIRST,
+        "Live events a provider delivered before any other, by chain and provider"
+    );
+    describe_counter!(
+        PROVIDER_DELIVERED_LATE,
+        "Live events a provider delivered after another had, by chain and provider"
+    );
+    describe_counter!(
+        PROVIDER_MISSED,
+        "Live events a provider never delivered within the dedupe window, by chain and provider"
+    );
     describe_gauge!(CACHE_SIZE, "Keys in the dedupe hot set, by chain");
     describe_counter!(CACHE_HITS, "Dedupe hot-set hits, by chain");
     describe_counter!(CACHE_MISSES, "Dedupe hot-set misses, by chain");

@@ -19,7 +19,9 @@ mod backfill;
 mod crash;
 mod exactly_once;
 mod faults;
+mod race;
 mod restart;
+mod supervised;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;

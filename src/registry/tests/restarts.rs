@@ -192,3 +192,35 @@ async fn a_critical_task_that_keeps_dying_fails_while_a_normal_one_keeps_restart
         Status::Failed
     );
 }
+
+#[tokio::test]
+async fn a_killed_task_restarts_and_a_stopped_one_does_not() {
+    let (supervisor, _) = start(config()).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let k = key("pipeline", "ingest");
+    supervisor
+        .spawn(k.clone(), json!(null), true, counted(tx, |_, t| idle(t)))
+        .unwrap();
+    starts(&mut rx, 1).await;
+    assert!(supervisor.kill(&k));
+    starts(&mut rx, 1).await;
+    let info = supervisor.registry().get(&k).unwrap();
+    assert_eq!(info.restarts, 1);
+    assert_eq!(info.last_error.as_deref(), Some("killed on request"));
+    eventually("the new run to be running", || {
+        supervisor.registry().get(&k).unwrap().status == Status::Running
+    })
+    .await;
+    assert!(supervisor.healthy(), "one kill is not a failure");
+
+    // A stop ends the task for good: no new run.
+    assert!(supervisor.stop(&k));
+    eventually("the stopped task to leave", || {
+        supervisor.registry().get(&k).is_none()
+    })
+    .await;
+    assert!(!supervisor.kill(&k), "nothing left to kill");
+    tokio::time::sleep(ms(50)).await;
+    assert!(rx.try_recv().is_err(), "a stopped task was started again");
+    supervisor.shutdown(Duration::from_secs(1)).await.unwrap();
+}

@@ -3,6 +3,7 @@
 //! the live pipeline does not produce on a still devnet. Expected answers come from what the
 //! test wrote, the cursors from the store's commit receipts, never from the API.
 
+use livechain::registry::{MemoryProcessStore, Supervisor, SupervisorConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -83,6 +84,13 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         metrics: livechain::telemetry::prometheus(),
         chains: Arc::from(Vec::<ChainHandle>::new()),
         writer_ready: Arc::new(AtomicBool::new(true)),
+        supervisor: Supervisor::start(
+            SupervisorConfig::default(),
+            Arc::new(MemoryProcessStore::new()),
+            &shutdown,
+        )
+        .await
+        .expect("supervisor"),
         hub: livechain::publish::Hub::new(16),
         shutdown: shutdown.clone(),
     };
@@ -126,7 +134,8 @@ async fn fill(store: &Store, devnet: &Devnet) -> Vec<Row> {
                 event: event_of(r.chain, &r.want),
                 provider: "fixture".into(),
                 received_at_ms: RECEIVED_AT_MS,
-                providers_seen: r.providers_seen,
+                // One bit per provider that delivered it: `providers_seen` is their number.
+                providers_mask: (1u64 << r.providers_seen) - 1,
             })
             .collect(),
         ..WriteBatch::default()

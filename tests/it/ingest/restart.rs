@@ -86,12 +86,11 @@ async fn restart_resumes_from_the_checkpoint_and_fills_the_gap() {
     app.stop().await;
 }
 
-/// `providers_seen` counts deliveries reaching the writer, not providers: after a restart the
-/// aggregator's memory of what it sent is empty, so the range sync's re-read of rows stored live
-/// ahead of the checkpoint is a first sighting and the writer's upsert adds one more delivery
-/// (4 with 3 providers).
+/// `providers_seen` counts providers, not deliveries: after a restart the aggregator's memory of
+/// what it sent is empty, so the range sync's re-read of rows stored live ahead of the
+/// checkpoint is a first sighting and reaches the writer again; the row's providers mask makes
+/// that copy count nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: providers_seen exceeds the provider count after a restart (re-read rows counted again)"]
 async fn providers_seen_never_exceeds_the_providers_across_a_restart() {
     let devnet = devnet(3, 20, 0).await;
     let dir = tempfile::tempdir().expect("temp dir");

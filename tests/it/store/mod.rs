@@ -85,8 +85,15 @@ fn new(event: Event, provider: &str) -> NewEvent {
         event,
         provider: provider.to_owned(),
         received_at_ms: 1_764_000_000_123,
-        providers_seen: 1,
+        providers_mask: provider_mask(provider),
     }
+}
+
+/// A distinct mask bit per provider name the tests use (the last one for any other name).
+fn provider_mask(provider: &str) -> u64 {
+    const NAMES: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
+    let bit = NAMES.iter().position(|n| *n == provider).unwrap_or(63);
+    1u64 << bit
 }
 
 fn batch(events: Vec<NewEvent>) -> WriteBatch {

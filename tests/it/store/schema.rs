@@ -11,7 +11,10 @@ use super::{open, raw, temp_db};
 async fn migrations_apply_on_a_fresh_file_and_are_a_no_op_on_reopen() {
     let db = temp_db();
     let store = open(&db.path).await;
-    assert_eq!(store.applied_migrations(), ["V1__initial"]);
+    assert_eq!(
+        store.applied_migrations(),
+        ["V1__initial", "V2__providers_mask"]
+    );
     let version = store.schema_version().await.unwrap();
     assert!(version >= 1);
     assert_eq!(store.max_cursor().await, 0);
@@ -71,7 +74,7 @@ async fn tables_columns_and_journal_mode_are_as_specified() {
     let events: Vec<String> = columns("events").fetch_all(&mut conn).await.unwrap();
     let want = "cursor chain kind block_number block_hash parent_hash block_timestamp tx_hash \
                 tx_index log_index address topic0 topic1 topic2 topic3 data removed \
-                first_provider providers_seen received_at";
+                first_provider providers_seen received_at providers_mask";
     assert_eq!(
         events.join(" "),
         want.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -3,7 +3,7 @@
 
 use alloy_primitives::{Address, Bytes};
 use livechain::domain::{BlockRef, Event, EventKind, Finality, LogFields};
-use livechain::store::{NewEvent, StoreError, WriteBatch};
+use livechain::store::{NewEvent, Redelivery, StoreError, WriteBatch};
 
 use super::{
     CHAIN, batch, block, block_on, checkpoint, cursors, h, log_of, new, open, raw, stored, temp_db,
@@ -72,6 +72,59 @@ async fn duplicates_across_batches_and_a_reopen_count_providers_seen() {
     let log_row = stored(&store, 2).await;
     assert_eq!(log_row.event, l);
     assert_eq!(log_row.providers_seen, 2);
+    store.close().await;
+}
+
+/// `providers_seen` counts providers, not deliveries: the same provider's copy arriving again
+/// (a reconnect, the re-read after a restart), as an event or as a redelivery, adds nothing.
+#[tokio::test]
+async fn a_provider_delivering_the_same_content_again_counts_once() {
+    let db = temp_db();
+    let store = open(&db.path).await;
+    let b = block(30);
+    let l = log_of(&b, 1);
+    write(
+        &store,
+        batch(vec![new(b.clone(), "alpha"), new(l.clone(), "alpha")]),
+    )
+    .await;
+    let again = write(
+        &store,
+        batch(vec![new(b.clone(), "alpha"), new(l.clone(), "alpha")]),
+    )
+    .await;
+    assert_eq!((again.inserted.len(), again.duplicates), (0, 2));
+    assert_eq!(stored(&store, 1).await.providers_seen, 1);
+
+    let redelivery = |mask: u64| Redelivery {
+        chain: CHAIN.into(),
+        key: l.key(),
+        block_number: 30,
+        providers_mask: mask,
+    };
+    let mut twice = batch(Vec::new());
+    twice.redeliveries = vec![redelivery(0b1), redelivery(0b10)];
+    write(&store, twice).await;
+    assert_eq!(stored(&store, 2).await.providers_seen, 2, "alpha and beta");
+    store.close().await;
+
+    // After a reopen nothing in memory remembers who delivered: the row does.
+    let store = open(&db.path).await;
+    write(
+        &store,
+        batch(vec![new(l.clone(), "beta"), new(l.clone(), "gamma")]),
+    )
+    .await;
+    assert_eq!(stored(&store, 2).await.providers_seen, 3);
+    let mut high = batch(Vec::new());
+    high.redeliveries = vec![redelivery(1 << 63)];
+    write(&store, high).await;
+    assert_eq!(
+        stored(&store, 2).await.providers_seen,
+        4,
+        "bit 63 counts too"
+    );
+    assert_eq!(stored(&store, 1).await.providers_seen, 1);
     store.close().await;
 }
 
@@ -296,19 +349,19 @@ async fn every_field_of_a_log_and_a_block_round_trips() {
             event: b.clone(),
             provider: "infura".into(),
             received_at_ms: 1_764_000_000_001,
-            providers_seen: 1,
+            providers_mask: 1,
         },
         NewEvent {
             event: full_log.clone(),
             provider: "alchemy".into(),
             received_at_ms: 1_764_000_000_002,
-            providers_seen: 1,
+            providers_mask: 1 << 5,
         },
         NewEvent {
             event: empty_log.clone(),
             provider: "local".into(),
             received_at_ms: -5,
-            providers_seen: 1,
+            providers_mask: 1 << 63,
         },
     ];
     let done = write(&store, batch(inputs.clone())).await;

@@ -1,0 +1,14 @@
+-- Which providers delivered each event, so that `providers_seen` counts providers rather than
+-- deliveries. Counting deliveries over-counted whenever one provider's copy reached the writer
+-- twice: after a restart (the aggregator's memory of what it sent is gone, so the range sync's
+-- re-read of rows stored live counted once more), or after a listener reconnected and
+-- redelivered. OR-ing a bit per provider is idempotent, so a redelivery changes nothing.
+--
+-- Bit i is the chain's i-th configured provider (configuration order; a chain has at most 64).
+-- Reordering a chain's providers in the configuration between runs can attribute old bits to
+-- other providers: the count stays bounded by the number of providers either way.
+--
+-- `providers_seen` stays a column (it is what queries and the API read) and the writer keeps it
+-- equal to the number of bits set. Rows written before this migration have a mask of 0 and keep
+-- their count until their next delivery.
+ALTER TABLE events ADD COLUMN providers_mask INTEGER NOT NULL DEFAULT 0;

@@ -1,0 +1,58 @@
+//! `GET /v1/processes`: every supervised task, its status and its restarts.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use super::json::rfc3339_ms;
+use crate::registry::ProcessInfo;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/processes", get(processes))
+}
+
+#[derive(Serialize)]
+struct ProcessesJson {
+    /// False once a critical task has failed for good (`/ready` is then false too).
+    healthy: bool,
+    processes: Vec<ProcessJson>,
+}
+
+#[derive(Serialize)]
+struct ProcessJson {
+    kind: String,
+    id: String,
+    /// `running`, `restarting`, `stopped` or `failed`.
+    status: &'static str,
+    restarts: u32,
+    last_error: Option<String>,
+    started_at: String,
+}
+
+impl From<ProcessInfo> for ProcessJson {
+    fn from(info: ProcessInfo) -> Self {
+        ProcessJson {
+            status: info.status.as_str(),
+            started_at: rfc3339_ms(info.started_at_ms),
+            kind: info.kind,
+            id: info.id,
+            restarts: info.restarts,
+            last_error: info.last_error,
+        }
+    }
+}
+
+async fn processes(State(state): State<AppState>) -> Json<ProcessesJson> {
+    Json(ProcessesJson {
+        healthy: state.supervisor.healthy(),
+        processes: state
+            .supervisor
+            .registry()
+            .list()
+            .into_iter()
+            .map(ProcessJson::from)
+            .collect(),
+    })
+}
