@@ -3,6 +3,7 @@
 //! all of it, checked to fit together.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -36,7 +37,14 @@ impl Fetcher {
         for n in from..=to {
             params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
         }
-        for tag in FINALITY_TAGS {
+        // Sent one by one (to a provider refusing batches), a node without the tags would fail
+        // the whole range with its error: then the range goes without them.
+        let all = self.providers.all();
+        let batches = all
+            .get(start % all.len().max(1))
+            .is_some_and(|p| p.batches.load(Ordering::Relaxed));
+        let tags: &[&str] = if batches { &FINALITY_TAGS } else { &[] };
+        for tag in tags {
             params.push(jsonrpc::params(&json!([tag, false]))?);
         }
         let calls: Vec<(&str, &RawValue)> = params
@@ -117,7 +125,11 @@ impl Fetcher {
             let head = decode::head(&raw).ok()?;
             Some(head.block.number.min(last.number))
         };
-        let (safe, finalized) = (tag(), tag());
+        let (safe, finalized) = if tags.is_empty() {
+            (None, None)
+        } else {
+            (tag(), tag())
+        };
         let hashes = heads.iter().map(|h| h.block.hash).collect();
         Ok(RangeData {
             provider,

@@ -155,6 +155,8 @@ impl RangeSync {
         let mut hints_open = true;
         let mut hint_checked: Option<Instant> = None;
         let mut pending_hint: Option<u64> = None;
+        // Whether the chain's nodes answer the `safe`/`finalized` tags.
+        let mut tags_seen = false;
         let mut recent = Recent::from_stored(&std::mem::take(&mut self.recent));
         if let Some(cp) = self.checkpoint
             && recent.hash_at(cp.number) != Some(cp.hash)
@@ -290,8 +292,12 @@ impl RangeSync {
                     for (n, hash) in (range.first..).zip(&range.hashes) {
                         recent.push(n, *hash);
                     }
-                    if range.safe.is_none() && range.finalized.is_none() {
+                    if range.safe.is_some() || range.finalized.is_some() {
+                        tags_seen = true;
+                    } else if !tags_seen {
                         // No tags: final once `confirmations` deep below the best head known.
+                        // Never once a node of the chain has shown tags: a fixed depth may be
+                        // shallower than the chain's finality, and finality never moves back.
                         let head = clock
                             .latest()
                             .max(polled.head.unwrap_or(0))
