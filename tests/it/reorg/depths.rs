@@ -46,6 +46,8 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     let ws_base = app.base.replacen("http://", "ws://", 1);
     let everything = Collector::start(&ws_base, "");
     let finalized = Collector::start(&ws_base, "finality=finalized");
+    let contract = net.contracts()[0];
+    let one_contract = Collector::start(&ws_base, &format!("kind=log&address={contract}"));
 
     assert!(net.wait_for_head(90, Duration::from_secs(30)).await);
     for depth in [1, 3, 12, 64] {
@@ -91,6 +93,9 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     finalized
         .settle(Duration::from_millis(1500), Duration::from_secs(30))
         .await;
+    one_contract
+        .settle(Duration::from_millis(1500), Duration::from_secs(30))
+        .await;
     let stored = all_events(&app.base, "include_removed=true").await;
     let removed: HashSet<i64> = stored
         .iter()
@@ -124,6 +129,28 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     assert!(
         removed.iter().all(|c| received.contains(c)),
         "every orphan had been received (since=0)"
+    );
+
+    // A filtered subscriber: retractions of exactly the orphans among the events it received.
+    let filtered = one_contract.finish().await;
+    let contract_logs: HashSet<i64> = stored
+        .iter()
+        .filter(|e| {
+            e["kind"] == "log"
+                && e["address"]
+                    .as_str()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(&contract.to_string()))
+        })
+        .map(|e| e["cursor"].as_i64().expect("cursor"))
+        .collect();
+    let got: HashSet<i64> = filtered.events.iter().copied().collect();
+    assert_eq!(got, contract_logs, "the filtered subscriber got its logs");
+    let expected: HashSet<i64> = got.intersection(&removed).copied().collect();
+    assert!(!expected.is_empty(), "some of its logs were orphaned");
+    assert!(
+        filtered.removed.values().all(|n| *n == 1)
+            && filtered.removed.keys().copied().collect::<HashSet<_>>() == expected,
+        "one removed per orphan it received, no other"
     );
 
     let settled = finalized.finish().await;
