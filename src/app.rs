@@ -110,7 +110,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let hub = Hub::new(STREAM_QUEUE);
     let render: Render = Arc::new(api::stream::render);
     let publisher = (hub.clone(), ingest.committed.clone());
-    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Subscribed now, before anything can commit: the first run misses no batch. (A stream
+    // session's seam relies on it: what commits after the session subscribed to the hub must
+    // reach the hub.)
+    let first = std::sync::Mutex::new(Some(ingest.committed.subscribe()));
     supervisor
         .spawn(
             ProcessKey::new("publisher", "hub"),
@@ -118,14 +121,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             false,
             move |token| {
                 let (hub, committed) = publisher.clone();
-                if restarted.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    // Batches committed while it was down were never published: every
-                    // subscriber catches up from the database.
-                    hub.cut_all();
-                }
+                let first = first
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let batches = match first {
+                    Some(batches) => batches,
+                    None => {
+                        // A restart: batches committed while it was down were never
+                        // published, so every subscriber catches up from the database.
+                        let batches = committed.subscribe();
+                        hub.cut_all();
+                        batches
+                    }
+                };
                 let render = render.clone();
                 Box::pin(async move {
-                    hub.run(committed.subscribe(), render, token).await;
+                    hub.run(batches, render, token).await;
                     Ok(())
                 })
             },
@@ -179,8 +191,10 @@ impl Running {
             "/health",
             "/ready",
             "/v1/chains",
+            "/v1/providers",
             "/v1/events?limit=5",
             "/v1/events?kind=block&order=desc&limit=3",
+            "/v1/processes",
             "/metrics",
         ] {
             text.push_str(&format!("\n    curl {base}{path}"));

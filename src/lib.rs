@@ -8,6 +8,7 @@
 //! - [`provider`]: JSON-RPC over HTTP and WebSocket; the only module that knows its framing.
 //! - [`ingest`]: listeners, aggregator, range sync and writer: providers in, each event once.
 //! - [`breaker`]: the circuit breaker, a pure state machine; [`registry`]: supervised tasks.
+//! - [`health`]: per provider breaker, head, lag, latency and error rate; failover order.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
 //! - [`telemetry`]: tracing setup and every metric name.
 //! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod domain;
+pub mod health;
 pub mod ingest;
 pub mod provider;
 pub mod publish;

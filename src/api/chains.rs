@@ -1,5 +1,5 @@
 //! `GET /v1/chains` (per chain: head, checkpoint, lag, sync progress, providers) and
-//! `GET /ready` (the database takes writes and every chain has a provider answering).
+//! `GET /ready` (the database takes writes and every chain has a healthy provider).
 
 use std::sync::atomic::Ordering;
 
@@ -86,6 +86,12 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
         if chain.progress.borrow().head == 0 && *chain.best_head.borrow() == 0 {
             return Err(ApiError::NotReady(format!(
                 "chain {} has no provider answering yet",
+                chain.name
+            )));
+        }
+        if !chain.health.any_healthy() {
+            return Err(ApiError::NotReady(format!(
+                "chain {} has no healthy provider",
                 chain.name
             )));
         }

@@ -8,6 +8,7 @@ pub mod events;
 mod health;
 pub mod json;
 mod processes;
+mod providers;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chains::router())
         .merge(events::router())
         .merge(processes::router())
+        .merge(providers::router())
         .merge(stream::router())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))

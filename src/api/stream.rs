@@ -5,25 +5,28 @@
 //! the live queue, skipping what the replay already sent (cursor ≤ last sent). Anything
 //! committed before the subscription is in the store; anything after is in the queue: the seam
 //! has no gap, and the cursor check removes the overlap. A session the hub cut off for lagging
-//! goes back to the store from its last cursor; one that keeps lagging is told `lagged` and
-//! closed, so a slow client never slows ingestion or anyone else.
+//! goes back to the store from its last cursor; one that keeps lagging, or whose socket stopped
+//! accepting writes (the client is not reading: the store would only refill the same socket),
+//! is told `lagged` with the cursor to resume from and closed, so a slow client never slows
+//! ingestion or anyone else. Live batches go out as one burst of frames and one flush.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
+use futures_util::SinkExt;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::events::parse_query;
 use super::json::EventJson;
 use super::{ApiError, AppState};
 use crate::domain::{ChainName, Cursor, Finality};
-use crate::publish::{FeedFilter, FeedItem, Subscription, replay};
+use crate::publish::{Batch, FeedFilter, FeedItem, Subscription, Text, replay};
 use crate::store::{EventQuery, Order};
 use crate::telemetry::metrics as m;
 
@@ -38,6 +41,11 @@ const REPLAY_PAGE: u32 = 500;
 /// A session cut off this many times within [`LAG_WINDOW`] is told `lagged` and closed.
 const MAX_LAGS: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// A socket write blocked this long means the client is not reading: if it also falls behind
+/// the feed, it is told `lagged` rather than refilled from the store.
+const SEND_STALL: Duration = Duration::from_secs(1);
+/// A socket that accepts nothing for this long is dropped (a peer that vanished without a FIN).
+const SEND_DEAD: Duration = Duration::from_secs(30);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/stream", get(upgrade))
@@ -53,7 +61,13 @@ async fn upgrade(
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
             metrics::gauge!(m::STREAM_CONNECTIONS).increment(1.0);
-            Session { state, socket }.run(query).await;
+            Session {
+                state,
+                socket,
+                last_stall: None,
+            }
+            .run(query)
+            .await;
             metrics::gauge!(m::STREAM_CONNECTIONS).decrement(1.0);
         })
 }
@@ -149,29 +163,53 @@ fn parse_subscribe(text: &str) -> Result<Request, ApiError> {
     parse_request(&query.finish())
 }
 
-/// The wire text of a feed item (also the hub's renderer).
-pub fn render(item: &FeedItem) -> Arc<str> {
-    let value = match item {
-        FeedItem::Added(event) => {
-            json!({"type": "event", "cursor": event.cursor, "event": EventJson::from(event)})
-        }
-        FeedItem::Restored { cursor, event } => {
-            json!({"type": "event", "cursor": cursor, "event": EventJson::from(event)})
-        }
-        FeedItem::Removed { cursor, event } => {
-            json!({"type": "removed", "cursor": cursor, "event": EventJson::from(event)})
-        }
-        FeedItem::Finality(a) => json!({
-            "type": "finality", "cursor": a.cursor, "chain": &*a.chain,
-            "finality": a.finality.as_str(), "to_block": a.to_block,
+/// The wire text of a feed item (also the hub's renderer). Serialized straight from the
+/// typed shapes: no intermediate `Value` tree.
+pub fn render(item: &FeedItem) -> Text {
+    #[derive(Serialize)]
+    struct EventMessage {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        cursor: Cursor,
+        event: EventJson,
+    }
+    #[derive(Serialize)]
+    struct FinalityMessage<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        cursor: Cursor,
+        chain: &'a str,
+        finality: &'static str,
+        to_block: u64,
+    }
+    let event = |kind, cursor, event| {
+        serde_json::to_string(&EventMessage {
+            kind,
+            cursor,
+            event: EventJson::from(event),
+        })
+    };
+    let text = match item {
+        FeedItem::Added(e) => event("event", e.cursor, e),
+        FeedItem::Restored { cursor, event: e } => event("event", *cursor, e),
+        FeedItem::Removed { cursor, event: e } => event("removed", *cursor, e),
+        FeedItem::Finality(a) => serde_json::to_string(&FinalityMessage {
+            kind: "finality",
+            cursor: a.cursor,
+            chain: &a.chain,
+            finality: a.finality.as_str(),
+            to_block: a.to_block,
         }),
     };
-    Arc::from(value.to_string())
+    // These shapes hold only strings and numbers: serializing them cannot fail.
+    Text::from(text.unwrap_or_default())
 }
 
 struct Session {
     state: AppState,
     socket: WebSocket,
+    /// When a socket write last took [`SEND_STALL`] or longer: the client is not reading.
+    last_stall: Option<Instant>,
 }
 
 /// Why a session ends.
@@ -199,11 +237,9 @@ impl Session {
             Ok(request) => self.serve(request).await,
             Err(err) => End::Error(err),
         };
-        match end {
-            End::Gone => {}
-            End::Shutdown => {
-                let _ = self.socket.send(Message::Close(None)).await;
-            }
+        let last_words = match end {
+            End::Gone => return,
+            End::Shutdown => None,
             End::Error(err) => {
                 let (field, message) = match &err {
                     ApiError::BadRequest { field, message } => {
@@ -215,23 +251,22 @@ impl Session {
                     }
                     other => (None, other.to_string()),
                 };
-                let body = json!({"type": "error", "error": {"code": error_code(&err), "message": message, "field": field}});
-                let _ = self
-                    .socket
-                    .send(Message::Text(body.to_string().into()))
-                    .await;
-                let _ = self.socket.send(Message::Close(None)).await;
+                Some(
+                    json!({"type": "error", "error": {"code": error_code(&err), "message": message, "field": field}}),
+                )
             }
             End::Lagged(resume_from) => {
                 metrics::counter!(m::STREAM_LAGGED).increment(1);
-                let body = json!({"type": "lagged", "resume_from": resume_from});
-                let _ = self
-                    .socket
-                    .send(Message::Text(body.to_string().into()))
-                    .await;
-                let _ = self.socket.send(Message::Close(None)).await;
+                Some(json!({"type": "lagged", "resume_from": resume_from}))
             }
+        };
+        if let Some(body) = last_words
+            && self.send(Text::from(body.to_string())).await.is_err()
+        {
+            return;
         }
+        // Bounded like every write: a client that stopped reading cannot hold the task.
+        let _ = tokio::time::timeout(SEND_DEAD, self.socket.send(Message::Close(None))).await;
     }
 
     /// Waits for the `subscribe` message of a connection whose URL carried no parameters.
@@ -268,6 +303,7 @@ impl Session {
         let mut settled_to: HashMap<ChainName, u64> = HashMap::new();
         let mut lags: Vec<Instant> = Vec::new();
         let mut subscription = hub.subscribe(filter.clone());
+        // Every change up to `last` has been sent (if it matched) and written to the socket.
         let mut last = match since {
             Some(since) => since,
             None => self.state.store.max_cursor().await,
@@ -295,19 +331,11 @@ impl Session {
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Gone,
                         Some(Ok(_)) => {}
                     },
-                    item = subscription.items.recv() => match item {
-                        Some(published) => {
-                            if published.item.cursor() <= last {
-                                continue;
-                            }
-                            let sent = match settled {
-                                Some(level) => self.settle(&filter, level, &published.item, &mut settled_to).await,
-                                None => self.send(published.text.clone()).await,
-                            };
-                            if let Err(end) = sent {
+                    batch = subscription.recv() => match batch {
+                        Some(batch) => {
+                            if let Err(end) = self.forward(&filter, settled, &mut settled_to, &batch, &mut last).await {
                                 return end;
                             }
-                            last = published.item.cursor();
                         }
                         None => break, // cut off (lagged) or the hub stopped
                     },
@@ -316,7 +344,7 @@ impl Session {
                             .map(|c| (c.name.to_string(), json!(*c.best_head.borrow())))
                             .collect();
                         let body = json!({"type": "heartbeat", "head": heads, "cursor": last});
-                        if let Err(end) = self.send(Arc::from(body.to_string())).await {
+                        if let Err(end) = self.send(Text::from(body.to_string())).await {
                             return end;
                         }
                     }
@@ -331,7 +359,11 @@ impl Session {
             let now = Instant::now();
             lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
             lags.push(now);
-            if lags.len() >= MAX_LAGS {
+            // A client that is not reading would only be refilled from the store: tell it.
+            let not_reading = self
+                .last_stall
+                .is_some_and(|t| now.duration_since(t) < LAG_WINDOW);
+            if not_reading || lags.len() >= MAX_LAGS {
                 return End::Lagged(last);
             }
             tracing::debug!(
@@ -340,6 +372,42 @@ impl Session {
             );
             subscription = resubscribe(&hub, &filter, subscription);
         }
+    }
+
+    /// Writes the items of a live batch this subscriber has not seen and wants, as one burst.
+    async fn forward(
+        &mut self,
+        filter: &FeedFilter,
+        settled: Option<Finality>,
+        settled_to: &mut HashMap<ChainName, u64>,
+        batch: &Batch,
+        last: &mut Cursor,
+    ) -> Result<(), End> {
+        let Some(end) = batch.last().map(|p| p.item.cursor()) else {
+            return Ok(());
+        };
+        if end <= *last {
+            return Ok(()); // already replayed
+        }
+        let fresh = batch.iter().filter(|p| p.item.cursor() > *last);
+        match settled {
+            Some(level) => {
+                for published in fresh {
+                    self.settle(filter, level, &published.item, settled_to)
+                        .await?;
+                }
+            }
+            None => {
+                let texts: Vec<Text> = fresh
+                    .filter(|p| filter.matches(&p.item))
+                    .map(|p| p.text.clone())
+                    .collect();
+                self.send_all(texts).await?;
+            }
+        }
+        // Every change of the batch was considered: resume after it, matching or not.
+        *last = end;
+        Ok(())
     }
 
     /// Sends every stored item after `last` matching `filter`, advancing `last`.
@@ -355,11 +423,18 @@ impl Session {
             let page = replay::page(&self.state.store, filter, after, REPLAY_PAGE)
                 .await
                 .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
-            for item in &page.items {
-                match settled {
-                    Some(level) => self.settle(filter, level, item, settled_to).await?,
-                    None => self.send(render(item)).await?,
+            match settled {
+                Some(level) => {
+                    for item in &page.items {
+                        self.settle(filter, level, item, settled_to).await?;
+                    }
                 }
+                None => {
+                    self.send_all(page.items.iter().map(render).collect())
+                        .await?
+                }
+            }
+            if let Some(item) = page.items.last() {
                 *last = (*last).max(item.cursor());
             }
             match page.through {
@@ -423,10 +498,14 @@ impl Session {
                 .query_events(&query)
                 .await
                 .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
-            for event in &events {
-                let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
-                self.send(Arc::from(body.to_string())).await?;
-            }
+            let texts = events
+                .iter()
+                .map(|event| {
+                    let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
+                    Text::from(body.to_string())
+                })
+                .collect();
+            self.send_all(texts).await?;
             match events.last() {
                 Some(e) if events.len() == REPLAY_PAGE as usize => after = e.cursor,
                 _ => break,
@@ -436,11 +515,50 @@ impl Session {
         self.send(render(item)).await
     }
 
-    async fn send(&mut self, text: Arc<str>) -> Result<(), End> {
-        self.socket
-            .send(Message::Text(Utf8Bytes::from(text.as_ref())))
-            .await
-            .map_err(|_| End::Gone)
+    async fn send(&mut self, text: Text) -> Result<(), End> {
+        self.send_all(vec![text]).await
+    }
+
+    /// Writes `texts` in order and flushes once: one burst of frames, not a syscall each.
+    ///
+    /// Every socket operation is timed: one that takes [`SEND_STALL`] marks the client as not
+    /// reading (see `serve`), one that accepts nothing for [`SEND_DEAD`] ends the session.
+    async fn send_all(&mut self, texts: Vec<Text>) -> Result<(), End> {
+        if texts.is_empty() {
+            return Ok(());
+        }
+        for text in texts {
+            let started = Instant::now();
+            let outcome =
+                tokio::time::timeout(SEND_DEAD, self.socket.feed(Message::Text(text))).await;
+            self.written(started, outcome)?;
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(SEND_DEAD, self.socket.flush()).await;
+        self.written(started, outcome)
+    }
+
+    /// Accounts for one socket operation that started at `started`.
+    fn written(
+        &mut self,
+        started: Instant,
+        outcome: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<(), End> {
+        let took = started.elapsed();
+        if took >= SEND_STALL {
+            self.last_stall = Some(Instant::now());
+        }
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::info!(
+                    after_ms = took.as_millis() as u64,
+                    "stream subscriber accepts nothing; dropping the connection"
+                );
+                Err(End::Gone)
+            }
+        }
     }
 }
 

@@ -240,6 +240,14 @@ impl Devnet {
         self.inner.shared.chain.spec().contracts().collect()
     }
 
+    /// When the producer made block `n` and handed it to every provider connection (the
+    /// instant its notifications start going out), for the last few thousand heights; the
+    /// stream benchmark measures delivery latency from here. A height produced again after a
+    /// reorg reports its latest production.
+    pub fn emitted_at(&self, n: u64) -> Option<std::time::Instant> {
+        self.inner.shared.emitted_at(n)
+    }
+
     /// The logs of canonical block `n`, `None` above the head.
     pub fn logs(&self, n: u64) -> Option<Vec<Log>> {
         self.inner.shared.chain.block(n).map(|b| b.logs.clone())

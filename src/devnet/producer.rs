@@ -117,9 +117,11 @@ fn step(shared: &Shared) -> Notice {
             "devnet: automatic reorg"
         );
     }
+    let produced_at = Instant::now();
+    shared.record_emission(advanced.tip.number(), produced_at.into_std());
     Notice {
         block: advanced.tip,
-        produced_at: Instant::now(),
+        produced_at,
     }
 }
 

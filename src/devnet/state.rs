@@ -74,7 +74,12 @@ pub(crate) struct Shared {
     next_subscription: AtomicU64,
     /// See [`super::Devnet::set_send_removed_logs`].
     send_removed_logs: AtomicBool,
+    /// When each recent height was produced, for latency measurements (`benches/stream.rs`).
+    emitted: Mutex<Vec<(u64, std::time::Instant)>>,
 }
+
+/// Heights whose production instant is kept (a ring indexed by height; ~24 bytes each).
+pub(crate) const EMISSION_LOG: usize = 8192;
 
 impl Shared {
     pub(crate) fn new(chain: Chain, providers: usize, mode: Mode, seed: u64) -> Self {
@@ -88,7 +93,26 @@ impl Shared {
             subscriber_arrived: Notify::new(),
             next_subscription: AtomicU64::new(1),
             send_removed_logs: AtomicBool::new(false),
+            emitted: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records that block `n` was produced (handed to the connections) at `at`.
+    pub(crate) fn record_emission(&self, n: u64, at: std::time::Instant) {
+        let mut log = self.emitted.lock().unwrap_or_else(|e| e.into_inner());
+        if log.is_empty() {
+            log.resize(EMISSION_LOG, (u64::MAX, at));
+        }
+        if let Some(slot) = log.get_mut((n % EMISSION_LOG as u64) as usize) {
+            *slot = (n, at);
+        }
+    }
+
+    /// When block `n` was last produced, if it is among the last [`EMISSION_LOG`] heights.
+    pub(crate) fn emitted_at(&self, n: u64) -> Option<std::time::Instant> {
+        let log = self.emitted.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (n % EMISSION_LOG as u64) as usize;
+        log.get(slot).filter(|(m, _)| *m == n).map(|(_, at)| *at)
     }
 
     pub(crate) fn set_send_removed_logs(&self, on: bool) {

@@ -1,6 +1,13 @@
 //! One listener per chain × provider: a WebSocket with `newHeads` and `logs` subscriptions,
 //! forwarding every notification to the chain's aggregator, reconnecting with backoff.
 //!
+//! Every (re)connect goes through the provider's breaker: an open breaker holds the listener
+//! back until it half-opens, and the connection is then a probe. A connection counts as a
+//! success once it delivers its first notification (a provider that accepts, subscribes and
+//! stays silent is not healthy); a socket that drops or stalls counts as a failure. The stall
+//! watchdog recycles a connection that is open but silent for `health.stall_timeout` while the
+//! chain moves on, or whose heads lag more than `health.max_lag_blocks` behind the best.
+//!
 //! The listener reads only what routing needs (a head's fields, a log's identity); the full
 //! parse of a log happens in the aggregator, and only for the first copy of it.
 
@@ -13,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use super::ChainInput;
 use super::filters::LogFilter;
 use super::providers::{ChainProvider, backoff};
+use crate::breaker::{Outcome, Permit};
 use crate::domain::ChainName;
+use crate::health::ChainHealth;
 use crate::provider::{Notification, ProviderError, WsClient, WsOptions, decode, jsonrpc};
 use crate::telemetry::metrics as m;
 
@@ -24,6 +33,8 @@ const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
 const NOTIFICATION_QUEUE: usize = 1024;
 /// A connection that lasted this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// Longest wait for an open breaker before asking it again (it half-opens on its own clock).
+const MAX_GATE_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Listener {
@@ -31,6 +42,18 @@ pub struct Listener {
     pub provider: ChainProvider,
     pub filters: Vec<LogFilter>,
     pub output: mpsc::Sender<ChainInput>,
+    pub health: ChainHealth,
+}
+
+/// Why a connection that came up ended.
+#[derive(Debug)]
+enum Ended {
+    /// The service is stopping (or the aggregator is gone).
+    Shutdown,
+    /// The provider closed the socket.
+    Closed,
+    /// The watchdog recycled it.
+    Recycled(&'static str),
 }
 
 enum Route {
@@ -65,95 +88,200 @@ impl Listener {
         let Some(url) = self.provider.ws_url.clone() else {
             return;
         };
+        let index = usize::from(self.provider.index);
+        // A provider that takes longer than the stall timeout to answer a subscribe is stalled.
+        let timeout = self
+            .health
+            .config()
+            .stall_timeout
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let options = WsOptions {
+            connect_timeout: timeout,
+            request_timeout: timeout,
+            ..WsOptions::default()
+        };
         let mut delays = backoff();
         let mut connected_before = false;
         while !shutdown.is_cancelled() {
+            let permit = match self.health.acquire(index) {
+                Ok(permit) => permit,
+                Err(retry_in) => {
+                    tracing::debug!(chain = %self.chain, provider = %self.provider.id, retry_in_ms = retry_in.as_millis() as u64, "breaker holds the listener back");
+                    if wait(&shutdown, retry_in.min(MAX_GATE_WAIT)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let (notes_tx, notes_rx) = mpsc::channel(NOTIFICATION_QUEUE);
+            let started = Instant::now();
             let connection =
-                WsClient::connect(&url, WsOptions::default(), notes_tx, shutdown.child_token())
-                    .await;
+                WsClient::connect(&url, options.clone(), notes_tx, shutdown.child_token()).await;
             let outcome = match connection {
                 Ok(client) => {
                     if connected_before {
                         metrics::counter!(m::WS_RECONNECTS, "chain" => self.chain.to_string(), "provider" => self.provider.id.clone()).increment(1);
                     }
                     connected_before = true;
-                    let since = Instant::now();
-                    let served = self.serve(client, notes_rx, &shutdown).await;
+                    self.health.connection(index, true);
+                    let served = self.serve(client, notes_rx, &shutdown, permit).await;
+                    self.health.connection(index, false);
                     // A connection that held for a while was a success: the next failure starts
                     // the backoff curve afresh. One that dropped at once keeps climbing it.
-                    if served.is_ok() && since.elapsed() >= STABLE_CONNECTION {
+                    if served.is_ok() && started.elapsed() >= STABLE_CONNECTION {
                         delays = backoff();
                     }
                     served
                 }
-                Err(err) => Err(err),
+                Err(err) => {
+                    self.health
+                        .record(index, permit, Outcome::of_error(&err), None);
+                    Err(err)
+                }
             };
             if shutdown.is_cancelled() {
                 break;
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(30));
             match outcome {
-                Ok(()) => {
+                Ok(Ended::Shutdown) => break,
+                Ok(Ended::Closed) => {
                     tracing::warn!(chain = %self.chain, provider = %self.provider.id, "provider socket closed; reconnecting")
+                }
+                Ok(Ended::Recycled(why)) => {
+                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, why, "recycling the provider connection")
                 }
                 Err(err) => {
                     tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+            if wait(&shutdown, delay).await {
+                break;
             }
         }
     }
 
-    /// Subscribes, then forwards notifications until the socket or the service ends.
+    /// Subscribes, then forwards notifications until the socket or the service ends, or the
+    /// watchdog recycles the connection. `permit` is recorded as a success at the first
+    /// notification, as a failure if the connection ends before one.
     async fn serve(
         &self,
         client: WsClient,
         mut notes: mpsc::Receiver<Notification>,
         shutdown: &CancellationToken,
-    ) -> Result<(), ProviderError> {
+        permit: Permit,
+    ) -> Result<Ended, ProviderError> {
+        let index = usize::from(self.provider.index);
+        let mut permit = Some(permit);
+        let subscribed = self.subscribe(&client).await;
+        let routes = match subscribed {
+            Ok(routes) => routes,
+            Err(err) => {
+                if let Some(permit) = permit.take() {
+                    self.health
+                        .record(index, permit, Outcome::of_error(&err), None);
+                }
+                return Err(err);
+            }
+        };
+        tracing::info!(chain = %self.chain, provider = %self.provider.id, subscriptions = routes.len(), "subscribed");
+        let meters = Meters::new(&self.chain, &self.provider.id);
+        let stall_timeout = self.health.config().stall_timeout;
+        let every = (stall_timeout / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+        let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A fault since the last success: the next good notification records one, so that only
+        // consecutive bad frames add up to an open breaker.
+        let mut owe_success = false;
+        let ended = loop {
+            // Biased: shutdown first so unsubscribing is not starved by a busy socket; the
+            // watchdog before notifications is harmless (it only reads the health record).
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.unsubscribe(&client, &routes).await;
+                    break Ended::Shutdown;
+                }
+                _ = watchdog.tick() => {
+                    if self.health.stalled(index) {
+                        break Ended::Recycled("stream stalled: open but silent while the chain moved on");
+                    }
+                    if self.health.stream_lagging(index) {
+                        self.unsubscribe(&client, &routes).await;
+                        break Ended::Recycled("stream lagging behind the best head");
+                    }
+                }
+                note = notes.recv() => match note {
+                    Some(note) => {
+                        let route = routes.iter().find(|(id, _)| *id == note.subscription).map(|(_, r)| r);
+                        let Some(route) = route else { continue };
+                        match self.forward(&meters, route, note).await {
+                            Err(()) => break Ended::Shutdown, // the aggregator is gone
+                            Ok(true) => {
+                                if let Some(permit) = permit.take() {
+                                    self.health.record(index, permit, Outcome::Success, None);
+                                } else if owe_success
+                                    && let Ok(permit) = self.health.acquire(index)
+                                {
+                                    self.health.record(index, permit, Outcome::Success, None);
+                                }
+                                owe_success = false;
+                            }
+                            Ok(false) => {
+                                self.health.fault(index);
+                                owe_success = true;
+                            }
+                        }
+                    }
+                    None => break Ended::Closed,
+                },
+                _ = client.closed() => break Ended::Closed,
+            }
+        };
+        match (permit.take(), &ended) {
+            (Some(permit), Ended::Shutdown) => {
+                self.health.record(index, permit, Outcome::Neutral, None)
+            }
+            (Some(permit), _) => self.health.record(index, permit, Outcome::Failure, None),
+            (None, Ended::Shutdown) => {}
+            (None, _) => self.health.fault(index),
+        }
+        Ok(ended)
+    }
+
+    async fn subscribe(&self, client: &WsClient) -> Result<Vec<(String, Route)>, ProviderError> {
         let mut routes: Vec<(String, Route)> = Vec::with_capacity(1 + self.filters.len());
         let heads = client
             .subscribe(jsonrpc::params(&json!(["newHeads"]))?)
             .await?;
         routes.push((heads, Route::Heads));
         for filter in &self.filters {
-            let id = client
-                .subscribe(jsonrpc::params(&json!(["logs", filter.to_json()]))?)
-                .await?;
-            routes.push((id, Route::Logs));
-        }
-        tracing::info!(chain = %self.chain, provider = %self.provider.id, subscriptions = routes.len(), "subscribed");
-        let meters = Meters::new(&self.chain, &self.provider.id);
-        loop {
-            // Biased: shutdown first so unsubscribing is not starved by a busy socket.
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    self.unsubscribe(&client, &routes).await;
-                    return Ok(());
+            let subscribed = match jsonrpc::params(&json!(["logs", filter.to_json()])) {
+                Ok(params) => client.subscribe(params).await,
+                Err(err) => Err(err),
+            };
+            match subscribed {
+                Ok(id) => routes.push((id, Route::Logs)),
+                Err(err) => {
+                    // Those already made would outlive this failed attempt at the provider.
+                    self.unsubscribe(client, &routes).await;
+                    return Err(err);
                 }
-                note = notes.recv() => match note {
-                    Some(note) => {
-                        let route = routes.iter().find(|(id, _)| *id == note.subscription).map(|(_, r)| r);
-                        if let Some(route) = route
-                            && self.forward(&meters, route, note).await.is_err()
-                        {
-                            return Ok(()); // the aggregator is gone: shutting down
-                        }
-                    }
-                    None => return Ok(()),
-                },
-                _ = client.closed() => return Ok(()),
             }
         }
+        Ok(routes)
     }
 
-    async fn forward(&self, meters: &Meters, route: &Route, note: Notification) -> Result<(), ()> {
+    /// Hands one notification on: `Ok(true)` if it was well-formed, `Ok(false)` if it was
+    /// dropped as malformed, `Err` if the aggregator is gone.
+    async fn forward(
+        &self,
+        meters: &Meters,
+        route: &Route,
+        note: Notification,
+    ) -> Result<bool, ()> {
         let provider = self.provider.index;
+        let index = usize::from(provider);
         let input = match route {
             Route::Heads => decode::head(&note.result).map(|head| ChainInput::Head {
                 provider,
@@ -169,11 +297,20 @@ impl Listener {
         };
         meters.received.increment(1);
         match input {
-            Ok(input) => self.output.send(input).await.map_err(|_| ()),
+            Ok(input) => {
+                match &input {
+                    ChainInput::Head { head, .. } => {
+                        self.health.observe_head(index, head.block.number, true)
+                    }
+                    _ => self.health.observe_message(index),
+                }
+                self.output.send(input).await.map_err(|_| ())?;
+                Ok(true)
+            }
             Err(err) => {
                 meters.malformed.increment(1);
                 tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "dropping a malformed notification");
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -190,5 +327,13 @@ impl Listener {
                 break;
             }
         }
+    }
+}
+
+/// Sleeps `delay` unless shut down first; true when shut down.
+async fn wait(shutdown: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
     }
 }

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod forwarded;
 pub mod listener;
 pub mod merge;
+pub mod monitor;
 mod pipeline;
 pub mod providers;
 pub mod race;
@@ -28,8 +29,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
 use url::Url;
 
+use crate::breaker::{Breaker, SystemClock};
 use crate::config::{ChainConfig, Config};
 use crate::domain::{BlockRef, ChainName};
+use crate::health::{ChainHealth, Member};
 use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
 use crate::registry::{ProcessKey, Supervisor};
@@ -93,6 +96,8 @@ pub struct ChainHandle {
     pub provider_ids: Vec<String>,
     pub best_head: watch::Receiver<u64>,
     pub progress: watch::Receiver<SyncProgress>,
+    /// Each provider's breaker, head, lag, latency and error rate.
+    pub health: ChainHealth,
     /// Who delivers first, late, never (`GET /v1/providers`).
     pub race: Arc<race::RaceBoard>,
 }
@@ -198,7 +203,8 @@ async fn start_chain(
         });
     }
     anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
-    let providers = ProviderSet::new(list);
+    let health = chain_health(config, name, chain, endpoints, store).await?;
+    let providers = ProviderSet::new(list, health.clone());
     let (filters, start_block) = filters::log_filters(&chain.subscriptions);
 
     // The listeners' queues outlive every run of the pipeline (see `merge::Inputs::lend`).
@@ -211,6 +217,7 @@ async fn start_chain(
             provider: provider.clone(),
             filters: filters.clone(),
             output,
+            health: health.clone(),
         };
         supervisor
             .spawn(
@@ -227,6 +234,24 @@ async fn start_chain(
             )
             .with_context(|| format!("starting the listener of {}", provider.id))?;
     }
+    let monitor = monitor::Monitor {
+        providers: providers.clone(),
+        store: store.clone(),
+    };
+    supervisor
+        .spawn(
+            ProcessKey::new("monitor", name),
+            json!({ "chain": name }),
+            false,
+            move |token| {
+                let monitor = monitor.clone();
+                Box::pin(async move {
+                    monitor.run(token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the health monitor")?;
 
     // Indexed by `ProviderIndex`, i.e. configuration order.
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
@@ -270,7 +295,51 @@ async fn start_chain(
         provider_ids: providers.all().iter().map(|p| p.id.clone()).collect(),
         best_head: best_rx,
         progress: progress_rx,
+        health,
         race,
     };
     Ok((handle, parts))
+}
+
+/// The chain's provider health, each breaker restored from the store (an open one stays open
+/// until its recovery time has passed on the wall clock) or new.
+async fn chain_health(
+    config: &Config,
+    name: &str,
+    chain: &ChainConfig,
+    endpoints: &[Endpoint],
+    store: &Store,
+) -> anyhow::Result<ChainHealth> {
+    let saved = store
+        .load_breakers(name)
+        .await
+        .with_context(|| format!("loading the breakers of chain {name}"))?;
+    let members = endpoints
+        .iter()
+        .map(|endpoint| {
+            let settings = chain
+                .providers
+                .iter()
+                .find(|p| p.id == endpoint.id)
+                .map_or(config.breaker, |p| p.breaker_or(&config.breaker));
+            let breaker = match saved.iter().find(|(id, _)| *id == endpoint.id) {
+                Some((_, snapshot)) => {
+                    tracing::info!(chain = %name, provider = %endpoint.id, state = %snapshot.state, consecutive_failures = snapshot.consecutive_failures, "breaker restored");
+                    Breaker::restore(settings, *snapshot, &SystemClock)
+                }
+                None => Breaker::new(settings),
+            };
+            Member {
+                id: endpoint.id.clone(),
+                priority: endpoint.priority,
+                breaker,
+            }
+        })
+        .collect();
+    Ok(ChainHealth::new(
+        ChainName::from(name),
+        config.health,
+        Arc::new(SystemClock),
+        members,
+    ))
 }

@@ -3,14 +3,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use alloy_primitives::U64;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 use url::Url;
 
 use super::dedupe::ProviderIndex;
-use crate::provider::{HttpClient, ProviderError};
+use crate::breaker::{Outcome, Permit};
+use crate::health::ChainHealth;
+use crate::provider::{HttpClient, ProviderError, jsonrpc};
+use crate::telemetry::metrics as m;
 
 /// One provider of a chain.
 #[derive(Debug, Clone)]
@@ -27,22 +33,31 @@ pub struct ChainProvider {
 /// Single calls in flight at once to a provider that refuses batches.
 const UNBATCHED_CONCURRENCY: usize = 8;
 
-/// Every provider of a chain, in order of preference (priority, then configuration order).
+/// Every provider of a chain, in order of preference (priority, then configuration order),
+/// with their shared [`ChainHealth`]: HTTP work goes through each provider's breaker and tries
+/// the healthiest first.
 #[derive(Debug, Clone)]
 pub struct ProviderSet {
     providers: Arc<[ChainProvider]>,
+    health: ChainHealth,
 }
 
 impl ProviderSet {
-    pub fn new(mut providers: Vec<ChainProvider>) -> ProviderSet {
+    /// `health` addresses providers by their [`ProviderIndex`].
+    pub fn new(mut providers: Vec<ChainProvider>, health: ChainHealth) -> ProviderSet {
         providers.sort_by_key(|p| (p.priority, p.index));
         ProviderSet {
             providers: providers.into(),
+            health,
         }
     }
 
     pub fn all(&self) -> &[ChainProvider] {
         &self.providers
+    }
+
+    pub fn health(&self) -> &ChainHealth {
+        &self.health
     }
 
     pub fn id(&self, index: ProviderIndex) -> &str {
@@ -52,27 +67,119 @@ impl ProviderSet {
             .map_or("unknown", |p| p.id.as_str())
     }
 
-    /// One call, tried on each provider in turn until one answers. Errors the request itself
-    /// caused (bad params, range refusals) are returned at once: another provider would give the
-    /// same answer, and the caller must react (split the range).
+    fn by_index(&self, index: usize) -> Option<&ChainProvider> {
+        self.providers
+            .iter()
+            .find(|p| usize::from(p.index) == index)
+    }
+
+    /// The order to try providers in: [`ChainHealth::ranked`], its healthy head rotated by
+    /// `start` so that concurrent callers starting at different turns spread the load.
+    fn order(&self, start: Option<usize>) -> Vec<&ChainProvider> {
+        let mut ranked = self.health.ranked();
+        if let Some(start) = start {
+            let healthy = self.health.healthy_count().min(ranked.len());
+            if healthy > 1 {
+                ranked[..healthy].rotate_left(start % healthy);
+            }
+        }
+        ranked
+            .into_iter()
+            .filter_map(|i| self.by_index(i))
+            .collect()
+    }
+
+    /// One call, tried on each provider in turn (healthiest first, skipping those whose breaker
+    /// is open or cooling down) until one answers. Errors the request itself caused (bad
+    /// params, range refusals) are returned at once: another provider would give the same
+    /// answer, and the caller must react (split the range).
     pub async fn call(
         &self,
         method: &str,
         params: &RawValue,
     ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
-        let mut last = ProviderError::Transport("chain has no provider".into());
-        for provider in self.providers.iter() {
-            match provider.http.call(method, params).await {
-                Ok(raw) => return Ok((provider.index, raw)),
+        let answer = self.call_on(self.order(None), method, params).await;
+        if let Ok((served, _)) = &answer {
+            self.count_failover(0, *served);
+        }
+        answer
+    }
+
+    /// One call to `index` only, through its breaker (the idle probe).
+    pub async fn call_one(
+        &self,
+        index: ProviderIndex,
+        method: &str,
+        params: &RawValue,
+    ) -> Result<Box<RawValue>, ProviderError> {
+        let provider = self
+            .by_index(usize::from(index))
+            .ok_or_else(|| ProviderError::Transport("no such provider".into()))?;
+        self.call_on(vec![provider], method, params)
+            .await
+            .map(|(_, raw)| raw)
+    }
+
+    async fn call_on(
+        &self,
+        order: Vec<&ChainProvider>,
+        method: &str,
+        params: &RawValue,
+    ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
+        let mut last = None;
+        for provider in order {
+            let index = usize::from(provider.index);
+            let permit = match self.health.acquire(index) {
+                Ok(permit) => permit,
+                Err(retry_in) => {
+                    last.get_or_insert(unavailable(retry_in));
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let result = provider.http.call(method, params).await;
+            self.health
+                .record(index, permit, Outcome::of(&result), Some(started.elapsed()));
+            match result {
+                Ok(raw) => {
+                    if method == "eth_blockNumber"
+                        && let Ok(head) = jsonrpc::decode::<U64>(&raw, method)
+                    {
+                        self.health.observe_head(index, head.to::<u64>(), false);
+                    }
+                    return Ok((provider.index, raw));
+                }
                 Err(err) if !err.is_retryable() => return Err(err),
                 Err(err) => {
-                    tracing::warn!(provider = %provider.id, method, error = %err, "provider call failed; trying the next");
-                    last = err;
+                    tracing::warn!(chain = %self.health.chain(), provider = %provider.id, method, error = %err, "provider call failed; trying the next");
+                    last = Some(err);
                 }
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| ProviderError::Transport("chain has no provider".into())))
     }
+
+    /// Counts a failover when `served` is not the provider the static order (priority, then
+    /// configuration order, rotated by `start`) would have asked first: the request moved
+    /// because that one was unhealthy, open, cooling down or failing.
+    fn count_failover(&self, start: usize, served: ProviderIndex) {
+        let count = self.providers.len().max(1);
+        let Some(preferred) = self.providers.get(start % count) else {
+            return;
+        };
+        if preferred.index != served {
+            metrics::counter!(m::FAILOVERS, "chain" => self.health.chain().to_string(), "from" => preferred.id.clone(), "provider" => self.id(served).to_owned())
+                .increment(1);
+        }
+    }
+}
+
+/// What a caller gets when every provider's breaker refused: fail fast, the caller retries.
+fn unavailable(retry_in: Duration) -> ProviderError {
+    ProviderError::Transport(format!(
+        "no provider available (breakers open or cooling down; the first may answer in {} ms)",
+        retry_in.as_millis()
+    ))
 }
 
 /// Reconnect and retry delays: exponential from 100 ms to 30 s, with jitter so that many
@@ -96,30 +203,128 @@ impl ProviderSet {
         self.batch_from(0, calls).await
     }
 
-    /// A batch sent first to the `start`-th provider (modulo their number), then to the next
-    /// ones while it fails retryably: concurrent callers starting at different providers spread
-    /// the load. A provider that refuses batches gets the same calls one by one (and from then
-    /// on only so); answers are in the order of `calls` either way.
+    /// A batch sent first to the `start`-th healthy provider (modulo their number), then to the
+    /// next ones while it fails retryably: concurrent callers starting at different providers
+    /// spread the load. Each attempt goes through the provider's breaker; a provider that
+    /// refuses batches gets the same calls one by one (and from then on only so); answers are
+    /// in the order of `calls` either way.
+    ///
+    /// Hedged: an attempt still unanswered after [`ProviderSet::hedge_after`] is joined by one
+    /// to the next provider, and the first usable answer wins, so a provider that hangs (a
+    /// silent stall) delays a range by the hedge delay, not by the HTTP timeout (PITFALLS.md
+    /// "Backfill stuck on one slow provider"). At most two attempts are in flight at once.
     pub async fn batch_from(
         &self,
         start: usize,
         calls: &[(&str, &RawValue)],
     ) -> Result<BatchAnswer, ProviderError> {
-        let mut last = ProviderError::Transport("chain has no provider".into());
-        let count = self.providers.len();
-        for provider in (0..count).map(|i| &self.providers[(start + i) % count.max(1)]) {
-            match provider.batch(calls).await {
-                Ok(answers) => return Ok((provider.index, answers)),
-                Err(err) if !err.is_retryable() => return Err(err),
+        let mut candidates = self.order(Some(start)).into_iter();
+        let mut last = None;
+        // Permits of the attempts in flight, by attempt number; whatever is left when an
+        // answer wins is recorded as neutral (cancelled, says nothing about the provider).
+        let mut permits: Vec<Option<(usize, Permit)>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut hedge_at: Option<Instant> = None;
+        let answer = loop {
+            let hedging = !in_flight.is_empty();
+            if !hedging || hedge_at.is_some_and(|at| Instant::now() >= at) {
+                hedge_at = None;
+                if let Some((provider, permit)) = self.next_permit(&mut candidates, &mut last) {
+                    let attempt = permits.len();
+                    if hedging && let Some(Some((slow, _))) = permits.last() {
+                        metrics::counter!(m::HEDGES, "chain" => self.health.chain().to_string(), "provider" => self.health.id(*slow).to_owned())
+                            .increment(1);
+                    }
+                    permits.push(Some((usize::from(provider.index), permit)));
+                    if in_flight.is_empty() {
+                        hedge_at = Some(Instant::now() + self.hedge_after(provider.index));
+                    }
+                    in_flight.push(async move {
+                        let started = Instant::now();
+                        let result = provider.batch(calls).await;
+                        (attempt, provider, started.elapsed(), result)
+                    });
+                } else if in_flight.is_empty() {
+                    break Err(last.unwrap_or_else(|| {
+                        ProviderError::Transport("chain has no provider".into())
+                    }));
+                }
+            }
+            let sleep_until = hedge_at.unwrap_or_else(|| Instant::now() + HEDGE_MAX);
+            let (attempt, provider, elapsed, result) = tokio::select! {
+                Some(done) = in_flight.next() => done,
+                _ = tokio::time::sleep_until(sleep_until.into()), if hedge_at.is_some() => continue,
+                else => continue, // nothing in flight: the top of the loop ends it
+            };
+            let outcome = match &result {
+                // A batch answered is a success even if some calls failed for their own
+                // reasons; a call failing at the provider's fault inside it is its fault.
+                Ok(answers) => answers
+                    .iter()
+                    .filter_map(|a| a.as_ref().err())
+                    .map(Outcome::of_error)
+                    .find(|o| !matches!(o, Outcome::Neutral))
+                    .unwrap_or(Outcome::Success),
+                Err(err) => Outcome::of_error(err),
+            };
+            if let Some((index, permit)) = permits.get_mut(attempt).and_then(Option::take) {
+                self.health.record(index, permit, outcome, Some(elapsed));
+            }
+            match result {
+                Ok(answers) => {
+                    self.count_failover(start, provider.index);
+                    break Ok((provider.index, answers));
+                }
+                Err(err) if !err.is_retryable() => break Err(err),
                 Err(err) => {
-                    tracing::warn!(provider = %provider.id, error = %err, "provider batch failed; trying the next");
-                    last = err;
+                    tracing::warn!(chain = %self.health.chain(), provider = %provider.id, error = %err, "provider batch failed; trying the next");
+                    last = Some(err);
+                    // The next provider at once, hedging or not.
+                    hedge_at = Some(Instant::now());
+                }
+            }
+        };
+        drop(in_flight);
+        for (index, permit) in permits.into_iter().flatten() {
+            self.health.record(index, permit, Outcome::Neutral, None);
+        }
+        answer
+    }
+
+    /// The next provider of `candidates` whose breaker grants a permit; those refusing leave
+    /// their reason in `last` if nothing better is there.
+    fn next_permit<'a>(
+        &self,
+        candidates: &mut impl Iterator<Item = &'a ChainProvider>,
+        last: &mut Option<ProviderError>,
+    ) -> Option<(&'a ChainProvider, Permit)> {
+        for provider in candidates.by_ref() {
+            match self.health.acquire(usize::from(provider.index)) {
+                Ok(permit) => return Some((provider, permit)),
+                Err(retry_in) => {
+                    last.get_or_insert(unavailable(retry_in));
                 }
             }
         }
-        Err(last)
+        None
+    }
+
+    /// How long an attempt on `index` may go unanswered before it is hedged: a few times its
+    /// recent p99, within [`HEDGE_MIN`]..=[`HEDGE_MAX`] ([`HEDGE_MAX`] before any is measured).
+    fn hedge_after(&self, index: ProviderIndex) -> Duration {
+        self.health
+            .latency_p99(usize::from(index))
+            .map_or(HEDGE_MAX, |p99| p99.saturating_mul(HEDGE_FACTOR))
+            .clamp(HEDGE_MIN, HEDGE_MAX)
     }
 }
+
+/// Bounds of the hedge delay: short enough that a hung provider costs a range seconds, not the
+/// HTTP timeout; long enough that a busy but working provider is rarely doubled up on.
+const HEDGE_MIN: Duration = Duration::from_millis(250);
+const HEDGE_MAX: Duration = Duration::from_secs(2);
+/// Multiples of a provider's p99 it may take before its attempt is hedged.
+const HEDGE_FACTOR: u32 = 4;
 
 impl ChainProvider {
     async fn batch(

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::value::RawValue;
@@ -170,8 +170,7 @@ impl HttpClient {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after(v, SystemTime::now()));
             return Err(ProviderError::RateLimited { retry_after });
         }
         if !status.is_success() {
@@ -187,6 +186,44 @@ impl HttpClient {
             ProviderError::Timeout(self.inner.timeout)
         } else {
             ProviderError::Transport(err.without_url().to_string())
+        }
+    }
+}
+
+/// A `Retry-After` value (RFC 9110 10.2.3): delay seconds, or an HTTP date (a date already past
+/// means no wait). `None` when it is neither.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Tue, 24 Nov 2026 18:00:00 GMT")
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let cases: &[(&str, Option<u64>)] = &[
+            ("7", Some(7)),
+            (" 120 ", Some(120)),
+            ("Tue, 24 Nov 2026 18:00:30 GMT", Some(30)),
+            ("Tue, 24 Nov 2026 17:00:00 GMT", Some(0)),
+            ("soon", None),
+            ("-1", None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                retry_after(value, now),
+                want.map(Duration::from_secs),
+                "{value:?}"
+            );
         }
     }
 }

@@ -1,25 +1,34 @@
-//! The fan-out: one task takes committed batches off the writer's broadcast and offers each
-//! rendered item to every matching subscriber's bounded queue, without ever waiting on one.
+//! The fan-out: one task takes committed batches off the writer's broadcast, renders each item
+//! once, and hands the whole batch (one `Arc`) to every subscriber with a matching item,
+//! without ever waiting on one.
+//!
+//! A subscriber's queue holds batches, not items: publishing costs one queue operation per
+//! subscriber and batch whatever the batch size, and the per-item filter runs in the
+//! subscriber's own task (in parallel, off the hub). The queue is bounded in *items*: a
+//! subscriber with items waiting is cut off when the next batch would take it past the limit.
+//! An empty queue always takes a batch, so a writer batch larger than the limit is delivered,
+//! not turned into a lag for everyone; memory per subscriber stays under the limit plus one
+//! batch, and batches are shared, not copied.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{FeedFilter, FeedItem, Published};
+use super::{Batch, FeedFilter, FeedItem, Published, Text};
 use crate::domain::Cursor;
 use crate::store::Committed;
 use crate::telemetry::metrics as m;
 
 /// Turns an item into its wire text (the API's JSON).
-pub type Render = Arc<dyn Fn(&FeedItem) -> Arc<str> + Send + Sync>;
+pub type Render = Arc<dyn Fn(&FeedItem) -> Text + Send + Sync>;
 
 /// Cheap-to-clone handle to the subscriber table.
 ///
 /// A std `Mutex` is right here: it is held only for a non-blocking pass over the table
-/// (`try_send` never waits) or an insert/remove, never across an `.await`.
+/// (an unbounded `send` never waits) or an insert/remove, never across an `.await`.
 #[derive(Clone)]
 pub struct Hub {
     shared: Arc<Shared>,
@@ -27,8 +36,9 @@ pub struct Hub {
 
 struct Shared {
     subscribers: Mutex<Table>,
-    queue: usize,
-    /// Highest cursor the hub has offered (0 before the first batch).
+    /// Items a subscriber may have waiting before the next batch cuts it off.
+    limit: usize,
+    /// Highest cursor the hub has seen committed (0 before the first batch).
     published: AtomicI64,
 }
 
@@ -40,20 +50,31 @@ struct Table {
 
 struct Entry {
     filter: FeedFilter,
-    tx: mpsc::Sender<Arc<Published>>,
+    /// Unbounded as a channel, bounded by `pending` (checked before every send).
+    tx: mpsc::UnboundedSender<Batch>,
+    pending: Arc<AtomicUsize>,
     lagged: Arc<AtomicBool>,
 }
 
-/// A live subscription: items arrive on `items` until the subscriber lags (then the channel
-/// closes and [`Subscription::lagged`] is true) or is dropped.
+/// A live subscription: batches arrive through [`Subscription::recv`] until the subscriber lags
+/// (then the queue ends and [`Subscription::lagged`] is true) or is dropped. A batch may hold
+/// items the filter does not match: the subscriber picks its own.
 pub struct Subscription {
-    pub items: mpsc::Receiver<Arc<Published>>,
+    items: mpsc::UnboundedReceiver<Batch>,
+    pending: Arc<AtomicUsize>,
     lagged: Arc<AtomicBool>,
     id: u64,
     hub: Hub,
 }
 
 impl Subscription {
+    /// The next batch; `None` once the hub cut this subscriber off or stopped. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        let batch = self.items.recv().await?;
+        self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
+    }
+
     /// True once the hub cut this subscriber off for falling behind: catch up from the store.
     pub fn lagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)
@@ -67,12 +88,12 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    /// `queue`: items a subscriber may have waiting before it counts as lagging.
-    pub fn new(queue: usize) -> Hub {
+    /// `limit`: items a subscriber may have waiting before it counts as lagging.
+    pub fn new(limit: usize) -> Hub {
         Hub {
             shared: Arc::new(Shared {
                 subscribers: Mutex::new(Table::default()),
-                queue: queue.max(1),
+                limit: limit.max(1),
                 published: AtomicI64::new(0),
             }),
         }
@@ -87,8 +108,9 @@ impl Hub {
     }
 
     pub fn subscribe(&self, filter: FeedFilter) -> Subscription {
-        let (tx, items) = mpsc::channel(self.shared.queue);
+        let (tx, items) = mpsc::unbounded_channel();
         let lagged = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(AtomicUsize::new(0));
         let mut table = self.table();
         let id = table.next_id;
         table.next_id += 1;
@@ -97,12 +119,14 @@ impl Hub {
             Entry {
                 filter,
                 tx,
+                pending: pending.clone(),
                 lagged: lagged.clone(),
             },
         );
         drop(table);
         Subscription {
             items,
+            pending,
             lagged,
             id,
             hub: self.clone(),
@@ -117,38 +141,37 @@ impl Hub {
         self.shared.published.load(Ordering::Acquire)
     }
 
-    /// Offers `items` (cursor order) to every matching subscriber. A full queue cuts that
-    /// subscriber off; nobody waits.
-    pub fn publish(&self, items: &[Arc<Published>]) {
+    /// Offers `batch` (cursor order) to every subscriber with a matching item. One that already
+    /// has items waiting and would go past the limit is cut off; nobody waits.
+    pub fn publish(&self, batch: &Batch) {
         let mut table = self.table();
         let mut cut = Vec::new();
         for (&id, entry) in table.entries.iter() {
-            for item in items {
-                if !entry.filter.matches(&item.item) {
-                    continue;
-                }
-                match entry.tx.try_send(item.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        entry.lagged.store(true, Ordering::Release);
-                        cut.push(id);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        cut.push(id);
-                        break;
-                    }
-                }
+            if !batch.iter().any(|p| entry.filter.matches(&p.item)) {
+                continue;
+            }
+            let waiting = entry.pending.load(Ordering::Acquire);
+            if waiting > 0 && waiting + batch.len() > self.shared.limit {
+                entry.lagged.store(true, Ordering::Release);
+                cut.push(id);
+                continue;
+            }
+            // Counted before the send, subtracted after the receive: never below zero.
+            entry.pending.fetch_add(batch.len(), Ordering::AcqRel);
+            if entry.tx.send(batch.clone()).is_err() {
+                cut.push(id);
             }
         }
         for id in cut {
             table.entries.remove(&id);
         }
         drop(table);
-        if let Some(last) = items.last() {
-            self.shared
-                .published
-                .fetch_max(last.item.cursor(), Ordering::AcqRel);
+        self.advance(batch.last().map(|p| p.item.cursor()));
+    }
+
+    fn advance(&self, last: Option<Cursor>) {
+        if let Some(last) = last {
+            self.shared.published.fetch_max(last, Ordering::AcqRel);
         }
     }
 
@@ -178,14 +201,22 @@ impl Hub {
             };
             match batch {
                 Ok(batch) => {
-                    let items: Vec<Arc<Published>> = FeedItem::all_of(&batch)
+                    let items = FeedItem::all_of(&batch);
+                    // Nobody to render for: skipping is safe, since a session subscribes
+                    // before it reads the store, and this batch is committed already, so a
+                    // subscriber arriving now finds it in the store.
+                    if self.subscribers() == 0 {
+                        self.advance(items.last().map(FeedItem::cursor));
+                        continue;
+                    }
+                    let batch: Batch = items
                         .into_iter()
                         .map(|item| {
                             let text = render(&item);
-                            Arc::new(Published { item, text })
+                            Published { item, text }
                         })
                         .collect();
-                    self.publish(&items);
+                    self.publish(&batch);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -206,8 +237,8 @@ mod tests {
     use crate::domain::{BlockRef, Event, Finality, StoredEvent};
     use alloy_primitives::B256;
 
-    fn added(cursor: Cursor, chain: &str) -> Arc<Published> {
-        let item = FeedItem::Added(StoredEvent {
+    fn stored(cursor: Cursor, chain: &str) -> StoredEvent {
+        StoredEvent {
             cursor,
             event: Event {
                 chain: chain.into(),
@@ -224,15 +255,25 @@ mod tests {
             first_provider: "p".into(),
             providers_seen: 1,
             received_at_ms: 0,
-        });
-        Arc::new(Published {
-            text: format!("{cursor}").into(),
-            item,
-        })
+        }
+    }
+
+    fn batch(cursors: std::ops::RangeInclusive<Cursor>, chain: &str) -> Batch {
+        cursors
+            .map(|c| Published {
+                item: FeedItem::Added(stored(c, chain)),
+                text: format!("{c}").into(),
+            })
+            .collect()
+    }
+
+    fn cursors(batch: &Batch) -> Vec<Cursor> {
+        batch.iter().map(|p| p.item.cursor()).collect()
     }
 
     #[tokio::test]
-    async fn matching_subscribers_get_items_in_order_and_a_full_queue_cuts_only_its_owner() {
+    async fn matching_subscribers_get_batches_in_order_and_going_past_the_limit_cuts_only_its_owner()
+     {
         let hub = Hub::new(4);
         let mut fast = hub.subscribe(FeedFilter::default());
         let slow = hub.subscribe(FeedFilter::default());
@@ -240,22 +281,38 @@ mod tests {
             chain: Some("other".into()),
             ..FeedFilter::default()
         });
-        for c in 1..=3 {
-            hub.publish(&[added(c, "devnet")]);
-            assert_eq!(fast.items.recv().await.unwrap().item.cursor(), c);
-        }
-        // `slow` never reads: its fourth item fits, the fifth cuts it off.
-        hub.publish(&[added(4, "devnet"), added(5, "devnet")]);
+        hub.publish(&batch(1..=3, "devnet"));
+        assert_eq!(cursors(&fast.recv().await.unwrap()), [1, 2, 3]);
+        // `slow` never reads: 3 waiting + 1 fits the limit of 4, 4 + 2 does not.
+        hub.publish(&batch(4..=4, "devnet"));
+        assert!(!slow.lagged());
+        hub.publish(&batch(5..=6, "devnet"));
         assert!(slow.lagged());
         assert!(!fast.lagged());
         assert_eq!(hub.subscribers(), 2);
-        assert_eq!(fast.items.recv().await.unwrap().item.cursor(), 4);
-        assert_eq!(fast.items.recv().await.unwrap().item.cursor(), 5);
-        assert!(other.items.try_recv().is_err(), "filtered out");
-        assert_eq!(hub.published(), 5);
+        assert_eq!(cursors(&fast.recv().await.unwrap()), [4]);
+        assert_eq!(cursors(&fast.recv().await.unwrap()), [5, 6]);
+        assert!(other.items.try_recv().is_err(), "no matching item");
+        assert_eq!(hub.published(), 6);
         drop(fast);
         drop(slow);
         assert_eq!(hub.subscribers(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_takes_a_batch_larger_than_the_limit() {
+        let hub = Hub::new(4);
+        let mut sub = hub.subscribe(FeedFilter::default());
+        hub.publish(&batch(1..=10, "devnet"));
+        assert!(!sub.lagged());
+        assert_eq!(sub.recv().await.unwrap().len(), 10);
+        hub.publish(&batch(11..=20, "devnet"));
+        assert_eq!(sub.recv().await.unwrap().len(), 10, "drained: room again");
+        hub.publish(&batch(21..=30, "devnet"));
+        hub.publish(&batch(31..=31, "devnet"));
+        assert!(sub.lagged(), "ten waiting, one more goes past four");
+        assert_eq!(cursors(&sub.recv().await.unwrap()).last(), Some(&30));
+        assert!(sub.recv().await.is_none(), "then the queue ends");
     }
 
     #[tokio::test]
@@ -267,10 +324,7 @@ mod tests {
         // Four batches into a channel of two: the run loop sees Lagged first.
         for c in 1..=4 {
             let committed = Committed {
-                inserted: match &added(c, "devnet").item {
-                    FeedItem::Added(e) => vec![e.clone()],
-                    _ => unreachable!(),
-                },
+                inserted: vec![stored(c, "devnet")],
                 ..Committed::default()
             };
             tx.send(Arc::new(committed)).unwrap();
@@ -278,6 +332,29 @@ mod tests {
         drop(tx);
         hub.clone().run(rx, render, CancellationToken::new()).await;
         assert!(sub.lagged());
-        assert!(sub.items.recv().await.is_none());
+        assert!(sub.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_subscribers_nothing_is_rendered() {
+        let hub = Hub::new(1024);
+        let (tx, rx) = broadcast::channel(8);
+        let rendered = Arc::new(AtomicUsize::new(0));
+        let count = rendered.clone();
+        let render: Render = Arc::new(move |item: &FeedItem| {
+            count.fetch_add(1, Ordering::Relaxed);
+            format!("c{}", item.cursor()).into()
+        });
+        for c in 1..=3 {
+            let committed = Committed {
+                inserted: vec![stored(c, "devnet")],
+                ..Committed::default()
+            };
+            tx.send(Arc::new(committed)).unwrap();
+        }
+        drop(tx);
+        hub.clone().run(rx, render, CancellationToken::new()).await;
+        assert_eq!(rendered.load(Ordering::Relaxed), 0);
+        assert_eq!(hub.published(), 3, "the published cursor still advances");
     }
 }

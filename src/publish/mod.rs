@@ -2,10 +2,11 @@
 //! commit only).
 //!
 //! The writer broadcasts each committed batch; the [`Hub`] turns it into [`FeedItem`]s, renders
-//! each once (the renderer is the API's: only `api` knows JSON shapes), and offers it to every
-//! subscriber whose filter matches through a bounded queue. A subscriber whose queue is full is
-//! cut off and flagged `lagged`: its session catches up from the database and subscribes again,
-//! so one slow reader never slows ingestion or the others.
+//! each once (the renderer is the API's: only `api` knows JSON shapes; nothing is rendered
+//! while nobody subscribes), and hands the batch, shared, to every subscriber with a matching
+//! item through a queue bounded in items. A subscriber that would go past its bound is cut off
+//! and flagged `lagged`: its session catches up from the database and subscribes again, or
+//! tells the client `lagged`, so one slow reader never slows ingestion or the others.
 
 mod filter;
 mod hub;
@@ -75,9 +76,16 @@ impl FeedItem {
     }
 }
 
+/// The wire form of an item. WebSocket's own text type (reference-counted bytes): every
+/// subscriber's frame shares the one rendering instead of copying it.
+pub type Text = axum::extract::ws::Utf8Bytes;
+
 /// A feed item with its wire form, rendered once and shared by every subscriber.
 #[derive(Debug)]
 pub struct Published {
     pub item: FeedItem,
-    pub text: Arc<str>,
+    pub text: Text,
 }
+
+/// One committed batch as published: its items in cursor order, shared by every queue.
+pub type Batch = Arc<[Published]>;

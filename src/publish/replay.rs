@@ -24,6 +24,11 @@ pub async fn page(
     limit: u32,
 ) -> Result<Page, StoreError> {
     let limit = limit.max(1);
+    // One snapshot for the three reads: only what was committed before they start. Each read is
+    // its own transaction, so without this bound a later read could see a batch committed after
+    // an earlier one ran (a finality advance at cursor 89 next to events read only up to 43),
+    // and a caller resuming after the page's last item would skip the events in between.
+    let ceiling = store.max_cursor().await;
     let chain = filter.chain.as_deref();
     let settled_only = matches!(filter.finality, Some(Finality::Safe | Finality::Finalized));
     let mut items = Vec::new();
@@ -94,11 +99,11 @@ pub async fn page(
     items.extend(advances.into_iter().map(FeedItem::Finality));
 
     items.sort_by_key(FeedItem::cursor);
-    if let Some(h) = horizon {
-        items.retain(|item| item.cursor() <= h);
-    }
+    let h = horizon.map_or(ceiling, |h| h.min(ceiling));
+    items.retain(|item| item.cursor() <= h);
     Ok(Page {
         items,
-        through: horizon,
+        // A full source past the ceiling is cut there: the next page starts after it.
+        through: horizon.map(|h| h.min(ceiling)),
     })
 }

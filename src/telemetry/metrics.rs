@@ -44,6 +44,7 @@ pub const PROVIDER_HEALTHY: &str = "livechain_provider_healthy";
 pub const PROVIDER_LATENCY: &str = "livechain_provider_latency_seconds";
 pub const PROVIDER_LAG: &str = "livechain_provider_lag_blocks";
 pub const FAILOVERS: &str = "livechain_failovers_total";
+pub const HEDGES: &str = "livechain_hedged_requests_total";
 pub const WS_RECONNECTS: &str = "livechain_ws_reconnects_total";
 pub const PROVIDER_DELIVERED_FIRST: &str = "livechain_provider_delivered_first_total";
 pub const PROVIDER_DELIVERED_LATE: &str = "livechain_provider_delivered_late_total";
@@ -143,7 +144,14 @@ pub fn describe_all() {
         "Provider latency, by chain and provider"
     );
     describe_gauge!(PROVIDER_LAG, "Blocks the provider is behind the best head");
-    describe_counter!(FAILOVERS, "Requests moved to another provider, by chain");
+    describe_counter!(
+        FAILOVERS,
+        "HTTP requests answered by another provider than the one preferred (`from`), by chain and answering provider"
+    );
+    describe_counter!(
+        HEDGES,
+        "Range batches sent to a second provider because the first was slow to answer, by chain and slow provider"
+    );
     describe_counter!(
         WS_RECONNECTS,
         "WebSocket reconnects to providers, by chain and provider"

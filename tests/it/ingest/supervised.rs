@@ -43,6 +43,7 @@ async fn killed_tasks_restart_and_nothing_is_lost_or_stored_twice() {
         "listener/devnet/p0",
         "listener/devnet/p1",
         "listener/devnet/p2",
+        "monitor/devnet",
         "pipeline/ingest",
         "publisher/hub",
         "race/devnet",

@@ -8,6 +8,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, all_events, get_json, parse_config, service_yaml, start_app};
 
+mod scale;
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

@@ -1,0 +1,112 @@
+//! `GET /v1/providers`: per chain × provider, its breaker, health, head, lag, latency, error
+//! rate and delivery race statistics (DESIGN.md section 8).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use super::json::rfc3339_ms;
+use crate::health::ProviderReport;
+use crate::ingest::race::{Lateness, ProviderRace};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/providers", get(providers))
+}
+
+#[derive(Serialize)]
+struct ProvidersJson {
+    providers: Vec<ProviderJson>,
+}
+
+#[derive(Serialize)]
+struct ProviderJson {
+    id: String,
+    chain: String,
+    priority: u32,
+    healthy: bool,
+    /// Its stream is open but silent while the chain moved on.
+    stalled: bool,
+    head: Option<u64>,
+    lag_blocks: u64,
+    breaker: BreakerJson,
+    latency_ms: LatencyJson,
+    /// Share of recent requests that failed at the provider's fault (EWMA, 0..=1).
+    error_rate: f64,
+    requests: u64,
+    errors: u64,
+    /// Live events it delivered before any other provider.
+    delivered_first: u64,
+    /// Live events it delivered after another provider had, and how late (`lateness_ms`).
+    delivered_late: u64,
+    /// Live events it never delivered while they were in the dedupe window.
+    missed: u64,
+    lateness_ms: Option<Lateness>,
+}
+
+#[derive(Serialize)]
+struct BreakerJson {
+    state: &'static str,
+    consecutive_failures: u32,
+    opened_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LatencyJson {
+    p50: Option<f64>,
+    p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ewma: Option<f64>,
+}
+
+/// Milliseconds rounded to microseconds: enough precision, shorter JSON.
+fn round(ms: Option<f64>) -> Option<f64> {
+    ms.map(|v| (v * 1000.0).round() / 1000.0)
+}
+
+impl ProviderJson {
+    fn new(chain: &str, report: ProviderReport, race: Option<ProviderRace>) -> ProviderJson {
+        ProviderJson {
+            id: report.id,
+            chain: chain.to_owned(),
+            priority: report.priority,
+            healthy: report.healthy,
+            stalled: report.stalled,
+            head: report.head,
+            lag_blocks: report.lag_blocks,
+            breaker: BreakerJson {
+                state: report.breaker.as_str(),
+                consecutive_failures: report.consecutive_failures,
+                opened_at: report.opened_at_ms.map(rfc3339_ms),
+            },
+            latency_ms: LatencyJson {
+                p50: round(report.latency_p50_ms),
+                p99: round(report.latency_p99_ms),
+                ewma: round(report.latency_ewma_ms),
+            },
+            error_rate: (report.error_rate * 1e4).round() / 1e4,
+            requests: report.requests,
+            errors: report.errors,
+            delivered_first: race.as_ref().map_or(0, |r| r.delivered_first),
+            delivered_late: race.as_ref().map_or(0, |r| r.delivered_late),
+            missed: race.as_ref().map_or(0, |r| r.missed),
+            lateness_ms: race.map(|r| r.lateness_ms),
+        }
+    }
+}
+
+async fn providers(State(state): State<AppState>) -> Json<ProvidersJson> {
+    let mut providers = Vec::new();
+    for chain in state.chains.iter() {
+        let mut races = chain.race.snapshot();
+        for report in chain.health.report() {
+            let race = races
+                .iter()
+                .position(|r| r.provider == report.id)
+                .map(|i| races.swap_remove(i));
+            providers.push(ProviderJson::new(&chain.name, report, race));
+        }
+    }
+    Json(ProvidersJson { providers })
+}

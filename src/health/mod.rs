@@ -1,0 +1,421 @@
+//! Provider health per chain: each provider's breaker and traffic statistics in one place, the
+//! order HTTP work tries providers in, and what `/v1/providers` and `/ready` show.
+//!
+//! Layout:
+//! - `mod.rs` — [`ChainHealth`], the cheap-to-clone handle every part of a chain shares
+//!   (provider set, listeners, the monitor, the API).
+//! - `stats.rs` — [`Stats`]: head, last message, latency EWMA and quantiles, error rate.
+//!
+//! No I/O here: the caller sends the requests and reports their outcomes; breaker transitions
+//! are logged and counted here and marked for persistence, which the chain's monitor task
+//! (`ingest::monitor`) writes to the store. The mark is one flag per provider, so memory stays
+//! bounded whatever the rate of transitions: two transitions between saves save the later
+//! state only (what a restart needs), while the log and the counter see both.
+//!
+//! A provider is *healthy* when its breaker is not open, it is at most `max_lag_blocks` behind
+//! the chain's best head, and its stream (if up) is not stalled.
+
+mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use stats::Stats;
+
+use crate::breaker::{Breaker, BreakerState, Clock, Outcome, Permit, Snapshot, Transition};
+use crate::config::HealthConfig;
+use crate::domain::ChainName;
+use crate::telemetry::metrics as m;
+
+/// One provider as health tracking knows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: String,
+    pub priority: u32,
+    /// Its breaker, new or restored from the store.
+    pub breaker: Breaker,
+}
+
+/// The health of one chain's providers; clones share it. Providers are addressed by their
+/// position in the list given to [`ChainHealth::new`] (the ingest `ProviderIndex`).
+#[derive(Clone)]
+pub struct ChainHealth {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ChainHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainHealth")
+            .field("chain", &self.inner.chain)
+            .field("providers", &self.inner.slots.len())
+            .finish()
+    }
+}
+
+struct Inner {
+    chain: ChainName,
+    config: HealthConfig,
+    clock: Arc<dyn Clock>,
+    slots: Vec<Slot>,
+    /// The highest head any provider has shown.
+    best_head: AtomicU64,
+    /// Woken when a breaker has a transition to persist.
+    persist: Notify,
+}
+
+struct Slot {
+    id: String,
+    priority: u32,
+    // A std mutex: held for a few arithmetic operations, never across an await.
+    state: Mutex<SlotState>,
+    /// A transition not yet persisted.
+    dirty: AtomicBool,
+}
+
+struct SlotState {
+    breaker: Breaker,
+    stats: Stats,
+}
+
+/// One provider's health as `/v1/providers` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderReport {
+    pub id: String,
+    pub priority: u32,
+    pub healthy: bool,
+    pub stalled: bool,
+    pub head: Option<u64>,
+    pub lag_blocks: u64,
+    pub breaker: BreakerState,
+    pub consecutive_failures: u32,
+    pub opened_at_ms: Option<i64>,
+    pub latency_ewma_ms: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub error_rate: f64,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+impl ChainHealth {
+    pub fn new(
+        chain: ChainName,
+        config: HealthConfig,
+        clock: Arc<dyn Clock>,
+        members: Vec<Member>,
+    ) -> ChainHealth {
+        let slots: Vec<Slot> = members
+            .into_iter()
+            .map(|member| Slot {
+                id: member.id,
+                priority: member.priority,
+                state: Mutex::new(SlotState {
+                    breaker: member.breaker,
+                    stats: Stats::default(),
+                }),
+                dirty: AtomicBool::new(false),
+            })
+            .collect();
+        let health = ChainHealth {
+            inner: Arc::new(Inner {
+                chain,
+                config,
+                clock,
+                slots,
+                best_head: AtomicU64::new(0),
+                persist: Notify::new(),
+            }),
+        };
+        for i in 0..health.inner.slots.len() {
+            health.publish_state(i);
+        }
+        health
+    }
+
+    pub fn chain(&self) -> &ChainName {
+        &self.inner.chain
+    }
+
+    pub fn config(&self) -> &HealthConfig {
+        &self.inner.config
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.slots.is_empty()
+    }
+
+    pub fn id(&self, index: usize) -> &str {
+        self.inner.slots.get(index).map_or("unknown", |s| &s.id)
+    }
+
+    pub fn best_head(&self) -> u64 {
+        self.inner.best_head.load(Ordering::Relaxed)
+    }
+
+    /// Asks `index`'s breaker for a permit: `Err(retry_in)` means skip this provider.
+    pub fn acquire(&self, index: usize) -> Result<Permit, Duration> {
+        let Some(slot) = self.inner.slots.get(index) else {
+            return Err(Duration::MAX);
+        };
+        let (permit, transition) = lock(slot).breaker.try_acquire(&*self.inner.clock);
+        if let Some(transition) = transition {
+            self.transitioned(index, transition);
+        }
+        match permit {
+            Permit::Rejected { retry_in } => Err(retry_in),
+            granted => Ok(granted),
+        }
+    }
+
+    /// The outcome of a request sent under `permit`; `latency` is how long it took, when that
+    /// measures the provider (not for a subscription's first notification, which waits for a
+    /// block).
+    pub fn record(
+        &self,
+        index: usize,
+        permit: Permit,
+        outcome: Outcome,
+        latency: Option<Duration>,
+    ) {
+        let Some(slot) = self.inner.slots.get(index) else {
+            return;
+        };
+        let transition = {
+            let mut state = lock(slot);
+            match outcome {
+                Outcome::Success => state.stats.request(latency, true),
+                Outcome::Failure => state.stats.request(None, false),
+                // Neither says anything about the provider's speed or health.
+                Outcome::RateLimited { .. } | Outcome::Neutral => {}
+            }
+            state.breaker.record(permit, outcome, &*self.inner.clock)
+        };
+        if let (Outcome::Success, Some(latency)) = (outcome, latency) {
+            metrics::histogram!(m::PROVIDER_LATENCY, "chain" => self.inner.chain.to_string(), "provider" => slot.id.clone())
+                .record(latency.as_secs_f64());
+        }
+        if let Some(transition) = transition {
+            self.transitioned(index, transition);
+        }
+    }
+
+    /// A fault seen outside any request (a socket dropped, a stream stalled, a garbage frame):
+    /// counted as a failed request if the breaker grants one now.
+    pub fn fault(&self, index: usize) {
+        if let Ok(permit) = self.acquire(index) {
+            self.record(index, permit, Outcome::Failure, None);
+        }
+    }
+
+    /// A head seen from `index`: from its subscription (`streamed`) or an HTTP answer.
+    pub fn observe_head(&self, index: usize, number: u64, streamed: bool) {
+        let Some(slot) = self.inner.slots.get(index) else {
+            return;
+        };
+        lock(slot)
+            .stats
+            .head(number, self.inner.clock.now(), streamed);
+        self.inner.best_head.fetch_max(number, Ordering::Relaxed);
+    }
+
+    /// Anything else the subscription of `index` delivered.
+    pub fn observe_message(&self, index: usize) {
+        if let Some(slot) = self.inner.slots.get(index) {
+            lock(slot).stats.message(self.inner.clock.now());
+        }
+    }
+
+    /// The socket of `index` came up or went down.
+    pub fn connection(&self, index: usize, up: bool) {
+        if let Some(slot) = self.inner.slots.get(index) {
+            lock(slot).stats.connection(up, self.inner.clock.now());
+        }
+    }
+
+    /// Whether the stream of `index` is open but silent while the chain moved on.
+    pub fn stalled(&self, index: usize) -> bool {
+        let best = self.best_head();
+        let now = self.inner.clock.now();
+        self.inner.slots.get(index).is_some_and(|slot| {
+            lock(slot)
+                .stats
+                .stalled(best, self.inner.config.stall_timeout, now)
+        })
+    }
+
+    /// Whether the stream of `index` delivers heads more than `max_lag_blocks` behind the best.
+    pub fn stream_lagging(&self, index: usize) -> bool {
+        let best = self.best_head();
+        self.inner.slots.get(index).is_some_and(|slot| {
+            lock(slot)
+                .stats
+                .stream_head
+                .is_some_and(|(n, _)| best.saturating_sub(n) > self.inner.config.max_lag_blocks)
+        })
+    }
+
+    /// The p99 of `index`'s recent successful request latencies.
+    pub fn latency_p99(&self, index: usize) -> Option<Duration> {
+        let slot = self.inner.slots.get(index)?;
+        let ms = lock(slot).stats.latency_quantile_ms(0.99)?;
+        Duration::try_from_secs_f64(ms / 1000.0).ok()
+    }
+
+    /// Whether `index` has shown no head for `idle` (no live head, no `eth_blockNumber`
+    /// answer): a probe is due. Providers whose stream delivers heads are never probed.
+    pub fn idle(&self, index: usize, idle: Duration) -> bool {
+        let now = self.inner.clock.now();
+        self.inner.slots.get(index).is_some_and(|slot| {
+            lock(slot)
+                .stats
+                .head_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= idle)
+        })
+    }
+
+    pub fn is_healthy(&self, index: usize) -> bool {
+        self.report_one(index).is_some_and(|r| r.healthy)
+    }
+
+    /// Whether at least one provider is healthy (`/ready`).
+    pub fn any_healthy(&self) -> bool {
+        (0..self.len()).any(|i| self.is_healthy(i))
+    }
+
+    /// The order HTTP work tries providers in: healthy ones first, then by priority, then by
+    /// latency EWMA (unmeasured last within a priority), then by position.
+    pub fn ranked(&self) -> Vec<usize> {
+        let mut keyed: Vec<(bool, u32, u64, usize)> = (0..self.len())
+            .filter_map(|i| self.report_one(i).map(|r| (i, r)))
+            .map(|(i, r)| {
+                let latency = r
+                    .latency_ewma_ms
+                    .map_or(u64::MAX, |ms| (ms * 1000.0) as u64);
+                (!r.healthy, r.priority, latency, i)
+            })
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, _, _, i)| i).collect()
+    }
+
+    /// How many of [`ChainHealth::ranked`]'s first entries are healthy.
+    pub fn healthy_count(&self) -> usize {
+        (0..self.len()).filter(|&i| self.is_healthy(i)).count()
+    }
+
+    /// Makes due open → half-open changes, and refreshes the health gauges.
+    pub fn tick(&self) {
+        for (i, slot) in self.inner.slots.iter().enumerate() {
+            let transition = lock(slot).breaker.tick(&*self.inner.clock);
+            if let Some(transition) = transition {
+                self.transitioned(i, transition);
+            }
+            if let Some(report) = self.report_one(i) {
+                let labels = [
+                    ("chain", self.inner.chain.to_string()),
+                    ("provider", slot.id.clone()),
+                ];
+                metrics::gauge!(m::PROVIDER_HEALTHY, &labels)
+                    .set(f64::from(u8::from(report.healthy)));
+                metrics::gauge!(m::PROVIDER_LAG, &labels).set(report.lag_blocks as f64);
+            }
+        }
+    }
+
+    /// Every provider's health, in configuration order.
+    pub fn report(&self) -> Vec<ProviderReport> {
+        (0..self.len()).filter_map(|i| self.report_one(i)).collect()
+    }
+
+    fn report_one(&self, index: usize) -> Option<ProviderReport> {
+        let slot = self.inner.slots.get(index)?;
+        let best = self.best_head();
+        let now = self.inner.clock.now();
+        let config = &self.inner.config;
+        let state = lock(slot);
+        let breaker = state.breaker.state(&*self.inner.clock);
+        let snapshot = state.breaker.snapshot();
+        let stalled = state.stats.stalled(best, config.stall_timeout, now);
+        let lag = state.stats.lag(best);
+        Some(ProviderReport {
+            id: slot.id.clone(),
+            priority: slot.priority,
+            healthy: breaker != BreakerState::Open && !stalled && lag <= config.max_lag_blocks,
+            stalled,
+            head: state.stats.head,
+            lag_blocks: lag,
+            breaker,
+            consecutive_failures: snapshot.consecutive_failures,
+            opened_at_ms: snapshot.opened_at_wall_ms,
+            latency_ewma_ms: state.stats.latency_ewma_ms(),
+            latency_p50_ms: state.stats.latency_quantile_ms(0.5),
+            latency_p99_ms: state.stats.latency_quantile_ms(0.99),
+            error_rate: state.stats.error_rate(),
+            requests: state.stats.requests,
+            errors: state.stats.errors,
+        })
+    }
+
+    /// Breakers with a transition not yet persisted: `(provider id, snapshot)`, each once.
+    pub fn take_dirty(&self) -> Vec<(String, Snapshot)> {
+        self.inner
+            .slots
+            .iter()
+            .filter(|slot| slot.dirty.swap(false, Ordering::AcqRel))
+            .map(|slot| (slot.id.clone(), lock(slot).breaker.snapshot()))
+            .collect()
+    }
+
+    /// Waits until a breaker has a transition to persist.
+    pub async fn dirty(&self) {
+        self.inner.persist.notified().await;
+    }
+
+    /// Logs, counts and marks for persistence one transition of `index`'s breaker.
+    fn transitioned(&self, index: usize, transition: Transition) {
+        let Some(slot) = self.inner.slots.get(index) else {
+            return;
+        };
+        let chain = self.inner.chain.to_string();
+        if transition.to == BreakerState::Open {
+            tracing::warn!(chain = %chain, provider = %slot.id, old_state = %transition.from, new_state = %transition.to, consecutive_failures = transition.consecutive_failures, "breaker transition");
+        } else {
+            tracing::info!(chain = %chain, provider = %slot.id, old_state = %transition.from, new_state = %transition.to, consecutive_failures = transition.consecutive_failures, "breaker transition");
+        }
+        metrics::counter!(m::BREAKER_TRANSITIONS, "chain" => chain, "provider" => slot.id.clone(), "from" => transition.from.as_str(), "to" => transition.to.as_str())
+            .increment(1);
+        self.publish_state(index);
+        slot.dirty.store(true, Ordering::Release);
+        // `notify_one` keeps a permit when nobody waits yet: the monitor cannot miss it.
+        self.inner.persist.notify_one();
+    }
+
+    fn publish_state(&self, index: usize) {
+        if let Some(slot) = self.inner.slots.get(index) {
+            let state = lock(slot).breaker.snapshot().state;
+            metrics::gauge!(m::BREAKER_STATE, "chain" => self.inner.chain.to_string(), "provider" => slot.id.clone())
+                .set(state.metric_value());
+        }
+    }
+}
+
+fn lock(slot: &Slot) -> MutexGuard<'_, SlotState> {
+    // Every update leaves the state consistent (no invariant spans two statements that can
+    // panic), so a poisoned lock's value is still good.
+    slot.state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long a provider may show no head before the monitor sends it an `eth_blockNumber`.
+pub fn idle_after(config: &HealthConfig) -> Duration {
+    (config.stall_timeout / 2).max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests;

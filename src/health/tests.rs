@@ -1,0 +1,157 @@
+//! [`ChainHealth`] driven by a [`ManualClock`]: ranking, health, breaker transitions marked for
+//! persistence, rate limits that never open a breaker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::breaker::ManualClock;
+use crate::config::BreakerConfig;
+
+fn breaker() -> Breaker {
+    Breaker::new(BreakerConfig {
+        failure_threshold: 3,
+        recovery_timeout: Duration::from_millis(1_000),
+        success_threshold: 1,
+        half_open_max_probes: 1,
+    })
+}
+
+fn health(priorities: &[u32]) -> (ChainHealth, ManualClock) {
+    let clock = ManualClock::new(1_000_000);
+    let members = priorities
+        .iter()
+        .enumerate()
+        .map(|(i, &priority)| Member {
+            id: format!("p{i}"),
+            priority,
+            breaker: breaker(),
+        })
+        .collect();
+    let config = HealthConfig {
+        max_lag_blocks: 5,
+        stall_timeout: Duration::from_millis(1_000),
+    };
+    let health = ChainHealth::new(
+        ChainName::from("test"),
+        config,
+        Arc::new(clock.clone()),
+        members,
+    );
+    (health, clock)
+}
+
+fn answer(health: &ChainHealth, i: usize, outcome: Outcome, ms: u64) {
+    let permit = health.acquire(i).expect("a permit");
+    health.record(i, permit, outcome, Some(Duration::from_millis(ms)));
+}
+
+#[test]
+fn ranks_by_priority_then_latency_and_health_first() {
+    let (health, _) = health(&[2, 1, 1]);
+    assert_eq!(health.ranked(), vec![1, 2, 0], "priority, then position");
+    answer(&health, 1, Outcome::Success, 50);
+    answer(&health, 2, Outcome::Success, 5);
+    assert_eq!(health.ranked(), vec![2, 1, 0], "latency within a priority");
+    for _ in 0..3 {
+        answer(&health, 2, Outcome::Failure, 1);
+    }
+    assert!(!health.is_healthy(2), "its breaker is open");
+    assert_eq!(health.ranked(), vec![1, 0, 2], "unhealthy last");
+    assert_eq!(health.healthy_count(), 2);
+    assert!(health.acquire(2).is_err(), "open: skipped");
+}
+
+#[test]
+fn lagging_providers_are_unhealthy() {
+    let (health, _) = health(&[1, 2]);
+    health.observe_head(0, 100, true);
+    health.observe_head(1, 95, true);
+    assert!(health.is_healthy(1), "5 behind is the limit");
+    assert!(!health.stream_lagging(1));
+    health.observe_head(0, 101, true);
+    assert!(!health.is_healthy(1));
+    assert!(health.stream_lagging(1));
+    assert_eq!(health.ranked(), vec![0, 1]);
+    assert!(health.any_healthy());
+}
+
+#[test]
+fn a_silent_stream_is_stalled_and_unhealthy() {
+    let (health, clock) = health(&[1, 2]);
+    health.connection(0, true);
+    health.connection(1, true);
+    health.observe_head(0, 10, true);
+    health.observe_head(1, 10, true);
+    clock.advance(Duration::from_millis(600));
+    health.observe_head(0, 11, true);
+    clock.advance(Duration::from_millis(600));
+    assert!(
+        health.stalled(1),
+        "silent 1.2 s while the chain moved to 11"
+    );
+    assert!(!health.is_healthy(1));
+    assert!(!health.stalled(0));
+    health.connection(1, false);
+    assert!(!health.stalled(1), "no socket, no stall");
+}
+
+#[test]
+fn transitions_are_marked_for_persistence_once() {
+    let (health, clock) = health(&[1, 2]);
+    assert!(health.take_dirty().is_empty());
+    for _ in 0..3 {
+        answer(&health, 0, Outcome::Failure, 1);
+    }
+    let dirty = health.take_dirty();
+    assert_eq!(dirty.len(), 1);
+    assert_eq!(dirty[0].0, "p0");
+    assert_eq!(dirty[0].1.state, BreakerState::Open);
+    assert_eq!(dirty[0].1.opened_at_wall_ms, Some(1_000_000));
+    assert!(health.take_dirty().is_empty(), "taken once");
+
+    clock.advance(Duration::from_millis(1_000));
+    health.tick();
+    let dirty = health.take_dirty();
+    assert_eq!(dirty[0].1.state, BreakerState::HalfOpen);
+    answer(&health, 0, Outcome::Success, 1);
+    assert_eq!(health.take_dirty()[0].1.state, BreakerState::Closed);
+}
+
+#[test]
+fn rate_limits_slow_a_provider_down_without_opening_it() {
+    let (health, _) = health(&[1, 2]);
+    for _ in 0..10 {
+        if let Ok(permit) = health.acquire(0) {
+            health.record(
+                0,
+                permit,
+                Outcome::RateLimited {
+                    retry_after: Some(Duration::from_secs(2)),
+                },
+                None,
+            );
+        }
+    }
+    let report = &health.report()[0];
+    assert_eq!(report.breaker, BreakerState::Closed);
+    assert_eq!(report.consecutive_failures, 0);
+    assert_eq!(
+        health.acquire(0).err(),
+        Some(Duration::from_secs(2)),
+        "cooling down for the Retry-After"
+    );
+    assert!(health.take_dirty().is_empty());
+}
+
+#[test]
+fn faults_outside_requests_count_against_the_breaker() {
+    let (health, _) = health(&[1]);
+    for _ in 0..3 {
+        health.fault(0);
+    }
+    assert_eq!(health.report()[0].breaker, BreakerState::Open);
+    assert!(!health.any_healthy());
+    health.fault(0); // open: nothing granted, nothing counted
+    assert_eq!(health.report()[0].consecutive_failures, 3);
+}

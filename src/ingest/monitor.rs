@@ -1,0 +1,97 @@
+//! The health monitor of one chain: persists every breaker transition, makes due open →
+//! half-open changes promptly, refreshes the health gauges, and probes idle providers.
+//!
+//! Health is inferred from live traffic; a provider that has shown no head for half the stall
+//! timeout (no live head, no `eth_blockNumber` answer: its socket is down, or it has none)
+//! gets one cheap `eth_blockNumber`, through its breaker (PITFALLS.md "Health checks that cost
+//! money with no traffic"). That probe is also what half-opens and closes the breaker of a
+//! provider nothing else asks.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::dedupe::ProviderIndex;
+use super::providers::ProviderSet;
+use crate::breaker::{Clock, SystemClock};
+use crate::health::{self, ChainHealth};
+use crate::provider::jsonrpc;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct Monitor {
+    pub providers: ProviderSet,
+    pub store: Store,
+}
+
+impl Monitor {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let health = self.providers.health().clone();
+        let idle = health::idle_after(health.config());
+        let mut ticks = tokio::time::interval(
+            (idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One probe per provider at most; dropped (aborted) with the loop.
+        let mut probes: JoinSet<ProviderIndex> = JoinSet::new();
+        let mut probing = vec![false; health.len()];
+        loop {
+            // Biased: shutdown first (one last save follows), then saves, then the clock.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = health.dirty() => self.persist(&health).await,
+                Some(done) = probes.join_next(), if !probes.is_empty() => {
+                    if let Ok(index) = done
+                        && let Some(slot) = probing.get_mut(usize::from(index))
+                    {
+                        *slot = false;
+                    }
+                }
+                _ = ticks.tick() => {
+                    health.tick();
+                    for provider in self.providers.all() {
+                        let i = usize::from(provider.index);
+                        if probing[i] || !health.idle(i, idle) {
+                            continue;
+                        }
+                        probing[i] = true;
+                        let providers = self.providers.clone();
+                        let index = provider.index;
+                        probes.spawn(async move {
+                            probe(&providers, index).await;
+                            index
+                        });
+                    }
+                }
+            }
+        }
+        self.persist(&health).await;
+    }
+
+    /// Saves every breaker with a transition not yet saved.
+    async fn persist(&self, health: &ChainHealth) {
+        for (provider, snapshot) in health.take_dirty() {
+            let saved = self
+                .store
+                .save_breaker(health.chain(), &provider, &snapshot, SystemClock.wall_ms())
+                .await;
+            if let Err(err) = saved {
+                tracing::warn!(chain = %health.chain(), provider, error = %err, "cannot save the breaker state");
+            }
+        }
+    }
+}
+
+/// One `eth_blockNumber` to `index` (its answer updates the provider's head); a refusal by its
+/// breaker sends nothing.
+async fn probe(providers: &ProviderSet, index: ProviderIndex) {
+    let Ok(params) = jsonrpc::params(&json!([])) else {
+        return;
+    };
+    if let Err(err) = providers.call_one(index, "eth_blockNumber", &params).await {
+        tracing::debug!(chain = %providers.health().chain(), provider = %providers.id(index), error = %err, "idle probe failed");
+    }
+}

@@ -1,0 +1,71 @@
+//! Hedged range batches: a provider that hangs (a silent stall holds HTTP requests) is joined
+//! by the next provider, whose answer wins; the hung attempt is cancelled, which says nothing
+//! about its provider (no failure counted), instead of failing over after the HTTP timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use livechain::breaker::{Breaker, BreakerState, SystemClock};
+use livechain::config::{BreakerConfig, HealthConfig};
+use livechain::domain::ChainName;
+use livechain::health::{ChainHealth, Member};
+use livechain::ingest::providers::{ChainProvider, ProviderSet};
+use livechain::provider::{HttpClient, jsonrpc};
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_provider_is_hedged_not_waited_for() {
+    let devnet = support::devnet(2, 100, 1, 20).await;
+    let mut members = Vec::new();
+    let mut list = Vec::new();
+    for (i, endpoint) in devnet.endpoints().iter().enumerate() {
+        let id = format!("hedge-p{i}");
+        let url = endpoint.http_url.parse().expect("devnet URL");
+        let http = HttpClient::new("hedge", &id, url, Duration::from_secs(10)).expect("client");
+        members.push(Member {
+            id: id.clone(),
+            priority: i as u32,
+            breaker: Breaker::new(BreakerConfig::default()),
+        });
+        list.push(ChainProvider {
+            index: i as u8,
+            id,
+            http,
+            ws_url: None,
+            priority: i as u32,
+            batches: Arc::new(AtomicBool::new(true)),
+        });
+    }
+    let config = HealthConfig {
+        max_lag_blocks: 5,
+        stall_timeout: Duration::from_secs(1),
+    };
+    let health = ChainHealth::new(
+        ChainName::from("hedge"),
+        config,
+        Arc::new(SystemClock),
+        members,
+    );
+    let set = ProviderSet::new(list, health.clone());
+
+    faults(&devnet, 0).set_stalled(true);
+    let params = jsonrpc::params(&json!(["0x1", false])).expect("params");
+    let calls = [("eth_getBlockByNumber", &*params)];
+    let (served, answers) = set
+        .batch_from(0, &calls)
+        .await
+        .expect("answered by the other provider");
+    assert_eq!(served, 1, "provider 1 answered");
+    assert!(answers[0].is_ok(), "{answers:?}");
+    let report = health.report();
+    assert_eq!(
+        (report[0].requests, report[0].errors),
+        (0, 0),
+        "the hung attempt was cancelled, not timed out: {report:?}"
+    );
+    assert_eq!(report[0].breaker, BreakerState::Closed);
+    assert_eq!((report[1].requests, report[1].errors), (1, 0));
+    faults(&devnet, 0).clear();
+}
