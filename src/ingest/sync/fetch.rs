@@ -172,7 +172,8 @@ impl Fetcher {
         let params = jsonrpc::params(&json!([format!("{:#x}", last.number), false]))?;
         let answer = tokio::time::timeout(
             CROSS_CHECK,
-            other.http.call("eth_getBlockByNumber", &params),
+            self.providers
+                .call_one(other.index, "eth_getBlockByNumber", &params),
         )
         .await;
         let Ok(Ok(raw)) = answer else {

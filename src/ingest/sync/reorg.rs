@@ -125,10 +125,11 @@ pub async fn poll_height(
         .iter()
         .filter(|p| Some(p.index) != except)
         .collect();
+    // Through each provider's breaker: an open one fails fast and abstains.
     let answers = futures_util::future::join_all(
         asked
             .iter()
-            .map(|p| p.http.call("eth_getBlockByNumber", &params)),
+            .map(|p| providers.call_one(p.index, "eth_getBlockByNumber", &params)),
     )
     .await;
     let mut votes = Votes::default();
