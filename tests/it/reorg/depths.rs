@@ -7,7 +7,9 @@ use std::time::Duration;
 use livechain::devnet::DevnetConfig;
 
 use super::{Collector, canonical_rows, devnet_rows, wait_checkpoint};
-use crate::support::{self, all_events, parse_config, service_yaml, start_app};
+use crate::support::{
+    self, all_events, checkpoint, get_json, parse_config, service_yaml, start_app,
+};
 
 /// Reorgs of depth 1, 3, 12 and 64 while the service runs (the deeper ones well below its
 /// checkpoint): the canonical rows end equal to the devnet's chain and to a fresh index of it;
@@ -73,6 +75,24 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     assert!(net.wait_for_head(top + 100, Duration::from_secs(60)).await);
     wait_checkpoint(&app.base, top + 90, Duration::from_secs(30)).await;
     let truth = devnet_rows(&net, top);
+    // Finality comes from the node's `finalized` tag (80 deep here), not from `confirmations`
+    // (12 by default), and never passes the checkpoint.
+    let (_, body) =
+        get_json(&app.url("/v1/events?kind=block&finality=finalized&order=desc&limit=1")).await;
+    let finalized_to = body["events"][0]["block_number"]
+        .as_u64()
+        .expect("some block is finalized");
+    let cp = checkpoint(&app.base, "devnet").await.expect("a checkpoint");
+    assert!(
+        finalized_to <= cp,
+        "finalized {finalized_to} <= checkpoint {cp}"
+    );
+    assert!(
+        finalized_to <= net.head() - net.finalized_depth() && finalized_to >= top,
+        "finalized {finalized_to}: the node's tag (head {} - {}), past the reorgs ({top})",
+        net.head(),
+        net.finalized_depth()
+    );
 
     let fresh = start_app(parse_config(&service_yaml(&net, &dir.path().join("b.db")))).await;
     wait_checkpoint(&fresh.base, top, Duration::from_secs(60)).await;
