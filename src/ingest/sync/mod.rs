@@ -180,7 +180,10 @@ impl RangeSync {
             {
                 pending_hint = None;
                 hint_checked = Some(now);
-                let rewind = self.check_hint(&recent, at, next).await;
+                let rewind = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    rewind = self.check_hint(&recent, at, next) => rewind,
+                };
                 if !matches!(rewind, Rewind::No) {
                     for later in in_flight.drain(..) {
                         later.task.abort();
@@ -331,9 +334,10 @@ impl RangeSync {
                     scheduled = next;
                     match err {
                         RangeError::Fork { provider } => {
-                            let rewind = self
-                                .on_fork(&recent, from.saturating_sub(1), provider)
-                                .await;
+                            let rewind = tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                rewind = self.on_fork(&recent, from.saturating_sub(1), provider) => rewind,
+                            };
                             if matches!(rewind, Rewind::No) {
                                 let delay = delays.next().unwrap_or(HEAD_POLL);
                                 if wait(&shutdown, delay).await {

@@ -7,9 +7,7 @@ use std::time::Duration;
 use livechain::devnet::DevnetConfig;
 
 use super::{Collector, canonical_rows, devnet_rows, wait_checkpoint};
-use crate::support::{
-    self, all_events, checkpoint, get_json, parse_config, service_yaml, start_app,
-};
+use crate::support::{self, all_events, checkpoint, parse_config, service_yaml, start_app};
 
 /// Reorgs of depth 1, 3, 12 and 64 while the service runs (the deeper ones well below its
 /// checkpoint): the canonical rows end equal to the devnet's chain and to a fresh index of it;
@@ -77,11 +75,15 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     let truth = devnet_rows(&net, top);
     // Finality comes from the node's `finalized` tag (80 deep here), not from `confirmations`
     // (12 by default), and never passes the checkpoint.
-    let (_, body) =
-        get_json(&app.url("/v1/events?kind=block&finality=finalized&order=desc&limit=1")).await;
-    let finalized_to = body["events"][0]["block_number"]
-        .as_u64()
-        .expect("some block is finalized");
+    let finalized_to = all_events(
+        &app.base,
+        &format!("kind=block&finality=finalized&from_block={top}"),
+    )
+    .await
+    .iter()
+    .filter_map(|e| e["block_number"].as_u64())
+    .max()
+    .expect("blocks past the reorgs are finalized");
     let cp = checkpoint(&app.base, "devnet").await.expect("a checkpoint");
     assert!(
         finalized_to <= cp,
