@@ -157,7 +157,10 @@ impl Fetcher {
     /// branch stored, then retracted once the others' chain is read. When they disagree, every
     /// other provider votes; a range most of them contradict is refused (and asked elsewhere).
     /// A provider that does not answer in [`CROSS_CHECK`], or has no block there yet, leaves
-    /// the range standing.
+    /// the range standing. The read goes straight to its HTTP client, not through its breaker:
+    /// it is bounded by [`CROSS_CHECK`], and recording its answers (often "no such block yet"
+    /// from a provider that lags) as request outcomes kept the health tracker from recycling a
+    /// lagging provider's stream (`tests/it/health/lag.rs`).
     async fn cross_check(&self, provider: ProviderIndex, last: BlockRef) -> Result<(), RangeError> {
         let all = self.providers.all();
         let Some(at) = all.iter().position(|p| p.index == provider) else {
@@ -172,8 +175,7 @@ impl Fetcher {
         let params = jsonrpc::params(&json!([format!("{:#x}", last.number), false]))?;
         let answer = tokio::time::timeout(
             CROSS_CHECK,
-            self.providers
-                .call_one(other.index, "eth_getBlockByNumber", &params),
+            other.http.call("eth_getBlockByNumber", &params),
         )
         .await;
         let Ok(Ok(raw)) = answer else {
