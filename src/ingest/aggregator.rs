@@ -167,6 +167,13 @@ impl Aggregator {
                     self.meters.orphans.increment(1);
                     self.hint_reorg(head.block.number);
                 } else {
+                    let below = head.block.number.checked_sub(1);
+                    if let Some(below) = below
+                        && self.is_orphan(below, head.block.parent_hash)
+                    {
+                        // The first block past the checkpoint, on another branch below it.
+                        self.hint_reorg(below);
+                    }
                     self.on_head(provider, *head, at).await?
                 }
             }

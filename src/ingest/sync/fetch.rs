@@ -3,15 +3,23 @@
 //! all of it, checked to fit together.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::RangeError;
+use super::reorg;
+use crate::domain::BlockRef;
 use crate::ingest::RangeData;
+use crate::ingest::dedupe::ProviderIndex;
 use crate::ingest::filters::LogFilter;
 use crate::ingest::providers::ProviderSet;
 use crate::provider::{ProviderError, decode, jsonrpc};
+
+/// How long the cross-check of a range's last block may take; past it the range stands.
+const CROSS_CHECK: Duration = Duration::from_millis(500);
 
 /// The block tags read with every range, in this order.
 const FINALITY_TAGS: [&str; 2] = ["safe", "finalized"];
@@ -36,7 +44,14 @@ impl Fetcher {
         for n in from..=to {
             params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
         }
-        for tag in FINALITY_TAGS {
+        // Sent one by one (to a provider refusing batches), a node without the tags would fail
+        // the whole range with its error: then the range goes without them.
+        let all = self.providers.all();
+        let batches = all
+            .get(start % all.len().max(1))
+            .is_some_and(|p| p.batches.load(Ordering::Relaxed));
+        let tags: &[&str] = if batches { &FINALITY_TAGS } else { &[] };
+        for tag in tags {
             params.push(jsonrpc::params(&json!([tag, false]))?);
         }
         let calls: Vec<(&str, &RawValue)> = params
@@ -117,7 +132,12 @@ impl Fetcher {
             let head = decode::head(&raw).ok()?;
             Some(head.block.number.min(last.number))
         };
-        let (safe, finalized) = (tag(), tag());
+        let (safe, finalized) = if tags.is_empty() {
+            (None, None)
+        } else {
+            (tag(), tag())
+        };
+        self.cross_check(provider, last).await?;
         let hashes = heads.iter().map(|h| h.block.hash).collect();
         Ok(RangeData {
             provider,
@@ -129,5 +149,57 @@ impl Fetcher {
             safe,
             finalized,
         })
+    }
+
+    /// Whether the node that answered a range is on the other providers' chain: one of them is
+    /// asked for the range's last block. A range that extends the checkpoint is otherwise taken
+    /// on one node's word, and a node alone on a stale branch (ponder#2221) would have its
+    /// branch stored, then retracted once the others' chain is read. When they disagree, every
+    /// other provider votes; a range most of them contradict is refused (and asked elsewhere).
+    /// A provider that does not answer in [`CROSS_CHECK`], or has no block there yet, leaves
+    /// the range standing. The read goes straight to its HTTP client, not through its breaker:
+    /// it is bounded by [`CROSS_CHECK`], and recording its answers (often "no such block yet"
+    /// from a provider that lags) as request outcomes kept the health tracker from recycling a
+    /// lagging provider's stream (`tests/it/health/lag.rs`).
+    async fn cross_check(&self, provider: ProviderIndex, last: BlockRef) -> Result<(), RangeError> {
+        let all = self.providers.all();
+        let Some(at) = all.iter().position(|p| p.index == provider) else {
+            return Ok(());
+        };
+        let Some(other) = all
+            .get((at + 1) % all.len())
+            .filter(|o| o.index != provider)
+        else {
+            return Ok(()); // a single provider
+        };
+        let params = jsonrpc::params(&json!([format!("{:#x}", last.number), false]))?;
+        let answer = tokio::time::timeout(
+            CROSS_CHECK,
+            other.http.call("eth_getBlockByNumber", &params),
+        )
+        .await;
+        let Ok(Ok(raw)) = answer else {
+            return Ok(());
+        };
+        match decode::head(&raw) {
+            Ok(head) if head.block.number == last.number && head.block.hash != last.hash => {}
+            _ => return Ok(()), // the same block, or none yet
+        }
+        let votes = tokio::time::timeout(
+            CROSS_CHECK,
+            reorg::poll_height(&self.providers, last.number, last.hash, Some(provider)),
+        )
+        .await
+        .unwrap_or_default();
+        // `kept`: others with the range's block; the answering node counts for it too.
+        if votes.moved > votes.kept + 1 {
+            return Err(RangeError::Inconsistent(format!(
+                "provider {} is on a minority branch at block {} ({} of the others disagree)",
+                self.providers.id(provider),
+                last.number,
+                votes.moved
+            )));
+        }
+        Ok(())
     }
 }

@@ -155,6 +155,8 @@ impl RangeSync {
         let mut hints_open = true;
         let mut hint_checked: Option<Instant> = None;
         let mut pending_hint: Option<u64> = None;
+        // Whether the chain's nodes answer the `safe`/`finalized` tags.
+        let mut tags_seen = false;
         let mut recent = Recent::from_stored(&std::mem::take(&mut self.recent));
         if let Some(cp) = self.checkpoint
             && recent.hash_at(cp.number) != Some(cp.hash)
@@ -178,7 +180,10 @@ impl RangeSync {
             {
                 pending_hint = None;
                 hint_checked = Some(now);
-                let rewind = self.check_hint(&recent, at, next).await;
+                let rewind = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    rewind = self.check_hint(&recent, at, next) => rewind,
+                };
                 if !matches!(rewind, Rewind::No) {
                     for later in in_flight.drain(..) {
                         later.task.abort();
@@ -290,8 +295,12 @@ impl RangeSync {
                     for (n, hash) in (range.first..).zip(&range.hashes) {
                         recent.push(n, *hash);
                     }
-                    if range.safe.is_none() && range.finalized.is_none() {
+                    if range.safe.is_some() || range.finalized.is_some() {
+                        tags_seen = true;
+                    } else if !tags_seen {
                         // No tags: final once `confirmations` deep below the best head known.
+                        // Never once a node of the chain has shown tags: a fixed depth may be
+                        // shallower than the chain's finality, and finality never moves back.
                         let head = clock
                             .latest()
                             .max(polled.head.unwrap_or(0))
@@ -325,27 +334,9 @@ impl RangeSync {
                     scheduled = next;
                     match err {
                         RangeError::Fork { provider } => {
-                            let top = from.saturating_sub(1);
-                            let rewind = match recent.hash_at(top) {
-                                Some(ours) => {
-                                    // The reporter's own vote: its chain left `ours`.
-                                    let votes = reorg::poll_height(
-                                        &self.providers,
-                                        top,
-                                        ours,
-                                        Some(provider),
-                                    )
-                                    .await;
-                                    if votes.confirm(true) {
-                                        self.rewind(&recent, top, Some(provider)).await
-                                    } else {
-                                        metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
-                                        tracing::warn!(chain = %self.chain, provider = %self.providers.id(provider), at = top, kept = votes.kept, moved = votes.moved + 1, "a provider's chain leaves the checkpoint but the others keep it: lagging, not a reorg");
-                                        Rewind::No
-                                    }
-                                }
-                                // Nothing kept to compare with: re-read from the chain's start.
-                                None => self.rewind(&recent, top, Some(provider)).await,
+                            let rewind = tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                rewind = self.on_fork(&recent, from.saturating_sub(1), provider) => rewind,
                             };
                             if matches!(rewind, Rewind::No) {
                                 let delay = delays.next().unwrap_or(HEAD_POLL);
@@ -376,6 +367,22 @@ impl RangeSync {
                 }
             }
         }
+    }
+
+    /// `provider`'s range does not extend `top`, the last height handed on: a reorg once the
+    /// other providers confirm it.
+    async fn on_fork(&self, recent: &Recent, top: u64, provider: ProviderIndex) -> Rewind {
+        let Some(ours) = recent.hash_at(top) else {
+            // Nothing kept to compare with: the walk finds no ancestor and re-backfills.
+            return self.rewind(recent, top, Some(provider)).await;
+        };
+        let votes = reorg::poll_height(&self.providers, top, ours, Some(provider)).await;
+        if votes.confirm(true) {
+            return self.rewind(recent, top, Some(provider)).await;
+        }
+        metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
+        tracing::warn!(chain = %self.chain, provider = %self.providers.id(provider), at = top, kept = votes.kept, moved = votes.moved + 1, "a provider's chain leaves the checkpoint but the others keep it: lagging, not a reorg");
+        Rewind::No
     }
 
     /// A hint that height `at` was reorganised: the providers vote on the block handed on there

@@ -21,6 +21,8 @@ use crate::provider::{ProviderError, decode, jsonrpc};
 /// Heights whose canonical hash the range sync keeps: the deepest reorg it can follow to its
 /// common ancestor. Deeper than this, it re-backfills (40 bytes per height).
 pub const WINDOW: usize = 2048;
+/// How long a provider may take to vote.
+const VOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Heights asked for per batch while walking back.
 const WALK_CHUNK: u64 = 64;
 
@@ -125,15 +127,22 @@ pub async fn poll_height(
         .iter()
         .filter(|p| Some(p.index) != except)
         .collect();
-    let answers = futures_util::future::join_all(
-        asked
-            .iter()
-            .map(|p| p.http.call("eth_getBlockByNumber", &params)),
-    )
+    // Through each provider's breaker: an open one fails fast and abstains, as does one that
+    // does not answer within VOTE_TIMEOUT.
+    let answers = futures_util::future::join_all(asked.iter().map(|p| {
+        tokio::time::timeout(
+            VOTE_TIMEOUT,
+            providers.call_one(p.index, "eth_getBlockByNumber", &params),
+        )
+    }))
     .await;
     let mut votes = Votes::default();
     for (provider, answer) in asked.iter().zip(answers) {
-        let Some(head) = answer.ok().and_then(|raw| decode::head(&raw).ok()) else {
+        let Some(head) = answer
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|raw| decode::head(&raw).ok())
+        else {
             continue;
         };
         if head.block.number != n {

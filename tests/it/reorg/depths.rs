@@ -7,7 +7,7 @@ use std::time::Duration;
 use livechain::devnet::DevnetConfig;
 
 use super::{Collector, canonical_rows, devnet_rows, wait_checkpoint};
-use crate::support::{self, all_events, parse_config, service_yaml, start_app};
+use crate::support::{self, all_events, checkpoint, parse_config, service_yaml, start_app};
 
 /// Reorgs of depth 1, 3, 12 and 64 while the service runs (the deeper ones well below its
 /// checkpoint): the canonical rows end equal to the devnet's chain and to a fresh index of it;
@@ -46,6 +46,8 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     let ws_base = app.base.replacen("http://", "ws://", 1);
     let everything = Collector::start(&ws_base, "");
     let finalized = Collector::start(&ws_base, "finality=finalized");
+    let contract = net.contracts()[0];
+    let one_contract = Collector::start(&ws_base, &format!("kind=log&address={contract}"));
 
     assert!(net.wait_for_head(90, Duration::from_secs(30)).await);
     for depth in [1, 3, 12, 64] {
@@ -71,6 +73,28 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     assert!(net.wait_for_head(top + 100, Duration::from_secs(60)).await);
     wait_checkpoint(&app.base, top + 90, Duration::from_secs(30)).await;
     let truth = devnet_rows(&net, top);
+    // Finality comes from the node's `finalized` tag (80 deep here), not from `confirmations`
+    // (12 by default), and never passes the checkpoint.
+    let finalized_to = all_events(
+        &app.base,
+        &format!("kind=block&finality=finalized&from_block={top}"),
+    )
+    .await
+    .iter()
+    .filter_map(|e| e["block_number"].as_u64())
+    .max()
+    .expect("blocks past the reorgs are finalized");
+    let cp = checkpoint(&app.base, "devnet").await.expect("a checkpoint");
+    assert!(
+        finalized_to <= cp,
+        "finalized {finalized_to} <= checkpoint {cp}"
+    );
+    assert!(
+        finalized_to <= net.head() - net.finalized_depth() && finalized_to >= top,
+        "finalized {finalized_to}: the node's tag (head {} - {}), past the reorgs ({top})",
+        net.head(),
+        net.finalized_depth()
+    );
 
     let fresh = start_app(parse_config(&service_yaml(&net, &dir.path().join("b.db")))).await;
     wait_checkpoint(&fresh.base, top, Duration::from_secs(60)).await;
@@ -89,6 +113,9 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
         .settle(Duration::from_millis(1500), Duration::from_secs(30))
         .await;
     finalized
+        .settle(Duration::from_millis(1500), Duration::from_secs(30))
+        .await;
+    one_contract
         .settle(Duration::from_millis(1500), Duration::from_secs(30))
         .await;
     let stored = all_events(&app.base, "include_removed=true").await;
@@ -124,6 +151,28 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
     assert!(
         removed.iter().all(|c| received.contains(c)),
         "every orphan had been received (since=0)"
+    );
+
+    // A filtered subscriber: retractions of exactly the orphans among the events it received.
+    let filtered = one_contract.finish().await;
+    let contract_logs: HashSet<i64> = stored
+        .iter()
+        .filter(|e| {
+            e["kind"] == "log"
+                && e["address"]
+                    .as_str()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(&contract.to_string()))
+        })
+        .map(|e| e["cursor"].as_i64().expect("cursor"))
+        .collect();
+    let got: HashSet<i64> = filtered.events.iter().copied().collect();
+    assert_eq!(got, contract_logs, "the filtered subscriber got its logs");
+    let expected: HashSet<i64> = got.intersection(&removed).copied().collect();
+    assert!(!expected.is_empty(), "some of its logs were orphaned");
+    assert!(
+        filtered.removed.values().all(|n| *n == 1)
+            && filtered.removed.keys().copied().collect::<HashSet<_>>() == expected,
+        "one removed per orphan it received, no other"
     );
 
     let settled = finalized.finish().await;
@@ -168,6 +217,63 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
             .iter()
             .any(|l| l.starts_with("livechain_reorgs_total{")),
         "reorgs are counted:\n{text}"
+    );
+    app.stop().await;
+}
+
+/// The devnet's automatic reorgs (every 10 blocks, 5 deep: the head moves on by one while the
+/// blocks below it change, as on a live chain): after a dozen of them the canonical rows are
+/// the devnet's chain, and a subscriber saw each orphan it received retracted once.
+#[tokio::test]
+async fn automatic_reorgs_every_10_blocks_converge() {
+    let config = DevnetConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        providers: 3,
+        block_time_ms: 20,
+        logs_per_block: 4,
+        initial_blocks: 20,
+        reorg_every: Some(10),
+        reorg_depth: 5,
+        ..DevnetConfig::default()
+    };
+    let net = support::devnet_with(config).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start_app(parse_config(&service_yaml(&net, &dir.path().join("a.db")))).await;
+    let ws_base = app.base.replacen("http://", "ws://", 1);
+    let everything = Collector::start(&ws_base, "");
+    assert!(net.wait_for_head(150, Duration::from_secs(30)).await);
+    // The last reorg point at or below `top` + 10 has rewritten everything below `top` for good.
+    let top = net.head() - 10;
+    wait_checkpoint(&app.base, top + 10, Duration::from_secs(30)).await;
+    assert!(net.reorgs() >= 12, "{} reorgs", net.reorgs());
+    let truth = devnet_rows(&net, top);
+    assert!(
+        canonical_rows(&app.base, top).await == truth,
+        "the rows are the devnet's chain"
+    );
+    net.shutdown();
+    everything
+        .settle(Duration::from_millis(1500), Duration::from_secs(30))
+        .await;
+    let stored = all_events(&app.base, "include_removed=true").await;
+    let removed: HashSet<i64> = stored
+        .iter()
+        .filter(|e| e["removed"] == true)
+        .map(|e| e["cursor"].as_i64().expect("cursor"))
+        .collect();
+    let seen = everything.finish().await;
+    for cursor in &seen.events {
+        assert_eq!(
+            seen.removed.get(cursor).copied().unwrap_or(0),
+            usize::from(removed.contains(cursor)),
+            "removed messages for event {cursor}"
+        );
+    }
+    eprintln!(
+        "automatic reorgs: {} rows, {} removed, {} streamed",
+        stored.len(),
+        removed.len(),
+        seen.events.len()
     );
     app.stop().await;
 }
