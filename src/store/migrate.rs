@@ -144,6 +144,7 @@ mod tests {
         assert!(!migrations.is_empty());
         assert_eq!(migrations[0].to_string(), "V1__initial");
         assert_eq!(migrations[1].to_string(), "V2__providers_mask");
+        assert_eq!(migrations[2].to_string(), "V3__removed_index");
         assert!(newest_embedded_version() >= 1);
     }
 }

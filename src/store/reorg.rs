@@ -41,22 +41,56 @@ pub(crate) async fn apply(
     };
     let first = to_sql_int(range.first, "canonical first block")?;
     let last = to_sql_int(range.first + span as u64, "canonical last block")?;
+    let chain = range.chain.to_string();
+    // Almost every range finds nothing to flip, and this is on the write path of every range:
+    // look for orphans in the identity index alone (no table row is read), and for removed rows
+    // in the small partial index of removed rows (`V3__removed_index.sql`).
+    let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT DISTINCT block_number, block_hash FROM events INDEXED BY events_identity \
+         WHERE chain = ? AND block_number BETWEEN ? AND ?",
+    )
+    .bind(&chain)
+    .bind(first)
+    .bind(last)
+    .fetch_all(&mut *conn)
+    .await?;
+    let foreign: Vec<Vec<u8>> = stored
+        .into_iter()
+        .filter(|(number, hash)| {
+            let canonical = usize::try_from(number - first)
+                .ok()
+                .and_then(|i| range.hashes.get(i));
+            canonical.is_none_or(|c| c.as_slice() != hash.as_slice())
+        })
+        .map(|(_, hash)| hash)
+        .collect();
     let mut out = Vec::new();
     for restore in [false, true] {
-        let mut sql = QueryBuilder::<Sqlite>::new("UPDATE events SET removed = ");
+        let mut sql = QueryBuilder::<Sqlite>::new("UPDATE events ");
+        if restore {
+            sql.push("INDEXED BY events_removed ");
+        } else if foreign.is_empty() {
+            continue;
+        }
+        sql.push("SET removed = ");
         sql.push(if restore { "0" } else { "1" });
-        sql.push(" WHERE chain = ")
-            .push_bind(range.chain.to_string());
+        sql.push(" WHERE chain = ").push_bind(chain.clone());
         sql.push(" AND block_number BETWEEN ").push_bind(first);
         sql.push(" AND ").push_bind(last);
         sql.push(if restore {
             " AND removed = 1 AND block_hash IN ("
         } else {
-            " AND removed = 0 AND block_hash NOT IN ("
+            " AND removed = 0 AND block_hash IN ("
         });
         let mut list = sql.separated(", ");
-        for hash in &range.hashes {
-            list.push_bind(hash.as_slice().to_vec());
+        if restore {
+            for hash in &range.hashes {
+                list.push_bind(hash.as_slice().to_vec());
+            }
+        } else {
+            for hash in &foreign {
+                list.push_bind(hash.clone());
+            }
         }
         sql.push(") RETURNING cursor");
         let mut flipped: Vec<Cursor> = sql.build_query_scalar().fetch_all(&mut *conn).await?;
@@ -71,7 +105,7 @@ pub(crate) async fn apply(
                  VALUES (?, ?, ?, ?, ?)",
             )
             .bind(*next)
-            .bind(range.chain.to_string())
+            .bind(&chain)
             .bind(kind)
             .bind(event_cursor)
             .bind(now_ms)
