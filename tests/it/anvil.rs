@@ -82,6 +82,19 @@ impl Anvil {
         answer["result"].clone()
     }
 
+    /// The receipt of `tx` once mined: Anvil answers `eth_sendTransaction` with the hash and
+    /// may mine a moment later (automine), so the receipt can be null at first.
+    async fn receipt(&self, tx: &Value) -> Value {
+        for _ in 0..200 {
+            let receipt = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
+            if !receipt.is_null() {
+                return receipt;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no receipt for {tx} within 5 s");
+    }
+
     async fn head(&self) -> u64 {
         let head = self.rpc("eth_blockNumber", json!([])).await;
         u64::from_str_radix(head.as_str().expect("hex").trim_start_matches("0x"), 16)
@@ -90,11 +103,14 @@ impl Anvil {
 
     /// Calls the contract with `data` (Anvil mines one block per transaction).
     async fn emit(&self, contract: &str, data: &str) {
-        self.rpc(
-            "eth_sendTransaction",
-            json!([{"from": ACCOUNT, "to": contract, "data": data}]),
-        )
-        .await;
+        let tx = self
+            .rpc(
+                "eth_sendTransaction",
+                json!([{"from": ACCOUNT, "to": contract, "data": data}]),
+            )
+            .await;
+        // Mined before the test goes on, so "Anvil's chain" is the chain the test meant.
+        self.receipt(&tx).await;
     }
 
     /// Anvil's canonical logs over the whole chain, as rows.
@@ -232,9 +248,7 @@ async fn anvil_logs_indexed_once_and_reorgs_converge_on_anvils_chain() {
             json!([{"from": ACCOUNT, "data": BYTECODE}]),
         )
         .await;
-    let receipt = anvil
-        .rpc("eth_getTransactionReceipt", json!([deployed]))
-        .await;
+    let receipt = anvil.receipt(&deployed).await;
     let contract = receipt["contractAddress"]
         .as_str()
         .expect("a contract address")
