@@ -61,6 +61,7 @@ pub struct Faults {
     latency_ms: AtomicU64,
     drop_after_messages: AtomicU64,
     max_logs_range: AtomicU64,
+    omit_logs: AtomicBool,
     /// Bumped by [`Faults::drop_sockets`]; each connection watches it from its start.
     drop_epoch: watch::Sender<u64>,
     stalled: watch::Sender<bool>,
@@ -91,6 +92,7 @@ impl Faults {
             latency_ms: AtomicU64::new(0),
             drop_after_messages: AtomicU64::new(OFF),
             max_logs_range: AtomicU64::new(OFF),
+            omit_logs: AtomicBool::new(false),
             drop_epoch: watch::channel(0).0,
             stalled: watch::channel(false).0,
             garbage_every: AtomicU64::new(OFF),
@@ -144,6 +146,16 @@ impl Faults {
 
     pub fn max_logs_range(&self) -> Option<u64> {
         optional(self.max_logs_range.load(Ordering::Relaxed))
+    }
+
+    /// Answers every `eth_getLogs` with `[]`, as a node behind a load balancer that does not
+    /// have the blocks yet does (the blocks themselves, and their logs blooms, are served).
+    pub fn set_omit_logs(&self, on: bool) {
+        self.omit_logs.store(on, Ordering::Relaxed);
+    }
+
+    pub fn omits_logs(&self) -> bool {
+        self.omit_logs.load(Ordering::Relaxed)
     }
 
     /// A silent stall: WebSocket connections stay open but send nothing and answer nothing
@@ -263,6 +275,7 @@ impl Faults {
         self.set_latency_ms(0);
         self.set_drop_after_messages(None);
         self.set_max_logs_range(None);
+        self.set_omit_logs(false);
         self.set_stalled(false);
         self.set_garbage_every(None);
         self.set_rate_limited(false);

@@ -271,7 +271,8 @@ async fn get_logs(ctx: &Ctx, filter: Filter) -> Result<String, RpcError> {
     }
     // Blocks above the head do not exist yet: the range is served up to the head.
     let to = to.min(ctx.head());
-    if from > to {
+    let omits = ctx.provider_state().is_some_and(|p| p.faults.omits_logs());
+    if from > to || omits {
         return Ok("[]".to_owned());
     }
     if to - from < INLINE_LOGS_BLOCKS {

@@ -13,6 +13,15 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
+    /// Whether every log of the chain matches (no address, no topic constraint).
+    pub fn takes_everything(&self) -> bool {
+        self.address.is_empty()
+            && self
+                .topics
+                .iter()
+                .all(|t| t.as_ref().is_none_or(Vec::is_empty))
+    }
+
     fn from_config(sub: &LogSubscription) -> LogFilter {
         LogFilter {
             address: sub.address.clone(),

@@ -16,6 +16,7 @@ use crate::ingest::RangeData;
 use crate::ingest::dedupe::ProviderIndex;
 use crate::ingest::filters::LogFilter;
 use crate::ingest::providers::ProviderSet;
+use crate::provider::decode::{Head, LogKey};
 use crate::provider::{ProviderError, decode, jsonrpc};
 
 /// How long the cross-check of a range's last block may take; past it the range stands.
@@ -121,6 +122,9 @@ impl Fetcher {
                 }
             }
         }
+        if self.filters.iter().any(LogFilter::takes_everything) {
+            bloom_agrees(&heads, &logs, from)?;
+        }
         let last = heads
             .last()
             .map(|h| h.block)
@@ -201,5 +205,37 @@ impl Fetcher {
             )));
         }
         Ok(())
+    }
+}
+
+/// With a filter that takes every log, a block whose logs bloom is not empty must come with at
+/// least one log: a node that has the block but not yet its logs (one behind a load balancer)
+/// answers `eth_getLogs` with `[]`, and such a range would be checkpointed without them.
+fn bloom_agrees(
+    heads: &[Head],
+    logs: &[(LogKey, Box<RawValue>)],
+    from: u64,
+) -> Result<(), RangeError> {
+    let mut has_logs = vec![false; heads.len()];
+    for (key, _) in logs {
+        if let Some(slot) = key
+            .block_number
+            .checked_sub(from)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| has_logs.get_mut(i))
+        {
+            *slot = true;
+        }
+    }
+    match heads
+        .iter()
+        .zip(&has_logs)
+        .find(|(head, has)| !**has && !head.logs_bloom.is_zero())
+    {
+        Some((head, _)) => Err(RangeError::Inconsistent(format!(
+            "block {} has a non-empty logs bloom but the provider returned none of its logs",
+            head.block.number
+        ))),
+        None => Ok(()),
     }
 }

@@ -62,3 +62,30 @@ async fn dropped_sockets_reconnect_and_lose_nothing() {
     );
     app.stop().await;
 }
+
+/// A node that has the blocks but not yet their logs (one behind a load balancer) answers
+/// `eth_getLogs` with `[]`. With a filter taking every log, a block with a non-empty logs bloom
+/// and no log is refused and read from another provider: nothing is checkpointed without its
+/// logs. HTTP only, so the range sync is the only source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_answering_no_logs_for_blocks_that_have_some_is_not_believed() {
+    let devnet = devnet(3, 20, 0).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    // The first provider by priority omits every log.
+    devnet.faults(0).expect("provider 0").set_omit_logs(true);
+    let yaml: String = support::service_yaml(&devnet, &db)
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("ws_url:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    let checkpoint = wait_committed(&db, 150).await;
+    let stored = api_rows(&app.base).await;
+    let verdict = verify(&devnet, &stored, checkpoint);
+    assert!(
+        stored.iter().filter(|r| r.id.2.is_some()).count() >= 150 * 20,
+        "the logs are there: {verdict:?}"
+    );
+    app.stop().await;
+}
