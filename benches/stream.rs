@@ -31,9 +31,12 @@
 //! Run by `cargo test --all-targets` (without `--bench`) it only smoke-tests itself: a 2 s
 //! window, its line labelled as such.
 
+mod common;
+
+use common::{Proc, cpu_seconds, metric};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -41,8 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -137,6 +139,7 @@ async fn run(measured: bool, devnet: Devnet) -> anyhow::Result<()> {
             .arg(&config)
             .env("RUST_LOG", "warn"),
         dir.path(),
+        STEP_TIMEOUT,
     )?;
     let api = loop {
         let line = service.line().await?;
@@ -399,58 +402,6 @@ async fn subscriber(
     }
 }
 
-/// The service: killed when dropped; its stdout read line by line, its stderr in a file.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, command: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
-        let log = dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log)?;
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting the {name}"))?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        Ok(Proc {
-            name,
-            child,
-            // Kept open for the child's life: a closed pipe would fail its later prints.
-            stdout: BufReader::new(stdout).lines(),
-            log,
-        })
-    }
-
-    async fn line(&mut self) -> anyhow::Result<String> {
-        match tokio::time::timeout(STEP_TIMEOUT, self.stdout.next_line()).await {
-            Ok(Ok(Some(line))) => Ok(line),
-            outcome => {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                bail!(
-                    "the {} printed no line ({outcome:?}); its log ends with:\n{}",
-                    self.name,
-                    tail.join("\n")
-                )
-            }
-        }
-    }
-
-    fn pid(&self) -> anyhow::Result<u32> {
-        self.child
-            .id()
-            .with_context(|| format!("the {} has exited", self.name))
-    }
-}
-
 /// The writer's commits so far and the seconds they took (`/metrics`).
 async fn writer_batches(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
     let text = http
@@ -460,27 +411,8 @@ async fn writer_batches(http: &reqwest::Client, url: &str) -> anyhow::Result<(f6
         .error_for_status()?
         .text()
         .await?;
-    let value = |name: &str| {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
     Ok((
-        value("livechain_writer_batch_duration_seconds_count"),
-        value("livechain_writer_batch_duration_seconds_sum"),
+        metric(&text, "livechain_writer_batch_duration_seconds_count"),
+        metric(&text, "livechain_writer_batch_duration_seconds_sum"),
     ))
-}
-
-/// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => Ok((user + system) / 100.0),
-        _ => bail!("unreadable /proc/{pid}/stat"),
-    }
 }

@@ -1,0 +1,107 @@
+//! What both benchmarks need: a child process read line by line, and figures read from
+//! Prometheus text and `/proc`. Included by each bench with `mod common;` (not a bench itself:
+//! cargo only discovers `benches/*.rs` and `benches/*/main.rs`).
+
+#![allow(dead_code)] // each bench uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// A child process: killed when dropped; its stdout read line by line, its stderr in a file.
+pub struct Proc {
+    name: &'static str,
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    log: PathBuf,
+    /// How long one expected line may take.
+    step_timeout: Duration,
+}
+
+impl Proc {
+    pub fn spawn(
+        name: &'static str,
+        command: &mut Command,
+        dir: &Path,
+        step_timeout: Duration,
+    ) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the {name}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Proc {
+            name,
+            child,
+            // Kept open for the child's life: a closed pipe would fail its later prints.
+            stdout: BufReader::new(stdout).lines(),
+            log,
+            step_timeout,
+        })
+    }
+
+    pub async fn line(&mut self) -> anyhow::Result<String> {
+        match tokio::time::timeout(self.step_timeout, self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => Ok(line),
+            outcome => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "the {} printed no line ({outcome:?}); its log ends with:\n{}",
+                    self.name,
+                    tail.join("\n")
+                )
+            }
+        }
+    }
+
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .id()
+            .with_context(|| format!("the {} has exited", self.name))
+    }
+}
+
+/// The sum of every series of `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `VmHWM` of `pid`: its peak resident set, in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/<pid>/status")
+}
+
+/// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) / 100.0),
+        _ => bail!("unreadable /proc/{pid}/stat"),
+    }
+}
