@@ -341,12 +341,7 @@ async fn anvil_logs_indexed_once_and_reorgs_converge_on_anvils_chain() {
         removed.len(),
         "no retraction of a canonical log"
     );
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = support::metrics_text(&app).await;
     let reorg_lines: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("livechain_reorgs") || l.starts_with("livechain_orphans"))

@@ -81,17 +81,7 @@ async fn wait_provider(
 
 /// The sum of a metric's samples whose labels include `provider="{provider}"`.
 async fn metric(app: &TestApp, name: &str, provider: &str) -> f64 {
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let label = format!("provider=\"{provider}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::provider_metric(app, name, provider).await
 }
 
 /// The committed checkpoint as `/v1/chains` reports it, once it reaches `block`.

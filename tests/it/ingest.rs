@@ -351,15 +351,5 @@ async fn start_as(devnet: &TestDevnet, db: &Path, prefix: &str) -> TestApp {
 
 /// `livechain_ws_reconnects_total` for `provider` (0 before the first reconnect).
 async fn reconnects(app: &TestApp, provider: &str) -> u64 {
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let label = format!("provider=\"{provider}\"");
-    text.lines()
-        .filter(|l| l.starts_with("livechain_ws_reconnects_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    support::provider_metric(app, "livechain_ws_reconnects_total", provider).await as u64
 }

@@ -201,12 +201,7 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
         all.lagged,
         settled.events.len()
     );
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = support::metrics_text(&app).await;
     let counted: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("livechain_reorgs") || l.starts_with("livechain_orphans"))

@@ -195,12 +195,7 @@ pub async fn wait_checkpoint(base: &str, at_least: u64, limit: Duration) {
 
 /// The lines of the service's `/metrics` whose name starts with `prefix`.
 pub async fn metric_lines(app: &TestApp, prefix: &str) -> Vec<String> {
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = crate::support::metrics_text(app).await;
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .map(str::to_owned)

@@ -218,3 +218,23 @@ pub fn anvil() -> Option<PathBuf> {
     }
     found
 }
+
+/// The service's `/metrics` (Prometheus text).
+pub async fn metrics_text(app: &TestApp) -> String {
+    reqwest::get(app.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The sum of metric `name`'s samples whose labels include `provider="{provider}"`.
+pub async fn provider_metric(app: &TestApp, name: &str, provider: &str) -> f64 {
+    let text = metrics_text(app).await;
+    let (series, label) = (format!("{name}{{"), format!("provider=\"{provider}\""));
+    text.lines()
+        .filter(|l| l.starts_with(&series) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
