@@ -29,7 +29,7 @@ use crate::telemetry::metrics as m;
 /// latency under such a load.
 pub const MAX_BATCH: usize = 16_384;
 /// How long the first input of a batch may wait for company.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// What aggregators send the writer.
 #[derive(Debug)]

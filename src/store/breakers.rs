@@ -33,6 +33,7 @@ impl Store {
         .bind(now_ms)
         .execute(&self.shared.writer)
         .await?;
+        self.wrote();
         Ok(())
     }
 

@@ -125,8 +125,8 @@ const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
 /// entry of [`CHUNK_SIZES`]. sqlx prepares each text once per connection and caches it.
 pub(crate) struct Statements {
     inserts: [Arc<str>; CHUNK_SIZES.len()],
+    redeliveries: [Arc<str>; CHUNK_SIZES.len()],
     event_by_cursor: Arc<str>,
-    redelivery: Arc<str>,
     /// Bound as `kind` without allocating per row.
     block: Arc<str>,
     log: Arc<str>,
@@ -136,14 +136,9 @@ impl Statements {
     pub(crate) fn new() -> Statements {
         Statements {
             inserts: CHUNK_SIZES.map(|n| Arc::from(insert_sql(n))),
+            redeliveries: CHUNK_SIZES.map(|n| Arc::from(redelivery_sql(n))),
             event_by_cursor: Arc::from(format!(
                 "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE e.cursor = ?"
-            )),
-            // Numbered throughout: sqlx binds plain `?`s by their own count, not SQLite's.
-            redelivery: Arc::from(format!(
-                "UPDATE events SET {} \
-                 WHERE chain = ?2 AND block_number = ?3 AND block_hash = ?4 AND log_index = ?5",
-                merge_providers_sql("?1"),
             )),
             block: Arc::from("block"),
             log: Arc::from("log"),
@@ -164,6 +159,22 @@ fn insert_sql(rows: usize) -> String {
          ON CONFLICT (chain, block_number, block_hash, log_index) DO UPDATE SET {merge} \
          RETURNING cursor, providers_seen",
         merge = merge_providers_sql("excluded.providers_mask"),
+    )
+}
+
+/// Columns bound per redelivery: the mask, then the row's identity.
+const REDELIVERY_COLUMNS: usize = 5;
+
+/// Merges the masks of `rows` redeliveries into their rows in one statement: the bound rows
+/// are a table joined to `events` on its identity index (one index search per redelivery).
+pub(crate) fn redelivery_sql(rows: usize) -> String {
+    let row = format!("({})", ["?"; REDELIVERY_COLUMNS].join(","));
+    let values = vec![row.as_str(); rows].join(",");
+    format!(
+        "UPDATE events SET {merge} FROM (VALUES {values}) AS r \
+         WHERE events.chain = r.column2 AND events.block_number = r.column3 \
+             AND events.block_hash = r.column4 AND events.log_index = r.column5",
+        merge = merge_providers_sql("r.column1"),
     )
 }
 
@@ -224,9 +235,7 @@ impl Store {
             None => first,
         };
         let now = now_ms();
-        for redelivery in &redeliveries {
-            count_redelivery(&mut tx, &shared.statements, redelivery).await?;
-        }
+        count_redeliveries(&mut tx, &shared.statements, &redeliveries).await?;
         let mut retractions = Vec::new();
         for range in &canonical {
             retractions.extend(reorg::apply(&mut tx, range, &mut next, now).await?);
@@ -251,6 +260,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.wrote();
 
         if last >= first {
             sequence.last = last;
@@ -305,12 +315,7 @@ async fn insert_events(
     let mut seen = vec![Upserted::default(); events.len()];
     let mut done = 0;
     while done < events.len() {
-        let left = events.len() - done;
-        let (size_index, &size) = CHUNK_SIZES
-            .iter()
-            .enumerate()
-            .find(|(_, n)| **n <= left)
-            .unwrap_or((CHUNK_SIZES.len() - 1, &1));
+        let (size_index, size) = chunk_size(events.len() - done);
         let chunk = &events[done..done + size];
         let mut args = SqliteArguments::default();
         args.reserve(size * COLUMNS_PER_ROW, 0);
@@ -433,26 +438,47 @@ fn committed(
     }
 }
 
-/// Merges a redelivery's providers into its row. A row that is not there (retention pruned it,
-/// or it was never stored) has nothing to count: not an error.
-async fn count_redelivery(
+/// Merges redeliveries' providers into their rows, chunk by chunk. A row that is not there
+/// (retention pruned it, or it was never stored) has nothing to count: not an error.
+async fn count_redeliveries(
     conn: &mut SqliteConnection,
     statements: &Statements,
-    r: &Redelivery,
+    redeliveries: &[Redelivery],
 ) -> Result<(), StoreError> {
-    let log_index = match r.key.log_index {
-        Some(i) => to_sql_int(i, "log_index")?,
-        None => BLOCK_LOG_INDEX,
-    };
-    sqlx::query(AssertSqlSafe(statements.redelivery.clone()))
-        .bind(i64::from_ne_bytes(r.providers_mask.to_ne_bytes()))
-        .bind(r.chain.clone())
-        .bind(to_sql_int(r.block_number, "block_number")?)
-        .bind(r.key.block_hash.as_slice())
-        .bind(log_index)
-        .execute(&mut *conn)
-        .await?;
+    let mut done = 0;
+    while done < redeliveries.len() {
+        let (size_index, size) = chunk_size(redeliveries.len() - done);
+        let mut args = SqliteArguments::default();
+        args.reserve(size * REDELIVERY_COLUMNS, 0);
+        let bound = |r: Result<(), sqlx::error::BoxDynError>| {
+            r.map_err(|e| StoreError::Invalid(format!("cannot bind a redelivery: {e}")))
+        };
+        for r in &redeliveries[done..done + size] {
+            let log_index = match r.key.log_index {
+                Some(i) => to_sql_int(i, "log_index")?,
+                None => BLOCK_LOG_INDEX,
+            };
+            bound(args.add(i64::from_ne_bytes(r.providers_mask.to_ne_bytes())))?;
+            bound(args.add(r.chain.clone()))?;
+            bound(args.add(to_sql_int(r.block_number, "block_number")?))?;
+            bound(args.add(r.key.block_hash.as_slice()))?;
+            bound(args.add(log_index))?;
+        }
+        let sql = AssertSqlSafe(statements.redeliveries[size_index].clone());
+        sqlx::query_with(sql, args).execute(&mut *conn).await?;
+        done += size;
+    }
     Ok(())
+}
+
+/// The largest entry of [`CHUNK_SIZES`] not above `left` (`left` > 0), and its index.
+fn chunk_size(left: usize) -> (usize, usize) {
+    CHUNK_SIZES
+        .iter()
+        .copied()
+        .enumerate()
+        .find(|(_, n)| *n <= left)
+        .unwrap_or((CHUNK_SIZES.len() - 1, 1))
 }
 
 fn cursor_count(n: usize) -> Result<Cursor, StoreError> {
@@ -475,6 +501,8 @@ mod tests {
         for n in CHUNK_SIZES {
             let sql = insert_sql(n);
             assert_eq!(sql.matches('?').count(), n * COLUMNS_PER_ROW, "{n} rows");
+            let sql = redelivery_sql(n);
+            assert_eq!(sql.matches('?').count(), n * REDELIVERY_COLUMNS, "{n} rows");
         }
         assert!(CHUNK_SIZES.windows(2).all(|w| w[0] > w[1]));
         assert_eq!(CHUNK_SIZES.last(), Some(&1));

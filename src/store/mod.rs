@@ -23,11 +23,16 @@ mod query;
 mod reorg;
 mod rows;
 mod stats;
+mod wal;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -76,6 +81,12 @@ struct Shared {
     applied: Vec<String>,
     /// SQL texts built once (sqlx caches each prepared statement by its text).
     statements: events::Statements,
+    /// Signalled after each commit: the WAL checkpointer's cue ([`wal`]).
+    commits: Arc<Notify>,
+    /// The checkpointer task, taken by `close` to wait for it; dropping the store stops it.
+    checkpointer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    stop_checkpointer: CancellationToken,
+    _stop_checkpointer_on_drop: DropGuard,
 }
 
 impl Store {
@@ -108,6 +119,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
             .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+            // Commits never checkpoint: the `wal` task does, beside them.
+            .pragma("wal_autocheckpoint", "0")
             // Bounds the work of `PRAGMA optimize` (run at open and close) on large tables.
             .analysis_limit(400);
         let writer = SqlitePoolOptions::new()
@@ -144,6 +157,13 @@ impl Store {
 
         // Opened after the writer: the file exists and is already in WAL mode, which read-only
         // connections can use but not set.
+        let checkpointing = match wal::connect(&common).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                writer.close().await;
+                return Err(err);
+            }
+        };
         let reader_options = common
             .read_only(true)
             .pragma("cache_size", (-READER_CACHE_KIB).to_string());
@@ -153,6 +173,12 @@ impl Store {
             .connect_with(reader_options)
             .await?;
 
+        let commits = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let checkpointer = tokio::spawn({
+            let (commits, stop) = (commits.clone(), stop.clone());
+            async move { wal::run(checkpointing, &commits, stop).await }
+        });
         Ok(Store {
             shared: Arc::new(Shared {
                 writer,
@@ -161,6 +187,10 @@ impl Store {
                 committed: AtomicI64::new(last),
                 applied,
                 statements: events::Statements::new(),
+                commits,
+                checkpointer: std::sync::Mutex::new(Some(checkpointer)),
+                stop_checkpointer: stop.clone(),
+                _stop_checkpointer_on_drop: stop.drop_guard(),
             }),
         })
     }
@@ -191,12 +221,33 @@ impl Store {
         optimize(&self.shared.writer, "PRAGMA optimize").await;
     }
 
-    /// Closes both pools, waiting for checked-out connections. The writer closes last so that
-    /// its close checkpoints the WAL into the main file.
+    /// Closes both pools and the checkpointer, waiting for checked-out connections. The writer
+    /// closes last so that its close checkpoints the WAL into the main file.
     pub async fn close(&self) {
         self.shared.readers.close().await;
+        self.stop_checkpointer().await;
         self.optimize().await;
         self.shared.writer.close().await;
+    }
+}
+
+impl Store {
+    /// Cues the WAL checkpointer after a commit.
+    fn wrote(&self) {
+        self.shared.commits.notify_one();
+    }
+
+    async fn stop_checkpointer(&self) {
+        self.shared.stop_checkpointer.cancel();
+        let task = match self.shared.checkpointer.lock() {
+            Ok(mut task) => task.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(task) = task
+            && let Err(err) = task.await
+        {
+            tracing::warn!(error = %err, "the WAL checkpointer ended abnormally");
+        }
     }
 }
 

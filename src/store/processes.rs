@@ -28,6 +28,7 @@ impl Store {
         .bind(now_ms)
         .execute(&self.shared.writer)
         .await?;
+        self.wrote();
         Ok(())
     }
 

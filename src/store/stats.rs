@@ -72,6 +72,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.wrote();
         Ok(())
     }
 

@@ -160,3 +160,82 @@ async fn close_and_open_collect_planner_statistics() {
     assert!(analysed > 0, "events has no planner statistics");
     store.close().await;
 }
+
+/// Late copies merge into their rows through the identity index, one search each, whatever the
+/// number of rows: never a scan of `events`.
+#[tokio::test]
+async fn redeliveries_search_the_identity_index() {
+    let (_dir, store) = open_temp().await;
+    for rows in [1, 8, 64] {
+        let sql = events::redelivery_sql(rows);
+        let rows_bound = sql.matches('?').count();
+        let query = sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"));
+        let mut query = sqlx::query(query);
+        for _ in 0..rows_bound {
+            query = query.bind(1i64);
+        }
+        let plan: Vec<String> = query
+            .fetch_all(&store.shared.writer)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect();
+        let plan = plan.join("; ");
+        assert!(plan.contains("events_identity"), "{rows} rows: {plan}");
+        assert!(!plan.contains("SCAN events"), "{rows} rows: {plan}");
+    }
+    store.close().await;
+}
+
+/// Commits never checkpoint; the checkpointer does, and once the log has grown past
+/// `WAL_RESTART_PAGES` its checkpoint makes the next transaction start the log over.
+#[tokio::test]
+async fn the_checkpointer_copies_the_log_and_restarts_it_once_large() {
+    let (dir, store) = open_temp().await;
+    assert_eq!(
+        pragma(&store.shared.writer, "wal_autocheckpoint").await,
+        "0"
+    );
+    let path = dir.path().join("nested/dir/livechain.db");
+    let options = SqliteConnectOptions::new().filename(&path);
+    let mut conn = wal::connect(&options)
+        .await
+        .expect("checkpointing connection");
+    let bump = "UPDATE cursor_sequence SET last_cursor = last_cursor + 1 WHERE id = 1";
+    for _ in 0..3 {
+        sqlx::query(bump)
+            .execute(&store.shared.writer)
+            .await
+            .expect("write");
+    }
+    let small = wal::checkpoint(&mut conn).await.expect("checkpoint");
+    assert!(!small.busy, "{small:?}");
+    assert!(small.log > 0 && small.copied == small.log, "{small:?}");
+    // A log past the threshold (a blob the size of the threshold is that many pages and more).
+    sqlx::query("CREATE TABLE filler (b BLOB)")
+        .execute(&store.shared.writer)
+        .await
+        .expect("create");
+    let page = 4096;
+    let bytes = wal::WAL_RESTART_PAGES * page;
+    sqlx::query("INSERT INTO filler VALUES (zeroblob(?))")
+        .bind(bytes)
+        .execute(&store.shared.writer)
+        .await
+        .expect("fill");
+    let large = wal::checkpoint(&mut conn).await.expect("checkpoint");
+    assert!(
+        !large.busy && large.log >= wal::WAL_RESTART_PAGES,
+        "{large:?}"
+    );
+    // The next transaction writes at the start of the log: it holds that transaction's pages only.
+    sqlx::query(bump)
+        .execute(&store.shared.writer)
+        .await
+        .expect("write");
+    let after = wal::checkpoint(&mut conn).await.expect("checkpoint");
+    assert!(after.log < 16, "the log did not start over: {after:?}");
+    drop(conn);
+    store.close().await;
+}

@@ -27,6 +27,8 @@ pub const CACHE_EVICTIONS: &str = "livechain_dedupe_cache_evictions_total";
 pub const WRITER_BATCH_SIZE: &str = "livechain_writer_batch_size";
 pub const WRITER_BATCH_DURATION: &str = "livechain_writer_batch_duration_seconds";
 pub const WRITER_ERRORS: &str = "livechain_writer_errors_total";
+pub const WAL_CHECKPOINT_DURATION: &str = "livechain_wal_checkpoint_duration_seconds";
+pub const WAL_PAGES: &str = "livechain_wal_pages";
 pub const CHAIN_HEAD: &str = "livechain_chain_head";
 pub const CHAIN_CHECKPOINT: &str = "livechain_chain_checkpoint";
 pub const CHAIN_LAG: &str = "livechain_chain_lag_blocks";
@@ -106,6 +108,15 @@ pub fn describe_all() {
     describe_counter!(
         WRITER_ERRORS,
         "Writer transactions that failed and were retried"
+    );
+    describe_histogram!(
+        WAL_CHECKPOINT_DURATION,
+        Unit::Seconds,
+        "WAL checkpoint duration (run beside the writer, not in its commits)"
+    );
+    describe_gauge!(
+        WAL_PAGES,
+        "Pages in the SQLite write-ahead log at the last checkpoint"
     );
     describe_gauge!(CHAIN_HEAD, "Best head block number seen, by chain");
     describe_gauge!(CHAIN_CHECKPOINT, "Last fully processed block, by chain");

@@ -128,11 +128,18 @@ async fn filters_errors_and_subscribe_messages() {
         }
     }
 
+    // A subscribe frame several times the socket's 4 KiB read buffer: 200 addresses, the
+    // devnet's contracts among them.
+    let mut addresses: Vec<String> = (1..=200u32).map(|i| format!("0x{i:040x}")).collect();
+    addresses.extend(net.contracts().iter().map(|a| a.to_string()));
+    let subscribe = serde_json::json!({
+        "type": "subscribe", "since": 0, "kind": "log", "address": addresses,
+    })
+    .to_string();
+    assert!(subscribe.len() > 8 * 1024, "{} bytes", subscribe.len());
     let mut plain = connect(&format!("{ws_base}/v1/stream")).await;
     plain
-        .send(Message::text(
-            r#"{"type":"subscribe","since":0,"kind":"log"}"#,
-        ))
+        .send(Message::text(subscribe))
         .await
         .expect("send subscribe");
     let msg = next_json(&mut plain, Duration::from_secs(5))

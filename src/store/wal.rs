@@ -1,0 +1,113 @@
+//! WAL checkpoints off the write path.
+//!
+//! SQLite's default checkpoints the WAL inside the commit that grows it past 1000 pages: that
+//! commit also copies every page of the log into the database file and syncs both, about ten
+//! times its own cost (measured: 0.8 ms commits, every fourth one 9-10 ms on the live-tail
+//! bench), and the live tail waits for it. Instead the writer connection never checkpoints
+//! (`wal_autocheckpoint = 0`) and this task does, on a connection of its own, after commits:
+//! a `PASSIVE` checkpoint copies what no reader still needs without taking the write lock, so
+//! the writer goes on appending meanwhile. When a checkpoint catches up with the log between two
+//! commits, the next transaction starts the WAL over (and `journal_size_limit` truncates it).
+//!
+//! The log only starts over when a transaction begins after a checkpoint copied all of it, and a
+//! checkpoint takes about as long as the interval between commits (7-16 ms for the ~1,400 pages
+//! that 50 ms of the live-tail bench write: every random-keyed index dirties pages all over its
+//! tree), so a commit nearly always lands in between and the log would grow forever. Past
+//! [`WAL_RESTART_PAGES`] the passive checkpoint is followed by a `RESTART` one, which waits for
+//! the transaction in flight, holds the next one back while it copies the few pages committed
+//! since the passive one, and makes the next transaction start the log over: disk and recovery
+//! time stay bounded under any load, at the cost of a pause of a millisecond or two per
+//! `WAL_RESTART_PAGES` pages written.
+
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::metrics as m;
+
+use super::StoreError;
+
+/// Log pages past which a checkpoint stops being passive (about 64 MiB of 4 KiB pages).
+pub(crate) const WAL_RESTART_PAGES: i64 = 16_384;
+/// Least time between two checkpoints: pages rewritten by several commits meanwhile are copied
+/// once, and the task's two syncs per checkpoint stay few.
+const MIN_GAP: Duration = Duration::from_millis(20);
+
+/// What one `PRAGMA wal_checkpoint` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Whether it could not run to completion (a lock held by another connection).
+    pub busy: bool,
+    /// Pages in the log.
+    pub log: i64,
+    /// Pages of the log now in the database file.
+    pub copied: i64,
+}
+
+/// Opens the checkpointing connection (writable: a checkpoint writes the database file).
+pub(crate) async fn connect(
+    options: &SqliteConnectOptions,
+) -> Result<SqliteConnection, StoreError> {
+    Ok(options
+        .clone()
+        // Never checkpoint from a commit of this connection either (it commits nothing).
+        .pragma("wal_autocheckpoint", "0")
+        .connect()
+        .await?)
+}
+
+/// Checkpoints after commits (signalled through `commits`) until `stop`; then closes its
+/// connection, so that the writer's close finds itself the last connection and checkpoints
+/// the rest.
+pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = commits.notified() => {}
+        }
+        let started = Instant::now();
+        match checkpoint(&mut conn).await {
+            Ok(outcome) => {
+                metrics::histogram!(m::WAL_CHECKPOINT_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::gauge!(m::WAL_PAGES).set(outcome.log as f64);
+            }
+            // The next commit asks again; a lasting failure shows as a growing WAL.
+            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(MIN_GAP) => {}
+        }
+    }
+    if let Err(err) = conn.close().await {
+        tracing::debug!(error = %err, "closing the checkpointing connection failed");
+    }
+}
+
+/// One passive checkpoint, followed by a restarting one once the log has grown past
+/// [`WAL_RESTART_PAGES`]: the passive one copied nearly all of it without stopping the writer,
+/// the restarting one holds the writer back only while it copies what was committed meanwhile,
+/// and makes the next transaction start the log over.
+pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> Result<Outcome, StoreError> {
+    let passive = pragma(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
+    if passive.log < WAL_RESTART_PAGES {
+        return Ok(passive);
+    }
+    let restarted = pragma(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
+    tracing::debug!(pages = passive.log, busy = restarted.busy, "WAL restarted");
+    Ok(restarted)
+}
+
+async fn pragma(conn: &mut SqliteConnection, sql: &'static str) -> Result<Outcome, StoreError> {
+    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(&mut *conn).await?;
+    Ok(Outcome {
+        busy: busy != 0,
+        log,
+        copied,
+    })
+}
