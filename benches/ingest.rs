@@ -179,7 +179,7 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     );
     eprintln!(
         "ingest diagnostics: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
-         head={} checkpoint={} lag={}; http_requests={:.0}/s; batches={:.0}/s",
+         head={} checkpoint={} lag={}; http_requests={:.0}/s; batches={:.0}/s, writer in a commit {:.0}% of the time",
         (after.service_cpu - before.service_cpu) / seconds,
         (after.devnet_cpu - before.devnet_cpu) / seconds,
         after.head,
@@ -187,6 +187,7 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         after.head - after.checkpoint,
         rate(before.http_requests, after.http_requests),
         rate(before.batches, after.batches),
+        100.0 * rate(before.batch_seconds, after.batch_seconds),
     );
     Ok(())
 }
@@ -214,6 +215,7 @@ struct Sample {
     stored: f64,
     http_requests: f64,
     batches: f64,
+    batch_seconds: f64,
     head: f64,
     checkpoint: f64,
     service_cpu: f64,
@@ -240,6 +242,7 @@ impl Sample {
             stored: metric(&text, "livechain_events_stored_total"),
             http_requests: metric(&text, "livechain_rpc_requests_total"),
             batches: metric(&text, "livechain_writer_batch_size_count"),
+            batch_seconds: metric(&text, "livechain_writer_batch_duration_seconds_sum"),
             head: metric(&text, "livechain_chain_head"),
             checkpoint: metric(&text, "livechain_chain_checkpoint"),
             service_cpu: cpu_seconds(service.pid()?)?,

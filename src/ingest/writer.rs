@@ -1,12 +1,17 @@
 //! The one writer per database: batches what the aggregators decided into transactions.
 //!
-//! A batch closes after `MAX_BATCH` rows or `FLUSH_INTERVAL` after its first input,
-//! whichever comes first. A copy of an event still waiting in the batch only adds its provider;
-//! copies of events already committed add their provider to the row's providers mask. A failing or busy
-//! disk is retried with backoff, never dropped; readiness is false meanwhile. The writer stops
-//! when every aggregator has stopped (its input closes), after a last flush.
+//! A batch becomes due [`FLUSH_INTERVAL`] after its first input or at [`MAX_BATCH`] rows, and
+//! commits as soon as it is due and the previous commit has ended: one commit is in flight at a
+//! time (commit order is cursor order) while the next batch fills, so SQLite never waits for a
+//! batch to be assembled and, under load, batches grow to what arrived during one commit. A copy
+//! of an event still waiting in the batch only adds its provider; copies of events already sent
+//! add their provider to the row's providers mask. A failing or busy disk is retried with
+//! backoff, never dropped; readiness is false meanwhile. The writer stops when every aggregator
+//! has stopped (its input closes), after committing what is left.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,14 +26,16 @@ use crate::store::{
 };
 use crate::telemetry::metrics as m;
 
-/// Events per transaction at most. A batch only grows this large while inputs queue up faster
+/// Events per transaction at most. A batch only grows this large while inputs arrive faster
 /// than commits end (a quiet chain commits every `FLUSH_INTERVAL`), and then the commit's fixed
-/// cost decides throughput: each commit ends with a WAL checkpoint and its fsyncs. On the
-/// 2-core bench machine 4096-event commits store ~25-40k rows/s, 16384-event ones ~65k
-/// (`BENCHMARKS.md`); a full batch commits in a few hundred milliseconds, the live tail's
-/// latency under such a load.
+/// cost decides throughput: every commit writes each page it dirtied to the WAL, and random-keyed
+/// indexes (hashes, topics) dirty pages all over their trees. On the 2-core bench machine
+/// 4096-event commits store ~25-40k rows/s, 16384-event ones ~65k (`BENCHMARKS.md`); a full
+/// batch commits in a few hundred milliseconds, the live tail's latency under such a load.
 pub const MAX_BATCH: usize = 16_384;
-/// How long the first input of a batch may wait for company.
+/// How long the first input of a batch may wait for company: the copies of the other
+/// providers, and the rest of its block, usually arrive within it (a late copy costs an extra
+/// row update). 5 ms here cost the live tail 4-5 ms of median latency (`BENCHMARKS.md`).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// What aggregators send the writer.
@@ -66,6 +73,8 @@ struct Pending {
     canonical: Vec<Canonical>,
     checkpoints: Vec<Checkpoint>,
     opened: Option<Instant>,
+    /// The first input has waited [`FLUSH_INTERVAL`].
+    lingered: bool,
 }
 
 impl Pending {
@@ -125,6 +134,15 @@ impl Pending {
         self.opened.is_none()
     }
 
+    /// Whether the batch should commit now: full, lingered long enough, or the input closed.
+    fn is_due(&self, closed: bool) -> bool {
+        !self.is_empty()
+            && (closed
+                || self.lingered
+                || self.len() >= MAX_BATCH
+                || self.opened.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL))
+    }
+
     fn take(&mut self) -> WriteBatch {
         let pending = std::mem::take(self);
         WriteBatch {
@@ -135,6 +153,9 @@ impl Pending {
         }
     }
 }
+
+/// A commit in flight: the batch's transaction, retried until it succeeds.
+type InFlight = Pin<Box<dyn Future<Output = Committed> + Send>>;
 
 impl Writer {
     pub fn new(
@@ -149,75 +170,100 @@ impl Writer {
         }
     }
 
-    /// Runs until `input` closes, then flushes what is left.
+    /// Runs until `input` closes, then commits what is left.
+    ///
+    /// One commit is in flight at a time (commits are ordered), and the next batch fills while
+    /// it runs: SQLite's thread never waits for a batch to be assembled, and a batch that came
+    /// due meanwhile commits the moment the previous one ends.
     pub async fn run(self, mut input: mpsc::Receiver<WriterInput>) {
         let mut pending = Pending::default();
+        let mut inflight: Option<InFlight> = None;
+        let mut closed = false;
         loop {
-            let deadline = pending.opened.map(|t| t + FLUSH_INTERVAL);
-            let next = tokio::select! {
-                next = input.recv() => next,
-                _ = sleep_until(deadline) => {
-                    self.flush(&mut pending).await;
-                    continue;
-                }
+            if inflight.is_none() && pending.is_due(closed) {
+                inflight = Some(self.commit(pending.take()));
+            }
+            if closed && inflight.is_none() && pending.is_empty() {
+                break;
+            }
+            // The linger deadline only matters while nothing is in flight: an ending commit
+            // starts the next batch anyway.
+            let deadline = match &inflight {
+                None => pending.opened.map(|t| t + FLUSH_INTERVAL),
+                Some(_) => None,
             };
-            match next {
-                Some(item) => {
-                    pending.add(item);
-                    // Drain what is already queued without waiting: one wake-up, many events.
-                    while pending.len() < MAX_BATCH {
-                        match input.try_recv() {
-                            Ok(item) => pending.add(item),
-                            Err(_) => break,
+            tokio::select! {
+                done = finish(&mut inflight) => {
+                    inflight = None;
+                    // No subscriber is fine: the publisher may not be running.
+                    let _ = self.committed.send(Arc::new(done));
+                }
+                next = input.recv(), if !closed && pending.len() < MAX_BATCH => match next {
+                    Some(item) => {
+                        pending.add(item);
+                        // Drain what is already queued without waiting: one wake-up, many events.
+                        while pending.len() < MAX_BATCH {
+                            match input.try_recv() {
+                                Ok(item) => pending.add(item),
+                                Err(_) => break,
+                            }
                         }
                     }
-                    if pending.len() >= MAX_BATCH {
-                        self.flush(&mut pending).await;
-                    }
-                }
-                None => {
-                    self.flush(&mut pending).await;
-                    break;
-                }
+                    None => closed = true,
+                },
+                _ = sleep_until(deadline) => pending.lingered = true,
             }
         }
         tracing::debug!("writer stopped");
     }
 
-    /// Commits the pending batch, retrying until it succeeds: nothing is ever dropped.
-    async fn flush(&self, pending: &mut Pending) {
-        if pending.is_empty() {
-            return;
-        }
-        let batch = pending.take();
-        let size = batch.chain_events.len();
-        let mut delays = backoff();
-        loop {
-            let started = Instant::now();
-            match self.store.write_batch(batch.clone()).await {
-                Ok(committed) => {
-                    metrics::histogram!(m::WRITER_BATCH_SIZE).record(size as f64);
-                    metrics::histogram!(m::WRITER_BATCH_DURATION)
-                        .record(started.elapsed().as_secs_f64());
-                    count_stored(&committed);
-                    for cp in &batch.checkpoints {
-                        metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => cp.chain.to_string())
-                            .set(cp.block_number as f64);
+    /// Starts committing `batch`, retrying until it succeeds: nothing is ever dropped.
+    fn commit(&self, batch: WriteBatch) -> InFlight {
+        let store = self.store.clone();
+        let ready = self.ready.clone();
+        Box::pin(async move {
+            let size = batch.chain_events.len();
+            let checkpoints: Vec<(ChainName, u64)> = batch
+                .checkpoints
+                .iter()
+                .map(|cp| (cp.chain.clone(), cp.block_number))
+                .collect();
+            let mut batch = batch;
+            let mut delays = backoff();
+            loop {
+                let started = Instant::now();
+                match store.try_write_batch(batch).await {
+                    Ok(committed) => {
+                        metrics::histogram!(m::WRITER_BATCH_SIZE).record(size as f64);
+                        metrics::histogram!(m::WRITER_BATCH_DURATION)
+                            .record(started.elapsed().as_secs_f64());
+                        count_stored(&committed);
+                        for (chain, block) in checkpoints {
+                            metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => chain.to_string())
+                                .set(block as f64);
+                        }
+                        ready.store(true, Ordering::Release);
+                        return committed;
                     }
-                    self.ready.store(true, Ordering::Release);
-                    // No subscriber is fine: the publisher may not be running.
-                    let _ = self.committed.send(Arc::new(committed));
-                    return;
-                }
-                Err(err) => {
-                    self.ready.store(false, Ordering::Release);
-                    metrics::counter!(m::WRITER_ERRORS).increment(1);
-                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
-                    tracing::error!(error = %err, events = size, retry_in_ms = delay.as_millis() as u64, "writing a batch failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    Err((err, again)) => {
+                        batch = again;
+                        ready.store(false, Ordering::Release);
+                        metrics::counter!(m::WRITER_ERRORS).increment(1);
+                        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                        tracing::error!(error = %err, events = size, retry_in_ms = delay.as_millis() as u64, "writing a batch failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
                 }
             }
-        }
+        })
+    }
+}
+
+/// The outcome of the commit in flight; never resolves when there is none.
+async fn finish(inflight: &mut Option<InFlight>) -> Committed {
+    match inflight {
+        Some(commit) => commit.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -200,6 +200,32 @@ impl Store {
     /// checkpoint. Either all of it commits or none of it, and the cursor sequence only moves
     /// after the commit.
     pub async fn write_batch(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
+        self.try_write_batch(batch).await.map_err(|(err, _)| err)
+    }
+
+    /// [`Store::write_batch`], handing the batch back when it fails, to be retried without
+    /// keeping a copy of it meanwhile.
+    pub async fn try_write_batch(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<Committed, (StoreError, WriteBatch)> {
+        match self.transact(&batch).await {
+            Ok(Transacted {
+                seen,
+                first,
+                levels,
+                finality,
+                retractions,
+            }) => {
+                let mut done = committed(batch.chain_events, &seen, first, &levels, finality);
+                done.retractions = retractions;
+                Ok(done)
+            }
+            Err(err) => Err((err, batch)),
+        }
+    }
+
+    async fn transact(&self, batch: &WriteBatch) -> Result<Transacted, StoreError> {
         let WriteBatch {
             chain_events,
             redeliveries,
@@ -211,7 +237,7 @@ impl Store {
             && canonical.is_empty()
             && checkpoints.is_empty()
         {
-            return Ok(Committed::default());
+            return Ok(Transacted::default());
         }
         let shared = &self.shared;
         let mut sequence = shared.sequence.lock().await;
@@ -227,7 +253,7 @@ impl Store {
         // IMMEDIATE: take the write lock now rather than upgrading later, so another process
         // holding the file makes us wait (busy_timeout) instead of failing mid-batch.
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-        let seen = insert_events(&mut tx, &shared.statements, first, &chain_events).await?;
+        let seen = insert_events(&mut tx, &shared.statements, first, chain_events).await?;
         // Changes follow the last inserted event: trailing duplicates give their numbers back
         // (never visible anywhere), so an all-duplicate batch consumes no cursor at all.
         let mut next = match seen.iter().rposition(|u| u.count > 0) {
@@ -235,13 +261,13 @@ impl Store {
             None => first,
         };
         let now = now_ms();
-        count_redeliveries(&mut tx, &shared.statements, &redeliveries).await?;
+        count_redeliveries(&mut tx, &shared.statements, redeliveries).await?;
         let mut retractions = Vec::new();
-        for range in &canonical {
+        for range in canonical {
             retractions.extend(reorg::apply(&mut tx, range, &mut next, now).await?);
         }
         let mut finality = Vec::new();
-        for cp in &checkpoints {
+        for cp in checkpoints {
             finality.extend(checkpoint::write(&mut tx, cp, &mut next, now).await?);
         }
         // Finality of the new rows, from their chains' heights as this transaction leaves them.
@@ -268,10 +294,13 @@ impl Store {
         }
         sequence.in_doubt = false;
         drop(sequence);
-
-        let mut done = committed(chain_events, &seen, first, &levels, finality);
-        done.retractions = retractions;
-        Ok(done)
+        Ok(Transacted {
+            seen,
+            first,
+            levels,
+            finality,
+            retractions,
+        })
     }
 
     /// The event whose addition took cursor `c`, with its current `removed`, finality and
@@ -293,6 +322,16 @@ impl Store {
             .await?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
+}
+
+/// What a committed transaction decided, before its events move into [`Committed`].
+#[derive(Default)]
+struct Transacted {
+    seen: Vec<Upserted>,
+    first: Cursor,
+    levels: Vec<(ChainName, Levels)>,
+    finality: Vec<FinalityAdvance>,
+    retractions: Vec<Retraction>,
 }
 
 /// How the upsert left one event of a batch.

@@ -2,11 +2,13 @@
 //!
 //! - `schema`: migrations, tables and pragmas, refusing a newer schema, no rusqlite.
 //! - `writes`: exactly-once storage, cursors, transactions, round trips, finality.
+//! - `writer`: the ingest writer retrying a failing batch.
 //! - `bench`: an ignored micro-measurement of the write path.
 
 mod bench;
 mod reorg;
 mod schema;
+mod writer;
 mod writes;
 
 use std::path::{Path, PathBuf};
