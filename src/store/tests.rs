@@ -239,3 +239,71 @@ async fn the_checkpointer_copies_the_log_and_restarts_it_once_large() {
     drop(conn);
     store.close().await;
 }
+
+/// A restarting checkpoint holds new transactions back while it waits for readers of older
+/// snapshots; it gives up after its short busy timeout instead, and the writer goes on.
+#[tokio::test]
+async fn a_restart_gives_up_soon_on_a_reader_of_an_old_snapshot() {
+    let (dir, store) = open_temp().await;
+    let path = dir.path().join("nested/dir/livechain.db");
+    let options = SqliteConnectOptions::new().filename(&path);
+    let mut checkpointing = wal::connect(&options)
+        .await
+        .expect("checkpointing connection");
+    sqlx::query("CREATE TABLE filler (b BLOB)")
+        .execute(&store.shared.writer)
+        .await
+        .expect("create");
+    // A reader holding a snapshot from before the log grew.
+    let mut reader = store.shared.readers.acquire().await.expect("reader");
+    sqlx::query("BEGIN")
+        .execute(&mut *reader)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT count(*) FROM events")
+        .fetch_one(&mut *reader)
+        .await
+        .expect("read");
+    sqlx::query("INSERT INTO filler VALUES (zeroblob(?))")
+        .bind(wal::WAL_RESTART_PAGES * 4096)
+        .execute(&store.shared.writer)
+        .await
+        .expect("fill");
+    let outcome = wal::checkpoint(&mut checkpointing)
+        .await
+        .expect("checkpoint");
+    assert!(
+        outcome.busy,
+        "the old snapshot cannot be restarted past: {outcome:?}"
+    );
+    // It waited a tenth of a second at most, not the writer's five.
+    let waits: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&mut checkpointing)
+        .await
+        .expect("busy_timeout");
+    assert_eq!(
+        u128::try_from(waits).ok(),
+        Some(wal::BUSY_TIMEOUT.as_millis())
+    );
+    assert!(wal::BUSY_TIMEOUT < BUSY_TIMEOUT / 10);
+    // Once the reader is done, the next checkpoint restarts the log.
+    sqlx::query("COMMIT")
+        .execute(&mut *reader)
+        .await
+        .expect("end read");
+    drop(reader);
+    let outcome = wal::checkpoint(&mut checkpointing)
+        .await
+        .expect("checkpoint");
+    assert!(!outcome.busy, "{outcome:?}");
+    sqlx::query("UPDATE cursor_sequence SET last_cursor = last_cursor + 1 WHERE id = 1")
+        .execute(&store.shared.writer)
+        .await
+        .expect("write");
+    let after = wal::checkpoint(&mut checkpointing)
+        .await
+        .expect("checkpoint");
+    assert!(after.log < 16, "the log did not start over: {after:?}");
+    drop(checkpointing);
+    store.close().await;
+}

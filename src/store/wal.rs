@@ -35,6 +35,10 @@ pub(crate) const WAL_RESTART_PAGES: i64 = 16_384;
 /// Least time between two checkpoints: pages rewritten by several commits meanwhile are copied
 /// once, and the task's two syncs per checkpoint stay few.
 const MIN_GAP: Duration = Duration::from_millis(20);
+/// How long a restarting checkpoint may wait for the transaction in flight and for readers of
+/// older snapshots. It holds new transactions back while it waits, so it gives up soon (and
+/// tries again after a later commit) rather than stall the writer behind a long REST read.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What one `PRAGMA wal_checkpoint` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,7 @@ pub(crate) async fn connect(
         .clone()
         // Never checkpoint from a commit of this connection either (it commits nothing).
         .pragma("wal_autocheckpoint", "0")
+        .busy_timeout(BUSY_TIMEOUT)
         .connect()
         .await?)
 }
