@@ -2,10 +2,10 @@
 //!
 //! Cursors come from an in-memory sequence owned by the single writer, initialised at open from
 //! the database. A batch assigns `last + 1 ..` to its events in order, upserts them on the unique
-//! content key with multi-row `INSERT … ON CONFLICT DO UPDATE … RETURNING cursor`, writes the
-//! checkpoint (and any finality advance) in the same transaction, commits, and only then moves
-//! the sequence. A returned cursor that is one the batch assigned marks an inserted row; any
-//! other is the existing row of a duplicate, whose `providers_seen` the upsert incremented.
+//! content key with multi-row `INSERT … ON CONFLICT DO UPDATE`, writes the checkpoint (and any
+//! finality advance) in the same transaction, commits, and only then moves the sequence. An
+//! assigned cursor present in the table afterwards marks an inserted row; an absent one, a
+//! duplicate, whose existing row the upsert merged its providers into.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -122,6 +122,8 @@ const COLUMNS_PER_ROW: usize = 20;
 /// statements (`store::bench`: 100-event batches p50 1.77 → 1.56 ms, 1,000-event ones
 /// 10.8 → 8.8 ms). 512 × 20 = 10240 parameters, well under SQLite's limit of 32766.
 const CHUNK_SIZES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+/// Rows the writer's worker thread may hand over before it waits for them to be taken.
+pub(crate) const ROW_BUFFER: usize = 1024;
 
 /// SQL built once at open: texts assembled from constants, and the multi-row inserts, one per
 /// entry of [`CHUNK_SIZES`]. sqlx prepares each text once per connection and caches it.
@@ -151,15 +153,16 @@ impl Statements {
 fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; COLUMNS_PER_ROW].join(","));
     let values = vec![row.as_str(); rows].join(",");
-    // ON CONFLICT names the columns of `events_identity`. DO UPDATE (not DO NOTHING) so that
-    // RETURNING yields a row for duplicates too, and to merge the providers that delivered it.
+    // ON CONFLICT names the columns of `events_identity`. DO UPDATE (not DO NOTHING) merges the
+    // providers that delivered a duplicate into its row. No RETURNING: sqlx hands each returned
+    // row across threads as a message of its own; which rows are new is counted afterwards
+    // (see `insert_events`).
     format!(
         "INSERT INTO events (cursor, chain, kind, block_number, block_hash, parent_hash, \
              block_timestamp, tx_hash, tx_index, log_index, address, topic0, topic1, topic2, \
              topic3, data, first_provider, received_at, providers_seen, providers_mask) \
          VALUES {values} \
-         ON CONFLICT (chain, block_number, block_hash, log_index) DO UPDATE SET {merge} \
-         RETURNING cursor, providers_seen",
+         ON CONFLICT (chain, block_number, block_hash, log_index) DO UPDATE SET {merge}",
         merge = merge_providers_sql("excluded.providers_mask"),
     )
 }
@@ -258,7 +261,7 @@ impl Store {
         let seen = insert_events(&mut tx, &shared.statements, first, chain_events).await?;
         // Changes follow the last inserted event: trailing duplicates give their numbers back
         // (never visible anywhere), so an all-duplicate batch consumes no cursor at all.
-        let mut next = match seen.iter().rposition(|u| u.count > 0) {
+        let mut next = match seen.iter().rposition(|u| u.inserted) {
             Some(i) => first + cursor_count(i)? + 1,
             None => first,
         };
@@ -274,7 +277,7 @@ impl Store {
         }
         // Finality of the new rows, from their chains' heights as this transaction leaves them.
         let mut levels: Vec<(ChainName, Levels)> = Vec::new();
-        for (new, _) in chain_events.iter().zip(&seen).filter(|(_, u)| u.count > 0) {
+        for (new, _) in chain_events.iter().zip(&seen).filter(|(_, u)| u.inserted) {
             let chain = &new.event.chain;
             if !levels.iter().any(|(c, _)| c == chain) {
                 levels.push((chain.clone(), checkpoint::levels(&mut tx, chain).await?));
@@ -339,21 +342,27 @@ struct Transacted {
 /// How the upsert left one event of a batch.
 #[derive(Debug, Clone, Copy, Default)]
 struct Upserted {
-    /// How many times its own cursor came back: 0 for a duplicate, else 1 + later copies of it
-    /// in this batch.
-    count: u32,
-    /// The row's `providers_seen` after the last of them.
+    /// Whether its own cursor made a row (else it was a duplicate).
+    inserted: bool,
+    /// The row's `providers_seen` at the end of the batch (0 for a duplicate).
     providers_seen: u32,
 }
 
-/// Upserts `events` with cursors `first..`, chunk by chunk.
+/// Upserts `events` with cursors `first..`, chunk by chunk, then finds out which made rows.
+///
+/// The common batch has no duplicate at all: one count of the batch's cursor range says so,
+/// and every row holds what was bound. Otherwise the rows of that range are read back: an
+/// assigned cursor that is absent was a duplicate, and a present one may have taken the
+/// providers of later copies in the batch.
 async fn insert_events(
     conn: &mut SqliteConnection,
     statements: &Statements,
     first: Cursor,
     events: &[NewEvent],
 ) -> Result<Vec<Upserted>, StoreError> {
-    let mut seen = vec![Upserted::default(); events.len()];
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut done = 0;
     while done < events.len() {
         let (size_index, size) = chunk_size(events.len() - done);
@@ -365,18 +374,39 @@ async fn insert_events(
             bind_event(&mut args, statements, cursor, new)?;
         }
         let sql = AssertSqlSafe(statements.inserts[size_index].clone());
-        let returned: Vec<(i64, i64)> =
-            sqlx::query_as_with(sql, args).fetch_all(&mut *conn).await?;
-        for (cursor, providers_seen) in returned {
-            if let Some(upserted) = usize::try_from(cursor - first)
-                .ok()
-                .and_then(|i| seen.get_mut(i))
-            {
-                upserted.count += 1;
-                upserted.providers_seen = u32::try_from(providers_seen).unwrap_or(u32::MAX);
-            }
-        }
+        sqlx::query_with(sql, args).execute(&mut *conn).await?;
         done += size;
+    }
+    let last = first + cursor_count(events.len() - 1)?;
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE cursor BETWEEN ? AND ?")
+        .bind(first)
+        .bind(last)
+        .fetch_one(&mut *conn)
+        .await?;
+    if usize::try_from(made).ok() == Some(events.len()) {
+        return Ok(events
+            .iter()
+            .map(|new| Upserted {
+                inserted: true,
+                providers_seen: new.providers_mask.count_ones().max(1),
+            })
+            .collect());
+    }
+    let mut seen = vec![Upserted::default(); events.len()];
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT cursor, providers_seen FROM events WHERE cursor BETWEEN ? AND ?")
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (cursor, providers_seen) in rows {
+        if let Some(upserted) = usize::try_from(cursor - first)
+            .ok()
+            .and_then(|i| seen.get_mut(i))
+        {
+            upserted.inserted = true;
+            upserted.providers_seen = u32::try_from(providers_seen).unwrap_or(u32::MAX);
+        }
     }
     Ok(seen)
 }
@@ -449,9 +479,9 @@ fn committed(
     levels: &[(ChainName, Levels)],
     finality: Vec<FinalityAdvance>,
 ) -> Committed {
-    let mut inserted = Vec::with_capacity(seen.iter().filter(|u| u.count > 0).count());
+    let mut inserted = Vec::with_capacity(seen.iter().filter(|u| u.inserted).count());
     for ((i, new), upserted) in events.into_iter().enumerate().zip(seen) {
-        if upserted.count == 0 {
+        if !upserted.inserted {
             continue;
         }
         let (safe, finalized) = levels

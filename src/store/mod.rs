@@ -121,6 +121,10 @@ impl Store {
             .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
             // Commits never checkpoint: the `wal` task does, beside them.
             .pragma("wal_autocheckpoint", "0")
+            // sqlx's worker thread hands rows to the async side through a channel of 50 by
+            // default, and stops every 50 rows until this task has drained them: room for
+            // more (a batch read back after duplicates, a reorg's rows) before it stops.
+            .row_buffer_size(events::ROW_BUFFER)
             // Bounds the work of `PRAGMA optimize` (run at open and close) on large tables.
             .analysis_limit(400);
         let writer = SqlitePoolOptions::new()
