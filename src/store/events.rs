@@ -215,17 +215,7 @@ impl Store {
         batch: WriteBatch,
     ) -> Result<Committed, (StoreError, WriteBatch)> {
         match self.transact(&batch).await {
-            Ok(Transacted {
-                seen,
-                first,
-                levels,
-                finality,
-                retractions,
-            }) => {
-                let mut done = committed(batch.chain_events, &seen, first, &levels, finality);
-                done.retractions = retractions;
-                Ok(done)
-            }
+            Ok(done) => Ok(committed(batch.chain_events, done)),
             Err(err) => Err((err, batch)),
         }
     }
@@ -472,15 +462,16 @@ fn bind_event(
 }
 
 /// Builds the publisher's view of a committed batch, moving the events (no clone).
-fn committed(
-    events: Vec<NewEvent>,
-    seen: &[Upserted],
-    first: Cursor,
-    levels: &[(ChainName, Levels)],
-    finality: Vec<FinalityAdvance>,
-) -> Committed {
+fn committed(events: Vec<NewEvent>, done: Transacted) -> Committed {
+    let Transacted {
+        seen,
+        first,
+        levels,
+        finality,
+        retractions,
+    } = done;
     let mut inserted = Vec::with_capacity(seen.iter().filter(|u| u.inserted).count());
-    for ((i, new), upserted) in events.into_iter().enumerate().zip(seen) {
+    for ((i, new), upserted) in events.into_iter().enumerate().zip(&seen) {
         if !upserted.inserted {
             continue;
         }
@@ -504,7 +495,7 @@ fn committed(
     Committed {
         inserted,
         duplicates,
-        retractions: Vec::new(),
+        retractions,
         finality,
     }
 }

@@ -44,6 +44,19 @@ async fn raw(path: &Path) -> SqliteConnection {
         .expect("raw connection")
 }
 
+/// Makes every checkpoint write on the file fail (`injected failure`) until the trigger is
+/// dropped (`DROP TRIGGER fail_checkpoint`): the checkpoint comes after the events in a batch's
+/// transaction, so the whole batch fails.
+async fn fail_checkpoints(conn: &mut SqliteConnection) {
+    sqlx::query(
+        "CREATE TRIGGER fail_checkpoint BEFORE INSERT ON checkpoints \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .execute(conn)
+    .await
+    .expect("trigger");
+}
+
 /// A deterministic 32-byte value distinct per (tag, n).
 fn h(tag: u8, n: u64) -> B256 {
     let mut bytes = [tag; 32];

@@ -16,13 +16,7 @@ async fn a_failed_batch_comes_back_whole() {
     let db = temp_db();
     let store = open(&db.path).await;
     let mut conn = raw(&db.path).await;
-    sqlx::query(
-        "CREATE TRIGGER fail_checkpoint BEFORE INSERT ON checkpoints \
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("trigger");
+    fail_checkpoints(&mut conn).await;
     let b1 = block(1);
     let sent = WriteBatch {
         chain_events: vec![new(b1.clone(), "alpha"), new(log_of(&b1, 0), "beta")],
@@ -49,13 +43,7 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
     let db = temp_db();
     let store = open(&db.path).await;
     let mut conn = raw(&db.path).await;
-    sqlx::query(
-        "CREATE TRIGGER fail_checkpoint BEFORE INSERT ON checkpoints \
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("trigger");
+    fail_checkpoints(&mut conn).await;
 
     let ready = Arc::new(AtomicBool::new(true));
     let (committed_tx, mut committed_rx) = broadcast::channel(1024);

@@ -6,8 +6,8 @@ use livechain::domain::{BlockRef, Event, EventKind, Finality, LogFields};
 use livechain::store::{NewEvent, Redelivery, StoreError, WriteBatch};
 
 use super::{
-    CHAIN, batch, block, block_on, checkpoint, cursors, h, log_of, new, open, raw, stored, temp_db,
-    write,
+    CHAIN, batch, block, block_on, checkpoint, cursors, fail_checkpoints, h, log_of, new, open,
+    raw, stored, temp_db, write,
 };
 
 #[tokio::test]
@@ -241,13 +241,7 @@ async fn a_batch_failing_mid_transaction_leaves_neither_events_nor_checkpoint() 
 
     // Make the checkpoint write, which comes after the events in the transaction, fail.
     let mut conn = raw(&db.path).await;
-    sqlx::query(
-        "CREATE TRIGGER fail_checkpoint BEFORE INSERT ON checkpoints \
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    fail_checkpoints(&mut conn).await;
     let b2 = block(2);
     let failing = WriteBatch {
         chain_events: vec![new(b2.clone(), "a"), new(log_of(&b2, 0), "a")],
