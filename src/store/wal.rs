@@ -80,6 +80,10 @@ pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: Canc
                 metrics::histogram!(m::WAL_CHECKPOINT_DURATION)
                     .record(started.elapsed().as_secs_f64());
                 metrics::gauge!(m::WAL_PAGES).set(outcome.log as f64);
+                match database_bytes(&mut conn).await {
+                    Ok(bytes) => metrics::gauge!(m::DATABASE_SIZE).set(bytes as f64),
+                    Err(err) => tracing::debug!(error = %err, "reading the database size failed"),
+                }
             }
             // The next commit asks again; a lasting failure shows as a growing WAL.
             Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
@@ -106,6 +110,16 @@ pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> Result<Outcome, S
     let restarted = pragma(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
     tracing::debug!(pages = passive.log, busy = restarted.busy, "WAL restarted");
     Ok(restarted)
+}
+
+/// The database file's size as SQLite sees it (pages in use and free), after the checkpoint
+/// copied the log into it.
+async fn database_bytes(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+    )
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 async fn pragma(conn: &mut SqliteConnection, sql: &'static str) -> Result<Outcome, StoreError> {

@@ -196,6 +196,8 @@ async fn chains_health_ready_and_metrics_answer() {
         "livechain_events_stored_total",
         "livechain_rpc_requests_total",
         "livechain_http_requests_total",
+        "livechain_database_size_bytes",
+        "livechain_wal_pages",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
