@@ -68,6 +68,9 @@ pub(crate) async fn connect(
 /// connection, so that the writer's close finds itself the last connection and checkpoints
 /// the rest.
 pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: CancellationToken) {
+    // A failing disk fails every checkpoint: said once when it starts and once when it ends,
+    // not fifty times a second.
+    let mut failing = false;
     loop {
         tokio::select! {
             biased;
@@ -77,6 +80,9 @@ pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: Canc
         let started = Instant::now();
         match checkpoint(&mut conn).await {
             Ok(outcome) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(pages = outcome.log, "WAL checkpoints work again");
+                }
                 metrics::histogram!(m::WAL_CHECKPOINT_DURATION)
                     .record(started.elapsed().as_secs_f64());
                 metrics::gauge!(m::WAL_PAGES).set(outcome.log as f64);
@@ -86,7 +92,11 @@ pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: Canc
                 }
             }
             // The next commit asks again; a lasting failure shows as a growing WAL.
-            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "WAL checkpoint failed; retrying after each commit");
+            }
+            Err(err) => tracing::debug!(error = %err, "WAL checkpoint failed again"),
         }
         tokio::select! {
             _ = stop.cancelled() => break,
