@@ -30,7 +30,7 @@
 
 mod common;
 
-use common::{Proc, cpu_seconds, metric, peak_rss_kib};
+use common::{Proc, cpu_seconds, metric, metrics_text, peak_rss_kib};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -235,13 +235,7 @@ impl Sample {
         service: &Proc,
         devnet: &Proc,
     ) -> anyhow::Result<Sample> {
-        let text = http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        let text = metrics_text(http, url).await?;
         Ok(Sample {
             at: Instant::now(),
             received: metric(&text, "livechain_events_received_total"),

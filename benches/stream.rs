@@ -33,7 +33,7 @@
 
 mod common;
 
-use common::{Proc, cpu_seconds, metric};
+use common::{Proc, cpu_seconds, metric, metrics_text};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -404,13 +404,7 @@ async fn subscriber(
 
 /// The writer's commits so far and the seconds they took (`/metrics`).
 async fn writer_batches(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
-    let text = http
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    let text = metrics_text(http, url).await?;
     Ok((
         metric(&text, "livechain_writer_batch_duration_seconds_count"),
         metric(&text, "livechain_writer_batch_duration_seconds_sum"),

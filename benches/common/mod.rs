@@ -72,6 +72,17 @@ impl Proc {
     }
 }
 
+/// The service's `/metrics` text at `url`.
+pub async fn metrics_text(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    Ok(http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
 /// The sum of every series of `name` in Prometheus text.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()

@@ -72,14 +72,13 @@ struct Pending {
     redeliveries: HashMap<(ChainName, EventKey), Redelivery>,
     canonical: Vec<Canonical>,
     checkpoints: Vec<Checkpoint>,
-    opened: Option<Instant>,
-    /// The first input has waited [`FLUSH_INTERVAL`].
-    lingered: bool,
+    /// When the first input arrived (tokio's clock, the one the linger timer runs on).
+    opened: Option<tokio::time::Instant>,
 }
 
 impl Pending {
     fn add(&mut self, input: WriterInput) {
-        self.opened.get_or_insert_with(Instant::now);
+        self.opened.get_or_insert_with(tokio::time::Instant::now);
         match input {
             WriterInput::Event(new) => {
                 let new = *new;
@@ -138,7 +137,6 @@ impl Pending {
     fn is_due(&self, closed: bool) -> bool {
         !self.is_empty()
             && (closed
-                || self.lingered
                 || self.len() >= MAX_BATCH
                 || self.opened.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL))
     }
@@ -211,7 +209,8 @@ impl Writer {
                     }
                     None => closed = true,
                 },
-                _ = sleep_until(deadline) => pending.lingered = true,
+                // The batch came due: the next turn of the loop commits it.
+                _ = sleep_until(deadline) => {}
             }
         }
         tracing::debug!("writer stopped");
@@ -283,9 +282,9 @@ fn add_canonical(ranges: &mut Vec<Canonical>, range: Canonical) {
     ranges.push(range);
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
+        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
