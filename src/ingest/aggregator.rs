@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::bursts::Bursts;
 use super::dedupe::{HotSet, ProviderIndex, Retired, Sighting};
 use super::forwarded::Forwarded;
 use super::merge::Inputs;
@@ -66,6 +67,8 @@ pub struct Aggregator {
     /// The lowest height a provider suggested was reorganised below the checkpoint (a live
     /// head there with another hash, a `removed: true` log): the range sync checks it.
     reorg_hint: Option<mpsc::Sender<u64>>,
+    /// When the writer need not wait for more of the newest block.
+    bursts: Bursts,
 }
 
 /// The chain's metric handles, resolved once: a lookup by name and labels per message would
@@ -131,6 +134,7 @@ impl Aggregator {
             canonical: BTreeMap::new(),
             checkpoint: None,
             reorg_hint: None,
+            bursts: Bursts::default(),
         }
     }
 
@@ -159,8 +163,26 @@ impl Aggregator {
 
     async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
         self.live = !matches!(input, ChainInput::Range(_));
+        let delivery = match &input {
+            ChainInput::Head {
+                provider,
+                head,
+                at,
+                burst_end,
+            } => Some((*provider, head.block.number, *burst_end, *at)),
+            ChainInput::Log {
+                provider,
+                key,
+                at,
+                burst_end,
+                ..
+            } => Some((*provider, key.block_number, *burst_end, *at)),
+            ChainInput::Range(_) => None,
+        };
         match input {
-            ChainInput::Head { provider, head, at } => {
+            ChainInput::Head {
+                provider, head, at, ..
+            } => {
                 if self.is_orphan(head.block.number, head.block.hash) {
                     // Stale (a provider behind a reorg), or a reorg the sync has not seen yet:
                     // it re-reads those heights once it has checked, so nothing is lost.
@@ -182,6 +204,7 @@ impl Aggregator {
                 key,
                 raw,
                 at,
+                ..
             } => {
                 if !key.removed && self.is_orphan(key.block_number, key.block_hash) {
                     self.meters.orphans.increment(1);
@@ -190,6 +213,11 @@ impl Aggregator {
                 }
             }
             ChainInput::Range(range) => self.on_range(range).await?,
+        }
+        if let Some((provider, block, burst_end, at)) = delivery
+            && self.bursts.delivered(provider, block, burst_end, at)
+        {
+            self.send(WriterInput::Quiet(self.chain.clone())).await?;
         }
         self.meters.cache_size.set(self.hot.len() as f64);
         Ok(())
@@ -491,7 +519,10 @@ impl Aggregator {
         }
     }
 
-    async fn send(&self, input: WriterInput) -> Result<(), Closed> {
+    async fn send(&mut self, input: WriterInput) -> Result<(), Closed> {
+        if let WriterInput::Event(new) = &input {
+            self.bursts.sent(new.event.block.number);
+        }
         self.writer.send(input).await.map_err(|_| Closed)
     }
 }

@@ -287,12 +287,14 @@ impl Listener {
                 provider,
                 head: Box::new(head),
                 at: note.received_at,
+                burst_end: note.burst_end,
             }),
             Route::Logs => decode::log_key(&note.result).map(|key| ChainInput::Log {
                 provider,
                 key,
                 raw: note.result,
                 at: note.received_at,
+                burst_end: note.burst_end,
             }),
         };
         meters.received.increment(1);

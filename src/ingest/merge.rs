@@ -161,6 +161,7 @@ mod tests {
             },
             raw: RawValue::from_string("{}".to_owned()).unwrap(),
             at: Instant::now(),
+            burst_end: false,
         }
     }
 

@@ -6,6 +6,7 @@
 //! [`merge`]), so a slow disk slows the providers' reads rather than growing memory.
 
 pub mod aggregator;
+pub mod bursts;
 pub mod dedupe;
 pub mod filters;
 pub mod forwarded;
@@ -50,6 +51,8 @@ pub enum ChainInput {
         provider: ProviderIndex,
         head: Box<Head>,
         at: Instant,
+        /// The provider's burst ends here ([`crate::provider::Notification::burst_end`]).
+        burst_end: bool,
     },
     /// A `logs` notification: its identity read, the rest still raw.
     Log {
@@ -57,6 +60,7 @@ pub enum ChainInput {
         key: LogKey,
         raw: Box<RawValue>,
         at: Instant,
+        burst_end: bool,
     },
     /// A complete, consistent range from the range sync.
     Range(RangeData),

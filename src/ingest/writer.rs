@@ -1,7 +1,9 @@
 //! The one writer per database: batches what the aggregators decided into transactions.
 //!
-//! A batch becomes due [`FLUSH_INTERVAL`] after its first input or at [`MAX_BATCH`] rows, and
-//! commits as soon as it is due and the previous commit has ended: one commit is in flight at a
+//! A batch becomes due once the blocks of its events are complete (the aggregators' cue,
+//! [`WriterInput::Quiet`], see [`super::bursts`]), [`FLUSH_INTERVAL`] after its first input
+//! without a cue, or at [`MAX_BATCH`] rows, and commits as soon as it is due and the previous
+//! commit has ended: one commit is in flight at a
 //! time (commit order is cursor order) while the next batch fills, so SQLite never waits for a
 //! batch to be assembled and, under load, batches grow to what arrived during one commit. A copy
 //! of an event still waiting in the batch only adds its provider; copies of events already sent
@@ -33,9 +35,11 @@ use crate::telemetry::metrics as m;
 /// 4096-event commits store ~25-40k rows/s, 16384-event ones ~65k (`BENCHMARKS.md`); a full
 /// batch commits in a few hundred milliseconds, the live tail's latency under such a load.
 pub const MAX_BATCH: usize = 16_384;
-/// How long the first input of a batch may wait for company: the copies of the other
-/// providers, and the rest of its block, usually arrive within it (a late copy costs an extra
-/// row update). 5 ms here cost the live tail 4-5 ms of median latency (`BENCHMARKS.md`).
+/// How long the first input of a batch may wait for company when no cue says its blocks are
+/// complete: the copies of the other providers, and the rest of its block, usually arrive
+/// within it (a late copy costs an extra row update). tokio's timer rounds it up to the next
+/// millisecond, so it is 1-2 ms in practice; 5 ms here cost the live tail 4-5 ms of median
+/// latency (`BENCHMARKS.md`).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// What aggregators send the writer.
@@ -57,6 +61,9 @@ pub enum WriterInput {
     Canonical(Canonical),
     /// Every block of the chain up to this one has been sent: commit it with them.
     Checkpoint(Checkpoint),
+    /// The chain's providers have delivered everything of its newest block: its events need
+    /// not wait out the linger ([`super::bursts`]).
+    Quiet(ChainName),
 }
 
 pub struct Writer {
@@ -74,14 +81,26 @@ struct Pending {
     checkpoints: Vec<Checkpoint>,
     /// When the first input arrived (tokio's clock, the one the linger timer runs on).
     opened: Option<tokio::time::Instant>,
+    /// Chains with events here that more of the same block may still follow: the batch
+    /// commits without lingering once this is empty ([`WriterInput::Quiet`]).
+    unsettled: Vec<ChainName>,
 }
 
 impl Pending {
     fn add(&mut self, input: WriterInput) {
+        if let WriterInput::Quiet(chain) = &input {
+            // Opens no batch: a cue about inputs, not one.
+            self.unsettled.retain(|c| c != chain);
+            return;
+        }
         self.opened.get_or_insert_with(tokio::time::Instant::now);
         match input {
+            WriterInput::Quiet(_) => {}
             WriterInput::Event(new) => {
                 let new = *new;
+                if !self.unsettled.contains(&new.event.chain) {
+                    self.unsettled.push(new.event.chain.clone());
+                }
                 let id = (new.event.chain.clone(), new.event.key());
                 match self.index.get(&id) {
                     Some(&i) => self.events[i].providers_mask |= new.providers_mask,
@@ -133,11 +152,13 @@ impl Pending {
         self.opened.is_none()
     }
 
-    /// Whether the batch should commit now: full, lingered long enough, or the input closed.
+    /// Whether the batch should commit now: full, its events' blocks complete, lingered long
+    /// enough, or the input closed.
     fn is_due(&self, closed: bool) -> bool {
         !self.is_empty()
             && (closed
                 || self.len() >= MAX_BATCH
+                || (self.unsettled.is_empty() && !self.events.is_empty())
                 || self.opened.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL))
     }
 
@@ -330,6 +351,70 @@ mod tests {
             first,
             hashes: (0..n).map(|i| B256::repeat_byte(tag ^ i)).collect(),
         }
+    }
+
+    fn block_event(chain: &str, n: u64) -> WriterInput {
+        WriterInput::Event(Box::new(NewEvent {
+            event: crate::domain::Event {
+                chain: ChainName::from(chain),
+                block: crate::domain::BlockRef {
+                    number: n,
+                    hash: B256::with_last_byte(n as u8),
+                    parent_hash: B256::ZERO,
+                },
+                block_timestamp: n,
+                log: None,
+            },
+            provider: "p".into(),
+            received_at_ms: 0,
+            providers_mask: 1,
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_commits_without_lingering_once_each_of_its_chains_is_quiet() {
+        let mut pending = Pending::default();
+        pending.add(WriterInput::Quiet(ChainName::from("a")));
+        assert!(pending.is_empty(), "a cue opens no batch");
+
+        pending.add(block_event("a", 1));
+        pending.add(block_event("b", 1));
+        assert!(
+            !pending.is_due(false),
+            "both chains may have more of block 1"
+        );
+        pending.add(WriterInput::Quiet(ChainName::from("a")));
+        assert!(!pending.is_due(false), "chain b may still have more");
+        pending.add(WriterInput::Quiet(ChainName::from("b")));
+        assert!(pending.is_due(false), "every chain's block is complete");
+
+        // A later event of a quiet chain unsettles it again.
+        pending.add(block_event("a", 2));
+        assert!(!pending.is_due(false));
+        // The linger still bounds the wait when no cue comes.
+        tokio::time::advance(FLUSH_INTERVAL).await;
+        assert!(pending.is_due(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_copies_alone_wait_out_the_linger() {
+        let mut pending = Pending::default();
+        pending.add(WriterInput::Seen {
+            chain: ChainName::from("a"),
+            key: EventKey {
+                block_hash: B256::ZERO,
+                log_index: None,
+            },
+            block_number: 1,
+            provider: 1,
+        });
+        pending.add(WriterInput::Quiet(ChainName::from("a")));
+        assert!(
+            !pending.is_due(false),
+            "nothing new to deliver: ride with the next block"
+        );
+        tokio::time::advance(FLUSH_INTERVAL).await;
+        assert!(pending.is_due(false));
     }
 
     #[test]

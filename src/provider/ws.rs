@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -47,7 +47,15 @@ pub struct Notification {
     pub subscription: String,
     pub result: Box<RawValue>,
     pub received_at: Instant,
+    /// Nothing else was waiting on the socket behind it: the provider's burst (a block's head
+    /// and logs, written together) has been read whole. A hint, never a promise: a burst split
+    /// across TCP segments can end early.
+    pub burst_end: bool,
 }
+
+/// Frames read back to back before the service task looks at its commands and ping timer
+/// again (the last notification then goes out without `burst_end`).
+const MAX_BURST: usize = 1024;
 
 enum Command {
     Request {
@@ -92,6 +100,7 @@ impl WsClient {
             pending: HashMap::new(),
             next_id: 1,
             options: options.clone(),
+            held: None,
         };
         let done = closed.clone();
         tokio::spawn(async move {
@@ -162,6 +171,8 @@ struct Service {
     pending: HashMap<u64, oneshot::Sender<Result<Box<RawValue>, ProviderError>>>,
     next_id: u64,
     options: WsOptions,
+    /// The burst's latest notification, held back until it is known whether another follows.
+    held: Option<Notification>,
 }
 
 impl Service {
@@ -181,23 +192,8 @@ impl Service {
                 }
                 frame = self.socket.next() => {
                     last_heard = Instant::now();
-                    match frame {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Err(reason) = self.on_text(text.as_str()).await {
-                                break reason;
-                            }
-                        }
-                        Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
-                            Ok(text) => {
-                                if let Err(reason) = self.on_text(text).await {
-                                    break reason;
-                                }
-                            }
-                            Err(_) => tracing::warn!("dropping a binary frame that is not UTF-8"),
-                        },
-                        Some(Ok(Message::Close(_))) | None => break "closed by peer".to_owned(),
-                        Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
-                        Some(Err(err)) => break format!("socket error: {err}"),
+                    if let Err(reason) = self.on_burst(frame).await {
+                        break reason;
                     }
                 }
                 command = self.commands.recv() => match command {
@@ -234,6 +230,59 @@ impl Service {
         reason
     }
 
+    /// Handles `first` and every frame already waiting behind it, then releases the burst's
+    /// last notification marked [`Notification::burst_end`] (unless the burst was cut at
+    /// [`MAX_BURST`]). `Err` ends the connection, with the reason.
+    async fn on_burst(&mut self, first: Option<Result<Message, WsError>>) -> Result<(), String> {
+        let mut frame = first;
+        let mut read = 1;
+        loop {
+            match frame {
+                Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await?,
+                Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                    Ok(text) => self.on_text(text).await?,
+                    Err(_) => tracing::warn!("dropping a binary frame that is not UTF-8"),
+                },
+                Some(Ok(Message::Close(_))) | None => {
+                    self.release(true).await?;
+                    return Err("closed by peer".to_owned());
+                }
+                Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
+                Some(Err(err)) => {
+                    self.release(true).await?;
+                    return Err(format!("socket error: {err}"));
+                }
+            }
+            if read == MAX_BURST {
+                return self.release(false).await;
+            }
+            // Polled without a waker that matters: on `Pending` the caller's select polls the
+            // socket again at once, with its own.
+            match self.socket.next().now_or_never() {
+                Some(next) => {
+                    frame = next;
+                    read += 1;
+                }
+                None => return self.release(true).await,
+            }
+        }
+    }
+
+    /// Sends the held notification on, marked `burst_end` as told.
+    async fn release(&mut self, burst_end: bool) -> Result<(), String> {
+        match self.held.take() {
+            Some(note) => self.deliver(Notification { burst_end, ..note }).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn deliver(&mut self, note: Notification) -> Result<(), String> {
+        self.notifications
+            .send(note)
+            .await
+            .map_err(|_| "notification receiver dropped".to_owned())
+    }
+
     /// Routes one text frame. Garbage is logged and dropped; only a closed notification
     /// channel ends the connection.
     async fn on_text(&mut self, text: &str) -> Result<(), String> {
@@ -257,12 +306,13 @@ impl Service {
                     subscription: params.subscription,
                     result: params.result,
                     received_at: Instant::now(),
+                    burst_end: false,
                 };
-                return self
-                    .notifications
-                    .send(note)
-                    .await
-                    .map_err(|_| "notification receiver dropped".to_owned());
+                // The previous one was not the burst's last: this one follows it.
+                return match self.held.replace(note) {
+                    Some(previous) => self.deliver(previous).await,
+                    None => Ok(()),
+                };
             }
             return Ok(());
         }
@@ -273,5 +323,80 @@ impl Service {
             None => tracing::warn!("dropping a response to no pending request"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::SinkExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_util::sync::CancellationToken;
+    use url::Url;
+
+    use super::{Notification, WsClient, WsOptions};
+
+    fn notification(n: u64) -> Message {
+        Message::text(format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"0x1","result":{n}}}}}"#
+        ))
+    }
+
+    async fn next(notes: &mut mpsc::Receiver<Notification>) -> (String, bool) {
+        let note = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+            .await
+            .expect("a notification within 10 s")
+            .expect("the connection is open");
+        (note.result.get().to_owned(), note.burst_end)
+    }
+
+    #[tokio::test]
+    async fn the_last_notification_of_a_burst_is_marked() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url =
+            Url::parse(&format!("ws://{}", listener.local_addr().expect("addr"))).expect("url");
+        let (go_on, mut next_burst) = mpsc::channel::<()>(1);
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async(tcp)
+                .await
+                .expect("handshake");
+            // A burst: written with one flush, as a provider writes a block's notifications.
+            for n in 0..5 {
+                ws.feed(notification(n)).await.expect("feed");
+            }
+            ws.flush().await.expect("flush");
+            next_burst.recv().await;
+            ws.send(notification(5)).await.expect("send");
+            next_burst.recv().await;
+        });
+        let (tx, mut notes) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let client = WsClient::connect(&url, WsOptions::default(), tx, shutdown.clone())
+            .await
+            .expect("connect");
+
+        let mut burst = Vec::new();
+        for _ in 0..5 {
+            burst.push(next(&mut notes).await);
+        }
+        let expected: Vec<(String, bool)> = (0..5).map(|n| (n.to_string(), n == 4)).collect();
+        assert_eq!(burst, expected, "only the burst's last is marked");
+        go_on.send(()).await.expect("server waiting");
+        assert_eq!(
+            next(&mut notes).await,
+            ("5".to_owned(), true),
+            "a burst of one"
+        );
+
+        go_on.send(()).await.expect("server waiting");
+        server.await.expect("server");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), client.closed())
+            .await
+            .expect("closed");
     }
 }
