@@ -52,10 +52,14 @@ pub use stats::{LATENESS_BUCKETS, ProviderStats};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-only connections: REST handlers and subscribers catching up read concurrently.
 const READ_CONNECTIONS: u32 = 4;
-/// Page cache per connection, in KiB (SQLite's negative `cache_size`). The writer's is large:
-/// the right edges and hot inner pages of every index stay cached while inserting millions of
-/// rows. Readers share the OS page cache and each get a smaller private one.
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// Page cache per connection, in KiB (SQLite's negative `cache_size`). The writer's holds the
+/// right edges and hot inner pages of every index while inserting millions of rows; the rest
+/// comes from the OS page cache. Not larger: it is resident memory, and SQLite scans the whole
+/// cache at every commit whose inserts split and renumbered pages (`pcache1TruncateUnsafe`
+/// after `balance_nonroot`, ~7 % of the writer's time at 64 MiB in `cargo bench --bench
+/// stream`); 32 MiB instead of 64 stored as fast and cut the ingest bench's peak RSS by
+/// ~40 MiB (`BENCHMARKS.md`). Readers share the OS page cache and each get a smaller one.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// After a checkpoint, truncate the WAL file back to this size (bytes): disk stays bounded even
 /// after a burst that grew the WAL.
