@@ -118,6 +118,8 @@ enum Rewind {
 struct InFlight {
     from: u64,
     to: u64,
+    /// The turn it was asked with: which provider the fetch tried first.
+    turn: usize,
     task: JoinHandle<Result<RangeData, RangeError>>,
 }
 
@@ -245,7 +247,12 @@ impl RangeSync {
                             range = fetcher.fetch(from, to, start) => range,
                         }
                     });
-                    in_flight.push_back(InFlight { from, to, task });
+                    in_flight.push_back(InFlight {
+                        from,
+                        to,
+                        turn: start,
+                        task,
+                    });
                     turn = turn.wrapping_add(1);
                     scheduled = to + 1;
                     asked_at = Some(now);
@@ -277,7 +284,13 @@ impl RangeSync {
                 }
                 _ = tokio::time::sleep_until(wake.into()) => continue,
             };
-            let Some(InFlight { from, to, .. }) = in_flight.pop_front() else {
+            let Some(InFlight {
+                from,
+                to,
+                turn: asked,
+                ..
+            }) = in_flight.pop_front()
+            else {
                 continue;
             };
             let answer = answer.unwrap_or_else(|| Err(RangeError::Task("panicked".into())));
@@ -332,6 +345,11 @@ impl RangeSync {
                         later.task.abort();
                     }
                     scheduled = next;
+                    // The retry starts at the next provider. Turns otherwise advance once per
+                    // range asked for, so with as many ranges in flight as providers, every
+                    // retry of the failed range would go to the provider that just failed it
+                    // (one answering well-formed but wrong data, say, forever).
+                    turn = asked.wrapping_add(1);
                     match err {
                         RangeError::Fork { provider } => {
                             let rewind = tokio::select! {

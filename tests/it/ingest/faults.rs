@@ -89,3 +89,29 @@ async fn a_provider_answering_no_logs_for_blocks_that_have_some_is_not_believed(
     );
     app.stop().await;
 }
+
+/// The same node during a backfill: three ranges in flight at a time, one per provider. A range
+/// the first provider answered without its logs is asked again of the next provider, never of
+/// the same one again and again (turns advance once per range, so with as many ranges in
+/// flight as providers the retry used to land on the provider that had failed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_range_refused_for_missing_logs_is_asked_of_another_provider() {
+    let devnet = devnet(3, 60_000, 1_500).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    devnet.faults(0).expect("provider 0").set_omit_logs(true);
+    let yaml: String = support::service_yaml(&devnet, &db)
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("ws_url:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    let checkpoint = wait_committed(&db, 1_500).await;
+    let stored = api_rows(&app.base).await;
+    let verdict = verify(&devnet, &stored, checkpoint);
+    assert!(
+        verdict.complete > 1_500 * 20,
+        "every block and log up to the checkpoint: {verdict:?}"
+    );
+    app.stop().await;
+}
