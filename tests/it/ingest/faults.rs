@@ -70,22 +70,10 @@ async fn dropped_sockets_reconnect_and_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_answering_no_logs_for_blocks_that_have_some_is_not_believed() {
     let devnet = devnet(3, 20, 0).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("livechain.db");
-    // The first provider by priority omits every log.
-    devnet.faults(0).expect("provider 0").set_omit_logs(true);
-    let yaml: String = support::service_yaml(&devnet, &db)
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("ws_url:"))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let app = support::start_app(support::parse_config(&yaml)).await;
-    let checkpoint = wait_committed(&db, 150).await;
-    let stored = api_rows(&app.base).await;
-    let verdict = verify(&devnet, &stored, checkpoint);
+    let (app, verdict, stored, _dir) = index_with_provider_0_omitting_logs(&devnet, 150).await;
     assert!(
-        stored.iter().filter(|r| r.id.2.is_some()).count() >= 150 * 20,
-        "the logs are there: {verdict:?}"
+        stored >= 150 * 20,
+        "the logs are there ({stored} stored): {verdict:?}"
     );
     app.stop().await;
 }
@@ -97,21 +85,33 @@ async fn a_provider_answering_no_logs_for_blocks_that_have_some_is_not_believed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_range_refused_for_missing_logs_is_asked_of_another_provider() {
     let devnet = devnet(3, 60_000, 1_500).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("livechain.db");
-    devnet.faults(0).expect("provider 0").set_omit_logs(true);
-    let yaml: String = support::service_yaml(&devnet, &db)
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("ws_url:"))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let app = support::start_app(support::parse_config(&yaml)).await;
-    let checkpoint = wait_committed(&db, 1_500).await;
-    let stored = api_rows(&app.base).await;
-    let verdict = verify(&devnet, &stored, checkpoint);
+    let (app, verdict, _, _dir) = index_with_provider_0_omitting_logs(&devnet, 1_500).await;
     assert!(
         verdict.complete > 1_500 * 20,
         "every block and log up to the checkpoint: {verdict:?}"
     );
     app.stop().await;
+}
+
+/// Indexes `devnet` over HTTP only (the range sync the only source) while its first provider
+/// by priority omits every log, until the checkpoint reaches `block`. Returns the service, the
+/// verdict, how many logs are stored, and the database's directory (kept alive).
+async fn index_with_provider_0_omitting_logs(
+    devnet: &TestDevnet,
+    block: u64,
+) -> (TestApp, Verdict, usize, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    devnet.faults(0).expect("provider 0").set_omit_logs(true);
+    let yaml: String = support::service_yaml(devnet, &db)
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("ws_url:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    let checkpoint = wait_committed(&db, block).await;
+    let stored = api_rows(&app.base).await;
+    let verdict = verify(devnet, &stored, checkpoint);
+    let logs = stored.iter().filter(|r| r.id.2.is_some()).count();
+    (app, verdict, logs, dir)
 }
