@@ -3,13 +3,13 @@
 //! A batch becomes due once the blocks of its events are complete (the aggregators' cue,
 //! [`WriterInput::Quiet`], see [`super::bursts`]), [`FLUSH_INTERVAL`] after its first input
 //! without a cue, or at [`MAX_BATCH`] rows, and commits as soon as it is due and the previous
-//! commit has ended: one commit is in flight at a
-//! time (commit order is cursor order) while the next batch fills, so SQLite never waits for a
-//! batch to be assembled and, under load, batches grow to what arrived during one commit. A copy
-//! of an event still waiting in the batch only adds its provider; copies of events already sent
-//! add their provider to the row's providers mask. A failing or busy disk is retried with
-//! backoff, never dropped; readiness is false meanwhile. The writer stops when every aggregator
-//! has stopped (its input closes), after committing what is left.
+//! commit has ended: one commit is in flight at a time (commit order is cursor order) while
+//! the next batch fills, so SQLite never waits for a batch to be assembled and, under load,
+//! batches grow to what arrived during one commit. A copy of an event still waiting in the
+//! batch only adds its provider; copies of events already sent add their provider to the row's
+//! providers mask. A failing or busy disk is retried with backoff, never dropped; readiness is
+//! false meanwhile. The writer stops when every aggregator has stopped (its input closes), after
+//! committing what is left.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,14 +88,12 @@ struct Pending {
 
 impl Pending {
     fn add(&mut self, input: WriterInput) {
-        if let WriterInput::Quiet(chain) = &input {
-            // Opens no batch: a cue about inputs, not one.
-            self.unsettled.retain(|c| c != chain);
-            return;
+        // A cue opens no batch: it is about inputs, not one.
+        if !matches!(input, WriterInput::Quiet(_)) {
+            self.opened.get_or_insert_with(tokio::time::Instant::now);
         }
-        self.opened.get_or_insert_with(tokio::time::Instant::now);
         match input {
-            WriterInput::Quiet(_) => {}
+            WriterInput::Quiet(chain) => self.unsettled.retain(|c| *c != chain),
             WriterInput::Event(new) => {
                 let new = *new;
                 if !self.unsettled.contains(&new.event.chain) {
