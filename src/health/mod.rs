@@ -250,9 +250,12 @@ impl ChainHealth {
         })
     }
 
-    /// Whether the stream of `index` delivers heads more than `max_lag_blocks` behind the best.
-    pub fn stream_lagging(&self, index: usize) -> bool {
-        let best = self.best_head();
+    /// Whether the stream of `index` is more than `max_lag_blocks` behind `best`: the best head
+    /// as it was a while ago (the listener's watchdog passes the one of its previous look). A
+    /// stream that has not reached by now where the best one was then is lagging; one that is
+    /// merely a burst behind another at this instant is not (providers' bursts are written and
+    /// read at different moments, and on a fast chain a burst spans several blocks).
+    pub fn stream_lagging(&self, index: usize, best: u64) -> bool {
         self.inner.slots.get(index).is_some_and(|slot| {
             lock(slot)
                 .stats

@@ -68,10 +68,14 @@ fn lagging_providers_are_unhealthy() {
     health.observe_head(0, 100, true);
     health.observe_head(1, 95, true);
     assert!(health.is_healthy(1), "5 behind is the limit");
-    assert!(!health.stream_lagging(1));
+    assert!(!health.stream_lagging(1, health.best_head()));
     health.observe_head(0, 101, true);
     assert!(!health.is_healthy(1));
-    assert!(health.stream_lagging(1));
+    assert!(health.stream_lagging(1, health.best_head()));
+    assert!(
+        !health.stream_lagging(1, 100),
+        "it had reached where the best was a moment ago"
+    );
     assert_eq!(health.ranked(), vec![0, 1]);
     assert!(health.any_healthy());
 }

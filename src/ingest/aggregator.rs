@@ -26,10 +26,10 @@ use super::merge::Inputs;
 use super::providers::ProviderSet;
 use super::race::RaceBoard;
 use super::writer::WriterInput;
-use super::{ChainInput, RangeData};
+use super::{ChainInput, Live, LiveItem, RangeData};
 use crate::domain::{ChainName, Event, EventKey};
 use crate::provider::decode::{self, Head, LogKey};
-use crate::store::{Canonical, Checkpoint, NewEvent, provider_bit};
+use crate::store::{Canonical, Checkpoint, NewEvent, Redelivery, provider_bit};
 use crate::telemetry::metrics as m;
 
 /// Recent headers kept to join logs to their block.
@@ -45,6 +45,9 @@ const FORWARDED_BLOCKS: usize = 8192;
 /// copy of an orphan at a height already checkpointed is dropped instead of stored (32 bytes
 /// per height).
 const CANONICAL_HEIGHTS: usize = 4096;
+/// Decisions held for the writer at most before they are sent on, so that a large range goes
+/// to the writer in parts its batches can take.
+const OUTBOX: usize = 1024;
 
 pub struct Aggregator {
     chain: ChainName,
@@ -69,6 +72,10 @@ pub struct Aggregator {
     reorg_hint: Option<mpsc::Sender<u64>>,
     /// When the writer need not wait for more of the newest block.
     bursts: Bursts,
+    /// First copies and late copies decided while handling the current input, sent to the
+    /// writer together at its end (or every [`OUTBOX`]): one hand-over per block, not per event.
+    events: Vec<NewEvent>,
+    copies: Vec<Redelivery>,
 }
 
 /// The chain's metric handles, resolved once: a lookup by name and labels per message would
@@ -135,6 +142,8 @@ impl Aggregator {
             checkpoint: None,
             reorg_hint: None,
             bursts: Bursts::default(),
+            events: Vec::new(),
+            copies: Vec::new(),
         }
     }
 
@@ -162,33 +171,38 @@ impl Aggregator {
     }
 
     async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
-        self.live = !matches!(input, ChainInput::Range(_));
-        let delivery = match &input {
-            ChainInput::Head {
-                provider,
-                head,
-                at,
-                burst_end,
-            } => Some((*provider, head.block.number, *burst_end, *at)),
-            ChainInput::Log {
-                provider,
-                key,
-                at,
-                burst_end,
-                ..
-            } => Some((*provider, key.block_number, *burst_end, *at)),
-            ChainInput::Range(_) => None,
-        };
         match input {
-            ChainInput::Head {
-                provider, head, at, ..
-            } => {
-                if self.is_orphan(head.block.number, head.block.hash) {
-                    // Stale (a provider behind a reorg), or a reorg the sync has not seen yet:
-                    // it re-reads those heights once it has checked, so nothing is lost.
-                    self.meters.orphans.increment(1);
-                    self.hint_reorg(head.block.number);
-                } else {
+            ChainInput::Live(live) => self.on_live(live).await?,
+            ChainInput::Range(range) => {
+                self.live = false;
+                self.on_range(range).await?;
+            }
+        }
+        self.flush().await?;
+        self.meters.cache_size.set(self.hot.len() as f64);
+        Ok(())
+    }
+
+    async fn on_live(&mut self, live: Live) -> Result<(), Closed> {
+        self.live = true;
+        let Live {
+            provider,
+            block,
+            items,
+            burst_end,
+        } = live;
+        let mut last_at = None;
+        for item in items {
+            match item {
+                LiveItem::Head { head, at } => {
+                    last_at = Some(at);
+                    if self.is_orphan(head.block.number, head.block.hash) {
+                        // Stale (a provider behind a reorg), or a reorg the sync has not seen
+                        // yet: it re-reads those heights once it has checked, so nothing is lost.
+                        self.meters.orphans.increment(1);
+                        self.hint_reorg(head.block.number);
+                        continue;
+                    }
                     let below = head.block.number.checked_sub(1);
                     if let Some(below) = below
                         && self.is_orphan(below, head.block.parent_hash)
@@ -198,28 +212,21 @@ impl Aggregator {
                     }
                     self.on_head(provider, *head, at).await?
                 }
-            }
-            ChainInput::Log {
-                provider,
-                key,
-                raw,
-                at,
-                ..
-            } => {
-                if !key.removed && self.is_orphan(key.block_number, key.block_hash) {
-                    self.meters.orphans.increment(1);
-                } else {
-                    self.on_log(provider, key, raw, at).await?
+                LiveItem::Log { key, raw, at } => {
+                    last_at = Some(at);
+                    if !key.removed && self.is_orphan(key.block_number, key.block_hash) {
+                        self.meters.orphans.increment(1);
+                    } else {
+                        self.on_log(provider, key, raw, at).await?
+                    }
                 }
             }
-            ChainInput::Range(range) => self.on_range(range).await?,
         }
-        if let Some((provider, block, burst_end, at)) = delivery
+        if let Some(at) = last_at
             && self.bursts.delivered(provider, block, burst_end, at)
         {
             self.send(WriterInput::Quiet(self.chain.clone())).await?;
         }
-        self.meters.cache_size.set(self.hot.len() as f64);
         Ok(())
     }
 
@@ -324,10 +331,8 @@ impl Aggregator {
             block_timestamp: timestamp,
             log: None,
         };
-        self.send(WriterInput::Event(Box::new(
-            self.new_event(event, provider),
-        )))
-        .await?;
+        let new = self.new_event(event, provider);
+        self.push(new).await?;
         self.forwarded.header_sent(key.block_hash);
         self.release(key.block_hash).await
     }
@@ -403,13 +408,15 @@ impl Aggregator {
             Sighting::First => return Ok(true),
         };
         if count {
-            self.send(WriterInput::Seen {
+            self.copies.push(Redelivery {
                 chain: self.chain.clone(),
                 key,
                 block_number,
-                provider,
-            })
-            .await?;
+                providers_mask: provider_bit(provider),
+            });
+            if self.copies.len() >= OUTBOX {
+                self.flush().await?;
+            }
         }
         Ok(false)
     }
@@ -449,7 +456,7 @@ impl Aggregator {
         };
         let mut new = self.new_event(event, parked.provider);
         new.received_at_ms = parked.received_at_ms;
-        self.send(WriterInput::Event(Box::new(new))).await?;
+        self.push(new).await?;
         self.forwarded
             .log_sent(event_key.block_hash, parked.key.log_index);
         Ok(())
@@ -519,10 +526,39 @@ impl Aggregator {
         }
     }
 
-    async fn send(&mut self, input: WriterInput) -> Result<(), Closed> {
-        if let WriterInput::Event(new) = &input {
-            self.bursts.sent(new.event.block.number);
+    /// Queues a first copy for the writer (sent with the rest of the input's decisions).
+    async fn push(&mut self, new: NewEvent) -> Result<(), Closed> {
+        self.bursts.sent(new.event.block.number);
+        self.events.push(new);
+        if self.events.len() >= OUTBOX {
+            self.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Sends the queued first copies, then the queued late ones (whose events were sent
+    /// before them, or just now).
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            self.writer
+                .send(WriterInput::Events(events))
+                .await
+                .map_err(|_| Closed)?;
+        }
+        if !self.copies.is_empty() {
+            let copies = std::mem::take(&mut self.copies);
+            self.writer
+                .send(WriterInput::Seen(copies))
+                .await
+                .map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `input` after everything decided before it.
+    async fn send(&mut self, input: WriterInput) -> Result<(), Closed> {
+        self.flush().await?;
         self.writer.send(input).await.map_err(|_| Closed)
     }
 }

@@ -6,31 +6,36 @@
 //! success once it delivers its first notification (a provider that accepts, subscribes and
 //! stays silent is not healthy); a socket that drops or stalls counts as a failure. The stall
 //! watchdog recycles a connection that is open but silent for `health.stall_timeout` while the
-//! chain moves on, or whose heads lag more than `health.max_lag_blocks` behind the best.
+//! chain moves on, or whose heads lag more than `health.max_lag_blocks` behind where the best
+//! head was at its previous look.
 //!
 //! The listener reads only what routing needs (a head's fields, a log's identity); the full
 //! parse of a log happens in the aggregator, and only for the first copy of it.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ChainInput;
 use super::filters::LogFilter;
 use super::providers::{ChainProvider, backoff};
+use super::{ChainInput, Live, LiveItem};
 use crate::breaker::{Outcome, Permit};
 use crate::domain::ChainName;
 use crate::health::ChainHealth;
-use crate::provider::{Notification, ProviderError, WsClient, WsOptions, decode, jsonrpc};
+use crate::provider::{Burst, ProviderError, WsClient, WsOptions, decode, jsonrpc};
 use crate::telemetry::metrics as m;
 
 /// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
 const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
-/// Notifications one connection may have read ahead of the listener; the socket's own buffers
-/// hold more. Past this the socket is not read, and TCP slows the provider down.
-const NOTIFICATION_QUEUE: usize = 1024;
+/// Bursts (each at most [`crate::provider::ws::MAX_BURST`] frames) one connection may have read ahead of the
+/// listener; the socket's own buffers hold more. Past this the socket is not read, and TCP
+/// slows the provider down.
+const NOTIFICATION_QUEUE: usize = 8;
+/// Bursts kept while the subscriptions are being made (see [`Listener::subscribe`]).
+const EARLY_BURSTS: usize = 64;
 /// A connection that lasted this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Longest wait for an open breaker before asking it again (it half-opens on its own clock).
@@ -54,6 +59,14 @@ enum Ended {
     Closed,
     /// The watchdog recycled it.
     Recycled(&'static str),
+}
+
+/// The connection's breaker bookkeeping, updated notification by notification.
+struct Tally<'a> {
+    /// The connection's permit, until its first well-formed notification.
+    permit: &'a mut Option<Permit>,
+    /// A fault since the last success.
+    owe_success: &'a mut bool,
 }
 
 enum Route {
@@ -167,13 +180,13 @@ impl Listener {
     async fn serve(
         &self,
         client: WsClient,
-        mut notes: mpsc::Receiver<Notification>,
+        mut notes: mpsc::Receiver<Burst>,
         shutdown: &CancellationToken,
         permit: Permit,
     ) -> Result<Ended, ProviderError> {
         let index = usize::from(self.provider.index);
         let mut permit = Some(permit);
-        let subscribed = self.subscribe(&client).await;
+        let (subscribed, early) = self.subscribe(&client, &mut notes).await;
         let routes = match subscribed {
             Ok(routes) => routes,
             Err(err) => {
@@ -193,6 +206,21 @@ impl Listener {
         // A fault since the last success: the next good notification records one, so that only
         // consecutive bad frames add up to an open breaker.
         let mut owe_success = false;
+        // The best head at the watchdog's previous look: where this stream should be by now.
+        let mut best_before = self.health.best_head();
+        for burst in early {
+            let mut tally = Tally {
+                permit: &mut permit,
+                owe_success: &mut owe_success,
+            };
+            if self
+                .forward(&meters, &routes, burst, &mut tally)
+                .await
+                .is_err()
+            {
+                return Ok(Ended::Shutdown);
+            }
+        }
         let ended = loop {
             // Biased: shutdown first so unsubscribing is not starved by a busy socket; the
             // watchdog before notifications is harmless (it only reads the health record).
@@ -206,31 +234,17 @@ impl Listener {
                     if self.health.stalled(index) {
                         break Ended::Recycled("stream stalled: open but silent while the chain moved on");
                     }
-                    if self.health.stream_lagging(index) {
+                    if self.health.stream_lagging(index, best_before) {
                         self.unsubscribe(&client, &routes).await;
                         break Ended::Recycled("stream lagging behind the best head");
                     }
+                    best_before = self.health.best_head();
                 }
-                note = notes.recv() => match note {
-                    Some(note) => {
-                        let route = routes.iter().find(|(id, _)| *id == note.subscription).map(|(_, r)| r);
-                        let Some(route) = route else { continue };
-                        match self.forward(&meters, route, note).await {
-                            Err(()) => break Ended::Shutdown, // the aggregator is gone
-                            Ok(true) => {
-                                if let Some(permit) = permit.take() {
-                                    self.health.record(index, permit, Outcome::Success, None);
-                                } else if owe_success
-                                    && let Ok(permit) = self.health.acquire(index)
-                                {
-                                    self.health.record(index, permit, Outcome::Success, None);
-                                }
-                                owe_success = false;
-                            }
-                            Ok(false) => {
-                                self.health.fault(index);
-                                owe_success = true;
-                            }
+                burst = notes.recv() => match burst {
+                    Some(burst) => {
+                        let mut tally = Tally { permit: &mut permit, owe_success: &mut owe_success };
+                        if self.forward(&meters, &routes, burst, &mut tally).await.is_err() {
+                            break Ended::Shutdown; // the aggregator is gone
                         }
                     }
                     None => break Ended::Closed,
@@ -249,7 +263,39 @@ impl Listener {
         Ok(ended)
     }
 
-    async fn subscribe(&self, client: &WsClient) -> Result<Vec<(String, Route)>, ProviderError> {
+    /// Makes the subscriptions, keeping what they deliver meanwhile (returned with them).
+    ///
+    /// The replies come through the same socket as the notifications, behind them: a client
+    /// whose notification queue filled up would read no further, and wait for its reply
+    /// forever. So the queue is drained while the requests are under way, keeping at most
+    /// [`EARLY_BURSTS`] (the oldest are dropped: the range sync fetches their blocks again).
+    async fn subscribe(
+        &self,
+        client: &WsClient,
+        notes: &mut mpsc::Receiver<Burst>,
+    ) -> (Result<Vec<(String, Route)>, ProviderError>, VecDeque<Burst>) {
+        let mut early = VecDeque::new();
+        let subscribing = self.subscribe_all(client);
+        tokio::pin!(subscribing);
+        let subscribed = loop {
+            tokio::select! {
+                subscribed = &mut subscribing => break subscribed,
+                Some(burst) = notes.recv() => {
+                    if early.len() == EARLY_BURSTS {
+                        early.pop_front();
+                        tracing::debug!(chain = %self.chain, provider = %self.provider.id, "dropping notifications that came before the subscriptions were made");
+                    }
+                    early.push_back(burst);
+                }
+            }
+        };
+        (subscribed, early)
+    }
+
+    async fn subscribe_all(
+        &self,
+        client: &WsClient,
+    ) -> Result<Vec<(String, Route)>, ProviderError> {
         let mut routes: Vec<(String, Route)> = Vec::with_capacity(1 + self.filters.len());
         let heads = client
             .subscribe(jsonrpc::params(&json!(["newHeads"]))?)
@@ -272,49 +318,109 @@ impl Listener {
         Ok(routes)
     }
 
-    /// Hands one notification on: `Ok(true)` if it was well-formed, `Ok(false)` if it was
-    /// dropped as malformed, `Err` if the aggregator is gone.
+    /// Reads a burst's notifications and hands them on, a block's worth per input; malformed
+    /// ones are counted and dropped. `Err` if the aggregator is gone.
     async fn forward(
         &self,
         meters: &Meters,
-        route: &Route,
-        note: Notification,
-    ) -> Result<bool, ()> {
+        routes: &[(String, Route)],
+        burst: Burst,
+        tally: &mut Tally<'_>,
+    ) -> Result<(), ()> {
         let provider = self.provider.index;
         let index = usize::from(provider);
-        let input = match route {
-            Route::Heads => decode::head(&note.result).map(|head| ChainInput::Head {
-                provider,
-                head: Box::new(head),
-                at: note.received_at,
-                burst_end: note.burst_end,
-            }),
-            Route::Logs => decode::log_key(&note.result).map(|key| ChainInput::Log {
-                provider,
-                key,
-                raw: note.result,
-                at: note.received_at,
-                burst_end: note.burst_end,
-            }),
-        };
-        meters.received.increment(1);
-        match input {
-            Ok(input) => {
-                match &input {
-                    ChainInput::Head { head, .. } => {
-                        self.health.observe_head(index, head.block.number, true)
-                    }
-                    _ => self.health.observe_message(index),
+        // Carried by the block read last, whatever became of the notification that bore it.
+        let burst_end = burst.last().is_some_and(|note| note.burst_end);
+        meters.received.increment(burst.len() as u64);
+        let mut group: Option<Live> = None;
+        let mut logs = false;
+        for note in burst {
+            let Some(route) = routes
+                .iter()
+                .find(|(id, _)| *id == note.subscription)
+                .map(|(_, route)| route)
+            else {
+                continue;
+            };
+            let at = note.received_at;
+            let item = match route {
+                Route::Heads => decode::head(&note.result).map(|head| {
+                    self.health.observe_head(index, head.block.number, true);
+                    (
+                        head.block.number,
+                        LiveItem::Head {
+                            head: Box::new(head),
+                            at,
+                        },
+                    )
+                }),
+                Route::Logs => decode::log_key(&note.result).map(|key| {
+                    logs = true;
+                    let raw = note.result;
+                    (key.block_number, LiveItem::Log { key, raw, at })
+                }),
+            };
+            let (block, item) = match item {
+                Ok(item) => item,
+                Err(err) => {
+                    meters.malformed.increment(1);
+                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "dropping a malformed notification");
+                    self.tally(tally, false);
+                    continue;
                 }
-                self.output.send(input).await.map_err(|_| ())?;
-                Ok(true)
-            }
-            Err(err) => {
-                meters.malformed.increment(1);
-                tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "dropping a malformed notification");
-                Ok(false)
+            };
+            self.tally(tally, true);
+            match &mut group {
+                Some(live) if live.block == block => live.items.push(item),
+                _ => {
+                    let next = Live {
+                        provider,
+                        block,
+                        items: vec![item],
+                        burst_end: false,
+                    };
+                    if let Some(done) = group.replace(next) {
+                        self.output
+                            .send(ChainInput::Live(done))
+                            .await
+                            .map_err(|_| ())?;
+                    }
+                }
             }
         }
+        if logs {
+            self.health.observe_message(index);
+        }
+        match group {
+            Some(last) => {
+                let last = Live { burst_end, ..last };
+                self.output
+                    .send(ChainInput::Live(last))
+                    .await
+                    .map_err(|_| ())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records a well-formed notification as a success of the provider (the connection's
+    /// permit at the first one; then only after a fault, so that only consecutive bad frames
+    /// add up to an open breaker), a malformed one as a fault.
+    fn tally(&self, tally: &mut Tally<'_>, well_formed: bool) {
+        let index = usize::from(self.provider.index);
+        if !well_formed {
+            self.health.fault(index);
+            *tally.owe_success = true;
+            return;
+        }
+        if let Some(permit) = tally.permit.take() {
+            self.health.record(index, permit, Outcome::Success, None);
+        } else if *tally.owe_success
+            && let Ok(permit) = self.health.acquire(index)
+        {
+            self.health.record(index, permit, Outcome::Success, None);
+        }
+        *tally.owe_success = false;
     }
 
     /// Best effort: a provider bills for open subscriptions, so close ours on the way out.

@@ -134,8 +134,7 @@ impl Source {
 /// The (lowest) block an input is about.
 fn first_block(input: &ChainInput) -> u64 {
     match input {
-        ChainInput::Head { head, .. } => head.block.number,
-        ChainInput::Log { key, .. } => key.block_number,
+        ChainInput::Live(live) => live.block,
         ChainInput::Range(range) => range.heads.first().map_or(0, |h| h.block.number),
     }
 }
@@ -148,11 +147,11 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::ingest::{Live, LiveItem};
     use crate::provider::decode::LogKey;
 
     fn log(provider: u8, block: u64) -> ChainInput {
-        ChainInput::Log {
-            provider,
+        let item = LiveItem::Log {
             key: LogKey {
                 block_hash: B256::with_last_byte(block as u8),
                 block_number: block,
@@ -161,13 +160,18 @@ mod tests {
             },
             raw: RawValue::from_string("{}".to_owned()).unwrap(),
             at: Instant::now(),
+        };
+        ChainInput::Live(Live {
+            provider,
+            block,
+            items: vec![item],
             burst_end: false,
-        }
+        })
     }
 
     fn seen(input: &ChainInput) -> (u8, u64) {
         match input {
-            ChainInput::Log { provider, key, .. } => (*provider, key.block_number),
+            ChainInput::Live(live) => (live.provider, live.block),
             _ => unreachable!(),
         }
     }

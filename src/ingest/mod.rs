@@ -45,25 +45,36 @@ pub use sync::SyncProgress;
 /// What a chain's aggregator receives.
 #[derive(Debug)]
 pub enum ChainInput {
-    /// A `newHeads` notification (boxed: the logs bloom alone is 256 bytes, and every queue
-    /// slot is as large as the largest variant).
-    Head {
-        provider: ProviderIndex,
-        head: Box<Head>,
-        at: Instant,
-        /// The provider's burst ends here ([`crate::provider::Notification::burst_end`]).
-        burst_end: bool,
-    },
+    /// What one provider's subscriptions delivered about one block, in order.
+    Live(Live),
+    /// A complete, consistent range from the range sync.
+    Range(RangeData),
+}
+
+/// Consecutive notifications of one provider about the same block: a listener splits each
+/// burst it reads ([`crate::provider::Burst`]) at block boundaries, so the aggregator's inputs
+/// can still be taken lowest block first ([`merge`]) while costing one hand-over per block.
+#[derive(Debug)]
+pub struct Live {
+    pub provider: ProviderIndex,
+    pub block: u64,
+    pub items: Vec<LiveItem>,
+    /// The provider's burst ends with the last item ([`crate::provider::Notification::burst_end`]).
+    pub burst_end: bool,
+}
+
+/// One notification, read only as far as routing needs.
+#[derive(Debug)]
+pub enum LiveItem {
+    /// A `newHeads` notification (boxed: the logs bloom alone is 256 bytes, and every item is
+    /// as large as the largest variant).
+    Head { head: Box<Head>, at: Instant },
     /// A `logs` notification: its identity read, the rest still raw.
     Log {
-        provider: ProviderIndex,
         key: LogKey,
         raw: Box<RawValue>,
         at: Instant,
-        burst_end: bool,
     },
-    /// A complete, consistent range from the range sync.
-    Range(RangeData),
 }
 
 /// Every block of a range and every matching log, checked to fit together.
@@ -117,14 +128,14 @@ pub struct Ingest {
 
 /// HTTP deadline for provider calls made by ingest.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Inputs a chain's aggregator may have queued from one listener: enough for the providers'
-/// copies of the same blocks to meet (see [`merge`]).
-const SOURCE_QUEUE: usize = 1024;
+/// Inputs (a block's notifications each) a chain's aggregator may have queued from one
+/// listener: enough for the providers' copies of the same blocks to meet (see [`merge`]).
+const SOURCE_QUEUE: usize = 64;
 /// Ranges the range sync may have queued for the aggregator (each up to a whole range).
 const SYNC_QUEUE: usize = 2;
 /// Inputs the writer may have queued: a full batch of first copies and the other providers'
 /// copies of them, so the next batch is ready when a commit ends.
-const WRITER_QUEUE: usize = 65_536;
+const WRITER_QUEUE: usize = 2048;
 /// Reorg hints the aggregator may have queued for the range sync (one is enough to check).
 const REORG_HINTS: usize = 8;
 /// Committed batches the publisher may be behind by before it is told it lagged (each holds a

@@ -12,6 +12,7 @@
 //! committing what is left.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,12 +21,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::dedupe::ProviderIndex;
 use super::providers::backoff;
 use crate::domain::{ChainName, EventKey, EventKind};
-use crate::store::{
-    Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch, provider_bit,
-};
+use crate::store::{Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch};
 use crate::telemetry::metrics as m;
 
 /// Events per transaction at most. A batch only grows this large while inputs arrive faster
@@ -45,16 +43,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 /// What aggregators send the writer.
 #[derive(Debug)]
 pub enum WriterInput {
-    /// The first copy of an event (boxed: a queue slot is as large as the largest variant, and
-    /// most inputs are the small `Seen`).
-    Event(Box<NewEvent>),
-    /// Another provider delivered an event already sent.
-    Seen {
-        chain: ChainName,
-        key: EventKey,
-        block_number: u64,
-        provider: ProviderIndex,
-    },
+    /// First copies of events, in the order decided.
+    Events(Vec<NewEvent>),
+    /// Other providers delivered these events, already sent (each mask the providers' bits).
+    Seen(Vec<Redelivery>),
     /// The canonical hashes of a range the range sync proved: committed with the range's
     /// events, before its checkpoint, so that in the same transaction every other event stored
     /// at those heights is marked `removed` (and a removed one canonical again is restored).
@@ -94,41 +86,14 @@ impl Pending {
         }
         match input {
             WriterInput::Quiet(chain) => self.unsettled.retain(|c| *c != chain),
-            WriterInput::Event(new) => {
-                let new = *new;
-                if !self.unsettled.contains(&new.event.chain) {
-                    self.unsettled.push(new.event.chain.clone());
-                }
-                let id = (new.event.chain.clone(), new.event.key());
-                match self.index.get(&id) {
-                    Some(&i) => self.events[i].providers_mask |= new.providers_mask,
-                    None => {
-                        self.index.insert(id, self.events.len());
-                        self.events.push(new);
-                    }
+            WriterInput::Events(events) => {
+                for new in events {
+                    self.add_event(new);
                 }
             }
-            WriterInput::Seen {
-                chain,
-                key,
-                block_number,
-                provider,
-            } => {
-                let id = (chain, key);
-                let bit = provider_bit(provider);
-                if let Some(&i) = self.index.get(&id) {
-                    self.events[i].providers_mask |= bit;
-                } else {
-                    let chain = id.0.clone();
-                    self.redeliveries
-                        .entry(id)
-                        .or_insert_with(|| Redelivery {
-                            chain,
-                            key,
-                            block_number,
-                            providers_mask: 0,
-                        })
-                        .providers_mask |= bit;
+            WriterInput::Seen(copies) => {
+                for copy in copies {
+                    self.add_copy(copy);
                 }
             }
             WriterInput::Canonical(range) => add_canonical(&mut self.canonical, range),
@@ -137,6 +102,33 @@ impl Pending {
                 self.checkpoints.retain(|c| c.chain != cp.chain);
                 self.checkpoints.push(cp);
             }
+        }
+    }
+
+    fn add_event(&mut self, new: NewEvent) {
+        if !self.unsettled.contains(&new.event.chain) {
+            self.unsettled.push(new.event.chain.clone());
+        }
+        let id = (new.event.chain.clone(), new.event.key());
+        match self.index.get(&id) {
+            Some(&i) => self.events[i].providers_mask |= new.providers_mask,
+            None => {
+                self.index.insert(id, self.events.len());
+                self.events.push(new);
+            }
+        }
+    }
+
+    fn add_copy(&mut self, copy: Redelivery) {
+        let id = (copy.chain.clone(), copy.key);
+        match self.index.get(&id) {
+            Some(&i) => self.events[i].providers_mask |= copy.providers_mask,
+            None => match self.redeliveries.entry(id) {
+                Entry::Occupied(mut row) => row.get_mut().providers_mask |= copy.providers_mask,
+                Entry::Vacant(row) => {
+                    row.insert(copy);
+                }
+            },
         }
     }
 
@@ -342,6 +334,7 @@ mod tests {
     use alloy_primitives::B256;
 
     use super::*;
+    use crate::store::provider_bit;
 
     fn range(chain: &str, first: u64, n: u8, tag: u8) -> Canonical {
         Canonical {
@@ -352,7 +345,7 @@ mod tests {
     }
 
     fn block_event(chain: &str, n: u64) -> WriterInput {
-        WriterInput::Event(Box::new(NewEvent {
+        WriterInput::Events(vec![NewEvent {
             event: crate::domain::Event {
                 chain: ChainName::from(chain),
                 block: crate::domain::BlockRef {
@@ -366,7 +359,7 @@ mod tests {
             provider: "p".into(),
             received_at_ms: 0,
             providers_mask: 1,
-        }))
+        }])
     }
 
     #[tokio::test(start_paused = true)]
@@ -397,15 +390,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn late_copies_alone_wait_out_the_linger() {
         let mut pending = Pending::default();
-        pending.add(WriterInput::Seen {
+        pending.add(WriterInput::Seen(vec![Redelivery {
             chain: ChainName::from("a"),
             key: EventKey {
                 block_hash: B256::ZERO,
                 log_index: None,
             },
             block_number: 1,
-            provider: 1,
-        });
+            providers_mask: provider_bit(1),
+        }]));
         pending.add(WriterInput::Quiet(ChainName::from("a")));
         assert!(
             !pending.is_due(false),

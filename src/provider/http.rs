@@ -73,13 +73,13 @@ impl HttpClient {
     ) -> Result<Box<RawValue>, ProviderError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = jsonrpc::request(id, method, params);
-        let mut frames = self.post(method, body).await?;
-        match frames.pop() {
+        self.post(method, body, |mut frames| match frames.pop() {
             Some(frame) if frames.is_empty() => frame.into_outcome(),
             _ => Err(ProviderError::Malformed(
                 "expected exactly one response".into(),
             )),
-        }
+        })
+        .await
     }
 
     /// A batch; one outcome per call, in the order given (matched by id, whatever the
@@ -96,39 +96,52 @@ impl HttpClient {
             .next_id
             .fetch_add(calls.len() as u64, Ordering::Relaxed);
         let body = jsonrpc::batch(first, calls.iter().copied());
-        let frames = self.post("batch", body).await?;
-        let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
-            (0..calls.len()).map(|_| None).collect();
-        for frame in frames {
-            let slot = frame
-                .numeric_id()
-                .and_then(|id| id.checked_sub(first))
-                .and_then(|i| usize::try_from(i).ok())
-                .filter(|&i| i < calls.len());
-            match slot {
-                Some(i) => out[i] = Some(frame.into_outcome()),
-                // A single error object for the whole batch (e.g. "batch not supported").
-                None if frame.error.is_some() => {
-                    return Err(frame.into_outcome().err().unwrap_or(ProviderError::Closed));
+        self.post("batch", body, |frames| {
+            let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
+                (0..calls.len()).map(|_| None).collect();
+            for frame in frames {
+                let slot = frame
+                    .numeric_id()
+                    .and_then(|id| id.checked_sub(first))
+                    .and_then(|i| usize::try_from(i).ok())
+                    .filter(|&i| i < calls.len());
+                match slot {
+                    Some(i) => out[i] = Some(frame.into_outcome()),
+                    // A single error object for the whole batch (e.g. "batch not supported").
+                    None if frame.error.is_some() => {
+                        return Err(frame.into_outcome().err().unwrap_or(ProviderError::Closed));
+                    }
+                    None => {}
                 }
-                None => {}
             }
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    Err(ProviderError::Malformed(
-                        "batch response missing an id".into(),
-                    ))
+            Ok(out
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        Err(ProviderError::Malformed(
+                            "batch response missing an id".into(),
+                        ))
+                    })
                 })
-            })
-            .collect())
+                .collect())
+        })
+        .await
     }
 
-    async fn post(&self, method: &str, body: String) -> Result<Vec<Incoming>, ProviderError> {
+    /// Sends `body` and reads the response, handing its messages (borrowed from its text) to
+    /// `read`; records the request's duration and outcome (what `read` makes of it counts: a
+    /// body that is not JSON-RPC, an error object).
+    async fn post<T>(
+        &self,
+        method: &str,
+        body: String,
+        read: impl FnOnce(Vec<Incoming<'_>>) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
         let started = Instant::now();
-        let result = self.send(body).await;
+        let result = match self.send(body).await {
+            Ok(text) => jsonrpc::parse_frame(&text).and_then(read),
+            Err(err) => Err(err),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) if e.is_rate_limit() => "rate_limited",
@@ -154,7 +167,7 @@ impl HttpClient {
         result
     }
 
-    async fn send(&self, body: String) -> Result<Vec<Incoming>, ProviderError> {
+    async fn send(&self, body: String) -> Result<String, ProviderError> {
         let response = self
             .inner
             .client
@@ -176,8 +189,7 @@ impl HttpClient {
         if !status.is_success() {
             return Err(ProviderError::Http(status.as_u16()));
         }
-        let text = response.text().await.map_err(|e| self.transport_error(e))?;
-        jsonrpc::parse_frame(&text)
+        response.text().await.map_err(|e| self.transport_error(e))
     }
 
     /// reqwest errors carry the URL, which may carry a key: keep only the kind.

@@ -3,7 +3,10 @@
 //! Incoming frames are parsed lazily: the envelope is read, the `result` stays raw JSON
 //! ([`RawValue`]) until someone needs it, so duplicates can be dropped before the full parse.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde::de::Deserializer;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
@@ -38,56 +41,83 @@ pub struct ErrorObject {
     pub message: String,
 }
 
-/// One incoming frame: a response (has `id`) or a notification (has `method`).
+/// One incoming message, a response (has `id`) or a notification (has `method`), borrowed
+/// from the frame's text: reading one allocates nothing (an escaped `method` or subscription
+/// id aside), and whoever keeps a result copies just that.
 #[derive(Debug, Deserialize)]
-pub struct Incoming {
-    #[serde(default)]
-    pub id: Option<serde_json::Value>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub result: Option<Box<RawValue>>,
+pub struct Incoming<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub method: Option<Cow<'a, str>>,
+    /// Present even when it is `null` (an unknown block, say): absent is another thing.
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub result: Option<&'a RawValue>,
     #[serde(default)]
     pub error: Option<ErrorObject>,
-    #[serde(default)]
-    pub params: Option<NotificationParams>,
+    #[serde(default, borrow)]
+    pub params: Option<NotificationParams<'a>>,
     #[serde(default, rename = "jsonrpc")]
     _jsonrpc: Option<IgnoredAny>,
 }
 
 /// `params` of an `eth_subscription` notification.
 #[derive(Debug, Deserialize)]
-pub struct NotificationParams {
-    pub subscription: String,
-    pub result: Box<RawValue>,
+pub struct NotificationParams<'a> {
+    #[serde(borrow)]
+    pub subscription: Cow<'a, str>,
+    #[serde(borrow)]
+    pub result: &'a RawValue,
 }
 
-impl Incoming {
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+impl Incoming<'_> {
     /// The numeric id of a response, if it has one we could have sent.
     pub fn numeric_id(&self) -> Option<u64> {
-        self.id.as_ref().and_then(serde_json::Value::as_u64)
+        self.id.and_then(|id| id.get().parse().ok())
     }
 
-    /// The response's outcome: its raw result, or its error classified.
+    /// Whether this is a subscription notification.
+    pub fn is_notification(&self) -> bool {
+        self.method.as_deref() == Some("eth_subscription")
+    }
+
+    /// The response's outcome: its raw result (copied), or its error classified.
     pub fn into_outcome(self) -> Result<Box<RawValue>, ProviderError> {
         if let Some(err) = self.error {
             return Err(ProviderError::from_rpc(err.code, &err.message));
         }
         self.result
+            .map(RawValue::to_owned)
             .ok_or_else(|| ProviderError::Malformed("response has neither result nor error".into()))
     }
 }
 
-/// Parses one frame, which may be a single message or a batch.
-pub fn parse_frame(text: &str) -> Result<Vec<Incoming>, ProviderError> {
+/// Reads one frame, a single message or a batch, handing each message to `each` in order.
+/// Nothing is handed on when the frame does not parse.
+pub fn each_message<'a>(
+    text: &'a str,
+    mut each: impl FnMut(Incoming<'a>),
+) -> Result<(), ProviderError> {
     let trimmed = text.trim_start();
+    let malformed = |e: serde_json::Error| ProviderError::Malformed(e.to_string());
     if trimmed.starts_with('[') {
-        serde_json::from_str(trimmed).map_err(|e| ProviderError::Malformed(e.to_string()))
+        let batch: Vec<Incoming<'a>> = serde_json::from_str(trimmed).map_err(malformed)?;
+        batch.into_iter().for_each(each);
     } else {
-        serde_json::from_str(trimmed)
-            .map(|one| vec![one])
-            .map_err(|e| ProviderError::Malformed(e.to_string()))
+        each(serde_json::from_str(trimmed).map_err(malformed)?);
     }
+    Ok(())
+}
+
+/// Parses one frame, which may be a single message or a batch.
+pub fn parse_frame(text: &str) -> Result<Vec<Incoming<'_>>, ProviderError> {
+    let mut messages = Vec::new();
+    each_message(text, |m| messages.push(m))?;
+    Ok(messages)
 }
 
 /// Deserialises a raw result into `T`, naming what failed.
@@ -129,6 +159,39 @@ mod tests {
             it.next().unwrap().into_outcome(),
             Err(ProviderError::Rpc { code: -32601, .. })
         ));
+    }
+
+    #[test]
+    fn a_null_result_is_a_result_and_a_missing_one_is_not() {
+        let null = parse_frame(r#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap();
+        let raw = null.into_iter().next().unwrap().into_outcome().unwrap();
+        assert_eq!(raw.get(), "null");
+        let missing = parse_frame(r#"{"jsonrpc":"2.0","id":2}"#).unwrap();
+        assert!(matches!(
+            missing.into_iter().next().unwrap().into_outcome(),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_notification_borrows_from_its_frame() {
+        let text = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xab","result":{"number":"0x1"}}}"#;
+        let mut seen = Vec::new();
+        each_message(text, |m| {
+            assert!(m.is_notification());
+            let params = m.params.unwrap();
+            assert!(matches!(params.subscription, Cow::Borrowed("0xab")));
+            seen.push(params.result.get());
+        })
+        .unwrap();
+        assert_eq!(seen, [r#"{"number":"0x1"}"#]);
+        // An escaped id cannot be borrowed, and is still read.
+        let escaped =
+            r#"{"method":"eth_subscription","params":{"subscription":"0x\u0061b","result":1}}"#;
+        each_message(escaped, |m| {
+            assert_eq!(m.params.unwrap().subscription, "0xab");
+        })
+        .unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod ws;
 
 pub use error::ProviderError;
 pub use http::HttpClient;
-pub use ws::{Notification, WsClient, WsOptions};
+pub use ws::{Burst, Notification, WsClient, WsOptions};
 
 /// A URL fit for logs: scheme and host only, since paths and queries carry API keys.
 pub fn redact(url: &url::Url) -> String {

@@ -2,9 +2,11 @@
 //! one service task that owns the socket, the pending requests and the ping timer.
 //!
 //! Subscription notifications of every subscription go to one bounded channel supplied at
-//! connect time; the listener maps subscription ids to what it asked for. A full channel
-//! stops the socket reads (back-pressure reaches the provider through TCP) rather than
-//! growing memory.
+//! connect time, a burst at a time: every frame already waiting on the socket is read before
+//! what was read goes on, as one message ([`Burst`]), so the hand-over costs one channel
+//! operation and one wake-up per burst rather than per notification. The listener maps
+//! subscription ids to what it asked for. A full channel stops the socket reads (back-pressure
+//! reaches the provider through TCP) rather than growing memory.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::jsonrpc::{self, Incoming};
+use super::jsonrpc;
 use super::{ProviderError, redact};
 
 /// Knobs of one connection.
@@ -53,9 +55,14 @@ pub struct Notification {
     pub burst_end: bool,
 }
 
-/// Frames read back to back before the service task looks at its commands and ping timer
-/// again (the last notification then goes out without `burst_end`).
-const MAX_BURST: usize = 1024;
+/// The notifications read from the socket in one go, in order.
+pub type Burst = Vec<Notification>;
+
+/// Frames read back to back before the service task delivers what it read and looks at its
+/// commands and ping timer again (the last notification then goes out without `burst_end`).
+pub const MAX_BURST: usize = 256;
+/// Room for a typical burst (a block's head and logs) without growing.
+const BURST_CAPACITY: usize = 64;
 
 enum Command {
     Request {
@@ -79,7 +86,7 @@ impl WsClient {
     pub async fn connect(
         url: &Url,
         options: WsOptions,
-        notifications: mpsc::Sender<Notification>,
+        notifications: mpsc::Sender<Burst>,
         shutdown: CancellationToken,
     ) -> Result<WsClient, ProviderError> {
         let config = WebSocketConfig::default()
@@ -100,7 +107,7 @@ impl WsClient {
             pending: HashMap::new(),
             next_id: 1,
             options: options.clone(),
-            held: None,
+            burst: Vec::with_capacity(BURST_CAPACITY),
         };
         let done = closed.clone();
         tokio::spawn(async move {
@@ -167,12 +174,12 @@ type Socket =
 struct Service {
     socket: Socket,
     commands: mpsc::Receiver<Command>,
-    notifications: mpsc::Sender<Notification>,
+    notifications: mpsc::Sender<Burst>,
     pending: HashMap<u64, oneshot::Sender<Result<Box<RawValue>, ProviderError>>>,
     next_id: u64,
     options: WsOptions,
-    /// The burst's latest notification, held back until it is known whether another follows.
-    held: Option<Notification>,
+    /// The notifications of the burst being read, delivered together at its end.
+    burst: Burst,
 }
 
 impl Service {
@@ -230,31 +237,31 @@ impl Service {
         reason
     }
 
-    /// Handles `first` and every frame already waiting behind it, then releases the burst's
-    /// last notification marked [`Notification::burst_end`] (unless the burst was cut at
-    /// [`MAX_BURST`]). `Err` ends the connection, with the reason.
+    /// Handles `first` and every frame already waiting behind it, then delivers the burst's
+    /// notifications in one message, the last marked [`Notification::burst_end`] (unless the
+    /// burst was cut at [`MAX_BURST`]). `Err` ends the connection, with the reason.
     async fn on_burst(&mut self, first: Option<Result<Message, WsError>>) -> Result<(), String> {
         let mut frame = first;
         let mut read = 1;
         loop {
             match frame {
-                Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await?,
+                Some(Ok(Message::Text(text))) => self.on_text(text.as_str()),
                 Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
-                    Ok(text) => self.on_text(text).await?,
+                    Ok(text) => self.on_text(text),
                     Err(_) => tracing::warn!("dropping a binary frame that is not UTF-8"),
                 },
                 Some(Ok(Message::Close(_))) | None => {
-                    self.release(true).await?;
+                    self.deliver(true).await?;
                     return Err("closed by peer".to_owned());
                 }
                 Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
                 Some(Err(err)) => {
-                    self.release(true).await?;
+                    self.deliver(true).await?;
                     return Err(format!("socket error: {err}"));
                 }
             }
             if read == MAX_BURST {
-                return self.release(false).await;
+                return self.deliver(false).await;
             }
             // Polled without a waker that matters: on `Pending` the caller's select polls the
             // socket again at once, with its own.
@@ -263,66 +270,52 @@ impl Service {
                     frame = next;
                     read += 1;
                 }
-                None => return self.release(true).await,
+                None => return self.deliver(true).await,
             }
         }
     }
 
-    /// Sends the held notification on, marked `burst_end` as told.
-    async fn release(&mut self, burst_end: bool) -> Result<(), String> {
-        match self.held.take() {
-            Some(note) => self.deliver(Notification { burst_end, ..note }).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn deliver(&mut self, note: Notification) -> Result<(), String> {
+    /// Sends the burst's notifications on, the last marked `burst_end` as told.
+    async fn deliver(&mut self, burst_end: bool) -> Result<(), String> {
+        let Some(last) = self.burst.last_mut() else {
+            return Ok(());
+        };
+        last.burst_end = burst_end;
+        let burst = std::mem::replace(&mut self.burst, Vec::with_capacity(BURST_CAPACITY));
         self.notifications
-            .send(note)
+            .send(burst)
             .await
             .map_err(|_| "notification receiver dropped".to_owned())
     }
 
-    /// Routes one text frame. Garbage is logged and dropped; only a closed notification
-    /// channel ends the connection.
-    async fn on_text(&mut self, text: &str) -> Result<(), String> {
-        let frames = match jsonrpc::parse_frame(text) {
-            Ok(frames) => frames,
-            Err(err) => {
-                tracing::warn!(error = %err, "dropping a frame that is not JSON-RPC");
-                return Ok(());
+    /// Routes one text frame: notifications join the burst, responses go to their callers.
+    /// Garbage is logged and dropped.
+    fn on_text(&mut self, text: &str) {
+        let received_at = Instant::now();
+        let parsed = jsonrpc::each_message(text, |message| {
+            if message.is_notification() {
+                match message.params {
+                    Some(params) => self.burst.push(Notification {
+                        subscription: params.subscription.into_owned(),
+                        result: params.result.to_owned(),
+                        received_at,
+                        burst_end: false,
+                    }),
+                    None => tracing::warn!("dropping a subscription notification without params"),
+                }
+                return;
             }
-        };
-        for frame in frames {
-            self.route(frame).await?;
-        }
-        Ok(())
-    }
-
-    async fn route(&mut self, frame: Incoming) -> Result<(), String> {
-        if let Some(params) = frame.params {
-            if frame.method.as_deref() == Some("eth_subscription") {
-                let note = Notification {
-                    subscription: params.subscription,
-                    result: params.result,
-                    received_at: Instant::now(),
-                    burst_end: false,
-                };
-                // The previous one was not the burst's last: this one follows it.
-                return match self.held.replace(note) {
-                    Some(previous) => self.deliver(previous).await,
-                    None => Ok(()),
-                };
+            match message.numeric_id().and_then(|id| self.pending.remove(&id)) {
+                Some(reply) => {
+                    let _ = reply.send(message.into_outcome());
+                }
+                None if message.method.is_some() => {} // a notification of another kind
+                None => tracing::warn!("dropping a response to no pending request"),
             }
-            return Ok(());
+        });
+        if let Err(err) = parsed {
+            tracing::warn!(error = %err, "dropping a frame that is not JSON-RPC");
         }
-        match frame.numeric_id().and_then(|id| self.pending.remove(&id)) {
-            Some(reply) => {
-                let _ = reply.send(frame.into_outcome());
-            }
-            None => tracing::warn!("dropping a response to no pending request"),
-        }
-        Ok(())
     }
 }
 
@@ -337,7 +330,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
     use url::Url;
 
-    use super::{Notification, WsClient, WsOptions};
+    use super::{Burst, WsClient, WsOptions};
 
     fn notification(n: u64) -> Message {
         Message::text(format!(
@@ -345,12 +338,16 @@ mod tests {
         ))
     }
 
-    async fn next(notes: &mut mpsc::Receiver<Notification>) -> (String, bool) {
-        let note = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+    /// The next burst, each notification as (result, marked).
+    async fn next(notes: &mut mpsc::Receiver<Burst>) -> Vec<(String, bool)> {
+        let burst = tokio::time::timeout(Duration::from_secs(10), notes.recv())
             .await
-            .expect("a notification within 10 s")
+            .expect("a burst within 10 s")
             .expect("the connection is open");
-        (note.result.get().to_owned(), note.burst_end)
+        burst
+            .into_iter()
+            .map(|note| (note.result.get().to_owned(), note.burst_end))
+            .collect()
     }
 
     #[tokio::test]
@@ -379,16 +376,16 @@ mod tests {
             .await
             .expect("connect");
 
-        let mut burst = Vec::new();
-        for _ in 0..5 {
-            burst.push(next(&mut notes).await);
-        }
         let expected: Vec<(String, bool)> = (0..5).map(|n| (n.to_string(), n == 4)).collect();
-        assert_eq!(burst, expected, "only the burst's last is marked");
+        assert_eq!(
+            next(&mut notes).await,
+            expected,
+            "one message, only its last marked"
+        );
         go_on.send(()).await.expect("server waiting");
         assert_eq!(
             next(&mut notes).await,
-            ("5".to_owned(), true),
+            [("5".to_owned(), true)],
             "a burst of one"
         );
 

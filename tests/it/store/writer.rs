@@ -54,12 +54,13 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
         let input = input.clone();
         async move {
             let b = block(number);
-            for event in [b.clone(), log_of(&b, 0), log_of(&b, 1)] {
-                input
-                    .send(WriterInput::Event(Box::new(new(event, "alpha"))))
-                    .await
-                    .expect("writer running");
-            }
+            let events = [b.clone(), log_of(&b, 0), log_of(&b, 1)];
+            input
+                .send(WriterInput::Events(
+                    events.into_iter().map(|e| new(e, "alpha")).collect(),
+                ))
+                .await
+                .expect("writer running");
             input
                 .send(WriterInput::Checkpoint(checkpoint(number, None, None)))
                 .await
