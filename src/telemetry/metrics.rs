@@ -11,6 +11,12 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// Histogram buckets for batch sizes in events: 0 (checkpoints and late copies alone) to the
+/// writer's largest batch (`ingest::writer::MAX_BATCH`).
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    0.0, 1.0, 10.0, 100.0, 250.0, 1000.0, 2500.0, 5000.0, 10_000.0, 16_384.0,
+];
+
 // RPC to providers.
 pub const RPC_REQUESTS: &str = "livechain_rpc_requests_total";
 pub const RPC_DURATION: &str = "livechain_rpc_request_duration_seconds";

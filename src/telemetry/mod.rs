@@ -8,7 +8,7 @@ pub mod metrics;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -47,8 +47,15 @@ pub fn init_tracing(format: LogFormat) {
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        // Durations by default; counts get buckets of their own.
         let recorder = PrometheusBuilder::new()
             .set_buckets(metrics::LATENCY_BUCKETS_SECONDS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(metrics::WRITER_BATCH_SIZE.to_owned()),
+                    metrics::BATCH_SIZE_BUCKETS,
+                )
+            })
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();

@@ -204,6 +204,14 @@ async fn chains_health_ready_and_metrics_answer() {
             "/metrics has no {name}:\n{text}"
         );
     }
+    // Batch sizes are counted in events, not in a duration's buckets.
+    for bucket in [r#"le="0""#, r#"le="100""#, r#"le="16384""#] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("livechain_writer_batch_size_bucket") && l.contains(bucket)),
+            "no batch size bucket {bucket}:\n{text}"
+        );
+    }
     // Requests are counted by route pattern, never by raw path.
     assert!(text.contains(r#"route="/v1/events/{cursor}""#), "{text}");
     assert!(!text.contains(r#"route="/v1/events/1""#), "{text}");
