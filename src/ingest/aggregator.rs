@@ -45,9 +45,9 @@ const FORWARDED_BLOCKS: usize = 8192;
 /// copy of an orphan at a height already checkpointed is dropped instead of stored (32 bytes
 /// per height).
 const CANONICAL_HEIGHTS: usize = 4096;
-/// Decisions held for the writer at most before they are sent on, so that a large range goes
-/// to the writer in parts its batches can take.
-const OUTBOX: usize = 1024;
+/// Decisions held for the writer at most before they are sent on: a block's worth usually,
+/// and a large range goes in parts, so that the writer's queue bounds memory in items.
+pub const OUTBOX: usize = 64;
 
 pub struct Aggregator {
     chain: ChainName,

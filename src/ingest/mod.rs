@@ -128,13 +128,16 @@ pub struct Ingest {
 
 /// HTTP deadline for provider calls made by ingest.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Inputs (a block's notifications each) a chain's aggregator may have queued from one
-/// listener: enough for the providers' copies of the same blocks to meet (see [`merge`]).
-const SOURCE_QUEUE: usize = 64;
+/// Inputs (a block's notifications each, at most a burst's [`crate::provider::ws::MAX_BURST`])
+/// a chain's aggregator may have queued from one listener: enough for the providers' copies of
+/// the same blocks to meet (see [`merge`]).
+const SOURCE_QUEUE: usize = 32;
 /// Ranges the range sync may have queued for the aggregator (each up to a whole range).
 const SYNC_QUEUE: usize = 2;
-/// Inputs the writer may have queued: a full batch of first copies and the other providers'
-/// copies of them, so the next batch is ready when a commit ends.
+/// Inputs the writer may have queued (each at most [`aggregator::OUTBOX`] events or copies):
+/// what arrives during a commit under full load (a block's first copies and the other
+/// providers' copies of them are a message each), so the next batch is ready when a commit
+/// ends; 131,072 items at most.
 const WRITER_QUEUE: usize = 2048;
 /// Reorg hints the aggregator may have queued for the range sync (one is enough to check).
 const REORG_HINTS: usize = 8;

@@ -200,14 +200,15 @@ pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>
 impl ProviderSet {
     /// A batch, tried on each provider in turn while the whole batch fails retryably.
     pub async fn batch(&self, calls: &[(&str, &RawValue)]) -> Result<BatchAnswer, ProviderError> {
-        self.batch_from(0, calls).await
+        self.batch_from(0, None, calls).await
     }
 
     /// A batch sent first to the `start`-th healthy provider (modulo their number), then to the
     /// next ones while it fails retryably: concurrent callers starting at different providers
     /// spread the load. Each attempt goes through the provider's breaker; a provider that
     /// refuses batches gets the same calls one by one (and from then on only so); answers are
-    /// in the order of `calls` either way.
+    /// in the order of `calls` either way. `avoid` (one that just answered wrong data) is asked
+    /// last, whatever its rank.
     ///
     /// Hedged: an attempt still unanswered after [`ProviderSet::hedge_after`] is joined by one
     /// to the next provider, and the first usable answer wins, so a provider that hangs (a
@@ -216,9 +217,15 @@ impl ProviderSet {
     pub async fn batch_from(
         &self,
         start: usize,
+        avoid: Option<ProviderIndex>,
         calls: &[(&str, &RawValue)],
     ) -> Result<BatchAnswer, ProviderError> {
-        let mut candidates = self.order(Some(start)).into_iter();
+        let mut order = self.order(Some(start));
+        if let Some(at) = avoid.and_then(|a| order.iter().position(|p| p.index == a)) {
+            let avoided = order.remove(at);
+            order.push(avoided);
+        }
+        let mut candidates = order.into_iter();
         let mut last = None;
         // Permits of the attempts in flight, by attempt number; whatever is left when an
         // answer wins is recorded as neutral (cancelled, says nothing about the provider).

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::RangeError;
 use super::reorg;
+use super::{Failed, RangeError};
 use crate::domain::BlockRef;
 use crate::ingest::RangeData;
 use crate::ingest::dedupe::ProviderIndex;
@@ -33,11 +33,35 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    /// Fetches `from..=to`, asking the `start`-th provider first, and checks that the answer is
-    /// one chain: each block at its height, each parent hash linking inside the range, each log
-    /// naming the block the answer gives at its height. Linking the range to the blocks before
-    /// it is the caller's check.
-    pub async fn fetch(&self, from: u64, to: u64, start: usize) -> Result<RangeData, RangeError> {
+    /// Fetches `from..=to`, asking the `start`-th provider first (`avoid` last), and checks
+    /// that the answer is one chain: each block at its height, each parent hash linking inside
+    /// the range, each log naming the block the answer gives at its height. Linking the range
+    /// to the blocks before it is the caller's check. A failure names the provider whose
+    /// answer it was, if one answered.
+    pub async fn fetch(
+        &self,
+        from: u64,
+        to: u64,
+        start: usize,
+        avoid: Option<ProviderIndex>,
+    ) -> Result<RangeData, Failed> {
+        let mut answered = None;
+        self.fetch_from(from, to, start, avoid, &mut answered)
+            .await
+            .map_err(|error| Failed {
+                error,
+                provider: answered,
+            })
+    }
+
+    async fn fetch_from(
+        &self,
+        from: u64,
+        to: u64,
+        start: usize,
+        avoid: Option<ProviderIndex>,
+        answered: &mut Option<ProviderIndex>,
+    ) -> Result<RangeData, RangeError> {
         let mut params: Vec<Box<RawValue>> = Vec::new();
         for filter in self.filters.iter() {
             params.push(jsonrpc::params(&json!([filter.range_json(from, to)]))?);
@@ -67,7 +91,8 @@ impl Fetcher {
                 (method, &**p)
             })
             .collect();
-        let (provider, answers) = self.providers.batch_from(start, &calls).await?;
+        let (provider, answers) = self.providers.batch_from(start, avoid, &calls).await?;
+        *answered = Some(provider);
         let mut answers = answers.into_iter();
         let mut logs = Vec::new();
         for _ in self.filters.iter() {

@@ -104,6 +104,22 @@ enum RangeError {
     Fork { provider: ProviderIndex },
 }
 
+/// A range fetch that failed, and the provider whose answer failed it (if one answered).
+#[derive(Debug)]
+pub(super) struct Failed {
+    error: RangeError,
+    provider: Option<ProviderIndex>,
+}
+
+impl From<RangeError> for Failed {
+    fn from(error: RangeError) -> Failed {
+        Failed {
+            error,
+            provider: None,
+        }
+    }
+}
+
 /// What to do about a suspected reorg.
 enum Rewind {
     /// Re-read from the block after this common ancestor.
@@ -120,7 +136,7 @@ struct InFlight {
     to: u64,
     /// The turn it was asked with: which provider the fetch tried first.
     turn: usize,
-    task: JoinHandle<Result<RangeData, RangeError>>,
+    task: JoinHandle<Result<RangeData, Failed>>,
 }
 
 /// The head over HTTP, as last polled.
@@ -153,6 +169,8 @@ impl RangeSync {
         let mut polled = Polled::default();
         let mut asked_at: Option<Instant> = None;
         let mut turn = 0usize;
+        // The provider whose answer failed the last range: asked last until a range succeeds.
+        let mut avoid: Option<ProviderIndex> = None;
         let mut heads_open = true;
         let mut hints_open = true;
         let mut hint_checked: Option<Instant> = None;
@@ -243,8 +261,8 @@ impl RangeSync {
                     let start = turn;
                     let task = tokio::spawn(async move {
                         tokio::select! {
-                            _ = stop.cancelled() => Err(RangeError::Task("stopped".into())),
-                            range = fetcher.fetch(from, to, start) => range,
+                            _ = stop.cancelled() => Err(Failed::from(RangeError::Task("stopped".into()))),
+                            range = fetcher.fetch(from, to, start, avoid) => range,
                         }
                     });
                     in_flight.push_back(InFlight {
@@ -293,11 +311,15 @@ impl RangeSync {
             else {
                 continue;
             };
-            let answer = answer.unwrap_or_else(|| Err(RangeError::Task("panicked".into())));
+            let answer =
+                answer.unwrap_or_else(|| Err(Failed::from(RangeError::Task("panicked".into()))));
             let range = answer.and_then(|range| match parent {
                 Some(hash) if range.heads.first().map(|h| h.block.parent_hash) != Some(hash) => {
-                    Err(RangeError::Fork {
-                        provider: range.provider,
+                    Err(Failed {
+                        error: RangeError::Fork {
+                            provider: range.provider,
+                        },
+                        provider: Some(range.provider),
                     })
                 }
                 _ => Ok(range),
@@ -333,13 +355,17 @@ impl RangeSync {
                     next = last.number + 1;
                     parent = Some(last.hash);
                     delays = backoff();
+                    avoid = None;
                     let head = clock.latest().max(polled.head.unwrap_or(0));
                     self.report(next, head, span);
                     if head.saturating_sub(to) > span {
                         tracing::debug!(chain = %self.chain, at = last.number, head, "backfilling");
                     }
                 }
-                Err(err) => {
+                Err(Failed {
+                    error: err,
+                    provider: failed_by,
+                }) => {
                     // Everything after this range is asked for again once it is settled.
                     for later in in_flight.drain(..) {
                         later.task.abort();
@@ -350,6 +376,11 @@ impl RangeSync {
                     // retry of the failed range would go to the provider that just failed it
                     // (one answering well-formed but wrong data, say, forever).
                     turn = asked.wrapping_add(1);
+                    // And never of the provider whose answer failed it first: the rotation
+                    // is over the healthy providers, and when that one is the only healthy
+                    // one (the others' heads unpolled for a while), it would be asked again
+                    // and again.
+                    avoid = failed_by.or(avoid);
                     match err {
                         RangeError::Fork { provider } => {
                             let rewind = tokio::select! {

@@ -189,7 +189,7 @@ pub(super) async fn find_ancestor(
             .iter()
             .map(|p| ("eth_getBlockByNumber", &**p))
             .collect();
-        let (_, answers) = providers.batch_from(start, &calls).await?;
+        let (_, answers) = providers.batch_from(start, None, &calls).await?;
         let mut theirs = Vec::with_capacity(answers.len());
         for (n, answer) in (lo..=hi).zip(answers) {
             let raw = answer?;

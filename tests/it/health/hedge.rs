@@ -15,9 +15,8 @@ use serde_json::json;
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_provider_is_hedged_not_waited_for() {
-    let devnet = support::devnet(2, 100, 1, 20).await;
+/// The devnet's providers as one chain's set, with its health tracker.
+fn provider_set(devnet: &support::TestDevnet) -> (ProviderSet, ChainHealth) {
     let mut members = Vec::new();
     let mut list = Vec::new();
     for (i, endpoint) in devnet.endpoints().iter().enumerate() {
@@ -48,13 +47,19 @@ async fn a_hung_provider_is_hedged_not_waited_for() {
         Arc::new(SystemClock),
         members,
     );
-    let set = ProviderSet::new(list, health.clone());
+    (ProviderSet::new(list, health.clone()), health)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_provider_is_hedged_not_waited_for() {
+    let devnet = support::devnet(2, 100, 1, 20).await;
+    let (set, health) = provider_set(&devnet);
 
     faults(&devnet, 0).set_stalled(true);
     let params = jsonrpc::params(&json!(["0x1", false])).expect("params");
     let calls = [("eth_getBlockByNumber", &*params)];
     let (served, answers) = set
-        .batch_from(0, &calls)
+        .batch_from(0, None, &calls)
         .await
         .expect("answered by the other provider");
     assert_eq!(served, 1, "provider 1 answered");
@@ -68,4 +73,32 @@ async fn a_hung_provider_is_hedged_not_waited_for() {
     assert_eq!(report[0].breaker, BreakerState::Closed);
     assert_eq!((report[1].requests, report[1].errors), (1, 0));
     faults(&devnet, 0).clear();
+}
+
+/// A range whose answer was wrong is asked of another provider even when the one that gave it
+/// is the only healthy one (the others' heads not polled for a while look like lag): the range
+/// sync once retried such a range on it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_to_avoid_is_asked_last_even_when_it_alone_is_healthy() {
+    let devnet = support::devnet(2, 100, 1, 20).await;
+    let (set, health) = provider_set(&devnet);
+    health.observe_head(0, 100, false);
+    health.observe_head(1, 50, false);
+    assert_eq!(
+        health.healthy_count(),
+        1,
+        "provider 1 looks 50 blocks behind"
+    );
+    let params = jsonrpc::params(&json!(["0x1", false])).expect("params");
+    let calls = [("eth_getBlockByNumber", &*params)];
+    for start in 0..2 {
+        let (served, _) = set.batch_from(start, None, &calls).await.expect("answered");
+        assert_eq!(served, 0, "the healthy one first (start {start})");
+        let (served, answers) = set
+            .batch_from(start, Some(0), &calls)
+            .await
+            .expect("answered");
+        assert_eq!(served, 1, "the one to avoid last (start {start})");
+        assert!(answers[0].is_ok(), "{answers:?}");
+    }
 }
