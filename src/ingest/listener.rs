@@ -30,9 +30,9 @@ use crate::telemetry::metrics as m;
 
 /// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
 const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
-/// Bursts (each at most [`crate::provider::ws::MAX_BURST`] frames) one connection may have read ahead of the
-/// listener; the socket's own buffers hold more. Past this the socket is not read, and TCP
-/// slows the provider down.
+/// Bursts (each at most [`crate::provider::ws::MAX_BURST`] frames) one connection may have
+/// read ahead of the listener; the socket's own buffers hold more. Past this the socket is not
+/// read, and TCP slows the provider down.
 const NOTIFICATION_QUEUE: usize = 8;
 /// Bursts kept while the subscriptions are being made (see [`Listener::subscribe`]).
 const EARLY_BURSTS: usize = 64;
@@ -62,11 +62,12 @@ enum Ended {
 }
 
 /// The connection's breaker bookkeeping, updated notification by notification.
-struct Tally<'a> {
+struct Tally {
     /// The connection's permit, until its first well-formed notification.
-    permit: &'a mut Option<Permit>,
-    /// A fault since the last success.
-    owe_success: &'a mut bool,
+    permit: Option<Permit>,
+    /// A fault since the last success: the next good notification records one, so that only
+    /// consecutive bad frames add up to an open breaker.
+    owe_success: bool,
 }
 
 enum Route {
@@ -185,12 +186,15 @@ impl Listener {
         permit: Permit,
     ) -> Result<Ended, ProviderError> {
         let index = usize::from(self.provider.index);
-        let mut permit = Some(permit);
+        let mut tally = Tally {
+            permit: Some(permit),
+            owe_success: false,
+        };
         let (subscribed, early) = self.subscribe(&client, &mut notes).await;
         let routes = match subscribed {
             Ok(routes) => routes,
             Err(err) => {
-                if let Some(permit) = permit.take() {
+                if let Some(permit) = tally.permit.take() {
                     self.health
                         .record(index, permit, Outcome::of_error(&err), None);
                 }
@@ -203,16 +207,9 @@ impl Listener {
         let every = (stall_timeout / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
         let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A fault since the last success: the next good notification records one, so that only
-        // consecutive bad frames add up to an open breaker.
-        let mut owe_success = false;
         // The best head at the watchdog's previous look: where this stream should be by now.
         let mut best_before = self.health.best_head();
         for burst in early {
-            let mut tally = Tally {
-                permit: &mut permit,
-                owe_success: &mut owe_success,
-            };
             if self
                 .forward(&meters, &routes, burst, &mut tally)
                 .await
@@ -242,7 +239,6 @@ impl Listener {
                 }
                 burst = notes.recv() => match burst {
                     Some(burst) => {
-                        let mut tally = Tally { permit: &mut permit, owe_success: &mut owe_success };
                         if self.forward(&meters, &routes, burst, &mut tally).await.is_err() {
                             break Ended::Shutdown; // the aggregator is gone
                         }
@@ -252,7 +248,7 @@ impl Listener {
                 _ = client.closed() => break Ended::Closed,
             }
         };
-        match (permit.take(), &ended) {
+        match (tally.permit.take(), &ended) {
             (Some(permit), Ended::Shutdown) => {
                 self.health.record(index, permit, Outcome::Neutral, None)
             }
@@ -325,7 +321,7 @@ impl Listener {
         meters: &Meters,
         routes: &[(String, Route)],
         burst: Burst,
-        tally: &mut Tally<'_>,
+        tally: &mut Tally,
     ) -> Result<(), ()> {
         let provider = self.provider.index;
         let index = usize::from(provider);
@@ -406,21 +402,21 @@ impl Listener {
     /// Records a well-formed notification as a success of the provider (the connection's
     /// permit at the first one; then only after a fault, so that only consecutive bad frames
     /// add up to an open breaker), a malformed one as a fault.
-    fn tally(&self, tally: &mut Tally<'_>, well_formed: bool) {
+    fn tally(&self, tally: &mut Tally, well_formed: bool) {
         let index = usize::from(self.provider.index);
         if !well_formed {
             self.health.fault(index);
-            *tally.owe_success = true;
+            tally.owe_success = true;
             return;
         }
         if let Some(permit) = tally.permit.take() {
             self.health.record(index, permit, Outcome::Success, None);
-        } else if *tally.owe_success
+        } else if tally.owe_success
             && let Ok(permit) = self.health.acquire(index)
         {
             self.health.record(index, permit, Outcome::Success, None);
         }
-        *tally.owe_success = false;
+        tally.owe_success = false;
     }
 
     /// Best effort: a provider bills for open subscriptions, so close ours on the way out.
