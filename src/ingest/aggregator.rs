@@ -191,11 +191,12 @@ impl Aggregator {
             items,
             burst_end,
         } = live;
-        let mut last_at = None;
+        let last_at = items.last().map(|item| match item {
+            LiveItem::Head { at, .. } | LiveItem::Log { at, .. } => *at,
+        });
         for item in items {
             match item {
                 LiveItem::Head { head, at } => {
-                    last_at = Some(at);
                     if self.is_orphan(head.block.number, head.block.hash) {
                         // Stale (a provider behind a reorg), or a reorg the sync has not seen
                         // yet: it re-reads those heights once it has checked, so nothing is lost.
@@ -213,7 +214,6 @@ impl Aggregator {
                     self.on_head(provider, *head, at).await?
                 }
                 LiveItem::Log { key, raw, at } => {
-                    last_at = Some(at);
                     if !key.removed && self.is_orphan(key.block_number, key.block_hash) {
                         self.meters.orphans.increment(1);
                     } else {
@@ -541,17 +541,11 @@ impl Aggregator {
     async fn flush(&mut self) -> Result<(), Closed> {
         if !self.events.is_empty() {
             let events = std::mem::take(&mut self.events);
-            self.writer
-                .send(WriterInput::Events(events))
-                .await
-                .map_err(|_| Closed)?;
+            self.deliver(WriterInput::Events(events)).await?;
         }
         if !self.copies.is_empty() {
             let copies = std::mem::take(&mut self.copies);
-            self.writer
-                .send(WriterInput::Seen(copies))
-                .await
-                .map_err(|_| Closed)?;
+            self.deliver(WriterInput::Seen(copies)).await?;
         }
         Ok(())
     }
@@ -559,6 +553,10 @@ impl Aggregator {
     /// Sends `input` after everything decided before it.
     async fn send(&mut self, input: WriterInput) -> Result<(), Closed> {
         self.flush().await?;
+        self.deliver(input).await
+    }
+
+    async fn deliver(&self, input: WriterInput) -> Result<(), Closed> {
         self.writer.send(input).await.map_err(|_| Closed)
     }
 }
