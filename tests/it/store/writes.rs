@@ -40,6 +40,48 @@ async fn the_same_block_and_log_twice_in_one_batch_are_stored_once() {
     store.close().await;
 }
 
+/// The insert ignores rows that conflict; one it ignored for anything but a duplicate (here a
+/// trigger standing in for a broken constraint) must fail the batch, naming the event, and
+/// leave nothing of it behind, never vanish.
+#[tokio::test]
+async fn an_event_ignored_for_anything_but_a_duplicate_fails_its_batch() {
+    let db = temp_db();
+    let store = open(&db.path).await;
+    let mut conn = raw(&db.path).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_block_7 BEFORE INSERT ON events WHEN NEW.block_number = 7 \
+         BEGIN SELECT RAISE(IGNORE); END",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("trigger");
+    let (b6, b7) = (block(6), block(7));
+    let err = store
+        .write_batch(batch(vec![
+            new(b6.clone(), "alpha"),
+            new(log_of(&b7, 0), "alpha"),
+            new(b7.clone(), "alpha"),
+        ]))
+        .await
+        .expect_err("a lost event must fail the batch");
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Invalid(_)), "{message}");
+    assert!(message.contains("block 7"), "{message}");
+    assert_eq!(
+        store.count_events(CHAIN).await.unwrap(),
+        0,
+        "nothing half-stored"
+    );
+
+    sqlx::query("DROP TRIGGER refuse_block_7")
+        .execute(&mut conn)
+        .await
+        .expect("drop trigger");
+    let done = write(&store, batch(vec![new(b6, "alpha"), new(b7, "alpha")])).await;
+    assert_eq!((done.inserted.len(), done.duplicates), (2, 0));
+    store.close().await;
+}
+
 #[tokio::test]
 async fn duplicates_across_batches_and_a_reopen_count_providers_seen() {
     let db = temp_db();
