@@ -3,8 +3,9 @@
 //! Shutdown is a tree: the caller's root token, a child token per part, one `TaskTracker` to
 //! wait for them all, and a bounded grace period.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -37,6 +38,8 @@ pub struct Running {
     pub supervisor: Supervisor,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Why the API server ended before it was asked to, if it did (see [`serve_or_stop`]).
+    api_failure: Arc<OnceLock<String>>,
 }
 
 /// Opens the store, starts the configured devnets and the API, and returns once all listen.
@@ -153,10 +156,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         hub,
         shutdown: shutdown.child_token(),
     };
-    let api_shutdown = shutdown.child_token();
+    let api_failure = Arc::new(OnceLock::new());
+    let server = api::serve(listener, state, shutdown.child_token());
+    let (stop, failure) = (shutdown.clone(), api_failure.clone());
     tracker.spawn(async move {
-        if let Err(err) = api::serve(listener, state, api_shutdown).await {
-            tracing::error!(error = %err, "API server failed");
+        if let Some(why) = serve_or_stop(server, stop).await {
+            let _ = failure.set(why);
         }
     });
     tracker.close();
@@ -169,7 +174,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         supervisor,
         tracker,
         shutdown,
+        api_failure,
     })
+}
+
+/// Runs the API server until shutdown. A server that ends before shutdown was asked for (with
+/// an error, or at all) stops the whole service and says why: a service that ingests but can no
+/// longer be queried or streamed from serves nobody, and exiting lets whatever runs it start it
+/// again (the checkpoint makes the restart lose nothing).
+async fn serve_or_stop(
+    server: impl Future<Output = std::io::Result<()>>,
+    shutdown: CancellationToken,
+) -> Option<String> {
+    let outcome = server.await;
+    if shutdown.is_cancelled() {
+        if let Err(err) = outcome {
+            tracing::warn!(error = %err, "the API server failed while stopping");
+        }
+        return None;
+    }
+    let why = match outcome {
+        Err(err) => format!("the API server failed: {err}"),
+        Ok(()) => "the API server stopped on its own".to_string(),
+    };
+    tracing::error!(reason = %why, "stopping the service");
+    shutdown.cancel();
+    Some(why)
 }
 
 /// Every task comes from the configuration, so a process desired at the last stop that this
@@ -207,8 +237,9 @@ impl Running {
         text
     }
 
-    /// Waits for the shutdown token, then for every task, at most [`SHUTDOWN_GRACE`].
-    pub async fn wait(self) {
+    /// Waits for the shutdown token, then for every task, at most [`SHUTDOWN_GRACE`]. An error
+    /// says the service stopped because its API server failed, not because it was asked to.
+    pub async fn wait(self) -> anyhow::Result<()> {
         self.shutdown.cancelled().await;
         // Saves each process's final status; `desired` is kept for the next start.
         if let Err(err) = self.supervisor.shutdown(SHUTDOWN_GRACE).await {
@@ -228,6 +259,10 @@ impl Running {
         }
         self.store.close().await;
         tracing::info!("stopped");
+        match self.api_failure.get() {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -235,6 +270,39 @@ impl Running {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(config, shutdown).await?;
     println!("{}", running.welcome());
-    running.wait().await;
-    Ok(())
+    running.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_api_server_failing_stops_the_service_and_says_why() {
+        let shutdown = CancellationToken::new();
+        let failed = async { Err(std::io::Error::other("accept: too many open files")) };
+        let why = serve_or_stop(failed, shutdown.clone()).await;
+        assert!(shutdown.is_cancelled());
+        let why = why.expect("a reason");
+        assert!(why.contains("too many open files"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn an_api_server_ending_unasked_stops_the_service() {
+        let shutdown = CancellationToken::new();
+        let why = serve_or_stop(async { Ok(()) }, shutdown.clone()).await;
+        assert!(shutdown.is_cancelled());
+        assert_eq!(why.as_deref(), Some("the API server stopped on its own"));
+    }
+
+    #[tokio::test]
+    async fn an_api_server_ending_at_shutdown_is_no_failure() {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = async move {
+            stop.cancel();
+            Err(std::io::Error::other("closed while draining"))
+        };
+        assert_eq!(serve_or_stop(server, shutdown.clone()).await, None);
+    }
 }

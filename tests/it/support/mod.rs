@@ -110,7 +110,7 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(running) = self.running.take() {
-            running.wait().await;
+            running.wait().await.expect("the service stopped as asked");
         }
     }
 }
