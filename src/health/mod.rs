@@ -13,7 +13,8 @@
 //! state only (what a restart needs), while the log and the counter see both.
 //!
 //! A provider is *healthy* when its breaker is not open, it is at most `max_lag_blocks` behind
-//! the chain's best head, and its stream (if up) is not stalled.
+//! the chain's best head (a head polled over HTTP: behind the best head when it was asked),
+//! and its stream (if up) is not stalled.
 
 mod stats;
 
@@ -222,6 +223,19 @@ impl ChainHealth {
         lock(slot)
             .stats
             .head(number, self.inner.clock.now(), streamed);
+        self.inner.best_head.fetch_max(number, Ordering::Relaxed);
+    }
+
+    /// A head an HTTP answer of `index` showed, asked for when the chain's best head was
+    /// `best_then` ([`ChainHealth::best_head`] read before the request): its lag is measured
+    /// against that ([`Stats::polled`]).
+    pub fn observe_polled_head(&self, index: usize, number: u64, best_then: u64) {
+        let Some(slot) = self.inner.slots.get(index) else {
+            return;
+        };
+        lock(slot)
+            .stats
+            .polled(number, self.inner.clock.now(), best_then);
         self.inner.best_head.fetch_max(number, Ordering::Relaxed);
     }
 

@@ -20,6 +20,11 @@ pub struct Stats {
     pub head: Option<u64>,
     /// When `head` was last shown.
     pub head_at: Option<Instant>,
+    /// For a head an HTTP answer showed, the chain's best head when it was asked: its lag is
+    /// measured against that, not against a chain that moved on since (it is not asked again
+    /// until it has been idle a while, and on a fast chain any answer is soon blocks old).
+    /// `None` for a head its stream delivered: a stream keeps up or lags now.
+    pub polled_against: Option<u64>,
     /// The last head its subscription delivered, and when.
     pub stream_head: Option<(u64, Instant)>,
     /// When its stream last delivered anything (heads or logs); `None` while no socket is up.
@@ -61,10 +66,17 @@ impl Stats {
     pub fn head(&mut self, number: u64, now: Instant, streamed: bool) {
         self.head = Some(number);
         self.head_at = Some(now);
+        self.polled_against = None;
         if streamed {
             self.stream_head = Some((number, now));
             self.last_message = Some(now);
         }
+    }
+
+    /// A head an HTTP answer showed, asked for when the chain's best head was `best_then`.
+    pub fn polled(&mut self, number: u64, now: Instant, best_then: u64) {
+        self.head(number, now, false);
+        self.polled_against = Some(best_then);
     }
 
     /// Anything delivered by the subscription (a log, a head).
@@ -115,10 +127,12 @@ impl Stats {
         behind && now.saturating_duration_since(quiet_since) > timeout
     }
 
-    /// Blocks behind `best_head` (0 when its head is unknown: nothing to compare yet). Its head
-    /// is refreshed by its stream or, without one, by the monitor's probe.
+    /// Blocks behind `best_head` (0 when its head is unknown: nothing to compare yet), or for a
+    /// polled head, behind the best head when it was asked. Its head is refreshed by its stream
+    /// or, without one, by the monitor's probe.
     pub fn lag(&self, best_head: u64) -> u64 {
-        self.head.map_or(0, |h| best_head.saturating_sub(h))
+        let best = self.polled_against.unwrap_or(best_head);
+        self.head.map_or(0, |h| best.saturating_sub(h))
     }
 }
 
@@ -219,5 +233,21 @@ mod tests {
         stats.head(80, now, true);
         assert_eq!(stats.lag(100), 20, "a node that fell back shows it");
         assert_eq!(stats.lag(50), 0);
+    }
+
+    #[test]
+    fn a_polled_head_lags_by_the_best_head_when_it_was_asked() {
+        let now = Instant::now();
+        let mut stats = Stats::default();
+        stats.polled(100, now, 100);
+        assert_eq!(
+            stats.lag(160),
+            0,
+            "the chain moved on, the answer was current"
+        );
+        stats.polled(100, now, 130);
+        assert_eq!(stats.lag(160), 30, "asked at 130, still at 100");
+        stats.head(150, now, true);
+        assert_eq!(stats.lag(160), 10, "a streamed head lags now");
     }
 }

@@ -159,3 +159,20 @@ fn faults_outside_requests_count_against_the_breaker() {
     health.fault(0); // open: nothing granted, nothing counted
     assert_eq!(health.report()[0].consecutive_failures, 3);
 }
+
+/// An HTTP-only provider's head is only as fresh as its last probe: on a fast chain the
+/// streams move on by many blocks before it is asked again. Its lag is what it was behind when
+/// asked, so an answer that was current keeps it healthy, and one that was behind does not.
+#[test]
+fn a_polled_head_is_measured_against_the_best_head_when_asked() {
+    let (health, _) = health(&[1, 1]);
+    health.observe_head(0, 100, true);
+    health.observe_polled_head(1, 100, health.best_head());
+    health.observe_head(0, 200, true);
+    assert!(health.is_healthy(1), "current when asked");
+    assert_eq!(health.report()[1].lag_blocks, 0);
+    health.observe_polled_head(1, 150, health.best_head());
+    assert!(!health.is_healthy(1), "50 behind when asked");
+    assert_eq!(health.report()[1].lag_blocks, 50);
+    assert_eq!(health.ranked(), vec![0, 1]);
+}

@@ -137,6 +137,7 @@ impl ProviderSet {
                 }
             };
             let started = Instant::now();
+            let best_then = self.health.best_head();
             let result = provider.http.call(method, params).await;
             self.health
                 .record(index, permit, Outcome::of(&result), Some(started.elapsed()));
@@ -145,7 +146,8 @@ impl ProviderSet {
                     if method == "eth_blockNumber"
                         && let Ok(head) = jsonrpc::decode::<U64>(&raw, method)
                     {
-                        self.health.observe_head(index, head.to::<u64>(), false);
+                        self.health
+                            .observe_polled_head(index, head.to::<u64>(), best_then);
                     }
                     return Ok((provider.index, raw));
                 }

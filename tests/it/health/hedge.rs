@@ -76,8 +76,8 @@ async fn a_hung_provider_is_hedged_not_waited_for() {
 }
 
 /// A range whose answer was wrong is asked of another provider even when the one that gave it
-/// is the only healthy one (the others' heads not polled for a while look like lag): the range
-/// sync once retried such a range on it forever.
+/// is the only healthy one (here the other is 50 blocks behind): the range sync once retried
+/// such a range on it forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_to_avoid_is_asked_last_even_when_it_alone_is_healthy() {
     let devnet = support::devnet(2, 100, 1, 20).await;
