@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
@@ -253,7 +253,7 @@ impl Writer {
     fn commit(&self, batch: WriteBatch) -> InFlight {
         let store = self.store.clone();
         let ready = self.ready.clone();
-        Box::pin(async move {
+        let commit = async move {
             let size = batch.chain_events.len();
             let checkpoints: Vec<(ChainName, u64)> = batch
                 .checkpoints
@@ -287,8 +287,71 @@ impl Writer {
                     }
                 }
             }
-        })
+        };
+        match commit_thread() {
+            Some(thread) => {
+                let task = thread.spawn(commit);
+                Box::pin(async move {
+                    match task.await {
+                        Ok(committed) => committed,
+                        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                        // The commit runtime lives as long as the process.
+                        Err(err) => panic!("the commit thread dropped a commit: {err}"),
+                    }
+                })
+            }
+            None => Box::pin(commit),
+        }
     }
+}
+
+/// The runtime commits run on: one thread of its own, for the life of the process; `None`
+/// when the thread could not be started (commits then run in the writer's task).
+///
+/// A commit is ten-odd round trips to SQLite's worker thread (begin, the insert chunks, the
+/// count, the checkpoint, commit), and after each one the committing task must be scheduled
+/// again. On the service's runtime it waits in line behind the intake's tasks (frame parsing,
+/// the listeners, the aggregators) and the publisher's fan-out, round trip after round trip;
+/// here nothing else runs. Measured, same binary with and without (`BENCHMARKS.md`, session
+/// 6): live-tail commits 2.0-2.5 ms against 2.1-2.4, stored under full load 46-47k events/s
+/// against 39-45k. It lives as long as the process because sqlx returns a connection to its
+/// pool in a task spawned on the runtime that used it: a runtime torn down with that task
+/// pending would lose the writer's one connection.
+fn commit_thread() -> Option<tokio::runtime::Handle> {
+    static THREAD: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    THREAD
+        .get_or_init(|| match start_commit_thread() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start the commit thread; committing on the shared runtime");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Builds the runtime on its own thread (a runtime must not be dropped in an async context,
+/// which a failed start would otherwise do) and waits, once per process, for its handle.
+fn start_commit_thread() -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("livechain-commit".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = tx.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
+                }
+                Err(err) => {
+                    let _ = tx.send(Err(err));
+                }
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the commit thread ended before it started"))?
 }
 
 /// The outcome of the commit in flight; never resolves when there is none.
