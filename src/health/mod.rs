@@ -20,7 +20,7 @@ mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -217,25 +217,26 @@ impl ChainHealth {
 
     /// A head seen from `index`: from its subscription (`streamed`) or an HTTP answer.
     pub fn observe_head(&self, index: usize, number: u64, streamed: bool) {
-        let Some(slot) = self.inner.slots.get(index) else {
-            return;
-        };
-        lock(slot)
-            .stats
-            .head(number, self.inner.clock.now(), streamed);
-        self.inner.best_head.fetch_max(number, Ordering::Relaxed);
+        self.observe(index, number, |stats, now| {
+            stats.head(number, now, streamed)
+        });
     }
 
     /// A head an HTTP answer of `index` showed, asked for when the chain's best head was
     /// `best_then` ([`ChainHealth::best_head`] read before the request): its lag is measured
     /// against that ([`Stats::polled`]).
     pub fn observe_polled_head(&self, index: usize, number: u64, best_then: u64) {
+        self.observe(index, number, |stats, now| {
+            stats.polled(number, now, best_then)
+        });
+    }
+
+    /// Records head `number` of `index` in its stats (`record`) and in the chain's best head.
+    fn observe(&self, index: usize, number: u64, record: impl FnOnce(&mut Stats, Instant)) {
         let Some(slot) = self.inner.slots.get(index) else {
             return;
         };
-        lock(slot)
-            .stats
-            .polled(number, self.inner.clock.now(), best_then);
+        record(&mut lock(slot).stats, self.inner.clock.now());
         self.inner.best_head.fetch_max(number, Ordering::Relaxed);
     }
 

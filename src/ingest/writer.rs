@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 
 use super::providers::backoff;
 use crate::domain::{ChainName, EventKey, EventKind};
@@ -290,7 +291,7 @@ impl Writer {
         };
         match commit_thread() {
             Some(thread) => {
-                let task = thread.spawn(commit);
+                let task = thread.spawn(commit.in_current_span());
                 Box::pin(async move {
                     match task.await {
                         Ok(committed) => committed,
