@@ -88,13 +88,14 @@ pub(crate) async fn levels(conn: &mut SqliteConnection, chain: &str) -> Result<L
 
 /// Writes `cp` inside the caller's transaction. Safe and finalized heights never move back (a
 /// lower value from a lagging provider is ignored); each advance becomes a `changes` row taking
-/// the next cursor from `next_cursor`. Returns the advances, safe before finalized.
+/// the next cursor from `next_cursor`. Returns the advances, safe before finalized, and the
+/// chain's levels as the write leaves them.
 pub(crate) async fn write(
     conn: &mut SqliteConnection,
     cp: &Checkpoint,
     next_cursor: &mut Cursor,
     now_ms: i64,
-) -> Result<Vec<FinalityAdvance>, StoreError> {
+) -> Result<(Vec<FinalityAdvance>, Levels), StoreError> {
     let block_number = to_sql_int(cp.block_number, "checkpoint block_number")?;
     let safe = cp
         .safe_block
@@ -158,5 +159,5 @@ pub(crate) async fn write(
             to_block: u64::try_from(to_block).unwrap_or_default(),
         });
     }
-    Ok(advances)
+    Ok((advances, new))
 }
