@@ -309,13 +309,14 @@ impl Writer {
 /// The runtime commits run on: one thread of its own, for the life of the process; `None`
 /// when the thread could not be started (commits then run in the writer's task).
 ///
-/// A commit is ten-odd round trips to SQLite's worker thread (begin, the insert chunks, the
-/// count, the checkpoint, commit), and after each one the committing task must be scheduled
-/// again. On the service's runtime it waits in line behind the intake's tasks (frame parsing,
+/// A commit is some eight round trips to SQLite's worker thread (begin, the insert chunks, the
+/// checkpoint, the cursor sequence, commit), and after each one the committing task must be
+/// scheduled again. On the service's runtime it waits in line behind the intake's tasks (frame parsing,
 /// the listeners, the aggregators) and the publisher's fan-out, round trip after round trip;
 /// here nothing else runs. Measured, same binary with and without (`BENCHMARKS.md`, session
 /// 6): live-tail commits 2.0-2.5 ms against 2.1-2.4, stored under full load 46-47k events/s
-/// against 39-45k. It lives as long as the process because sqlx returns a connection to its
+/// against 39-45k; then against the previous binary, alternated, 2.3-2.5 ms against 2.7-3.0
+/// and 45-48k against 38-42k. It lives as long as the process because sqlx returns a connection to its
 /// pool in a task spawned on the runtime that used it: a runtime torn down with that task
 /// pending would lose the writer's one connection.
 fn commit_thread() -> Option<tokio::runtime::Handle> {
