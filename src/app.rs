@@ -269,7 +269,7 @@ impl Running {
 /// Runs until `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(config, shutdown).await?;
-    println!("{}", running.welcome());
+    crate::console::out(&running.welcome());
     running.wait().await
 }
 

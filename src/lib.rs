@@ -11,13 +11,15 @@
 //! - [`health`]: per provider breaker, head, lag, latency and error rate; failover order.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
 //! - [`telemetry`]: tracing setup and every metric name.
-//! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals.
+//! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals;
+//!   [`console`]: what the binary prints for people, never panicking on a closed pipe.
 
 pub mod api;
 pub mod app;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod devnet;
 pub mod domain;
 pub mod health;

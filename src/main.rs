@@ -10,7 +10,7 @@ use livechain::cli::{Cli, Command, DevnetArgs};
 use livechain::config::{Config, ConfigError, Loaded};
 use livechain::devnet::{Devnet, DevnetConfig};
 use livechain::store::Store;
-use livechain::{app, shutdown, telemetry};
+use livechain::{app, console, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     match dispatch(cli.command).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            console::err(&format!("error: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -36,7 +36,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { file } => {
             let result = Config::load(&file);
             let ok = result.is_ok();
-            print!("{}", livechain::config::check_report(&result));
+            console::out_raw(&livechain::config::check_report(&result));
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -53,13 +53,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let applied = store.applied_migrations();
             let version = store.schema_version().await?;
             if applied.is_empty() {
-                println!("{}: schema already at version {version}", path.display());
+                console::out(&format!(
+                    "{}: schema already at version {version}",
+                    path.display()
+                ));
             } else {
-                println!(
+                console::out(&format!(
                     "{}: applied {} (schema now at version {version})",
                     path.display(),
                     applied.join(", ")
-                );
+                ));
             }
             store.close().await;
         }
@@ -99,7 +102,7 @@ async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
         .await
         .context("starting the devnet")?;
     for endpoint in devnet.endpoints() {
-        println!("{endpoint}");
+        console::out(&endpoint.to_string());
     }
     root.cancelled().await;
     devnet.stopped().await;

@@ -2,34 +2,60 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGINT or SIGTERM. A second signal is left to the default
-/// handler only after the first has been handled, so an operator can always force an exit.
+/// Cancels `token` on the first SIGINT or SIGTERM; a second one ends the process at once
+/// (exit code 130), so an operator can always force an exit while a shutdown drains.
+///
+/// The token is cancelled before anything is logged: logging must never stand between a
+/// signal and the shutdown it asks for.
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received; stopping");
+        let mut signals = Signals::listen();
+        signals.next().await;
         token.cancel();
+        tracing::info!("shutdown signal received; stopping (a second signal exits at once)");
+        signals.next().await;
+        tracing::warn!("second shutdown signal; exiting now");
+        std::process::exit(130);
     });
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
+/// SIGINT and SIGTERM, received in a loop (tokio keeps its handler installed once listened to,
+/// so the default "terminate" action never comes back by itself).
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = match signal(SignalKind::terminate()) {
+                Ok(term) => Some(term),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                    None
+                }
+            };
+            Signals { term }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            return;
         }
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-            let _ = tokio::signal::ctrl_c().await;
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No handler could be installed: never resolve rather than spin.
+            std::future::pending::<()>().await;
         }
     }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }

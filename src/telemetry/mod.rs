@@ -5,6 +5,7 @@
 
 pub mod metrics;
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -24,12 +25,17 @@ pub enum LogFormat {
 
 /// Installs the global `tracing` subscriber: level from `RUST_LOG` (default `info`).
 ///
-/// Calling it twice is harmless (the second call keeps the first subscriber), which lets tests
-/// start several services in one process.
+/// Colour only when stderr is a terminal. A log line that cannot be written (the reader of a
+/// piped stderr is gone) is dropped: the subscriber would otherwise report it with `eprintln!`,
+/// which panics on the same broken pipe, in whatever task was logging (the signal handler's
+/// included). Calling it twice is harmless (the second call keeps the first subscriber), which
+/// lets tests start several services in one process.
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 use crate::support;
 
+mod pipes;
+
 /// Longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
 /// How often waits poll.
@@ -79,6 +81,16 @@ fn two_free_ports() -> u16 {
     panic!("no two consecutive free ports in 50 tries");
 }
 
+/// A config for the service over `devnet`, its database in `dir`, its API on `port`.
+fn service_config(dir: &Path, devnet: &livechain::devnet::Devnet, port: u16) -> PathBuf {
+    let yaml = support::service_yaml(devnet, &dir.join("livechain.db")).replace(
+        "listen: \"127.0.0.1:0\"",
+        &format!("listen: \"127.0.0.1:{port}\""),
+    );
+    assert!(yaml.contains(&format!("127.0.0.1:{port}")), "{yaml}");
+    write_file(dir, "service.yaml", &yaml)
+}
+
 /// A long-running child: stdout collected line by line, stderr in a file; killed on drop.
 struct Running {
     child: Child,
@@ -89,21 +101,28 @@ struct Running {
 impl Running {
     fn spawn(command: &mut Command, stderr: PathBuf) -> Running {
         let log = File::create(&stderr).expect("stderr file");
-        let mut child = command
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+        Running::adopt(child, stderr)
+    }
+
+    /// Guards a child whose stdio the caller set up; its stdout is collected if piped, and
+    /// `stderr` names the file it writes its logs to, if any (for failure messages).
+    fn adopt(mut child: Child, stderr: PathBuf) -> Running {
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stdout.take().expect("piped stdout");
-        let lines = Arc::clone(&stdout);
-        // Ends at EOF, when the child exits (or is killed).
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().expect("stdout lines").push(line);
-            }
-        });
+        if let Some(pipe) = child.stdout.take() {
+            let lines = Arc::clone(&stdout);
+            // Ends at EOF, when the child exits (or is killed).
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().expect("stdout lines").push(line);
+                }
+            });
+        }
         Running {
             child,
             stdout,
@@ -384,12 +403,7 @@ async fn run_with_a_config_serves_then_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("livechain.db");
     let port = free_port();
-    let yaml = support::service_yaml(&devnet, &db).replace(
-        "listen: \"127.0.0.1:0\"",
-        &format!("listen: \"127.0.0.1:{port}\""),
-    );
-    assert!(yaml.contains(&format!("127.0.0.1:{port}")), "{yaml}");
-    let config = write_file(dir.path(), "service.yaml", &yaml);
+    let config = service_config(dir.path(), &devnet, port);
     let mut child = Running::spawn(
         livechain().arg("run").arg("--config").arg(&config),
         dir.path().join("stderr.log"),
