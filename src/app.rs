@@ -217,17 +217,8 @@ impl Running {
     pub fn welcome(&self) -> String {
         let base = format!("http://{}", self.api_addr);
         let mut text = format!("livechain is running; API on {base}\n  try:");
-        for path in [
-            "/health",
-            "/ready",
-            "/v1/chains",
-            "/v1/providers",
-            "/v1/events?limit=5",
-            "/v1/events?kind=block&order=desc&limit=3",
-            "/v1/processes",
-            "/metrics",
-        ] {
-            text.push_str(&format!("\n    curl {base}{path}"));
+        for command in try_commands(&self.api_addr) {
+            text.push_str(&format!("\n    {command}"));
         }
         for (chain, devnet) in &self.devnets {
             for endpoint in devnet.endpoints() {
@@ -266,6 +257,29 @@ impl Running {
     }
 }
 
+/// Shell commands to try against the API at `addr`, each URL single-quoted so that a pasted
+/// `&` or `?` reaches the service instead of the shell.
+fn try_commands(addr: &SocketAddr) -> Vec<String> {
+    let paths = [
+        "/health",
+        "/ready",
+        "/v1/chains",
+        "/v1/providers",
+        "/v1/events?limit=5",
+        "/v1/events?kind=block&order=desc&limit=3",
+        "/v1/processes",
+        "/metrics",
+    ];
+    let mut commands: Vec<String> = paths
+        .iter()
+        .map(|path| format!("curl -s 'http://{addr}{path}'"))
+        .collect();
+    commands.push(format!(
+        "websocat 'ws://{addr}/v1/stream?kind=block&since=0'"
+    ));
+    commands
+}
+
 /// Runs until `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(config, shutdown).await?;
@@ -276,6 +290,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each printed command, run by a real shell, hands its program the whole URL.
+    #[test]
+    fn the_commands_to_try_survive_a_shell() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let commands = try_commands(&addr);
+        assert!(commands.iter().any(|c| c.contains('&')), "{commands:?}");
+        for command in commands {
+            let (program, quoted) = command.rsplit_once(' ').expect("a program and a URL");
+            let url = quoted.trim_matches('\'');
+            // The shell runs `printf '%s' <the URL as printed>` instead of the program.
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {quoted}"))
+                .output()
+                .expect("running sh");
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout),
+                url,
+                "{program}: the shell split or mangled {quoted}"
+            );
+            assert!(url.contains("127.0.0.1:4000/"), "{url}");
+        }
+    }
 
     #[tokio::test]
     async fn an_api_server_failing_stops_the_service_and_says_why() {

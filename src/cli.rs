@@ -25,11 +25,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (the embedded default config when --config is absent).
     Run {
+        /// The YAML config to run (default: the embedded config/default.yaml, a devnet chain).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Validate a config file: print every error with its path; exit non-zero on error.
     CheckConfig {
+        /// The YAML config to validate.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -37,6 +39,7 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// Apply database migrations and exit.
     Migrate {
+        /// The YAML config naming the database (default: the embedded config's data/livechain.db).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -44,17 +47,22 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DevnetArgs {
+    /// Address of provider 0; provider i listens on the next ports (port + i).
     #[arg(long, default_value = "127.0.0.1:8600")]
     pub listen: SocketAddr,
+    /// Provider endpoints serving the same chain (1 to 64).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub providers: u16,
     /// Milliseconds between blocks; 0 is throughput mode (as fast as subscribers read).
     #[arg(long, default_value_t = 1000)]
     pub block_time_ms: u64,
+    /// Synthetic contract logs in every block.
     #[arg(long, default_value_t = 20)]
     pub logs_per_block: usize,
+    /// The same seed always produces the same chain, block for block.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// EIP-155 chain id answered to eth_chainId.
     #[arg(long, default_value_t = 31337)]
     pub chain_id: u64,
     /// Blocks that already exist at start (history to backfill).
@@ -66,4 +74,30 @@ pub struct DevnetArgs {
     /// Depth of each reorganisation.
     #[arg(long, default_value_t = 3)]
     pub reorg_depth: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command and every flag says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            if command.get_name() != "livechain" && command.get_about().is_none() {
+                missing.push(command.get_name().to_owned());
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{} {}", command.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }
