@@ -45,6 +45,7 @@ pub struct Running {
 /// Opens the store, starts the configured devnets and the API, and returns once all listen.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let metrics = telemetry::prometheus();
+    telemetry::metrics::zero_global_series();
     let tracker = TaskTracker::new();
     tracker.spawn(telemetry::run_upkeep(metrics, shutdown.child_token()));
 

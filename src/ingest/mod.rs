@@ -38,6 +38,7 @@ use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
 use crate::registry::{ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
+use crate::telemetry::metrics as m;
 use dedupe::ProviderIndex;
 use providers::{ChainProvider, ProviderSet};
 pub use sync::SyncProgress;
@@ -221,6 +222,8 @@ async fn start_chain(
         });
     }
     anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
+    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+    m::zero_chain_series(name, &ids);
     let health = chain_health(config, name, chain, endpoints, store).await?;
     let providers = ProviderSet::new(list, health.clone());
     let (filters, start_block) = filters::log_filters(&chain.subscriptions);

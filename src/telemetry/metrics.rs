@@ -64,6 +64,84 @@ pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
 
+/// The `depth` label of [`REORGS`]: reorganisation depths in blocks, bucketed.
+pub const REORG_DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-16", "17-64", "65+"];
+
+/// The `kind` label of [`PROCESS_RESTARTS`]: every kind of supervised process.
+pub const PROCESS_KINDS: [&str; 5] = ["listener", "pipeline", "monitor", "race", "publisher"];
+
+/// The breaker transitions a provider can make, as `(from, to)` labels.
+const BREAKER_MOVES: [(&str, &str); 4] = [
+    ("closed", "open"),
+    ("open", "half_open"),
+    ("half_open", "closed"),
+    ("half_open", "open"),
+];
+
+/// Creates, at 0, every counter series whose labels are known at start, so a query or an
+/// alert on one finds 0 instead of nothing until its first increment. Series labelled by
+/// something only traffic reveals (a JSON-RPC method, an API route and status) are left out.
+pub fn zero_global_series() {
+    use metrics::counter;
+    counter!(WRITER_ERRORS).increment(0);
+    counter!(STREAM_LAGGED).increment(0);
+    for kind in PROCESS_KINDS {
+        counter!(PROCESS_RESTARTS, "kind" => kind).increment(0);
+    }
+}
+
+/// [`zero_global_series`] for one chain and its providers' ids.
+pub fn zero_chain_series(chain: &str, providers: &[String]) {
+    use metrics::counter;
+    let c = || ("chain", chain.to_owned());
+    for name in [
+        EVENTS_DEDUPLICATED,
+        EVENTS_REMOVED,
+        CACHE_HITS,
+        CACHE_MISSES,
+        CACHE_EVICTIONS,
+        BACKFILL_BLOCKS,
+        REORGS_TOO_DEEP,
+        REORGS_UNCONFIRMED,
+        ORPHANS_DROPPED,
+        PRUNED_EVENTS,
+    ] {
+        counter!(name, &[c()]).increment(0);
+    }
+    for kind in ["block", "log"] {
+        counter!(EVENTS_STORED, &[c(), ("kind", kind.to_owned())]).increment(0);
+    }
+    for depth in REORG_DEPTH_BUCKETS {
+        counter!(REORGS, &[c(), ("depth", depth.to_owned())]).increment(0);
+    }
+    for provider in providers {
+        let p = ("provider", provider.clone());
+        for name in [
+            EVENTS_RECEIVED,
+            PROVIDER_MALFORMED,
+            WS_RECONNECTS,
+            HEDGES,
+            PROVIDER_DELIVERED_FIRST,
+            PROVIDER_DELIVERED_LATE,
+            PROVIDER_MISSED,
+        ] {
+            counter!(name, &[c(), p.clone()]).increment(0);
+        }
+        for (from, to) in BREAKER_MOVES {
+            let labels = [
+                c(),
+                p.clone(),
+                ("from", from.to_owned()),
+                ("to", to.to_owned()),
+            ];
+            counter!(BREAKER_TRANSITIONS, &labels).increment(0);
+        }
+        for other in providers.iter().filter(|o| *o != provider) {
+            counter!(FAILOVERS, &[c(), ("from", other.clone()), p.clone()]).increment(0);
+        }
+    }
+}
+
 /// Registers every description with the installed recorder.
 pub fn describe_all() {
     describe_counter!(

@@ -17,6 +17,7 @@ use super::RangeError;
 use crate::ingest::dedupe::ProviderIndex;
 use crate::ingest::providers::ProviderSet;
 use crate::provider::{ProviderError, decode, jsonrpc};
+use crate::telemetry::metrics as m;
 
 /// Heights whose canonical hash the range sync keeps: the deepest reorg it can follow to its
 /// common ancestor. Deeper than this, it re-backfills (40 bytes per height).
@@ -223,12 +224,13 @@ pub(super) async fn find_ancestor(
 
 /// The label of a reorg's depth on [`crate::telemetry::metrics::REORGS`].
 pub fn depth_bucket(depth: u64) -> &'static str {
+    let [one, few, some, many, deep] = m::REORG_DEPTH_BUCKETS;
     match depth {
-        0..=1 => "1",
-        2..=4 => "2-4",
-        5..=16 => "5-16",
-        17..=64 => "17-64",
-        _ => "65+",
+        0..=1 => one,
+        2..=4 => few,
+        5..=16 => some,
+        17..=64 => many,
+        _ => deep,
     }
 }
 

@@ -225,3 +225,62 @@ async fn chains_health_ready_and_metrics_answer() {
     );
     still.app.stop().await;
 }
+
+/// Every counter whose labels are known at start (per chain, per provider) is on `/metrics` at 0
+/// before its first increment, so an alert on, say, `increase(livechain_reorgs_total[1h])`
+/// finds a series instead of nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_known_at_start_are_zero_before_their_first_increment() {
+    let devnet = support::devnet(2, STILL_BLOCK_TIME_MS, 1, 2).await;
+    let dir = TempDir::new().expect("temp dir");
+    // A chain name of its own: the metrics recorder is shared by every test in this process.
+    let yaml = support::service_yaml(&devnet, &dir.path().join("zeroes.db"))
+        .replace("chains:\n  devnet:", "chains:\n  zeroes:");
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    let text = support::metrics_text(&app).await;
+    let value = |name: &str, labels: &[&str]| -> Option<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| labels.iter().all(|label| l.contains(label)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let chain = "chain=\"zeroes\"";
+    for name in [
+        "livechain_reorgs_total",
+        "livechain_reorgs_too_deep_total",
+        "livechain_events_removed_total",
+        "livechain_orphans_dropped_total",
+        "livechain_pruned_events_total",
+    ] {
+        assert_eq!(
+            value(name, &[chain]),
+            Some(0.0),
+            "{name} of the chain:\n{text}"
+        );
+    }
+    for name in [
+        "livechain_ws_reconnects_total",
+        "livechain_provider_malformed_total",
+        "livechain_hedged_requests_total",
+        "livechain_failovers_total",
+        "livechain_breaker_transitions_total",
+        "livechain_provider_missed_total",
+    ] {
+        for provider in ["provider=\"p0\"", "provider=\"p1\""] {
+            assert!(
+                value(name, &[chain, provider]).is_some(),
+                "no {name} for {provider}:\n{text}"
+            );
+        }
+    }
+    for name in [
+        "livechain_writer_errors_total",
+        "livechain_stream_lagged_total",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "no {name}:\n{text}"
+        );
+    }
+    app.stop().await;
+}
