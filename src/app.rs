@@ -70,6 +70,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             endpoints.push((name.clone(), list));
             continue;
         };
+        // The devnet's chain is a function of its seed: resumed at the stored checkpoint it
+        // serves the very blocks stored before, and the service carries on where it stopped.
+        let resume_at = store
+            .checkpoint(name)
+            .await
+            .with_context(|| format!("reading the checkpoint of chain {name}"))?
+            .map_or(0, |cp| cp.block_number);
         let devnet_config = DevnetConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             providers: sim.providers,
@@ -78,6 +85,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             seed: sim.seed,
             chain_id: chain.chain_id,
             initial_blocks: sim.initial_blocks,
+            resume_at,
             reorg_every: sim.reorg_every,
             reorg_depth: sim.reorg_depth,
         };

@@ -95,6 +95,7 @@ async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
         seed: args.seed,
         chain_id: args.chain_id,
         initial_blocks: args.initial_blocks,
+        resume_at: 0,
         reorg_every: args.reorg_every,
         reorg_depth: args.reorg_depth,
     };

@@ -22,6 +22,10 @@ pub struct DevnetConfig {
     pub chain_id: u64,
     /// Blocks that exist at start (history for backfill tests): the head starts here.
     pub initial_blocks: u64,
+    /// Where a devnet that ran before resumes its head, when above `initial_blocks`: the chain
+    /// is a function of the seed, so it continues block for block where a database left it.
+    /// The reorg schedule stays anchored at `initial_blocks`.
+    pub resume_at: u64,
     /// Automatic reorgs: every this many blocks (past `initial_blocks`) the top `reorg_depth`
     /// blocks are replaced by a different branch in one step, the head moving on by one as
     /// usual (see `schedule`). `None`: only [`super::Devnet::reorg`] reorganises.
@@ -42,6 +46,7 @@ impl Default for DevnetConfig {
             seed: 1,
             chain_id: 31337,
             initial_blocks: 0,
+            resume_at: 0,
             reorg_every: None,
             reorg_depth: 3,
         }

@@ -137,7 +137,8 @@ impl Devnet {
             config.reorg_depth,
         );
         let finality = Finality::for_reorg_depth(config.reorg_depth);
-        let chain = Chain::new(spec, config.initial_blocks, schedule, finality);
+        let head = config.initial_blocks.max(config.resume_at);
+        let chain = Chain::new(spec, head, schedule, finality);
         let shared = Arc::new(Shared::new(chain, config.providers, mode, config.seed));
         let shutdown = shutdown.child_token();
         let tracker = TaskTracker::new();
@@ -158,7 +159,7 @@ impl Devnet {
             logs_per_block = config.logs_per_block,
             seed = config.seed,
             chain_id = config.chain_id,
-            head = config.initial_blocks,
+            head,
             reorg_every = config.reorg_every,
             reorg_depth = config.reorg_depth,
             "devnet started"

@@ -436,10 +436,17 @@ async fn run_with_a_config_serves_then_stops_gracefully_on_sigterm() {
 }
 
 /// `livechain run` with no `--config` on a fresh machine: the embedded default, a database under
-/// `data/` in the working directory, the API on 127.0.0.1:4000.
+/// `data/` in the working directory, the API on 127.0.0.1:4000. Run a second time in the same
+/// directory (the README's command, twice), it carries on storing where the first run stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_without_config_starts_the_embedded_default_in_the_working_directory() {
+async fn run_without_config_twice_in_the_same_directory_keeps_indexing() {
     const DEFAULT_PORT: u16 = 4000;
+    /// The first run's checkpoint before it is stopped (the default devnet makes a block a
+    /// second, so this is some 15 s of running).
+    const FIRST_RUN: u64 = 15;
+    /// How long the second run may take to store two blocks more. A devnet starting again from
+    /// block 0 would need more than `FIRST_RUN` seconds to get there.
+    const RESUME_WAIT: Duration = Duration::from_secs(10);
     if let Err(err) = TcpListener::bind(("127.0.0.1", DEFAULT_PORT)) {
         eprintln!(
             "skipping: port {DEFAULT_PORT} (the default config's API) is busy on this machine: \
@@ -448,11 +455,11 @@ async fn run_without_config_starts_the_embedded_default_in_the_working_directory
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
+    let base = format!("http://127.0.0.1:{DEFAULT_PORT}");
     let mut child = Running::spawn(
         livechain().arg("run").current_dir(dir.path()),
         dir.path().join("stderr.log"),
     );
-    let base = format!("http://127.0.0.1:{DEFAULT_PORT}");
     wait_ok(&mut child, &format!("{base}/health")).await;
     // Our child answers, not some other process that took the port meanwhile.
     let chains = wait_ok(&mut child, &format!("{base}/v1/chains")).await;
@@ -477,7 +484,50 @@ async fn run_without_config_starts_the_embedded_default_in_the_working_directory
             child.output()
         );
     }
-
+    let first = support::wait_for(WAIT, POLL, || async {
+        support::checkpoint(&base, "devnet")
+            .await
+            .filter(|cp| *cp >= FIRST_RUN)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the first run made no progress\n{}", child.output()));
     let status = child.terminate().await;
     assert!(status.success(), "exited with {status}\n{}", child.output());
+    let stored = stored_events(&dir.path().join("data/livechain.db")).await;
+
+    let mut child = Running::spawn(
+        livechain().arg("run").current_dir(dir.path()),
+        dir.path().join("stderr-2.log"),
+    );
+    wait_ok(&mut child, &format!("{base}/health")).await;
+    let second = support::wait_for(RESUME_WAIT, POLL, || async {
+        support::checkpoint(&base, "devnet")
+            .await
+            .filter(|cp| *cp >= first + 2)
+    })
+    .await;
+    assert!(
+        second.is_some(),
+        "the second run stored nothing past checkpoint {first} within {RESUME_WAIT:?}\n{}",
+        child.output()
+    );
+    let ready = wait_ok(&mut child, &format!("{base}/ready")).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let status = child.terminate().await;
+    assert!(status.success(), "exited with {status}\n{}", child.output());
+    let now = stored_events(&dir.path().join("data/livechain.db")).await;
+    assert!(
+        now > stored,
+        "events stored: {stored} after the first run, {now} after the second"
+    );
+}
+
+/// Events stored in the database at `path` (read with the service stopped).
+async fn stored_events(path: &Path) -> u64 {
+    let store = livechain::store::Store::open(path)
+        .await
+        .expect("opening the database");
+    let n = store.count_events("devnet").await.expect("counting events");
+    store.close().await;
+    n
 }
