@@ -18,7 +18,7 @@ use crate::devnet::{Devnet, DevnetConfig};
 use crate::ingest::{self, Endpoint, Ingest};
 use crate::publish::{Hub, Render};
 use crate::registry::{ProcessKey, Supervisor, SupervisorConfig};
-use crate::store::Store;
+use crate::store::{DatabaseLock, Store};
 use crate::telemetry;
 
 /// How long in-flight work may take to finish after shutdown is requested.
@@ -40,6 +40,8 @@ pub struct Running {
     shutdown: CancellationToken,
     /// Why the API server ended before it was asked to, if it did (see [`serve_or_stop`]).
     api_failure: Arc<OnceLock<String>>,
+    /// This service's hold on its database, released once the store is closed.
+    lock: DatabaseLock,
 }
 
 /// Opens the store, starts the configured devnets and the API, and returns once all listen.
@@ -49,6 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     tracker.spawn(telemetry::run_upkeep(metrics, shutdown.child_token()));
 
+    let lock = DatabaseLock::acquire(&config.database.path)?;
     let store = Store::open(&config.database.path)
         .await
         .with_context(|| format!("opening database {}", config.database.path.display()))?;
@@ -184,6 +187,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracker,
         shutdown,
         api_failure,
+        lock,
     })
 }
 
@@ -258,6 +262,7 @@ impl Running {
             devnet.stopped().await;
         }
         self.store.close().await;
+        drop(self.lock);
         tracing::info!("stopped");
         match self.api_failure.get() {
             Some(why) => Err(anyhow::anyhow!("{why}")),

@@ -1,4 +1,4 @@
-//! The command line (`livechain run | check-config | devnet | migrate`).
+//! The command line (`livechain run | check-config | devnet | reset-chain | migrate`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,18 @@ pub enum Command {
     },
     /// Serve a simulated chain; provider i listens on port listen+i (HTTP and WS on one port).
     Devnet(DevnetArgs),
+    /// Forget a chain's stored history so the next run indexes it from its configured start:
+    /// every stored event is retracted (marked removed, streamed as `removed`) and the
+    /// checkpoint deleted. For a node that was reset or another chain behind the same URL.
+    /// Stop the service first.
+    ResetChain {
+        /// The chain's name, as in the config.
+        #[arg(value_name = "CHAIN")]
+        chain: String,
+        /// The YAML config naming the database (default: the embedded config's).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Apply database migrations and exit.
     Migrate {
         /// The YAML config naming the database (default: the embedded config's data/livechain.db).

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use livechain::cli::{Cli, Command, DevnetArgs};
 use livechain::config::{Config, ConfigError, Loaded};
 use livechain::devnet::{Devnet, DevnetConfig};
-use livechain::store::Store;
+use livechain::store::{DatabaseLock, Store};
 use livechain::{app, console, shutdown, telemetry};
 
 #[tokio::main]
@@ -44,9 +44,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Devnet(args) => run_devnet(args).await?,
+        Command::ResetChain { chain, config } => {
+            let config = load(config.as_deref())?;
+            reset_chain(&config, &chain).await?;
+        }
         Command::Migrate { config } => {
             let config = load(config.as_deref())?;
             let path = &config.database.path;
+            let _lock = DatabaseLock::acquire(path)?;
             let store = Store::open(path)
                 .await
                 .with_context(|| format!("opening database {}", path.display()))?;
@@ -68,6 +73,37 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `reset-chain`: refused while a service holds the database, or for a chain the config does
+/// not name.
+async fn reset_chain(config: &Config, chain: &str) -> anyhow::Result<()> {
+    if !config.chains.contains_key(chain) {
+        let known: Vec<&str> = config.chains.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "no chain {chain:?} in the config (its chains: {})",
+            known.join(", ")
+        );
+    }
+    let path = &config.database.path;
+    let _lock = DatabaseLock::acquire(path)?;
+    let store = Store::open(path)
+        .await
+        .with_context(|| format!("opening database {}", path.display()))?;
+    let reset = store.reset_chain(chain).await;
+    store.close().await;
+    let reset = reset.with_context(|| format!("resetting chain {chain}"))?;
+    let checkpoint = reset
+        .checkpoint
+        .map_or("it had no checkpoint".to_owned(), |n| {
+            format!("its checkpoint at block {n} is deleted")
+        });
+    console::out(&format!(
+        "chain {chain}: {} events retracted, {checkpoint}; the next run indexes it from its \
+         configured start",
+        reset.retracted
+    ));
+    Ok(())
 }
 
 /// The config file named on the command line, or the embedded default.

@@ -1,5 +1,6 @@
 //! `GET /v1/chains` (per chain: head, checkpoint, lag, sync progress, providers) and
-//! `GET /ready` (the database takes writes and every chain has a healthy provider).
+//! `GET /ready` (the database takes writes, every chain has a healthy provider and none is
+//! stuck below its checkpoint).
 
 use std::sync::atomic::Ordering;
 
@@ -27,9 +28,12 @@ struct ChainJson {
     chain_id: u64,
     head: u64,
     checkpoint: Option<u64>,
-    lag_blocks: u64,
+    /// Head minus checkpoint: negative while every provider is below the checkpoint.
+    lag_blocks: i64,
     backfill: BackfillJson,
     providers: Vec<String>,
+    /// Why the chain cannot advance, if it cannot (also `/ready`'s reason); else null.
+    problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -54,18 +58,20 @@ async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiEr
             .map_err(anyhow::Error::from)?
             .map(|cp| cp.block_number);
         let lag = head.saturating_sub(checkpoint.unwrap_or(0));
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         chains.push(ChainJson {
             name: chain.name.to_string(),
             chain_id: chain.chain_id,
             head,
             checkpoint,
-            lag_blocks: lag,
+            lag_blocks: signed(head) - signed(checkpoint.unwrap_or(0)),
             backfill: BackfillJson {
                 active: lag > progress.range_limit,
                 remaining_blocks: lag,
                 range_limit: progress.range_limit,
             },
             providers: chain.provider_ids.clone(),
+            problem: progress.stuck.map(|stuck| stuck.reason(&chain.name)),
         });
     }
     Ok(Json(ChainsJson { chains }))
@@ -88,6 +94,9 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
                 "chain {} has no provider answering yet",
                 chain.name
             )));
+        }
+        if let Some(stuck) = chain.progress.borrow().stuck {
+            return Err(ApiError::NotReady(stuck.reason(&chain.name)));
         }
         if !chain.health.any_healthy() {
             return Err(ApiError::NotReady(format!(

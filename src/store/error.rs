@@ -39,6 +39,20 @@ pub enum StoreError {
     /// A stored row does not map back to a domain value (a schema invariant was broken).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Another livechain process holds the database (its lock file is taken).
+    #[error(
+        "database {path} is in use by another livechain process (lock file {lock}); stop it \
+         first"
+    )]
+    InUse { path: PathBuf, lock: PathBuf },
+    /// The lock file could not be created or locked.
+    #[error("cannot lock database {path} (lock file {lock}): {source}")]
+    Lock {
+        path: PathBuf,
+        lock: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Anything from SQLite or the sqlx pool.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),

@@ -82,11 +82,11 @@ pub struct Committed {
 /// The writer's cursor sequence (guarded by `Shared::sequence`).
 #[derive(Debug)]
 pub(crate) struct Sequence {
-    last: Cursor,
+    pub(super) last: Cursor,
     /// Set while a transaction is in flight. Still set at the next batch means the previous one
     /// ended without reaching the end of `write_batch` (an error, or the future was dropped
     /// during COMMIT), so whether its cursors were used is unknown: reload from the database.
-    in_doubt: bool,
+    pub(super) in_doubt: bool,
 }
 
 impl Sequence {
@@ -104,7 +104,7 @@ pub(crate) async fn load_last_cursor(pool: &SqlitePool) -> Result<Cursor, StoreE
     load_last_cursor_on(&mut conn).await
 }
 
-async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<Cursor, StoreError> {
+pub(crate) async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<Cursor, StoreError> {
     // Each max() over a rowid is a single B-tree descent.
     let last: i64 = sqlx::query_scalar(
         "SELECT max((SELECT last_cursor FROM cursor_sequence WHERE id = 1), \

@@ -6,6 +6,7 @@
 //! - [`events`]: [`Store::write_batch`] (one transaction per batch) and event reads.
 //! - [`checkpoint`]: per-chain checkpoints and the finality advances they record.
 //! - [`rows`]: row ↔ domain mapping, shared by every read.
+//! - [`lock`]: one service per database ([`DatabaseLock`]); [`reset`]: `reset-chain`.
 //!
 //! **Architecture invariant:** one writer per database. The writer pool has exactly one
 //! connection and [`Store::write_batch`] serialises on the cursor sequence, so cursors are
@@ -17,10 +18,12 @@ mod checkpoint;
 mod error;
 mod events;
 mod feed;
+mod lock;
 mod migrate;
 mod processes;
 mod query;
 mod reorg;
+mod reset;
 mod rows;
 mod stats;
 mod wal;
@@ -43,8 +46,10 @@ use crate::domain::Cursor;
 pub use checkpoint::{Checkpoint, FinalityAdvance};
 pub use error::StoreError;
 pub use events::{Committed, NewEvent, Redelivery, WriteBatch, provider_bit};
+pub use lock::DatabaseLock;
 pub use query::{EventQuery, Order};
 pub use reorg::{Canonical, Retraction};
+pub use reset::Reset;
 pub use stats::{LATENESS_BUCKETS, ProviderStats};
 
 /// How long a connection waits for a lock held by another connection or process before

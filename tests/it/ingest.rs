@@ -21,6 +21,7 @@ mod exactly_once;
 mod faults;
 mod race;
 mod restart;
+mod stuck;
 mod supervised;
 
 use std::collections::{BTreeMap, BTreeSet};

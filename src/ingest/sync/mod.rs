@@ -26,6 +26,7 @@
 mod fetch;
 mod heads;
 pub mod reorg;
+pub mod stuck;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ use crate::telemetry::metrics as m;
 use fetch::Fetcher;
 use heads::HeadClock;
 use reorg::{Ancestor, Recent};
+use stuck::{Change, Stuck, StuckWatch};
 
 /// Blocks per range at most (and at start, before any provider refused one).
 pub const MAX_RANGE: u64 = 256;
@@ -85,6 +87,8 @@ pub struct SyncProgress {
     pub head: u64,
     /// Blocks per range the providers accept.
     pub range_limit: u64,
+    /// Why the chain cannot advance, when every provider is far below its checkpoint.
+    pub stuck: Option<Stuck>,
 }
 
 /// Why a range could not be used; it is fetched again (from another provider, if need be).
@@ -177,6 +181,7 @@ impl RangeSync {
         let mut pending_hint: Option<u64> = None;
         // Whether the chain's nodes answer the `safe`/`finalized` tags.
         let mut tags_seen = false;
+        let mut stuck = StuckWatch::default();
         let mut recent = Recent::from_stored(&std::mem::take(&mut self.recent));
         if let Some(cp) = self.checkpoint
             && recent.hash_at(cp.number) != Some(cp.hash)
@@ -237,6 +242,12 @@ impl RangeSync {
                 }
                 target = target.max(polled.head);
             }
+            let best = clock.latest().max(polled.head.unwrap_or(0));
+            let checkpoint = next.checked_sub(1).filter(|_| next != u64::MAX);
+            let verdict = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                verdict = self.stuck(&mut stuck, &recent, best, checkpoint, now) => verdict,
+            };
             let mut wake = now + HEAD_POLL;
             if let Some(target) = target {
                 if next == u64::MAX {
@@ -244,7 +255,7 @@ impl RangeSync {
                     scheduled = next;
                     tracing::info!(chain = %self.chain, from = next, head = target, "no checkpoint: starting here");
                 }
-                self.report(next, clock.latest().max(polled.head.unwrap_or(0)), span);
+                self.report(next, best, span, verdict);
                 // Ask for ranges while there is room: full ones at once, a short one only when
                 // nothing is in flight before it and it has waited for company.
                 while in_flight.len() < max_in_flight && scheduled <= target {
@@ -357,7 +368,7 @@ impl RangeSync {
                     delays = backoff();
                     avoid = None;
                     let head = clock.latest().max(polled.head.unwrap_or(0));
-                    self.report(next, head, span);
+                    self.report(next, head, span, stuck.current());
                     if head.saturating_sub(to) > span {
                         tracing::debug!(chain = %self.chain, at = last.number, head, "backfilling");
                     }
@@ -505,19 +516,64 @@ impl RangeSync {
         }
     }
 
-    fn report(&self, next: u64, head: u64, span: u64) {
+    fn report(&self, next: u64, head: u64, span: u64, stuck: Option<Stuck>) {
         let checkpoint = next.checked_sub(1);
         let progress = SyncProgress {
             checkpoint,
             head,
             range_limit: span,
+            stuck,
         };
         if *self.progress.borrow() == progress {
             return;
         }
         self.progress.send_replace(progress);
-        metrics::gauge!(m::CHAIN_LAG, "chain" => self.chain.to_string())
-            .set(head.saturating_sub(checkpoint.unwrap_or(0)) as f64);
+        // Negative while the providers are below the checkpoint: never a quiet 0.
+        let lag = head as f64 - checkpoint.unwrap_or(0) as f64;
+        metrics::gauge!(m::CHAIN_LAG, "chain" => self.chain.to_string()).set(lag);
+    }
+
+    /// Whether every provider is far below the checkpoint (see [`stuck`]), logged when it
+    /// starts, every minute while it lasts, and when it ends.
+    async fn stuck(
+        &self,
+        watch: &mut StuckWatch,
+        recent: &Recent,
+        head: u64,
+        checkpoint: Option<u64>,
+        now: Instant,
+    ) -> Option<Stuck> {
+        let mut verdict = Stuck::check(head, checkpoint);
+        if let Some(Stuck::Behind { head, checkpoint }) = verdict {
+            let other = if watch.compare_due(verdict, now) {
+                self.serves_another_chain(recent, head).await
+            } else {
+                matches!(watch.current(), Some(Stuck::OtherChain { .. }))
+            };
+            if other {
+                verdict = Some(Stuck::OtherChain { head, checkpoint });
+            }
+        }
+        match watch.observe(verdict, now) {
+            Some(Change::Report(stuck)) => {
+                tracing::warn!(chain = %self.chain, head = stuck.head(), checkpoint = stuck.checkpoint(), "{}", stuck.reason(&self.chain));
+            }
+            Some(Change::Cleared) => {
+                tracing::info!(chain = %self.chain, head, "a provider is back at the checkpoint; the chain advances again");
+            }
+            None => {}
+        }
+        verdict
+    }
+
+    /// Whether most providers answering have another block at `head` than the one handed on
+    /// there; false when nothing kept there to compare with.
+    async fn serves_another_chain(&self, recent: &Recent, head: u64) -> bool {
+        let Some(ours) = recent.hash_at(head) else {
+            return false;
+        };
+        let votes = reorg::poll_height(&self.providers, head, ours, None).await;
+        votes.moved > votes.kept
     }
 
     /// The head over HTTP (with failover across providers).
