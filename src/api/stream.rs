@@ -694,6 +694,11 @@ mod tests {
             ("[]", "message"),
             (r#"{"type":"unsubscribe"}"#, "type"),
             (r#"{"type":"subscribe","chain":{"x":1}}"#, "chain"),
+            // An empty list would select nothing, so it selects everything: refused like
+            // `address=` in a URL.
+            (r#"{"type":"subscribe","address":[]}"#, "address"),
+            (r#"{"type":"subscribe","topic1":[]}"#, "topic1"),
+            (r#"{"type":"subscribe","topic0":""}"#, "topic0"),
         ] {
             match parse_subscribe(bad) {
                 Err(ApiError::BadRequest { field: f, .. }) => assert_eq!(f, field),
