@@ -14,15 +14,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::events::parse_query;
+use super::events::{check_chain, parse_query};
 use super::json::EventJson;
 use super::{ApiError, AppState};
 use crate::domain::{ChainName, Cursor, Finality};
@@ -30,13 +31,20 @@ use crate::publish::{Batch, FeedFilter, FeedItem, Subscription, Text, replay};
 use crate::store::{EventQuery, Order};
 use crate::telemetry::metrics as m;
 
-/// Largest client frame accepted: filters fit in a few KiB.
+/// Largest client message accepted: filters fit in a few KiB. A larger one is answered with an
+/// `error` and a close 1009, whether tungstenite read it whole or refused it (see [`over_limit`]).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// tungstenite's own limit, above ours: a message a little over ours is read whole and refused
+/// on a connection that then ends cleanly. One tungstenite refuses leaves its unread rest in the
+/// socket, and closing it then is a TCP reset (the answer still gets there first).
+const TRANSPORT_LIMIT: usize = 2 * MAX_CLIENT_MESSAGE;
 /// Read buffer of a subscriber's socket. Clients send a few small frames; tungstenite's 128 KiB
 /// default was zero-filled at every poll of the socket (6% of the service's CPU on the
 /// live-tail bench, 101 subscribers) and held per connection. Larger frames still arrive, in
 /// several reads.
 const READ_BUFFER: usize = 4 * 1024;
+/// The longest reason a close frame carries: a control frame's 125 bytes less the code.
+const MAX_CLOSE_REASON: usize = 123;
 /// How long a connection without filters in its URL may take to send `subscribe`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeats (with the chains' heads) this often; they also keep proxies from idling us out.
@@ -61,11 +69,22 @@ pub fn router() -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A plain HTTP request (curl) gets the JSON error shape, not axum's text rejection.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let message = format!(
+                "{}: /v1/stream is a WebSocket; connect with a WebSocket client",
+                rejection.body_text()
+            );
+            return ApiError::UpgradeRequired(message).into_response();
+        }
+    };
     let query = query.unwrap_or_default();
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
+    ws.max_message_size(TRANSPORT_LIMIT)
+        .max_frame_size(TRANSPORT_LIMIT)
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             metrics::gauge!(m::STREAM_CONNECTIONS).increment(1.0);
@@ -134,7 +153,8 @@ fn parse_request(raw: &str) -> Result<Request, ApiError> {
     })
 }
 
-/// A `subscribe` message: the same parameters as the query string, as JSON values.
+/// A `subscribe` message: the same parameters as the query string, as JSON values (a list
+/// for a repeatable one), under the same rules.
 fn parse_subscribe(text: &str) -> Result<Request, ApiError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ApiError::bad_request("message", format!("not JSON: {e}")))?;
@@ -150,6 +170,14 @@ fn parse_subscribe(text: &str) -> Result<Request, ApiError> {
             continue;
         }
         let values: Vec<&Value> = match value {
+            // No value at all would filter on nothing, i.e. match everything: refused like an
+            // empty `address=` in a URL.
+            Value::Array(list) if list.is_empty() => {
+                return Err(ApiError::bad_request(
+                    key.as_str(),
+                    "is an empty list: give at least one value or leave the field out",
+                ));
+            }
             Value::Array(list) => list.iter().collect(),
             other => vec![other],
         };
@@ -241,13 +269,19 @@ impl Session {
         } else {
             parse_request(&query)
         };
+        let request = request.and_then(|r| {
+            check_chain(r.filter.chain.as_deref(), &self.state.chain_names()).map(|()| r)
+        });
         let end = match request {
             Ok(request) => self.serve(request).await,
             Err(err) => End::Error(err),
         };
-        let last_words = match end {
+        let (last_words, close) = match end {
             End::Gone => return,
-            End::Shutdown => None,
+            End::Shutdown => (
+                None,
+                close_frame(close_code::AWAY, "the service is stopping"),
+            ),
             End::Error(err) => {
                 let (field, message) = match &err {
                     ApiError::BadRequest { field, message } => {
@@ -259,22 +293,29 @@ impl Session {
                     }
                     other => (None, other.to_string()),
                 };
-                Some(
-                    json!({"type": "error", "error": {"code": error_code(&err), "message": message, "field": field}}),
-                )
+                let words = json!({"type": "error", "error": {"code": err.code(), "message": message, "field": field}});
+                (Some(words), close_after(&err))
             }
             End::Lagged(resume_from) => {
                 metrics::counter!(m::STREAM_LAGGED).increment(1);
-                Some(json!({"type": "lagged", "resume_from": resume_from}))
+                let words = json!({"type": "lagged", "resume_from": resume_from});
+                let reason = format!("lagged: resume from cursor {resume_from}");
+                (Some(words), close_frame(close_code::AGAIN, &reason))
             }
         };
-        if let Some(body) = last_words
-            && self.send(Text::from(body.to_string())).await.is_err()
-        {
-            return;
-        }
+        // The last words and the close frame leave in one write. After a frame too large to
+        // read, its unread rest makes dropping the socket a TCP reset, which discards whatever
+        // is still queued to send: one segment sent at once gets there ahead of it.
+        let goodbye = async {
+            if let Some(body) = last_words {
+                self.socket
+                    .feed(Message::Text(Text::from(body.to_string())))
+                    .await?;
+            }
+            self.socket.send(Message::Close(Some(close))).await
+        };
         // Bounded like every write: a client that stopped reading cannot hold the task.
-        let _ = tokio::time::timeout(SEND_DEAD, self.socket.send(Message::Close(None))).await;
+        let _ = tokio::time::timeout(SEND_DEAD, goodbye).await;
     }
 
     /// Waits for the `subscribe` message of a connection whose URL carried no parameters.
@@ -289,10 +330,12 @@ impl Session {
                 message = self.socket.recv() => message,
             };
             match message {
+                Some(Ok(message)) if oversize(&message) => return Err(too_large()),
                 Some(Ok(Message::Text(text))) => return parse_subscribe(text.as_str()).map(Some),
                 Some(Ok(Message::Binary(_))) => {
                     return Err(ApiError::bad_request("message", "expected a text frame"));
                 }
+                Some(Err(err)) if over_limit(&err) => return Err(too_large()),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
                 Some(Ok(_)) => {} // ping / pong
             }
@@ -333,6 +376,8 @@ impl Session {
                     biased;
                     _ = shutdown.cancelled() => return End::Shutdown,
                     incoming = self.socket.recv() => match incoming {
+                        Some(Ok(message)) if oversize(&message) => return End::Error(too_large()),
+                        Some(Err(err)) if over_limit(&err) => return End::Error(too_large()),
                         Some(Ok(Message::Text(_))) => {
                             return End::Error(ApiError::bad_request("type", "one subscription per connection"));
                         }
@@ -594,12 +639,56 @@ fn resubscribe(hub: &crate::publish::Hub, filter: &FeedFilter, old: Subscription
     hub.subscribe(filter.clone())
 }
 
-fn error_code(err: &ApiError) -> &'static str {
+fn too_large() -> ApiError {
+    ApiError::TooLarge(format!(
+        "a client message may hold at most {MAX_CLIENT_MESSAGE} bytes"
+    ))
+}
+
+/// A message read whole but over [`MAX_CLIENT_MESSAGE`].
+fn oversize(message: &Message) -> bool {
+    match message {
+        Message::Text(text) => text.len() > MAX_CLIENT_MESSAGE,
+        Message::Binary(bytes) => bytes.len() > MAX_CLIENT_MESSAGE,
+        _ => false,
+    }
+}
+
+/// Whether a failed read was tungstenite refusing a frame or message over the transport's size
+/// limit (the client is told). Any other failure (a reset, a protocol violation) ends the
+/// session without a word. The error is axum's tungstenite's, hence that crate's version.
+fn over_limit(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        err.source()
+            .and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// The close frame after an `error` message (RFC 6455 section 7.4.1): 1008 for a request the
+/// stream refuses, 1009 for a message over the limit, 1011 for a failure of ours.
+fn close_after(err: &ApiError) -> CloseFrame {
     match err {
-        ApiError::BadRequest { .. } => "bad_request",
-        ApiError::NotFound(_) => "not_found",
-        ApiError::NotReady(_) => "not_ready",
-        ApiError::Internal(_) => "internal",
+        ApiError::BadRequest { field, .. } => {
+            close_frame(close_code::POLICY, &format!("bad request: {field}"))
+        }
+        ApiError::TooLarge(_) => close_frame(close_code::SIZE, "message too big"),
+        ApiError::NotReady(_) => close_frame(close_code::AGAIN, "not ready"),
+        ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
+        ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) | ApiError::UpgradeRequired(_) => {
+            close_frame(close_code::POLICY, err.code())
+        }
+    }
+}
+
+/// A close frame whose reason fits a control frame (123 bytes after the code): a field name
+/// comes from the client and may be long.
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    let reason = &reason[..reason.floor_char_boundary(MAX_CLOSE_REASON)];
+    CloseFrame {
+        code,
+        reason: reason.into(),
     }
 }
 
@@ -668,6 +757,39 @@ mod tests {
             finality,
             json!({"type": "finality", "cursor": 12, "chain": "devnet", "finality": "finalized", "to_block": 3})
         );
+    }
+
+    #[test]
+    fn close_frames_carry_a_code_and_a_reason_that_fits() {
+        let cases = [
+            (ApiError::bad_request("kind", "no"), close_code::POLICY),
+            (too_large(), close_code::SIZE),
+            (
+                ApiError::Internal(anyhow::anyhow!("disk")),
+                close_code::ERROR,
+            ),
+            (ApiError::NotReady("later".into()), close_code::AGAIN),
+        ];
+        for (err, code) in cases {
+            let frame = close_after(&err);
+            assert_eq!(frame.code, code, "{err}");
+            assert!(!frame.reason.is_empty(), "{err}");
+        }
+        assert_eq!(
+            close_after(&ApiError::bad_request("kind", "no"))
+                .reason
+                .as_str(),
+            "bad request: kind"
+        );
+        // A client's parameter name may be long and multi-byte: cut at a character boundary.
+        let long = "é".repeat(100);
+        let reason = close_after(&ApiError::bad_request(long, "unknown parameter")).reason;
+        assert!(
+            reason.len() <= MAX_CLOSE_REASON && reason.len() > 100,
+            "{}",
+            reason.len()
+        );
+        assert!(reason.as_str().starts_with("bad request: é"));
     }
 
     #[test]
