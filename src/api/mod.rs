@@ -10,6 +10,7 @@ pub mod json;
 mod processes;
 mod providers;
 pub mod stream;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

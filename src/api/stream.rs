@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use super::events::{check_chain, parse_query};
 use super::json::EventJson;
+use super::ws::{close_after, close_frame, over_limit, oversize};
 use super::{ApiError, AppState};
 use crate::domain::{ChainName, Cursor, Finality};
 use crate::publish::{Batch, FeedFilter, FeedItem, Subscription, Text, replay};
@@ -32,7 +33,7 @@ use crate::store::{EventQuery, Order};
 use crate::telemetry::metrics as m;
 
 /// Largest client message accepted: filters fit in a few KiB. A larger one is answered with an
-/// `error` and a close 1009, whether tungstenite read it whole or refused it (see [`over_limit`]).
+/// `error` and a close 1009, whether tungstenite read it whole or refused it (`ws::over_limit`).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// tungstenite's own limit, above ours: a message a little over ours is read whole and refused
 /// on a connection that then ends cleanly. One tungstenite refuses leaves its unread rest in the
@@ -43,8 +44,6 @@ const TRANSPORT_LIMIT: usize = 2 * MAX_CLIENT_MESSAGE;
 /// live-tail bench, 101 subscribers) and held per connection. Larger frames still arrive, in
 /// several reads.
 const READ_BUFFER: usize = 4 * 1024;
-/// The longest reason a close frame carries: a control frame's 125 bytes less the code.
-const MAX_CLOSE_REASON: usize = 123;
 /// How long a connection without filters in its URL may take to send `subscribe`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeats (with the chains' heads) this often; they also keep proxies from idling us out.
@@ -330,7 +329,9 @@ impl Session {
                 message = self.socket.recv() => message,
             };
             match message {
-                Some(Ok(message)) if oversize(&message) => return Err(too_large()),
+                Some(Ok(message)) if oversize(&message, MAX_CLIENT_MESSAGE) => {
+                    return Err(too_large());
+                }
                 Some(Ok(Message::Text(text))) => return parse_subscribe(text.as_str()).map(Some),
                 Some(Ok(Message::Binary(_))) => {
                     return Err(ApiError::bad_request("message", "expected a text frame"));
@@ -376,7 +377,7 @@ impl Session {
                     biased;
                     _ = shutdown.cancelled() => return End::Shutdown,
                     incoming = self.socket.recv() => match incoming {
-                        Some(Ok(message)) if oversize(&message) => return End::Error(too_large()),
+                        Some(Ok(message)) if oversize(&message, MAX_CLIENT_MESSAGE) => return End::Error(too_large()),
                         Some(Err(err)) if over_limit(&err) => return End::Error(too_large()),
                         Some(Ok(Message::Text(_))) => {
                             return End::Error(ApiError::bad_request("type", "one subscription per connection"));
@@ -645,53 +646,6 @@ fn too_large() -> ApiError {
     ))
 }
 
-/// A message read whole but over [`MAX_CLIENT_MESSAGE`].
-fn oversize(message: &Message) -> bool {
-    match message {
-        Message::Text(text) => text.len() > MAX_CLIENT_MESSAGE,
-        Message::Binary(bytes) => bytes.len() > MAX_CLIENT_MESSAGE,
-        _ => false,
-    }
-}
-
-/// Whether a failed read was tungstenite refusing a frame or message over the transport's size
-/// limit (the client is told). Any other failure (a reset, a protocol violation) ends the
-/// session without a word. The error is axum's tungstenite's, hence that crate's version.
-fn over_limit(err: &axum::Error) -> bool {
-    use std::error::Error as _;
-    matches!(
-        err.source()
-            .and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
-}
-
-/// The close frame after an `error` message (RFC 6455 section 7.4.1): 1008 for a request the
-/// stream refuses, 1009 for a message over the limit, 1011 for a failure of ours.
-fn close_after(err: &ApiError) -> CloseFrame {
-    match err {
-        ApiError::BadRequest { field, .. } => {
-            close_frame(close_code::POLICY, &format!("bad request: {field}"))
-        }
-        ApiError::TooLarge(_) => close_frame(close_code::SIZE, "message too big"),
-        ApiError::NotReady(_) => close_frame(close_code::AGAIN, "not ready"),
-        ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
-        ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) | ApiError::UpgradeRequired(_) => {
-            close_frame(close_code::POLICY, err.code())
-        }
-    }
-}
-
-/// A close frame whose reason fits a control frame (123 bytes after the code): a field name
-/// comes from the client and may be long.
-fn close_frame(code: u16, reason: &str) -> CloseFrame {
-    let reason = &reason[..reason.floor_char_boundary(MAX_CLOSE_REASON)];
-    CloseFrame {
-        code,
-        reason: reason.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,39 +711,6 @@ mod tests {
             finality,
             json!({"type": "finality", "cursor": 12, "chain": "devnet", "finality": "finalized", "to_block": 3})
         );
-    }
-
-    #[test]
-    fn close_frames_carry_a_code_and_a_reason_that_fits() {
-        let cases = [
-            (ApiError::bad_request("kind", "no"), close_code::POLICY),
-            (too_large(), close_code::SIZE),
-            (
-                ApiError::Internal(anyhow::anyhow!("disk")),
-                close_code::ERROR,
-            ),
-            (ApiError::NotReady("later".into()), close_code::AGAIN),
-        ];
-        for (err, code) in cases {
-            let frame = close_after(&err);
-            assert_eq!(frame.code, code, "{err}");
-            assert!(!frame.reason.is_empty(), "{err}");
-        }
-        assert_eq!(
-            close_after(&ApiError::bad_request("kind", "no"))
-                .reason
-                .as_str(),
-            "bad request: kind"
-        );
-        // A client's parameter name may be long and multi-byte: cut at a character boundary.
-        let long = "é".repeat(100);
-        let reason = close_after(&ApiError::bad_request(long, "unknown parameter")).reason;
-        assert!(
-            reason.len() <= MAX_CLOSE_REASON && reason.len() > 100,
-            "{}",
-            reason.len()
-        );
-        assert!(reason.as_str().starts_with("bad request: é"));
     }
 
     #[test]
