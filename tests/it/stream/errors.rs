@@ -124,7 +124,24 @@ async fn unknown_chains_and_empty_lists_are_refused_with_a_policy_close() {
     let (_, frame) = refusal(&mut ws, "?kind=tx").await;
     assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
     assert!(frame.reason.contains("kind"), "{frame:?}");
-    app.stop().await;
+
+    // Not an error: a service stopping closes its streams with 1001 (going away).
+    let mut ws = connect(&format!("{ws_base}/v1/stream?kind=block")).await;
+    let stop = tokio::spawn(app.stop());
+    let mut close = None;
+    for _ in 0..100 {
+        match tokio::time::timeout(READ, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                close = frame;
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    let close = close.expect("a close frame when the service stops");
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    stop.await.expect("the service stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
