@@ -14,6 +14,15 @@ pub enum ApiError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A known route asked with a method it does not answer (axum adds the `Allow` header).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// A WebSocket route asked without a WebSocket upgrade.
+    #[error("{0}")]
+    UpgradeRequired(String),
+    /// A request or client message over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The service cannot answer yet (database not writable, no healthy provider, ...).
     #[error("{0}")]
     NotReady(String),
@@ -34,15 +43,22 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The `code` of the JSON error shape (also in the stream's `error` messages).
+    pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::UpgradeRequired(_) => "upgrade_required",
+            ApiError::TooLarge(_) => "too_large",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }

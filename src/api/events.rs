@@ -32,6 +32,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
     let query = parse_query(query.as_deref().unwrap_or(""))?;
+    check_chain(query.chain.as_deref(), &state.chain_names())?;
     let limit = query.limit as usize;
     let events = state
         .store
@@ -71,7 +72,9 @@ async fn one(
 /// Reads the filters of `/v1/events` (and `/v1/stream`), naming the parameter at fault.
 /// Unknown parameters are refused: a misspelt filter silently ignored returns the wrong rows.
 /// So is a single-valued filter given twice (which one wins would be a guess) and an empty
-/// address list (it would match every address). Only `address` repeats, and may hold a list.
+/// value (an empty address list would match every address). Only `address` repeats, and may
+/// hold a list. Addresses and hashes follow [`parse_address`] and [`parse_hash`]; the chain is
+/// checked against the configured ones by [`check_chain`].
 pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
     let mut q = EventQuery {
         limit: DEFAULT_LIMIT,
@@ -88,6 +91,9 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
             }
             given.push(field.to_owned());
         }
+        if value.is_empty() {
+            return Err(bad("is empty: give a value or leave the parameter out"));
+        }
         match field {
             "chain" => q.chain = Some(value.to_owned()),
             "kind" => {
@@ -99,10 +105,7 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
             }
             "address" => {
                 for part in value.split(',') {
-                    q.addresses.push(
-                        part.parse::<Address>()
-                            .map_err(|_| bad("not a 20-byte 0x-prefixed hex address"))?,
-                    );
+                    q.addresses.push(parse_address(part).map_err(&bad)?);
                 }
             }
             "topic0" | "topic1" | "topic2" | "topic3" => {
@@ -171,10 +174,52 @@ fn parse_cursor(value: &str) -> Result<Cursor, &'static str> {
         .ok_or("not a non-negative integer")
 }
 
-fn parse_hash(value: &str) -> Result<B256, &'static str> {
+/// Refuses a `chain` filter naming no configured chain: a typo would otherwise read as a chain
+/// with no events. The message lists the chains there are.
+pub fn check_chain(chain: Option<&str>, known: &[&str]) -> Result<(), ApiError> {
+    let Some(name) = chain else {
+        return Ok(());
+    };
+    if known.contains(&name) {
+        return Ok(());
+    }
+    let message = if known.is_empty() {
+        format!("unknown chain {name:?}: no chain is configured")
+    } else {
+        format!("unknown chain {name:?}; known chains: {}", known.join(", "))
+    };
+    Err(ApiError::bad_request("chain", message))
+}
+
+/// An address is `0x` and 40 hex digits. All in lower or all in upper case, it is taken as
+/// written; in mixed case it is an EIP-55 checksum and must be a valid one, so a mistyped
+/// digit is caught rather than matched against some other address.
+fn parse_address(value: &str) -> Result<Address, &'static str> {
+    let digits = hex_digits(value, 40).ok_or("not an address: 0x and 40 hex digits")?;
+    let lower = digits.bytes().any(|b| b.is_ascii_lowercase());
+    let upper = digits.bytes().any(|b| b.is_ascii_uppercase());
+    if lower && upper {
+        return Address::parse_checksummed(value, None).map_err(|_| {
+            "bad EIP-55 checksum: mixed-case hex must be the address's checksum              (or write the address all in lower case)"
+        });
+    }
     value
-        .parse::<B256>()
-        .map_err(|_| "not a 32-byte 0x-prefixed hex hash")
+        .parse::<Address>()
+        .map_err(|_| "not an address: 0x and 40 hex digits")
+}
+
+/// A topic or hash is `0x` and 64 hex digits, in any case.
+fn parse_hash(value: &str) -> Result<B256, &'static str> {
+    hex_digits(value, 64)
+        .and_then(|_| value.parse::<B256>().ok())
+        .ok_or("not a 32-byte hash: 0x and 64 hex digits")
+}
+
+/// The hex digits of `value` if it is `0x` and exactly `len` of them.
+fn hex_digits(value: &str, len: usize) -> Option<&str> {
+    value
+        .strip_prefix("0x")
+        .filter(|d| d.len() == len && d.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn parse_bool(value: &str) -> Result<bool, &'static str> {
@@ -251,9 +296,69 @@ mod tests {
             ("from_block=18446744073709551616", "from_block"),
             ("kind=block&kind=log", "kind"),
             ("limit=5&limit=6", "limit"),
+            ("chain=", "chain"),
+            // No `0x`, a capital `0X`, or a hash without its prefix.
+            (
+                "address=00000000000000000000000000000000000000aa",
+                "address",
+            ),
+            (
+                "address=0X00000000000000000000000000000000000000aa",
+                "address",
+            ),
+            (
+                "topic0=000000000000000000000000000000000000000000000000000000000000002a",
+                "topic0",
+            ),
+            (
+                "block_hash=0X000000000000000000000000000000000000000000000000000000000000002a",
+                "block_hash",
+            ),
         ];
         for (raw, field) in cases {
             assert_eq!(field_of(raw), field, "{raw}");
         }
+    }
+
+    /// EIP-55: one case throughout is taken as written; mixed case must be the checksum.
+    #[test]
+    fn addresses_follow_the_checksum_rule() {
+        let checksummed = "0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96045";
+        let address = Address::parse_checksummed(checksummed, None).expect("a valid checksum");
+        for good in [
+            checksummed.to_owned(),
+            checksummed.to_lowercase(),
+            format!("0x{}", checksummed[2..].to_uppercase()),
+        ] {
+            let q = parse_query(&format!("address={good}")).unwrap();
+            assert_eq!(q.addresses, vec![address], "{good}");
+        }
+        // One letter's case flipped: the checksum no longer holds.
+        let bad = checksummed.replacen('d', "D", 1);
+        match parse_query(&format!("address={bad}")) {
+            Err(ApiError::BadRequest { field, message }) => {
+                assert_eq!(field, "address");
+                assert!(message.contains("EIP-55"), "{message}");
+            }
+            other => panic!("{bad}: expected a bad request, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn only_configured_chains_are_known() {
+        let known = ["devnet", "mainnet"];
+        check_chain(None, &known).unwrap();
+        check_chain(Some("mainnet"), &known).unwrap();
+        match check_chain(Some("nope"), &known) {
+            Err(ApiError::BadRequest { field, message }) => {
+                assert_eq!(field, "chain");
+                assert!(
+                    message.contains("nope") && message.contains("devnet, mainnet"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+        assert!(check_chain(Some("devnet"), &[]).is_err());
     }
 }

@@ -10,12 +10,14 @@ pub mod json;
 mod processes;
 mod providers;
 pub mod stream;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
+use axum::http::{Method, Uri};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +43,17 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The whole API. A path no route knows gets the JSON error shape too (404 `not_found`), and
-/// every request is counted by route and status.
+impl AppState {
+    /// The configured chains' names: the values a `chain` filter may take.
+    pub fn chain_names(&self) -> Vec<&str> {
+        self.chains.iter().map(|c| &*c.name).collect()
+    }
+}
+
+/// The whole API. A path no route knows gets the JSON error shape too (404 `not_found`), so
+/// does a known path asked with another method (405 `method_not_allowed`, after the merges: the
+/// fallback applies to the routes registered before it), and every request is counted by route
+/// and status.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
@@ -51,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(processes::router())
         .merge(providers::router())
         .merge(stream::router())
+        .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))
         .with_state(state)
@@ -58,6 +70,13 @@ pub fn router(state: AppState) -> Router {
 
 async fn no_route() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; the Allow header lists the methods that are",
+        uri.path()
+    ))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.

@@ -14,24 +14,31 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::events::parse_query;
+use super::events::{check_chain, parse_query};
 use super::json::EventJson;
+use super::ws::{close_after, close_frame, over_limit, oversize};
 use super::{ApiError, AppState};
 use crate::domain::{ChainName, Cursor, Finality};
 use crate::publish::{Batch, FeedFilter, FeedItem, Subscription, Text, replay};
 use crate::store::{EventQuery, Order};
 use crate::telemetry::metrics as m;
 
-/// Largest client frame accepted: filters fit in a few KiB.
+/// Largest client message accepted: filters fit in a few KiB. A larger one is answered with an
+/// `error` and a close 1009, whether tungstenite read it whole or refused it (`ws::over_limit`).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// tungstenite's own limit, above ours: a message a little over ours is read whole and refused
+/// on a connection that then ends cleanly. One tungstenite refuses leaves its unread rest in the
+/// socket, and closing it then is a TCP reset (the answer still gets there first).
+const TRANSPORT_LIMIT: usize = 2 * MAX_CLIENT_MESSAGE;
 /// Read buffer of a subscriber's socket. Clients send a few small frames; tungstenite's 128 KiB
 /// default was zero-filled at every poll of the socket (6% of the service's CPU on the
 /// live-tail bench, 101 subscribers) and held per connection. Larger frames still arrive, in
@@ -61,11 +68,22 @@ pub fn router() -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A plain HTTP request (curl) gets the JSON error shape, not axum's text rejection.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let message = format!(
+                "{}: /v1/stream is a WebSocket; connect with a WebSocket client",
+                rejection.body_text()
+            );
+            return ApiError::UpgradeRequired(message).into_response();
+        }
+    };
     let query = query.unwrap_or_default();
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
+    ws.max_message_size(TRANSPORT_LIMIT)
+        .max_frame_size(TRANSPORT_LIMIT)
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             metrics::gauge!(m::STREAM_CONNECTIONS).increment(1.0);
@@ -134,7 +152,8 @@ fn parse_request(raw: &str) -> Result<Request, ApiError> {
     })
 }
 
-/// A `subscribe` message: the same parameters as the query string, as JSON values.
+/// A `subscribe` message: the same parameters as the query string, as JSON values (a list
+/// for a repeatable one), under the same rules.
 fn parse_subscribe(text: &str) -> Result<Request, ApiError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ApiError::bad_request("message", format!("not JSON: {e}")))?;
@@ -150,6 +169,14 @@ fn parse_subscribe(text: &str) -> Result<Request, ApiError> {
             continue;
         }
         let values: Vec<&Value> = match value {
+            // No value at all would filter on nothing, i.e. match everything: refused like an
+            // empty `address=` in a URL.
+            Value::Array(list) if list.is_empty() => {
+                return Err(ApiError::bad_request(
+                    key.as_str(),
+                    "is an empty list: give at least one value or leave the field out",
+                ));
+            }
             Value::Array(list) => list.iter().collect(),
             other => vec![other],
         };
@@ -241,13 +268,19 @@ impl Session {
         } else {
             parse_request(&query)
         };
+        let request = request.and_then(|r| {
+            check_chain(r.filter.chain.as_deref(), &self.state.chain_names()).map(|()| r)
+        });
         let end = match request {
             Ok(request) => self.serve(request).await,
             Err(err) => End::Error(err),
         };
-        let last_words = match end {
+        let (last_words, close) = match end {
             End::Gone => return,
-            End::Shutdown => None,
+            End::Shutdown => (
+                None,
+                close_frame(close_code::AWAY, "the service is stopping"),
+            ),
             End::Error(err) => {
                 let (field, message) = match &err {
                     ApiError::BadRequest { field, message } => {
@@ -259,22 +292,29 @@ impl Session {
                     }
                     other => (None, other.to_string()),
                 };
-                Some(
-                    json!({"type": "error", "error": {"code": error_code(&err), "message": message, "field": field}}),
-                )
+                let words = json!({"type": "error", "error": {"code": err.code(), "message": message, "field": field}});
+                (Some(words), close_after(&err))
             }
             End::Lagged(resume_from) => {
                 metrics::counter!(m::STREAM_LAGGED).increment(1);
-                Some(json!({"type": "lagged", "resume_from": resume_from}))
+                let words = json!({"type": "lagged", "resume_from": resume_from});
+                let reason = format!("lagged: resume from cursor {resume_from}");
+                (Some(words), close_frame(close_code::AGAIN, &reason))
             }
         };
-        if let Some(body) = last_words
-            && self.send(Text::from(body.to_string())).await.is_err()
-        {
-            return;
-        }
+        // The last words and the close frame leave in one write. After a frame too large to
+        // read, its unread rest makes dropping the socket a TCP reset, which discards whatever
+        // is still queued to send: one segment sent at once gets there ahead of it.
+        let goodbye = async {
+            if let Some(body) = last_words {
+                self.socket
+                    .feed(Message::Text(Text::from(body.to_string())))
+                    .await?;
+            }
+            self.socket.send(Message::Close(Some(close))).await
+        };
         // Bounded like every write: a client that stopped reading cannot hold the task.
-        let _ = tokio::time::timeout(SEND_DEAD, self.socket.send(Message::Close(None))).await;
+        let _ = tokio::time::timeout(SEND_DEAD, goodbye).await;
     }
 
     /// Waits for the `subscribe` message of a connection whose URL carried no parameters.
@@ -289,10 +329,14 @@ impl Session {
                 message = self.socket.recv() => message,
             };
             match message {
+                Some(Ok(message)) if oversize(&message, MAX_CLIENT_MESSAGE) => {
+                    return Err(too_large());
+                }
                 Some(Ok(Message::Text(text))) => return parse_subscribe(text.as_str()).map(Some),
                 Some(Ok(Message::Binary(_))) => {
                     return Err(ApiError::bad_request("message", "expected a text frame"));
                 }
+                Some(Err(err)) if over_limit(&err) => return Err(too_large()),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
                 Some(Ok(_)) => {} // ping / pong
             }
@@ -333,6 +377,8 @@ impl Session {
                     biased;
                     _ = shutdown.cancelled() => return End::Shutdown,
                     incoming = self.socket.recv() => match incoming {
+                        Some(Ok(message)) if oversize(&message, MAX_CLIENT_MESSAGE) => return End::Error(too_large()),
+                        Some(Err(err)) if over_limit(&err) => return End::Error(too_large()),
                         Some(Ok(Message::Text(_))) => {
                             return End::Error(ApiError::bad_request("type", "one subscription per connection"));
                         }
@@ -594,13 +640,10 @@ fn resubscribe(hub: &crate::publish::Hub, filter: &FeedFilter, old: Subscription
     hub.subscribe(filter.clone())
 }
 
-fn error_code(err: &ApiError) -> &'static str {
-    match err {
-        ApiError::BadRequest { .. } => "bad_request",
-        ApiError::NotFound(_) => "not_found",
-        ApiError::NotReady(_) => "not_ready",
-        ApiError::Internal(_) => "internal",
-    }
+fn too_large() -> ApiError {
+    ApiError::TooLarge(format!(
+        "a client message may hold at most {MAX_CLIENT_MESSAGE} bytes"
+    ))
 }
 
 #[cfg(test)]
@@ -694,6 +737,11 @@ mod tests {
             ("[]", "message"),
             (r#"{"type":"unsubscribe"}"#, "type"),
             (r#"{"type":"subscribe","chain":{"x":1}}"#, "chain"),
+            // An empty list would select nothing, so it selects everything: refused like
+            // `address=` in a URL.
+            (r#"{"type":"subscribe","address":[]}"#, "address"),
+            (r#"{"type":"subscribe","topic1":[]}"#, "topic1"),
+            (r#"{"type":"subscribe","topic0":""}"#, "topic0"),
         ] {
             match parse_subscribe(bad) {
                 Err(ApiError::BadRequest { field: f, .. }) => assert_eq!(f, field),

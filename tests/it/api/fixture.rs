@@ -9,9 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use livechain::api::{self, AppState};
-use livechain::domain::{BlockRef, Event, LogFields};
-use livechain::ingest::ChainHandle;
+use livechain::breaker::SystemClock;
+use livechain::config::HealthConfig;
+use livechain::domain::{BlockRef, ChainName, Event, LogFields};
+use livechain::health::ChainHealth;
+use livechain::ingest::race::RaceBoard;
+use livechain::ingest::{ChainHandle, SyncProgress};
 use livechain::store::{Canonical, Checkpoint, NewEvent, Store, WriteBatch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -77,12 +82,33 @@ fn fork_of(chain: &[Want]) -> Vec<Want> {
     out
 }
 
-/// The API alone on `store` (no ingestion), on an ephemeral port, until `shutdown`.
+/// A chain the API knows (a `chain` filter may name it), with no ingestion behind it.
+fn idle_chain(name: &str) -> ChainHandle {
+    let name = ChainName::from(name);
+    let health = ChainHealth::new(
+        name.clone(),
+        HealthConfig::default(),
+        Arc::new(SystemClock),
+        Vec::new(),
+    );
+    ChainHandle {
+        name: name.clone(),
+        chain_id: 1,
+        provider_ids: Vec::new(),
+        best_head: watch::channel(0).1,
+        progress: watch::channel(SyncProgress::default()).1,
+        health,
+        race: Arc::new(RaceBoard::new(name, &[], &[])),
+    }
+}
+
+/// The API alone on `store` (no ingestion), on an ephemeral port, until `shutdown`; it knows
+/// the chains the store was filled with.
 async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
     let state = AppState {
         store,
         metrics: livechain::telemetry::prometheus(),
-        chains: Arc::from(Vec::<ChainHandle>::new()),
+        chains: ["alpha", "beta", "gamma"].map(idle_chain).into(),
         writer_ready: Arc::new(AtomicBool::new(true)),
         supervisor: Supervisor::start(
             SupervisorConfig::default(),
