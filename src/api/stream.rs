@@ -713,6 +713,23 @@ mod tests {
         );
     }
 
+    /// The README's table of stream messages names every type a session sends.
+    #[test]
+    fn the_readme_documents_every_message_type() {
+        let readme = include_str!("../../README.md");
+        for kind in [
+            "event",
+            "removed",
+            "finality",
+            "heartbeat",
+            "lagged",
+            "error",
+        ] {
+            let row = format!("| `{kind}` | `{{\"type\":\"{kind}\"");
+            assert!(readme.contains(&row), "README has no row {row:?}");
+        }
+    }
+
     #[test]
     fn requests_parse_from_urls_and_subscribe_messages() {
         let r = parse_request("since=42&chain=devnet&kind=log").unwrap();

@@ -229,4 +229,32 @@ mod tests {
         assert!(finalized_only.matches(&advance));
         assert!(!finalized_only.matches(&removal));
     }
+
+    /// Finality advances describe a chain: they follow the `chain` filter alone, whatever the
+    /// kind, address or topic filters (README, "What the stream sends").
+    #[test]
+    fn finality_messages_follow_the_chain_filter_only() {
+        let advance = |chain: &str| {
+            FeedItem::Finality(FinalityAdvance {
+                cursor: 6,
+                chain: chain.into(),
+                finality: Finality::Safe,
+                to_block: 3,
+            })
+        };
+        let logs_of_one_contract = FeedFilter {
+            kind: Some(EventKind::Log),
+            addresses: vec![Address::repeat_byte(1)],
+            topics: [Some(B256::repeat_byte(2)), None, None, None],
+            ..Default::default()
+        };
+        assert!(logs_of_one_contract.matches(&advance("devnet")));
+        assert!(logs_of_one_contract.matches(&advance("mainnet")));
+        let on_devnet = FeedFilter {
+            chain: Some("devnet".into()),
+            ..logs_of_one_contract
+        };
+        assert!(on_devnet.matches(&advance("devnet")));
+        assert!(!on_devnet.matches(&advance("mainnet")));
+    }
 }
