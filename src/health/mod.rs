@@ -300,6 +300,19 @@ impl ChainHealth {
         })
     }
 
+    /// Whether `index` has answered since start (its breaker is past its start-up phase).
+    pub fn answered(&self, index: usize) -> bool {
+        self.inner
+            .slots
+            .get(index)
+            .is_some_and(|slot| lock(slot).breaker.answered())
+    }
+
+    /// Whether any provider has answered since start.
+    pub fn any_answered(&self) -> bool {
+        (0..self.len()).any(|i| self.answered(i))
+    }
+
     pub fn is_healthy(&self, index: usize) -> bool {
         self.report_one(index).is_some_and(|r| r.healthy)
     }

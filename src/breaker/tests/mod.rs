@@ -128,7 +128,10 @@ impl Run {
                 RejectedWithin(lo, hi) => match self.try_acquire() {
                     Permit::Rejected { retry_in } => {
                         let ms = Duration::from_millis;
-                        assert!(retry_in >= ms(lo) && retry_in <= ms(hi), "{at}: {retry_in:?}");
+                        assert!(
+                            retry_in >= ms(lo) && retry_in <= ms(hi),
+                            "{at}: {retry_in:?}"
+                        );
                     }
                     granted => panic!("{at}: got {granted:?}"),
                 },

@@ -66,7 +66,12 @@ fn failures_of_requests_sent_together_lengthen_the_delay_once() {
 fn a_late_answer_ends_start_up_at_once() {
     let r = fresh(
         minute(),
-        &[Hold, FAIL, RejectedWithin(200, 400), Finish(Outcome::Success)],
+        &[
+            Hold,
+            FAIL,
+            RejectedWithin(200, 400),
+            Finish(Outcome::Success),
+        ],
     );
     assert!(r.breaker.answered());
     r.steps(&[Counts(0, 0), Hold]);
@@ -78,7 +83,10 @@ fn a_rate_limit_longer_than_the_start_up_delay_wins() {
         minute(),
         &[Hold, FAIL, Finish(limited(Some(5_000))), Rejected(5_000)],
     );
-    assert!(!r.breaker.answered(), "a rate limit is no answer to count on");
+    assert!(
+        !r.breaker.answered(),
+        "a rate limit is no answer to count on"
+    );
 }
 
 #[test]
