@@ -14,9 +14,9 @@
 //!
 //! A provider is *healthy* when its breaker is not open, it is not failing before it ever
 //! answered (a provider down at start: its breaker stays closed, see `breaker::Breaker`, but
-//! it is no use yet), it is at most `max_lag_blocks` behind
-//! the chain's best head (a head polled over HTTP: behind the best head when it was asked),
-//! and its stream (if up) is not stalled.
+//! it is no use yet), it is at most `max_lag_blocks` behind the chain's best head (a head
+//! polled over HTTP: behind the best head when it was asked), and its stream (if up) is not
+//! stalled.
 
 mod stats;
 
