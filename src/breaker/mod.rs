@@ -5,6 +5,8 @@
 //!   [`Transition`]s they cause.
 //! - `cooldown.rs` — rate-limit cool-down: `Retry-After` when given, else a capped exponential
 //!   backoff.
+//! - `startup.rs` — the start-up backoff: a provider that has not answered since start is
+//!   retried after short jittered delays instead of opening its breaker.
 //! - `outcome.rs` — [`Outcome`]: what a request's result says about its provider's health.
 //! - `clock.rs` — [`Clock`], with [`SystemClock`] for production and [`ManualClock`] for tests.
 //!
@@ -22,12 +24,18 @@
 //! - An outcome counts only in the state its permit was granted in: once the breaker has
 //!   transitioned, late answers to earlier permits change no count and no state (they still
 //!   feed the rate-limit cool-down, which is about the provider now, not about a state).
+//! - A closed breaker whose provider has not answered since start (new, or restored closed)
+//!   never opens: its failures start a short jittered backoff (200 ms doubling to 2 s) during
+//!   which `try_acquire` rejects. The first success ends that phase for good; from then on
+//!   `failure_threshold` failures open it as usual. Restored open and half-open breakers keep
+//!   the contract (open until `opened_at + recovery_timeout` on the wall clock).
 //! - A half-open probe slot is freed when its permit is recorded, or reclaimed after
 //!   `recovery_timeout` if it never is (a cancelled request), so half-open cannot wedge.
 
 mod clock;
 mod cooldown;
 mod outcome;
+mod startup;
 mod state;
 
 #[cfg(test)]
@@ -38,6 +46,7 @@ use std::str::FromStr;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use outcome::Outcome;
+pub use startup::{STARTUP_MAX_DELAY, STARTUP_MIN_DELAY, startup_backoff};
 pub use state::{Breaker, Permit, Ticket};
 
 /// Where a breaker stands. Stored as [`BreakerState::as_str`] in `breakers.state`.

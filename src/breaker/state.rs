@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::clock::{Clock, later};
 use super::cooldown::Cooldown;
+use super::startup::Startup;
 use super::{BreakerState, Outcome, Snapshot, Transition};
 use crate::config::BreakerConfig;
 
@@ -19,8 +20,9 @@ pub enum Permit {
     /// Half-open: send the request as one of the `half_open_max_probes` in flight.
     Probe(Ticket),
     /// Do not send; try another provider. `retry_in` is when this one may answer otherwise: the
-    /// rest of the open period or of a rate-limit cool-down (the longer), or, with every probe
-    /// slot taken, when the oldest probe would be given up as lost.
+    /// rest of the open period, of a rate-limit cool-down or of the start-up backoff (the
+    /// longest), or, with every probe slot taken, when the oldest probe would be given up as
+    /// lost.
     Rejected { retry_in: Duration },
 }
 
@@ -42,6 +44,13 @@ pub struct Ticket(u64);
 /// Time-driven changes (open → half-open once `recovery_timeout` has passed) happen lazily:
 /// [`Breaker::state`] shows them at once, and the next [`Breaker::try_acquire`] or
 /// [`Breaker::tick`] makes them and returns the [`Transition`], exactly once.
+///
+/// Start-up: until its provider first answers (an [`Outcome::Success`] recorded), a closed
+/// breaker does not open. Each failure holds requests back for a short jittered delay instead
+/// (`startup.rs`: 200 ms doubling to 2 s), so a provider that comes up late is used within
+/// seconds; the breaker is for providers that were working and started failing. A breaker
+/// restored closed starts over in this phase (its provider has not answered in this run); one
+/// restored open or half-open keeps its state and timings, as the contract says.
 #[derive(Debug, Clone)]
 pub struct Breaker {
     config: BreakerConfig,
@@ -54,6 +63,9 @@ pub struct Breaker {
     /// The first serial granted in the current state: permits below it are stale.
     epoch_start: u64,
     cooldown: Cooldown,
+    /// Whether its provider has answered since this breaker was made or restored.
+    answered: bool,
+    startup: Startup,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +98,8 @@ impl Breaker {
             next_serial: 0,
             epoch_start: 0,
             cooldown: Cooldown::default(),
+            answered: false,
+            startup: Startup::new(rand::random()),
         }
     }
 
@@ -93,7 +107,8 @@ impl Breaker {
     /// stays open until `opened_at + recovery_timeout` on the wall clock, which may already have
     /// passed (then it is half-open at once). An `opened_at` in the future (the wall clock went
     /// back) or missing counts as "just opened": the full timeout, never less. Rate-limit
-    /// cool-downs are not persisted; they are seconds long and a restart outlasts them.
+    /// cool-downs are not persisted; they are seconds long and a restart outlasts them. A closed
+    /// one is in its start-up phase again: its provider has not answered in this run.
     pub fn restore(config: BreakerConfig, snapshot: Snapshot, clock: &dyn Clock) -> Breaker {
         let mut breaker = Breaker::new(config);
         breaker.consecutive_failures = snapshot.consecutive_failures;
@@ -122,6 +137,9 @@ impl Breaker {
         let transition = self.tick(clock);
         let now = clock.now();
         let cooling = self.cooldown.remaining(now);
+        let backing_off = (!self.answered)
+            .then(|| self.startup.remaining(now))
+            .flatten();
         let recovery = self.config.recovery_timeout;
         let max_probes = self.config.half_open_max_probes as usize;
         let serial = self.next_serial;
@@ -130,6 +148,9 @@ impl Breaker {
                 retry_in: half_open_at
                     .saturating_duration_since(now)
                     .max(cooling.unwrap_or_default()),
+            },
+            (Phase::Closed, cooling) if backing_off.is_some() => Permit::Rejected {
+                retry_in: backing_off.max(cooling).unwrap_or_default(),
             },
             (_, Some(retry_in)) => Permit::Rejected { retry_in },
             (Phase::Closed, None) => Permit::Allowed(Ticket(serial)),
@@ -170,6 +191,11 @@ impl Breaker {
             Permit::Rejected { .. } => return None,
         };
         self.cooldown.observe(outcome, clock.now());
+        if outcome == Outcome::Success {
+            // Late or not, the provider answered: it is up, start-up is over.
+            self.answered = true;
+            self.startup.answered();
+        }
         if serial < self.epoch_start {
             return None;
         }
@@ -177,6 +203,12 @@ impl Breaker {
             Phase::Closed => match outcome {
                 Outcome::Success => {
                     self.consecutive_failures = 0;
+                    None
+                }
+                Outcome::Failure if !self.answered => {
+                    // Counted (it shows), paced, never opening: see the type's doc.
+                    self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                    self.startup.failed(serial, self.next_serial, clock.now());
                     None
                 }
                 Outcome::Failure => {
@@ -235,6 +267,17 @@ impl Breaker {
             consecutive_successes: self.consecutive_successes,
             opened_at_wall_ms: self.opened_at_wall_ms,
         }
+    }
+
+    /// Whether its provider has answered since this breaker was made or restored.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Whether its provider has not answered since start and its attempts so far failed: closed
+    /// but not usable, so not healthy either (the start-up phase, see the type's doc).
+    pub fn unreachable(&self) -> bool {
+        !self.answered && self.startup.streak() > 0
     }
 
     /// The settings in force (after raising zeros to their minimum).

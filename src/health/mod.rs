@@ -12,9 +12,11 @@
 //! bounded whatever the rate of transitions: two transitions between saves save the later
 //! state only (what a restart needs), while the log and the counter see both.
 //!
-//! A provider is *healthy* when its breaker is not open, it is at most `max_lag_blocks` behind
-//! the chain's best head (a head polled over HTTP: behind the best head when it was asked),
-//! and its stream (if up) is not stalled.
+//! A provider is *healthy* when its breaker is not open, it is not failing before it ever
+//! answered (a provider down at start: its breaker stays closed, see `breaker::Breaker`, but
+//! it is no use yet), it is at most `max_lag_blocks` behind the chain's best head (a head
+//! polled over HTTP: behind the best head when it was asked), and its stream (if up) is not
+//! stalled.
 
 mod stats;
 
@@ -298,6 +300,19 @@ impl ChainHealth {
         })
     }
 
+    /// Whether `index` has answered since start (its breaker is past its start-up phase).
+    pub fn answered(&self, index: usize) -> bool {
+        self.inner
+            .slots
+            .get(index)
+            .is_some_and(|slot| lock(slot).breaker.answered())
+    }
+
+    /// Whether any provider has answered since start.
+    pub fn any_answered(&self) -> bool {
+        (0..self.len()).any(|i| self.answered(i))
+    }
+
     pub fn is_healthy(&self, index: usize) -> bool {
         self.report_one(index).is_some_and(|r| r.healthy)
     }
@@ -365,7 +380,10 @@ impl ChainHealth {
         Some(ProviderReport {
             id: slot.id.clone(),
             priority: slot.priority,
-            healthy: breaker != BreakerState::Open && !stalled && lag <= config.max_lag_blocks,
+            healthy: breaker != BreakerState::Open
+                && !state.breaker.unreachable()
+                && !stalled
+                && lag <= config.max_lag_blocks,
             stalled,
             head: state.stats.head,
             lag_blocks: lag,

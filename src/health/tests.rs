@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::breaker::ManualClock;
+use crate::breaker::{ManualClock, STARTUP_MAX_DELAY};
 use crate::config::BreakerConfig;
 
 fn breaker() -> Breaker {
@@ -17,7 +17,21 @@ fn breaker() -> Breaker {
     })
 }
 
+/// A breaker whose provider has answered once: past its start-up phase, failures open it.
+fn answered_breaker() -> Breaker {
+    let mut breaker = breaker();
+    let clock = ManualClock::new(0);
+    let (permit, _) = breaker.try_acquire(&clock);
+    let _ = breaker.record(permit, Outcome::Success, &clock);
+    breaker
+}
+
+/// Providers with these priorities, each of which has answered once.
 fn health(priorities: &[u32]) -> (ChainHealth, ManualClock) {
+    health_of(priorities, answered_breaker)
+}
+
+fn health_of(priorities: &[u32], breaker: fn() -> Breaker) -> (ChainHealth, ManualClock) {
     let clock = ManualClock::new(1_000_000);
     let members = priorities
         .iter()
@@ -175,4 +189,34 @@ fn a_polled_head_is_measured_against_the_best_head_when_asked() {
     assert!(!health.is_healthy(1), "50 behind when asked");
     assert_eq!(health.report()[1].lag_blocks, 50);
     assert_eq!(health.ranked(), vec![0, 1]);
+}
+
+/// A provider down at start: its failures do not open the breaker (nothing to persist), it is
+/// retried after a short delay, and it is unhealthy until it answers, then healthy at once.
+#[test]
+fn a_provider_that_never_answered_is_unhealthy_but_not_shut_out() {
+    let (health, clock) = health_of(&[1, 2], breaker);
+    assert!(health.is_healthy(1), "not tried yet");
+    for _ in 0..10 {
+        let permit = health.acquire(1).expect("granted after its start-up delay");
+        health.record(1, permit, Outcome::Failure, None);
+        let retry_in = health.acquire(1).expect_err("held back a moment");
+        assert!(retry_in <= STARTUP_MAX_DELAY * 2, "{retry_in:?}");
+        assert!(!health.is_healthy(1));
+        assert_eq!(health.ranked(), vec![0, 1], "tried last");
+        clock.advance(retry_in);
+    }
+    let report = &health.report()[1];
+    assert_eq!(report.breaker, BreakerState::Closed);
+    assert_eq!(report.opened_at_ms, None);
+    assert!(health.take_dirty().is_empty(), "no transition");
+
+    let permit = health.acquire(1).expect("granted");
+    health.record(1, permit, Outcome::Success, Some(Duration::from_millis(3)));
+    assert!(health.is_healthy(1));
+    // Now a provider that was working: three failures open it.
+    for _ in 0..3 {
+        answer(&health, 1, Outcome::Failure, 1);
+    }
+    assert_eq!(health.report()[1].breaker, BreakerState::Open);
 }

@@ -9,6 +9,11 @@
 //! chain moves on, or whose heads lag more than `health.max_lag_blocks` behind where the best
 //! head was at its previous look.
 //!
+//! Until its provider has answered once since start, failed connections do not open the
+//! breaker: the breaker holds the listener back for a short start-up delay (200 ms doubling to
+//! 2 s, jittered) and nothing longer, so a provider still coming up is connected within
+//! seconds of being up.
+//!
 //! The listener reads only what routing needs (a head's fields, a log's identity); the full
 //! parse of a log happens in the aggregator, and only for the first copy of it.
 
@@ -156,7 +161,19 @@ impl Listener {
             if shutdown.is_cancelled() {
                 break;
             }
-            let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            // A failure of a provider that has not answered yet started its breaker's short
+            // start-up delay, which the next `acquire` waits out: a delay of the listener's own
+            // on top would only keep it from connecting once the provider is up.
+            let failed = match &outcome {
+                Err(err) => Outcome::of_error(err) == Outcome::Failure,
+                Ok(Ended::Closed | Ended::Recycled(_)) => true,
+                Ok(Ended::Shutdown) => false,
+            };
+            let delay = if failed && !self.health.answered(index) {
+                Duration::ZERO
+            } else {
+                delays.next().unwrap_or(Duration::from_secs(30))
+            };
             match outcome {
                 Ok(Ended::Shutdown) => break,
                 Ok(Ended::Closed) => {
@@ -164,6 +181,9 @@ impl Listener {
                 }
                 Ok(Ended::Recycled(why)) => {
                     tracing::warn!(chain = %self.chain, provider = %self.provider.id, why, "recycling the provider connection")
+                }
+                Err(err) if delay.is_zero() => {
+                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "provider not answering yet; retrying after a short delay")
                 }
                 Err(err) => {
                     tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")

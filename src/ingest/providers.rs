@@ -179,7 +179,7 @@ impl ProviderSet {
 /// What a caller gets when every provider's breaker refused: fail fast, the caller retries.
 fn unavailable(retry_in: Duration) -> ProviderError {
     ProviderError::Transport(format!(
-        "no provider available (breakers open or cooling down; the first may answer in {} ms)",
+        "no provider available (breakers open, cooling down or retrying after a failure at start; the first may answer in {} ms)",
         retry_in.as_millis()
     ))
 }

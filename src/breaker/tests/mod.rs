@@ -2,11 +2,13 @@
 //! no sleeps, every duration exact to the millisecond.
 //!
 //! `transitions.rs` walks the states; `rate_limits.rs` the cool-down and neutral outcomes;
-//! `late_answers.rs` stale permits and lost probes; `restore.rs` restarts.
+//! `late_answers.rs` stale permits and lost probes; `restore.rs` restarts; `startup.rs` a
+//! provider that has not answered yet.
 
 mod late_answers;
 mod rate_limits;
 mod restore;
+mod startup;
 mod transitions;
 
 use std::collections::VecDeque;
@@ -31,6 +33,8 @@ enum Step {
     Finish(Outcome),
     /// Acquire must be rejected with exactly this `retry_in`, in ms.
     Rejected(u64),
+    /// Acquire must be rejected with a `retry_in` within these bounds, in ms (jittered delays).
+    RejectedWithin(u64, u64),
     /// Move both clocks forward, in ms.
     Advance(u64),
     /// `state()` must read this.
@@ -77,7 +81,13 @@ struct Run {
     transitions: Vec<Transition>,
 }
 
+/// A breaker whose provider has answered once (past its start-up phase) run through `steps`.
 fn run(config: BreakerConfig, steps: &[Step]) -> Run {
+    fresh(config, &[OK]).steps(steps)
+}
+
+/// A new breaker, its provider not heard from yet, run through `steps`.
+fn fresh(config: BreakerConfig, steps: &[Step]) -> Run {
     Run::resume(Breaker::new(config), ManualClock::new(WALL0)).steps(steps)
 }
 
@@ -115,6 +125,16 @@ impl Run {
                     };
                     assert_eq!(permit, want, "{at}");
                 }
+                RejectedWithin(lo, hi) => match self.try_acquire() {
+                    Permit::Rejected { retry_in } => {
+                        let ms = Duration::from_millis;
+                        assert!(
+                            retry_in >= ms(lo) && retry_in <= ms(hi),
+                            "{at}: {retry_in:?}"
+                        );
+                    }
+                    granted => panic!("{at}: got {granted:?}"),
+                },
                 Advance(ms) => self.clock.advance(Duration::from_millis(ms)),
                 Is(state) => assert_eq!(self.breaker.state(&self.clock), state, "{at}"),
                 Counts(failures, successes) => {

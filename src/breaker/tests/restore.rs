@@ -68,8 +68,11 @@ fn restore_keeps_closed_and_half_open_counts() {
         consecutive_successes: 0,
         opened_at_wall_ms: Some(WALL0 - 1_000),
     };
-    let r = restored(cfg(), closed, WALL0).steps(&[Is(C), Counts(2, 0), FAIL, Is(O)]);
-    assert_eq!(r.path(), [(C, O)]);
+    // Closed, it is in its start-up phase again (`startup.rs`): the failure is counted but
+    // does not open it until its provider has answered in this run.
+    let r = restored(cfg(), closed, WALL0).steps(&[Is(C), Counts(2, 0), FAIL, Is(C)]);
+    let r = r.steps(&[Counts(3, 0), Advance(400), OK, Counts(0, 0)]);
+    assert_eq!(r.steps(&TRIP).path(), [(C, O)]);
 
     let half_open = Snapshot {
         state: H,

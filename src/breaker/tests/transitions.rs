@@ -212,8 +212,8 @@ fn breakers_sharing_a_clock_keep_their_own_settings() {
     let clock = ManualClock::new(WALL0);
     let strict = Run::resume(Breaker::new(config(1, 5_000, 1, 1)), clock.clone());
     let lenient = Run::resume(Breaker::new(config(5, 20_000, 1, 1)), clock.clone());
-    let strict = strict.steps(&[FAIL, Is(O)]);
-    let lenient = lenient.steps(&[FAIL, FAIL, FAIL, FAIL, Is(C), FAIL, Is(O)]);
+    let strict = strict.steps(&[OK, FAIL, Is(O)]);
+    let lenient = lenient.steps(&[OK, FAIL, FAIL, FAIL, FAIL, Is(C), FAIL, Is(O)]);
     clock.advance(Duration::from_millis(5_000));
     let strict = strict.steps(&[Is(H)]);
     let lenient = lenient.steps(&[Is(O), Rejected(15_000)]);

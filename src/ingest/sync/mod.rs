@@ -40,6 +40,7 @@ use super::dedupe::ProviderIndex;
 use super::filters::LogFilter;
 use super::providers::{ProviderSet, backoff};
 use super::{ChainInput, RangeData};
+use crate::breaker::startup_backoff;
 use crate::domain::{BlockRef, ChainName};
 use crate::provider::{ProviderError, jsonrpc};
 use crate::telemetry::metrics as m;
@@ -162,6 +163,7 @@ impl RangeSync {
         let max_in_flight = self.providers.all().len().clamp(1, MAX_IN_FLIGHT);
         let mut span = MAX_RANGE;
         let mut delays = backoff();
+        let mut startup_delays = startup_backoff();
         // `next`: the first block not yet handed on; `scheduled`: the first not yet asked for.
         let (mut next, mut parent) = match self.checkpoint {
             Some(cp) => (cp.number + 1, Some(cp.hash)),
@@ -233,8 +235,21 @@ impl RangeSync {
                         }
                         Err(err) => {
                             tracing::warn!(chain = %self.chain, error = %err, "cannot read the head");
-                            if wait(&shutdown, delays.next().unwrap_or(HEAD_POLL)).await {
-                                return;
+                            // While no provider has answered since start, retry on the short
+                            // start-up curve: one that comes up late is asked within seconds.
+                            // A head streamed meanwhile ends the wait: no need to poll then.
+                            let delay = if self.providers.health().any_answered() {
+                                delays.next()
+                            } else {
+                                startup_delays.next()
+                            };
+                            let sleep = tokio::time::sleep(delay.unwrap_or(HEAD_POLL));
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = sleep => {}
+                                changed = self.best_head.changed(), if heads_open => {
+                                    heads_open = changed.is_ok();
+                                }
                             }
                             continue;
                         }
