@@ -262,6 +262,8 @@ impl Running {
             devnet.stopped().await;
         }
         self.store.close().await;
+        let mut ingest = self.ingest;
+        ingest.stop_commits().await;
         drop(self.lock);
         tracing::info!("stopped");
         match self.api_failure.get() {

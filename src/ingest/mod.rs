@@ -7,6 +7,7 @@
 
 pub mod aggregator;
 pub mod bursts;
+pub mod commits;
 pub mod dedupe;
 pub mod filters;
 pub mod forwarded;
@@ -125,6 +126,18 @@ pub struct Ingest {
     pub writer_ready: Arc<AtomicBool>,
     /// Every committed batch, after commit (the publisher's source).
     pub committed: broadcast::Sender<Arc<Committed>>,
+    /// The writer's commit thread: stopped once the store is closed ([`Ingest::stop_commits`]).
+    commits: Option<commits::CommitRuntime>,
+}
+
+impl Ingest {
+    /// Stops the commit thread. Call it after the store is closed: a commit or a connection
+    /// still on its way back to the pool would be lost with the runtime.
+    pub async fn stop_commits(&mut self) {
+        if let Some(runtime) = self.commits.take() {
+            runtime.stop().await;
+        }
+    }
 }
 
 /// HTTP deadline for provider calls made by ingest.
@@ -172,11 +185,19 @@ pub async fn start(
         chains.push(handle);
         parts.push(chain_parts);
     }
+    let commits = match commits::CommitRuntime::start() {
+        Ok(runtime) => Some(runtime),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the commit thread; committing on the shared runtime");
+            None
+        }
+    };
     let pipeline = Arc::new(pipeline::Pipeline {
         store,
         ready: writer_ready.clone(),
         committed: committed.clone(),
         chains: parts,
+        commits: commits.as_ref().map(commits::CommitRuntime::handle),
     });
     supervisor
         .spawn(
@@ -190,6 +211,7 @@ pub async fn start(
         chains,
         writer_ready,
         committed,
+        commits,
     })
 }
 

@@ -86,6 +86,8 @@ pub struct Pipeline {
     pub ready: Arc<AtomicBool>,
     pub committed: broadcast::Sender<Arc<Committed>>,
     pub chains: Vec<ChainParts>,
+    /// Where the writer's commits run (see [`super::commits`]); `None`: in its own task.
+    pub commits: Option<tokio::runtime::Handle>,
 }
 
 /// The running parts, each named for the error that reports its death.
@@ -130,6 +132,7 @@ impl Pipeline {
             self.store.clone(),
             self.ready.clone(),
             self.committed.clone(),
+            self.commits.clone(),
         );
         parts.spawn("the writer".into(), writer.run(writer_rx));
         let stop = shutdown.child_token();

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
@@ -68,6 +68,8 @@ pub struct Writer {
     store: Store,
     ready: Arc<AtomicBool>,
     committed: broadcast::Sender<Arc<Committed>>,
+    /// Where commits run ([`super::commits`]); `None`: in the writer's own task.
+    commits: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -186,19 +188,22 @@ impl Pending {
     }
 }
 
-/// A commit in flight: the batch's transaction, retried until it succeeds.
-type InFlight = Pin<Box<dyn Future<Output = Committed> + Send>>;
+/// A commit in flight: the batch's transaction, retried until it succeeds; `None` if the commit
+/// runtime stopped before it ended.
+type InFlight = Pin<Box<dyn Future<Output = Option<Committed>> + Send>>;
 
 impl Writer {
     pub fn new(
         store: Store,
         ready: Arc<AtomicBool>,
         committed: broadcast::Sender<Arc<Committed>>,
+        commits: Option<tokio::runtime::Handle>,
     ) -> Writer {
         Writer {
             store,
             ready,
             committed,
+            commits,
         }
     }
 
@@ -227,6 +232,11 @@ impl Writer {
             tokio::select! {
                 done = finish(&mut inflight) => {
                     inflight = None;
+                    let Some(done) = done else {
+                        // Commits can no longer run: what is pending is re-read from the
+                        // committed checkpoints at the next start.
+                        break;
+                    };
                     // No subscriber is fine: the publisher may not be running.
                     let _ = self.committed.send(Arc::new(done));
                 }
@@ -289,75 +299,29 @@ impl Writer {
                 }
             }
         };
-        match commit_thread() {
-            Some(thread) => {
-                let task = thread.spawn(commit.in_current_span());
+        match &self.commits {
+            Some(runtime) => {
+                let task = runtime.spawn(commit.in_current_span());
                 Box::pin(async move {
                     match task.await {
-                        Ok(committed) => committed,
+                        Ok(committed) => Some(committed),
+                        // A panicking commit dies in the writer's task: the supervisor sees it.
                         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-                        // The commit runtime lives as long as the process.
-                        Err(err) => panic!("the commit thread dropped a commit: {err}"),
+                        // The commit runtime stopped under it (only at shutdown).
+                        Err(err) => {
+                            tracing::warn!(error = %err, "a commit was cancelled; the range sync re-reads it at the next start");
+                            None
+                        }
                     }
                 })
             }
-            None => Box::pin(commit),
+            None => Box::pin(async move { Some(commit.await) }),
         }
     }
 }
 
-/// The runtime commits run on: one thread of its own, for the life of the process; `None`
-/// when the thread could not be started (commits then run in the writer's task).
-///
-/// A commit is some eight round trips to SQLite's worker thread (begin, the insert chunks, the
-/// checkpoint, the cursor sequence, commit), and after each one the committing task must be
-/// scheduled again. On the service's runtime it waits in line behind the intake's tasks (frame parsing,
-/// the listeners, the aggregators) and the publisher's fan-out, round trip after round trip;
-/// here nothing else runs. Measured, same binary with and without (`BENCHMARKS.md`, session
-/// 6): live-tail commits 2.0-2.5 ms against 2.1-2.4, stored under full load 46-47k events/s
-/// against 39-45k; then against the previous binary, alternated, 2.3-2.5 ms against 2.7-3.0
-/// and 45-48k against 38-42k. It lives as long as the process because sqlx returns a connection to its
-/// pool in a task spawned on the runtime that used it: a runtime torn down with that task
-/// pending would lose the writer's one connection.
-fn commit_thread() -> Option<tokio::runtime::Handle> {
-    static THREAD: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    THREAD
-        .get_or_init(|| match start_commit_thread() {
-            Ok(handle) => Some(handle),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot start the commit thread; committing on the shared runtime");
-                None
-            }
-        })
-        .clone()
-}
-
-/// Builds the runtime on its own thread (a runtime must not be dropped in an async context,
-/// which a failed start would otherwise do) and waits, once per process, for its handle.
-fn start_commit_thread() -> std::io::Result<tokio::runtime::Handle> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("livechain-commit".into())
-        .spawn(move || {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => {
-                    let _ = tx.send(Ok(runtime.handle().clone()));
-                    runtime.block_on(std::future::pending::<()>());
-                }
-                Err(err) => {
-                    let _ = tx.send(Err(err));
-                }
-            }
-        })?;
-    rx.recv()
-        .map_err(|_| std::io::Error::other("the commit thread ended before it started"))?
-}
-
 /// The outcome of the commit in flight; never resolves when there is none.
-async fn finish(inflight: &mut Option<InFlight>) -> Committed {
+async fn finish(inflight: &mut Option<InFlight>) -> Option<Committed> {
     match inflight {
         Some(commit) => commit.await,
         None => std::future::pending().await,

@@ -48,7 +48,8 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
     let ready = Arc::new(AtomicBool::new(true));
     let (committed_tx, mut committed_rx) = broadcast::channel(1024);
     let (input, rx) = mpsc::channel(1024);
-    let writer = tokio::spawn(Writer::new(store.clone(), ready.clone(), committed_tx).run(rx));
+    let writer =
+        tokio::spawn(Writer::new(store.clone(), ready.clone(), committed_tx, None).run(rx));
 
     let send_block = |number: u64| {
         let input = input.clone();
