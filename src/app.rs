@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{ChainConfig, Config, DevnetChainConfig};
 use crate::devnet::{Devnet, DevnetConfig};
 use crate::ingest::{self, Endpoint, Ingest};
-use crate::publish::{Hub, Render};
-use crate::registry::{ProcessKey, Supervisor, SupervisorConfig};
+use crate::publish::{self, Hub, Render};
+use crate::registry::{Supervisor, SupervisorConfig};
 use crate::store::{DatabaseLock, Store};
 use crate::telemetry;
 
@@ -59,54 +59,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut devnets = Vec::new();
     let mut endpoints = Vec::new();
     for (name, chain) in &config.chains {
-        let Some(sim) = &chain.devnet else {
-            let list = chain
-                .providers
-                .iter()
-                .map(|p| Endpoint {
-                    id: p.id.clone(),
-                    http_url: p.url.clone(),
-                    ws_url: p.ws_url.clone(),
-                    priority: p.priority,
-                })
-                .collect();
-            endpoints.push((name.clone(), list));
-            continue;
+        let list = match &chain.devnet {
+            None => provider_endpoints(chain),
+            Some(sim) => {
+                let devnet = start_devnet(name, chain, sim, &store, &shutdown).await?;
+                let list = devnet_endpoints(name, &devnet)?;
+                devnets.push((name.clone(), devnet));
+                list
+            }
         };
-        // The devnet's chain is a function of its seed: resumed at the stored checkpoint it
-        // serves the very blocks stored before, and the service carries on where it stopped.
-        let resume_at = store
-            .checkpoint(name)
-            .await
-            .with_context(|| format!("reading the checkpoint of chain {name}"))?
-            .map_or(0, |cp| cp.block_number);
-        let devnet_config = DevnetConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            providers: sim.providers,
-            block_time_ms: sim.block_time_ms,
-            logs_per_block: sim.logs_per_block,
-            seed: sim.seed,
-            chain_id: chain.chain_id,
-            initial_blocks: sim.initial_blocks,
-            resume_at,
-            reorg_every: sim.reorg_every,
-            reorg_depth: sim.reorg_depth,
-        };
-        let devnet = Devnet::start(devnet_config, shutdown.child_token())
-            .await
-            .with_context(|| format!("starting the devnet of chain {name}"))?;
-        let mut list = Vec::new();
-        for endpoint in devnet.endpoints() {
-            tracing::info!(chain = %name, endpoint = %endpoint, "devnet provider listening");
-            list.push(Endpoint {
-                id: format!("devnet-{}", endpoint.index),
-                http_url: endpoint.http_url.parse().context("devnet HTTP URL")?,
-                ws_url: Some(endpoint.ws_url.parse().context("devnet WS URL")?),
-                priority: u32::try_from(endpoint.index).unwrap_or(u32::MAX),
-            });
-        }
         endpoints.push((name.clone(), list));
-        devnets.push((name.clone(), devnet));
     }
 
     let supervisor = Supervisor::start(
@@ -124,39 +86,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let api_addr = listener.local_addr().context("reading the API address")?;
     let hub = Hub::new(STREAM_QUEUE);
     let render: Render = Arc::new(api::stream::render);
-    let publisher = (hub.clone(), ingest.committed.clone());
-    // Subscribed now, before anything can commit: the first run misses no batch. (A stream
-    // session's seam relies on it: what commits after the session subscribed to the hub must
-    // reach the hub.)
-    let first = std::sync::Mutex::new(Some(ingest.committed.subscribe()));
-    supervisor
-        .spawn(
-            ProcessKey::new("publisher", "hub"),
-            serde_json::json!({}),
-            false,
-            move |token| {
-                let (hub, committed) = publisher.clone();
-                let first = first
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                let batches = match first {
-                    Some(batches) => batches,
-                    None => {
-                        // A restart: batches committed while it was down were never
-                        // published, so every subscriber catches up from the database.
-                        let batches = committed.subscribe();
-                        hub.cut_all();
-                        batches
-                    }
-                };
-                let render = render.clone();
-                Box::pin(async move {
-                    hub.run(batches, render, token).await;
-                    Ok(())
-                })
-            },
-        )
+    publish::spawn_publisher(&supervisor, hub.clone(), ingest.committed.clone(), render)
         .context("starting the publisher")?;
     forget_unconfigured(&supervisor);
     let state = AppState {
@@ -189,6 +119,56 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         api_failure,
         lock,
     })
+}
+
+/// A configured chain's providers as the ingest sees them.
+fn provider_endpoints(chain: &ChainConfig) -> Vec<Endpoint> {
+    chain
+        .providers
+        .iter()
+        .map(|p| Endpoint {
+            id: p.id.clone(),
+            http_url: p.url.clone(),
+            ws_url: p.ws_url.clone(),
+            priority: p.priority,
+        })
+        .collect()
+}
+
+/// Starts the in-process devnet of chain `name`. Its chain is a function of its seed: resumed at
+/// the stored checkpoint it serves the very blocks stored before, and the service carries on
+/// where it stopped.
+async fn start_devnet(
+    name: &str,
+    chain: &ChainConfig,
+    sim: &DevnetChainConfig,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Devnet> {
+    let resume_at = store
+        .checkpoint(name)
+        .await
+        .with_context(|| format!("reading the checkpoint of chain {name}"))?
+        .map_or(0, |cp| cp.block_number);
+    let config = DevnetConfig::for_chain(sim, chain.chain_id, resume_at);
+    Devnet::start(config, shutdown.child_token())
+        .await
+        .with_context(|| format!("starting the devnet of chain {name}"))
+}
+
+/// A devnet's provider ports as the ingest sees them (`devnet-0`, `devnet-1`, ...).
+fn devnet_endpoints(name: &str, devnet: &Devnet) -> anyhow::Result<Vec<Endpoint>> {
+    let mut list = Vec::new();
+    for endpoint in devnet.endpoints() {
+        tracing::info!(chain = %name, endpoint = %endpoint, "devnet provider listening");
+        list.push(Endpoint {
+            id: format!("devnet-{}", endpoint.index),
+            http_url: endpoint.http_url.parse().context("devnet HTTP URL")?,
+            ws_url: Some(endpoint.ws_url.parse().context("devnet WS URL")?),
+            priority: u32::try_from(endpoint.index).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(list)
 }
 
 /// Runs the API server until shutdown. A server that ends before shutdown was asked for (with

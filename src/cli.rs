@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::devnet::DevnetConfig;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -86,6 +87,24 @@ pub struct DevnetArgs {
     /// Depth of each reorganisation.
     #[arg(long, default_value_t = 3)]
     pub reorg_depth: u64,
+}
+
+impl DevnetArgs {
+    /// The devnet these flags describe.
+    pub fn devnet_config(&self) -> DevnetConfig {
+        DevnetConfig {
+            listen: self.listen,
+            providers: usize::from(self.providers),
+            block_time_ms: self.block_time_ms,
+            logs_per_block: self.logs_per_block,
+            seed: self.seed,
+            chain_id: self.chain_id,
+            initial_blocks: self.initial_blocks,
+            resume_at: 0,
+            reorg_every: self.reorg_every,
+            reorg_depth: self.reorg_depth,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use livechain::cli::{Cli, Command, DevnetArgs};
 use livechain::config::{Config, ConfigError, Loaded};
-use livechain::devnet::{Devnet, DevnetConfig};
+use livechain::devnet::Devnet;
 use livechain::store::{DatabaseLock, Store};
 use livechain::{app, console, shutdown, telemetry};
 
@@ -123,18 +123,7 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 async fn run_devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let root = CancellationToken::new();
     shutdown::cancel_on_signal(root.clone());
-    let config = DevnetConfig {
-        listen: args.listen,
-        providers: usize::from(args.providers),
-        block_time_ms: args.block_time_ms,
-        logs_per_block: args.logs_per_block,
-        seed: args.seed,
-        chain_id: args.chain_id,
-        initial_blocks: args.initial_blocks,
-        resume_at: 0,
-        reorg_every: args.reorg_every,
-        reorg_depth: args.reorg_depth,
-    };
+    let config = args.devnet_config();
     let devnet = Devnet::start(config, root.clone())
         .await
         .context("starting the devnet")?;

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::schedule::MAX_REORG_DEPTH;
 use super::{MAX_LOGS_PER_BLOCK, MAX_PROVIDERS};
+use crate::config::DevnetChainConfig;
 
 /// How to run a devnet. `Default` is `livechain devnet` without flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,23 @@ impl Default for DevnetConfig {
 }
 
 impl DevnetConfig {
+    /// The devnet of a configured chain (`chains.<name>.devnet`), its providers on ephemeral
+    /// ports of 127.0.0.1, its head resumed at `resume_at` (the chain's stored checkpoint).
+    pub fn for_chain(sim: &DevnetChainConfig, chain_id: u64, resume_at: u64) -> DevnetConfig {
+        DevnetConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            providers: sim.providers,
+            block_time_ms: sim.block_time_ms,
+            logs_per_block: sim.logs_per_block,
+            seed: sim.seed,
+            chain_id,
+            initial_blocks: sim.initial_blocks,
+            resume_at,
+            reorg_every: sim.reorg_every,
+            reorg_depth: sim.reorg_depth,
+        }
+    }
+
     /// Every problem with the config, or `Ok`.
     pub fn validate(&self) -> Result<(), DevnetError> {
         let mut problems = Vec::new();

@@ -11,9 +11,11 @@
 mod filter;
 mod hub;
 pub mod replay;
+mod supervised;
 
 pub use filter::FeedFilter;
 pub use hub::{Hub, Render, Subscription};
+pub use supervised::spawn_publisher;
 
 use std::sync::Arc;
 
