@@ -30,20 +30,19 @@ use crate::telemetry::metrics as m;
 /// Events per transaction at most. A batch only grows this large while inputs arrive faster
 /// than commits end (a quiet chain commits every `FLUSH_INTERVAL`), and then the commit's fixed
 /// cost decides throughput: every commit writes each page it dirtied to the WAL, and random-keyed
-/// indexes (hashes, topics) dirty pages all over their trees. On the 2-core bench machine
-/// 4096-event commits store ~25-40k rows/s, 16384-event ones ~65k (`BENCHMARKS.md`); a full
-/// batch commits in a few hundred milliseconds, the live tail's latency under such a load.
+/// indexes (hashes, topics) dirty pages all over their trees, so larger commits store more
+/// rows per second; a full batch commits in a few hundred milliseconds, the live tail's latency
+/// under such a load.
 pub const MAX_BATCH: usize = 16_384;
 /// How long the first input of a batch may wait for company when no cue says its blocks are
 /// complete: the copies of the other providers, and the rest of its block, usually arrive
 /// within it (a late copy costs an extra row update). tokio's timer rounds it up to the next
-/// millisecond, so it is 1-2 ms in practice; 5 ms here cost the live tail 4-5 ms of median
-/// latency (`BENCHMARKS.md`).
+/// millisecond, so it is 1-2 ms in practice; every millisecond more is the live tail's.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 /// How long a batch without events (late copies, a range's canonical hashes and checkpoint)
-/// waits for the next block's events to ride along with. Committed alone, such a batch took
-/// the writer for 1-2 ms some eight times a second on the live-tail bench, and a block that
-/// arrived meanwhile waited for it; nothing in it is news to a subscriber in a hurry.
+/// waits for the next block's events to ride along with. Committed alone, such a batch holds
+/// the writer while a block that arrives meanwhile waits for it; nothing in it is news to a
+/// subscriber in a hurry.
 pub const RIDE_ALONG: Duration = Duration::from_millis(20);
 
 /// What aggregators send the writer.

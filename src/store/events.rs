@@ -1,4 +1,4 @@
-//! The batched write path ([`Store::write_batch`]) and event reads.
+//! The batched write path ([`Store::write_batch`]); the reads are in `query`.
 //!
 //! Cursors come from an in-memory sequence owned by the single writer, initialised at open from
 //! the database. A batch assigns `last + 1 ..` to its events in order, inserts them with
@@ -21,7 +21,7 @@ use crate::domain::{ChainName, Cursor, Event, EventKey, StoredEvent};
 
 use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
 use super::reorg::{self, Canonical, Retraction};
-use super::rows::{self, BLOCK_LOG_INDEX, EVENT_COLUMNS, EVENT_FROM, finality_of, to_sql_int};
+use super::rows::{BLOCK_LOG_INDEX, EVENT_COLUMNS, EVENT_FROM, finality_of, to_sql_int};
 use super::{Store, StoreError};
 
 /// One event as delivered to the writer.
@@ -121,9 +121,8 @@ const COLUMNS_PER_ROW: usize = 20;
 /// Rows per INSERT (and redelivery UPDATE) statement, largest first. A batch of n rows is cut
 /// greedily into these sizes: ten statement texts of each kind, each prepared once and cached by
 /// sqlx, and a batch below 512 rows takes one statement per bit of its size (a 100-event block:
-/// 64 + 32 + 4), each a round trip to SQLite's worker thread. Sizes 512/64/8/1 took up to 21
-/// statements (`store::bench`: 100-event batches p50 1.77 → 1.56 ms, 1,000-event ones
-/// 10.8 → 8.8 ms). 512 × 20 = 10240 parameters, well under SQLite's limit of 32766.
+/// 64 + 32 + 4), each a round trip to SQLite's worker thread; coarser steps took more
+/// statements per batch. 512 × 20 = 10240 parameters, well under SQLite's limit of 32766.
 const CHUNK_SIZES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 /// Rows the writer's worker thread may hand over before it waits for them to be taken.
 pub(crate) const ROW_BUFFER: usize = 1024;
@@ -133,7 +132,7 @@ pub(crate) const ROW_BUFFER: usize = 1024;
 pub(crate) struct Statements {
     inserts: [Arc<str>; CHUNK_SIZES.len()],
     redeliveries: [Arc<str>; CHUNK_SIZES.len()],
-    event_by_cursor: Arc<str>,
+    pub(super) event_by_cursor: Arc<str>,
     /// Bound as `kind` without allocating per row.
     block: Arc<str>,
     log: Arc<str>,
@@ -158,7 +157,7 @@ fn insert_sql(rows: usize) -> String {
     let values = vec![row.as_str(); rows].join(",");
     // OR IGNORE rather than an upsert: SQLite runs an `ON CONFLICT DO UPDATE` under a statement
     // journal (its UPDATE may abort midway), copying every page the statement touches and
-    // allocating for it (~10 % of the writer thread's time, perf on the ingest bench). A row
+    // allocating for it. A row
     // this statement ignores is merged afterwards (see `insert_events`), and one that merges
     // nowhere broke a constraint: the batch fails. No RETURNING: sqlx hands each returned row
     // across threads as a message of its own; which rows are new is counted afterwards.
@@ -303,26 +302,6 @@ impl Store {
             finality,
             retractions,
         })
-    }
-
-    /// The event whose addition took cursor `c`, with its current `removed`, finality and
-    /// `providers_seen`.
-    pub async fn event_by_cursor(&self, c: Cursor) -> Result<Option<StoredEvent>, StoreError> {
-        let sql = AssertSqlSafe(self.shared.statements.event_by_cursor.clone());
-        let row = sqlx::query(sql)
-            .bind(c)
-            .fetch_optional(&self.shared.readers)
-            .await?;
-        row.as_ref().map(rows::stored_event).transpose()
-    }
-
-    /// Rows stored for `chain`, removed ones included.
-    pub async fn count_events(&self, chain: &str) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE chain = ?")
-            .bind(chain)
-            .fetch_one(&self.shared.readers)
-            .await?;
-        Ok(u64::try_from(count).unwrap_or_default())
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`error`]: [`StoreError`] and its classification (`is_busy`, `is_retryable`).
 //! - [`migrate`]: refinery's async driver traits over a sqlx connection; refuses newer schemas.
-//! - [`events`]: [`Store::write_batch`] (one transaction per batch) and event reads.
+//! - [`events`]: the write path, [`Store::write_batch`] (one transaction per batch).
+//! - [`query`]: the reads, REST filters and events by cursor.
 //! - [`checkpoint`]: per-chain checkpoints and the finality advances they record.
 //! - [`rows`]: row ↔ domain mapping, shared by every read.
 //! - [`lock`]: one service per database ([`DatabaseLock`]); [`reset`]: `reset-chain`.
@@ -60,10 +61,8 @@ const READ_CONNECTIONS: u32 = 4;
 /// Page cache per connection, in KiB (SQLite's negative `cache_size`). The writer's holds the
 /// right edges and hot inner pages of every index while inserting millions of rows; the rest
 /// comes from the OS page cache. Not larger: it is resident memory, and SQLite scans the whole
-/// cache at every commit whose inserts split and renumbered pages (`pcache1TruncateUnsafe`
-/// after `balance_nonroot`, ~7 % of the writer's time at 64 MiB in `cargo bench --bench
-/// stream`); 32 MiB instead of 64 stored as fast and cut the ingest bench's peak RSS by
-/// ~40 MiB (`BENCHMARKS.md`). Readers share the OS page cache and each get a smaller one.
+/// cache at every commit whose inserts split pages, so a larger one costs writer time without
+/// storing faster. Readers share the OS page cache and each get a smaller one.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// After a checkpoint, truncate the WAL file back to this size (bytes): disk stays bounded even

@@ -1,10 +1,11 @@
-//! The REST query builder: one parameterised SELECT over `events` per filter combination.
+//! The reads: the REST query builder (one parameterised SELECT over `events` per filter
+//! combination) and single events by cursor.
 //!
 //! Every filter maps to an indexed column (see `V1__initial.sql`); pagination is by cursor,
 //! never by OFFSET, so page 1,000 costs what page 1 costs.
 
 use alloy_primitives::{Address, B256};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
 use super::rows::{self, EVENT_COLUMNS, EVENT_FROM, to_sql_int};
 use super::{Store, StoreError};
@@ -118,5 +119,27 @@ impl Store {
             .push_bind(i64::from(q.limit));
         let found = sql.build().fetch_all(&self.shared.readers).await?;
         found.iter().map(rows::stored_event).collect()
+    }
+}
+
+impl Store {
+    /// The event whose addition took cursor `c`, with its current `removed`, finality and
+    /// `providers_seen`.
+    pub async fn event_by_cursor(&self, c: Cursor) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = AssertSqlSafe(self.shared.statements.event_by_cursor.clone());
+        let row = sqlx::query(sql)
+            .bind(c)
+            .fetch_optional(&self.shared.readers)
+            .await?;
+        row.as_ref().map(rows::stored_event).transpose()
+    }
+
+    /// Rows stored for `chain`, removed ones included.
+    pub async fn count_events(&self, chain: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE chain = ?")
+            .bind(chain)
+            .fetch_one(&self.shared.readers)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
     }
 }

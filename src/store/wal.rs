@@ -1,18 +1,17 @@
 //! WAL checkpoints off the write path.
 //!
 //! SQLite's default checkpoints the WAL inside the commit that grows it past 1000 pages: that
-//! commit also copies every page of the log into the database file and syncs both, about ten
-//! times its own cost (measured: 0.8 ms commits, every fourth one 9-10 ms on the live-tail
-//! bench), and the live tail waits for it. Instead the writer connection never checkpoints
+//! commit also copies every page of the log into the database file and syncs both, many times
+//! its own cost, and the live tail waits for it. Instead the writer connection never checkpoints
 //! (`wal_autocheckpoint = 0`) and this task does, on a connection of its own, after commits:
 //! a `PASSIVE` checkpoint copies what no reader still needs without taking the write lock, so
 //! the writer goes on appending meanwhile. When a checkpoint catches up with the log between two
 //! commits, the next transaction starts the WAL over (and `journal_size_limit` truncates it).
 //!
 //! The log only starts over when a transaction begins after a checkpoint copied all of it, and a
-//! checkpoint takes about as long as the interval between commits (7-16 ms for the ~1,400 pages
-//! that 50 ms of the live-tail bench write: every random-keyed index dirties pages all over its
-//! tree), so a commit nearly always lands in between and the log would grow forever. Past
+//! checkpoint takes about as long as the interval between commits under load (every
+//! random-keyed index dirties pages all over its tree), so a commit nearly always lands in
+//! between and the log would grow forever. Past
 //! [`WAL_RESTART_PAGES`] the passive checkpoint is followed by a `RESTART` one, which waits for
 //! the transaction in flight, holds the next one back while it copies the few pages committed
 //! since the passive one, and makes the next transaction start the log over: disk and recovery
