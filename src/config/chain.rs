@@ -13,7 +13,7 @@ use url::Url;
 use super::walk::{self, Issues, Map, index, join};
 use super::{
     BreakerConfig, ChainConfig, DevnetChainConfig, MAX_DEVNET_PROVIDERS, MAX_LOGS_PER_BLOCK,
-    ProviderConfig, Subscription, env, parse, subscription,
+    ProviderConfig, Subscription, env, sections, subscription,
 };
 
 const CHAIN_KEYS: &[&str] = &[
@@ -250,7 +250,7 @@ fn provider(
         .unwrap_or(default_priority);
     let breaker_override = m
         .get("breaker")
-        .map(|value| parse::breaker(value, &m.path_of("breaker"), breaker, issues));
+        .map(|value| sections::breaker(value, &m.path_of("breaker"), breaker, issues));
     if let (Some(id), Some(url)) = (&entry.id, url) {
         entry.config = Some(ProviderConfig {
             id: id.clone(),

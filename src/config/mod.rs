@@ -18,6 +18,7 @@ mod env;
 mod parse;
 mod redact;
 mod report;
+mod sections;
 mod subscription;
 mod walk;
 

@@ -11,7 +11,7 @@ use serde_norway::Value;
 use super::walk::{self, Issues, Map};
 use super::{
     AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
-    HealthConfig, Loaded, MAX_CACHE_SIZE, RetentionConfig, ServerConfig, chain, env,
+    HealthConfig, Loaded, MAX_CACHE_SIZE, RetentionConfig, ServerConfig, chain, env, sections,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -81,7 +81,7 @@ fn config(value: &Value, issues: &mut Issues, warnings: &mut Vec<String>) -> Con
         return placeholder();
     };
     let breaker = match root.get("breaker") {
-        Some(value) => breaker(value, "breaker", &BreakerConfig::default(), issues),
+        Some(value) => sections::breaker(value, "breaker", &BreakerConfig::default(), issues),
         None => BreakerConfig::default(),
     };
     Config {
@@ -173,40 +173,6 @@ fn aggregation(value: &Value, path: &str, issues: &mut Issues) -> AggregationCon
     }
     if let Some(d) = m.opt("deduplication_window", issues, &walk::duration(true)) {
         out.deduplication_window = d;
-    }
-    out
-}
-
-const BREAKER_KEYS: &[&str] = &[
-    "failure_threshold",
-    "recovery_timeout",
-    "success_threshold",
-    "half_open_max_probes",
-];
-
-/// A breaker section; fields it leaves out come from `base` (the defaults for the global
-/// section, the global section for a provider's override).
-pub(super) fn breaker(
-    value: &Value,
-    path: &str,
-    base: &BreakerConfig,
-    issues: &mut Issues,
-) -> BreakerConfig {
-    let mut out = *base;
-    let Some(m) = Map::read(value, path, BREAKER_KEYS, issues) else {
-        return out;
-    };
-    if let Some(n) = m.opt("failure_threshold", issues, &walk::uint32(1)) {
-        out.failure_threshold = n;
-    }
-    if let Some(d) = m.opt("recovery_timeout", issues, &walk::duration(true)) {
-        out.recovery_timeout = d;
-    }
-    if let Some(n) = m.opt("success_threshold", issues, &walk::uint32(1)) {
-        out.success_threshold = n;
-    }
-    if let Some(n) = m.opt("half_open_max_probes", issues, &walk::uint32(1)) {
-        out.half_open_max_probes = n;
     }
     out
 }
