@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::rpc::RpcError;
-use super::state::mix;
+use super::rpc_error::RpcError;
 
 /// "Off" for the optional numeric faults, so `Some(0)` keeps its meaning.
 const OFF: u64 = u64::MAX;
@@ -348,6 +347,15 @@ impl Faults {
 
 fn optional(raw: u64) -> Option<u64> {
     (raw != OFF).then_some(raw)
+}
+
+/// SplitMix64's finalizer: the faults' deterministic draws, and the devnet's other seeded
+/// values.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

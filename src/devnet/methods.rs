@@ -20,9 +20,10 @@ use serde_json::Value;
 
 use super::block::BlockData;
 use super::chain::Chain;
-use super::rpc::{RpcError, Session};
+use super::rpc_error::RpcError;
 use super::schedule::Finality;
 use super::state::{ProviderState, Shared};
+use super::subscriptions::Session;
 use super::subscriptions::SubKind;
 
 /// Widest `eth_getLogs` range served at all, faults or not: bounds the CPU one request can use.

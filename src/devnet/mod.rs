@@ -40,6 +40,7 @@ mod listener;
 mod methods;
 mod producer;
 mod rpc;
+mod rpc_error;
 mod schedule;
 mod server;
 mod state;

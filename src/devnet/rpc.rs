@@ -8,59 +8,13 @@
 use serde_json::Value;
 
 use super::methods::{self, Ctx};
-use super::subscriptions::SubTable;
+pub(crate) use super::rpc_error::RpcError;
+pub(crate) use super::subscriptions::Session;
 
 /// Largest request payload accepted, HTTP body or WebSocket message.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Most requests in one batch.
 pub const MAX_BATCH_LEN: usize = 1_000;
-
-/// A JSON-RPC error object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RpcError {
-    pub code: i64,
-    pub message: String,
-}
-
-impl RpcError {
-    pub(crate) const PARSE_ERROR: i64 = -32700;
-    pub(crate) const INVALID_REQUEST: i64 = -32600;
-    pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
-    pub(crate) const INVALID_PARAMS: i64 = -32602;
-    pub(crate) const INTERNAL_ERROR: i64 = -32603;
-    /// Geth's generic server error (`unknown block`, too many subscriptions).
-    pub(crate) const SERVER_ERROR: i64 = -32000;
-    /// "Limit exceeded" (EIP-1474): what hosted providers answer for too wide `eth_getLogs`.
-    pub(crate) const LIMIT_EXCEEDED: i64 = -32005;
-
-    pub(crate) fn new(code: i64, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(Self::INVALID_REQUEST, message)
-    }
-
-    pub(crate) fn invalid_params(message: impl Into<String>) -> Self {
-        Self::new(Self::INVALID_PARAMS, message)
-    }
-
-    pub(crate) fn method_not_found(method: &str) -> Self {
-        Self::new(
-            Self::METHOD_NOT_FOUND,
-            format!("the method {method} does not exist/is not available"),
-        )
-    }
-}
-
-/// Where a request arrived: subscriptions need a connection to push to.
-pub(crate) enum Session<'a> {
-    Http,
-    Ws(&'a mut SubTable),
-}
 
 /// Answers one payload. `None` when nothing must be sent back (only notifications).
 pub(crate) async fn handle_payload(

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::block::BlockData;
 use super::chain::Chain;
-use super::faults::Faults;
+use super::faults::{Faults, mix};
 
 /// Queue length, in blocks, of a connection in timed mode: a client this far behind is
 /// disconnected rather than buffered for.
@@ -208,12 +208,4 @@ impl ProviderState {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnHandle>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// SplitMix64's finalizer.
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

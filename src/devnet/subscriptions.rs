@@ -10,8 +10,14 @@ use std::sync::Arc;
 use alloy_rpc_types_eth::Filter;
 
 use super::block::BlockData;
-use super::rpc::RpcError;
+use super::rpc_error::RpcError;
 use super::state::Shared;
+
+/// Where a request arrived: subscriptions need a connection to push to.
+pub(crate) enum Session<'a> {
+    Http,
+    Ws(&'a mut SubTable),
+}
 
 /// Most subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1_000;
