@@ -200,7 +200,8 @@ fn parse_address(value: &str) -> Result<Address, &'static str> {
     let upper = digits.bytes().any(|b| b.is_ascii_uppercase());
     if lower && upper {
         return Address::parse_checksummed(value, None).map_err(|_| {
-            "bad EIP-55 checksum: mixed-case hex must be the address's checksum              (or write the address all in lower case)"
+            "bad EIP-55 checksum: mixed-case hex must be the address's checksum (or write the \
+             address all in lower case)"
         });
     }
     value
@@ -339,6 +340,7 @@ mod tests {
             Err(ApiError::BadRequest { field, message }) => {
                 assert_eq!(field, "address");
                 assert!(message.contains("EIP-55"), "{message}");
+                assert!(!message.contains("  "), "a run of spaces in {message:?}");
             }
             other => panic!("{bad}: expected a bad request, got {:?}", other.map(|_| ())),
         }
