@@ -20,7 +20,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +29,7 @@ use super::{ChainInput, Live, LiveItem};
 use crate::breaker::{Outcome, Permit};
 use crate::domain::ChainName;
 use crate::health::ChainHealth;
-use crate::provider::{Burst, ProviderError, WsClient, WsOptions, decode, jsonrpc};
+use crate::provider::{Burst, ProviderError, WsClient, WsOptions, decode};
 use crate::telemetry::metrics as m;
 
 /// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
@@ -313,16 +312,10 @@ impl Listener {
         client: &WsClient,
     ) -> Result<Vec<(String, Route)>, ProviderError> {
         let mut routes: Vec<(String, Route)> = Vec::with_capacity(1 + self.filters.len());
-        let heads = client
-            .subscribe(jsonrpc::params(&json!(["newHeads"]))?)
-            .await?;
+        let heads = client.subscribe_heads().await?;
         routes.push((heads, Route::Heads));
         for filter in &self.filters {
-            let subscribed = match jsonrpc::params(&json!(["logs", filter.to_json()])) {
-                Ok(params) => client.subscribe(params).await,
-                Err(err) => Err(err),
-            };
-            match subscribed {
+            match client.subscribe_logs(filter).await {
                 Ok(id) => routes.push((id, Route::Logs)),
                 Err(err) => {
                     // Those already made would outlive this failed attempt at the provider.

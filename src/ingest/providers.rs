@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::U64;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -15,7 +14,7 @@ use url::Url;
 use super::dedupe::ProviderIndex;
 use crate::breaker::{Outcome, Permit};
 use crate::health::ChainHealth;
-use crate::provider::{HttpClient, ProviderError, jsonrpc};
+use crate::provider::{HttpClient, Method, ProviderError, Request, methods};
 use crate::telemetry::metrics as m;
 
 /// One provider of a chain.
@@ -95,10 +94,9 @@ impl ProviderSet {
     /// answer, and the caller must react (split the range).
     pub async fn call(
         &self,
-        method: &str,
-        params: &RawValue,
+        request: &Request,
     ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
-        let answer = self.call_on(self.order(None), method, params).await;
+        let answer = self.call_on(self.order(None), request).await;
         if let Ok((served, _)) = &answer {
             self.count_failover(0, *served);
         }
@@ -109,23 +107,30 @@ impl ProviderSet {
     pub async fn call_one(
         &self,
         index: ProviderIndex,
-        method: &str,
-        params: &RawValue,
+        request: &Request,
     ) -> Result<Box<RawValue>, ProviderError> {
         let provider = self
             .by_index(usize::from(index))
             .ok_or_else(|| ProviderError::Transport("no such provider".into()))?;
-        self.call_on(vec![provider], method, params)
+        self.call_on(vec![provider], request)
             .await
             .map(|(_, raw)| raw)
     }
 
+    /// The chain's head over HTTP, from the first provider that answers (see
+    /// [`ProviderSet::call`]).
+    pub async fn block_number(&self) -> Result<u64, ProviderError> {
+        let (_, raw) = self.call(&Request::block_number()?).await?;
+        methods::read_block_number(&raw)
+    }
+
+    /// A head answered (`eth_blockNumber`) updates the provider's head in its health record.
     async fn call_on(
         &self,
         order: Vec<&ChainProvider>,
-        method: &str,
-        params: &RawValue,
+        request: &Request,
     ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
+        let method = request.method();
         let mut last = None;
         for provider in order {
             let index = usize::from(provider.index);
@@ -138,22 +143,21 @@ impl ProviderSet {
             };
             let started = Instant::now();
             let best_then = self.health.best_head();
-            let result = provider.http.call(method, params).await;
+            let result = provider.http.request(request).await;
             self.health
                 .record(index, permit, Outcome::of(&result), Some(started.elapsed()));
             match result {
                 Ok(raw) => {
-                    if method == "eth_blockNumber"
-                        && let Ok(head) = jsonrpc::decode::<U64>(&raw, method)
+                    if method == Method::BlockNumber
+                        && let Ok(head) = methods::read_block_number(&raw)
                     {
-                        self.health
-                            .observe_polled_head(index, head.to::<u64>(), best_then);
+                        self.health.observe_polled_head(index, head, best_then);
                     }
                     return Ok((provider.index, raw));
                 }
                 Err(err) if !err.is_retryable() => return Err(err),
                 Err(err) => {
-                    tracing::warn!(chain = %self.health.chain(), provider = %provider.id, method, error = %err, "provider call failed; trying the next");
+                    tracing::warn!(chain = %self.health.chain(), provider = %provider.id, method = method.as_str(), error = %err, "provider call failed; trying the next");
                     last = Some(err);
                 }
             }
@@ -201,7 +205,7 @@ pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>
 
 impl ProviderSet {
     /// A batch, tried on each provider in turn while the whole batch fails retryably.
-    pub async fn batch(&self, calls: &[(&str, &RawValue)]) -> Result<BatchAnswer, ProviderError> {
+    pub async fn batch(&self, calls: &[Request]) -> Result<BatchAnswer, ProviderError> {
         self.batch_from(0, None, calls).await
     }
 
@@ -220,7 +224,7 @@ impl ProviderSet {
         &self,
         start: usize,
         avoid: Option<ProviderIndex>,
-        calls: &[(&str, &RawValue)],
+        calls: &[Request],
     ) -> Result<BatchAnswer, ProviderError> {
         let mut order = self.order(Some(start));
         if let Some(at) = avoid.and_then(|a| order.iter().position(|p| p.index == a)) {
@@ -338,7 +342,7 @@ const HEDGE_FACTOR: u32 = 4;
 impl ChainProvider {
     async fn batch(
         &self,
-        calls: &[(&str, &RawValue)],
+        calls: &[Request],
     ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
         if self.batches.load(Ordering::Relaxed) {
             match self.http.batch(calls).await {
@@ -352,8 +356,8 @@ impl ChainProvider {
         let mut answers = Vec::with_capacity(calls.len());
         for chunk in calls.chunks(UNBATCHED_CONCURRENCY) {
             let mut pending = Vec::with_capacity(chunk.len());
-            for &(method, params) in chunk {
-                pending.push(self.http.call(method, params));
+            for request in chunk {
+                pending.push(self.http.request(request));
             }
             answers.extend(futures_util::future::join_all(pending).await);
         }

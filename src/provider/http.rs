@@ -107,22 +107,9 @@ impl HttpClient {
 
     /// A batch; one outcome per call, in the order given (matched by id, whatever the
     /// provider's order). A provider that rejects batches fails the whole call.
-    pub async fn batch_requests(
-        &self,
-        calls: &[Request],
-    ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
-        let raw: Vec<(&str, &RawValue)> = calls
-            .iter()
-            .map(|c| (c.method().as_str(), c.params()))
-            .collect();
-        self.batch(&raw).await
-    }
-
-    /// A batch; one outcome per call, in the order given (matched by id, whatever the
-    /// provider's order). A provider that rejects batches fails the whole call.
     pub async fn batch(
         &self,
-        calls: &[(&str, &RawValue)],
+        calls: &[Request],
     ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
         if calls.is_empty() {
             return Ok(Vec::new());
@@ -131,7 +118,10 @@ impl HttpClient {
             .inner
             .next_id
             .fetch_add(calls.len() as u64, Ordering::Relaxed);
-        let body = jsonrpc::batch(first, calls.iter().copied());
+        let body = jsonrpc::batch(
+            first,
+            calls.iter().map(|c| (c.method().as_str(), c.params())),
+        );
         self.post("batch", body, |frames| {
             let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
                 (0..calls.len()).map(|_| None).collect();

@@ -147,23 +147,17 @@ impl WsClient {
 
     /// Subscribes to new heads; returns the subscription id.
     pub async fn subscribe_heads(&self) -> Result<String, ProviderError> {
-        self.subscribe_to(Request::subscribe_heads()?).await
+        self.subscribe(Request::subscribe_heads()?).await
     }
 
     /// Subscribes to the logs `filter` matches; returns the subscription id.
     pub async fn subscribe_logs(&self, filter: &LogFilter) -> Result<String, ProviderError> {
-        self.subscribe_to(Request::subscribe_logs(filter)?).await
+        self.subscribe(Request::subscribe_logs(filter)?).await
     }
 
-    async fn subscribe_to(&self, request: Request) -> Result<String, ProviderError> {
+    async fn subscribe(&self, request: Request) -> Result<String, ProviderError> {
         let (method, params) = request.into_parts();
         let raw = self.request(method.as_str(), params).await?;
-        jsonrpc::decode::<String>(&raw, "eth_subscribe result")
-    }
-
-    /// `eth_subscribe`; returns the subscription id.
-    pub async fn subscribe(&self, params: Box<RawValue>) -> Result<String, ProviderError> {
-        let raw = self.request("eth_subscribe", params).await?;
         jsonrpc::decode::<String>(&raw, "eth_subscribe result")
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::json;
+use alloy_rpc_types_eth::BlockNumberOrTag;
 use serde_json::value::RawValue;
 
 use super::reorg;
@@ -17,13 +17,10 @@ use crate::ingest::dedupe::ProviderIndex;
 use crate::ingest::filters::LogFilter;
 use crate::ingest::providers::ProviderSet;
 use crate::provider::decode::{Head, LogKey};
-use crate::provider::{ProviderError, decode, jsonrpc};
+use crate::provider::{FINALITY_TAGS, ProviderError, Request, decode, methods};
 
 /// How long the cross-check of a range's last block may take; past it the range stands.
 const CROSS_CHECK: Duration = Duration::from_millis(500);
-
-/// The block tags read with every range, in this order.
-const FINALITY_TAGS: [&str; 2] = ["safe", "finalized"];
 
 /// What a range fetch needs; cheap to clone into a task per range.
 #[derive(Clone)]
@@ -62,35 +59,21 @@ impl Fetcher {
         avoid: Option<ProviderIndex>,
         answered: &mut Option<ProviderIndex>,
     ) -> Result<RangeData, RangeError> {
-        let mut params: Vec<Box<RawValue>> = Vec::new();
+        let mut calls = Vec::with_capacity(self.filters.len() + (to - from) as usize + 3);
         for filter in self.filters.iter() {
-            params.push(jsonrpc::params(&json!([filter.range_json(from, to)]))?);
+            calls.push(Request::logs(filter, from, to)?);
         }
-        for n in from..=to {
-            params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
-        }
+        calls.extend(Request::blocks(from..=to)?);
         // Sent one by one (to a provider refusing batches), a node without the tags would fail
         // the whole range with its error: then the range goes without them.
         let all = self.providers.all();
         let batches = all
             .get(start % all.len().max(1))
             .is_some_and(|p| p.batches.load(Ordering::Relaxed));
-        let tags: &[&str] = if batches { &FINALITY_TAGS } else { &[] };
+        let tags: &[BlockNumberOrTag] = if batches { &FINALITY_TAGS } else { &[] };
         for tag in tags {
-            params.push(jsonrpc::params(&json!([tag, false]))?);
+            calls.push(Request::block(*tag)?);
         }
-        let calls: Vec<(&str, &RawValue)> = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let method = if i < self.filters.len() {
-                    "eth_getLogs"
-                } else {
-                    "eth_getBlockByNumber"
-                };
-                (method, &**p)
-            })
-            .collect();
         let (provider, answers) = self.providers.batch_from(start, avoid, &calls).await?;
         *answered = Some(provider);
         let mut answers = answers.into_iter();
@@ -99,31 +82,12 @@ impl Fetcher {
             let raw = answers
                 .next()
                 .ok_or(ProviderError::Malformed("short batch".into()))??;
-            let list: Vec<Box<RawValue>> = jsonrpc::decode(&raw, "eth_getLogs result")?;
-            for item in list {
+            for item in methods::read_logs(&raw)? {
                 let key = decode::log_key(&item)?;
                 logs.push((key, item));
             }
         }
-        let mut heads = Vec::with_capacity((to - from + 1) as usize);
-        for n in from..=to {
-            let raw = answers
-                .next()
-                .ok_or(ProviderError::Malformed("short batch".into()))??;
-            if raw.get() == "null" {
-                return Err(RangeError::Inconsistent(format!(
-                    "provider has no block {n} yet"
-                )));
-            }
-            let head = decode::head(&raw)?;
-            if head.block.number != n {
-                return Err(RangeError::Inconsistent(format!(
-                    "asked for block {n}, got {}",
-                    head.block.number
-                )));
-            }
-            heads.push(head);
-        }
+        let heads = methods::read_blocks(from, to, &mut answers)?;
         for pair in heads.windows(2) {
             if pair[1].block.parent_hash != pair[0].block.hash {
                 return Err(RangeError::Inconsistent(format!(
@@ -158,7 +122,7 @@ impl Fetcher {
         // `confirmations`. Clamped to the range: nothing past it is stored yet.
         let mut tag = || {
             let raw = answers.next()?.ok()?;
-            let head = decode::head(&raw).ok()?;
+            let head = methods::read_block(&raw).ok()??;
             Some(head.block.number.min(last.number))
         };
         let (safe, finalized) = if tags.is_empty() {
@@ -201,18 +165,11 @@ impl Fetcher {
         else {
             return Ok(()); // a single provider
         };
-        let params = jsonrpc::params(&json!([format!("{:#x}", last.number), false]))?;
-        let answer = tokio::time::timeout(
-            CROSS_CHECK,
-            other.http.call("eth_getBlockByNumber", &params),
-        )
-        .await;
-        let Ok(Ok(raw)) = answer else {
-            return Ok(());
-        };
-        match decode::head(&raw) {
-            Ok(head) if head.block.number == last.number && head.block.hash != last.hash => {}
-            _ => return Ok(()), // the same block, or none yet
+        let answer = tokio::time::timeout(CROSS_CHECK, other.http.block(last.number)).await;
+        match answer {
+            Ok(Ok(Some(head)))
+                if head.block.number == last.number && head.block.hash != last.hash => {}
+            _ => return Ok(()), // the same block, none yet, or no answer
         }
         let votes = tokio::time::timeout(
             CROSS_CHECK,

@@ -31,7 +31,6 @@ pub mod stuck;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +41,7 @@ use super::providers::{ProviderSet, backoff};
 use super::{ChainInput, RangeData};
 use crate::breaker::startup_backoff;
 use crate::domain::{BlockRef, ChainName};
-use crate::provider::{ProviderError, jsonrpc};
+use crate::provider::{BlocksError, ProviderError};
 use crate::telemetry::metrics as m;
 use fetch::Fetcher;
 use heads::HeadClock;
@@ -114,6 +113,15 @@ enum RangeError {
 pub(super) struct Failed {
     error: RangeError,
     provider: Option<ProviderIndex>,
+}
+
+impl From<BlocksError> for RangeError {
+    fn from(error: BlocksError) -> RangeError {
+        match error {
+            BlocksError::Provider(error) => RangeError::Provider(error),
+            other => RangeError::Inconsistent(other.to_string()),
+        }
+    }
 }
 
 impl From<RangeError> for Failed {
@@ -226,7 +234,7 @@ impl RangeSync {
                 let behind = polled.head.is_none_or(|h| scheduled > h);
                 let due = polled.at.is_none_or(|at| now >= at + HEAD_POLL);
                 if behind && due {
-                    match self.poll_head().await {
+                    match self.providers.block_number().await {
                         Ok(head) => {
                             polled = Polled {
                                 head: Some(head),
@@ -589,16 +597,6 @@ impl RangeSync {
         };
         let votes = reorg::poll_height(&self.providers, head, ours, None).await;
         votes.moved > votes.kept
-    }
-
-    /// The head over HTTP (with failover across providers).
-    async fn poll_head(&self) -> Result<u64, ProviderError> {
-        let (_, raw) = self
-            .providers
-            .call("eth_blockNumber", &jsonrpc::params(&json!([]))?)
-            .await?;
-        let polled: alloy_primitives::U64 = jsonrpc::decode(&raw, "eth_blockNumber")?;
-        Ok(polled.to::<u64>())
     }
 }
 
