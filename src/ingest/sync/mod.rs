@@ -26,13 +26,13 @@
 mod fetch;
 mod heads;
 pub mod reorg;
+mod schedule;
 pub mod stuck;
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::ProviderIndex;
@@ -46,19 +46,13 @@ use crate::telemetry::metrics as m;
 use fetch::Fetcher;
 use heads::HeadClock;
 use reorg::{Ancestor, Recent};
+pub use schedule::MAX_RANGE;
+use schedule::{Ask, Hints, Schedule};
 use stuck::{Change, Stuck, StuckWatch};
 
-/// Blocks per range at most (and at start, before any provider refused one).
-pub const MAX_RANGE: u64 = 256;
 /// How often the head is polled over HTTP when no subscription reports it; live heads older
 /// than this mean the subscriptions have stopped.
 const HEAD_POLL: Duration = Duration::from_secs(2);
-/// Ranges in flight at once (at most one per provider); each answer is held until handed on.
-const MAX_IN_FLIGHT: usize = 3;
-/// Least time between two checks of reorg hints.
-const HINT_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a range shorter than the limit waits after the previous range was asked for.
-const LINGER: Duration = Duration::from_millis(100);
 
 pub struct RangeSync {
     pub chain: ChainName,
@@ -143,15 +137,6 @@ enum Rewind {
     No,
 }
 
-/// A range asked for and not yet handed on.
-struct InFlight {
-    from: u64,
-    to: u64,
-    /// The turn it was asked with: which provider the fetch tried first.
-    turn: usize,
-    task: JoinHandle<Result<RangeData, Failed>>,
-}
-
 /// The head over HTTP, as last polled.
 #[derive(Default)]
 struct Polled {
@@ -168,27 +153,22 @@ impl RangeSync {
         // Fetch tasks stop with this loop, however it ends.
         let tasks = shutdown.child_token();
         let _stop_tasks = tasks.clone().drop_guard();
-        let max_in_flight = self.providers.all().len().clamp(1, MAX_IN_FLIGHT);
-        let mut span = MAX_RANGE;
         let mut delays = backoff();
         let mut startup_delays = startup_backoff();
-        // `next`: the first block not yet handed on; `scheduled`: the first not yet asked for.
+        // `next`: the first block not yet handed on.
         let (mut next, mut parent) = match self.checkpoint {
             Some(cp) => (cp.number + 1, Some(cp.hash)),
             None => (u64::MAX, None), // decided once the head is known
         };
-        let mut scheduled = next;
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut schedule: Schedule<Result<RangeData, Failed>> = Schedule::new(
+            self.checkpoint.map(|cp| cp.number + 1),
+            self.providers.all().len(),
+        );
+        let mut hints = Hints::default();
         let mut clock = HeadClock::default();
         let mut polled = Polled::default();
-        let mut asked_at: Option<Instant> = None;
-        let mut turn = 0usize;
-        // The provider whose answer failed the last range: asked last until a range succeeds.
-        let mut avoid: Option<ProviderIndex> = None;
         let mut heads_open = true;
         let mut hints_open = true;
-        let mut hint_checked: Option<Instant> = None;
-        let mut pending_hint: Option<u64> = None;
         // Whether the chain's nodes answer the `safe`/`finalized` tags.
         let mut tags_seen = false;
         let mut stuck = StuckWatch::default();
@@ -206,32 +186,25 @@ impl RangeSync {
             // Every pass reads the head: `changed()` below marks a new value seen before this does.
             let head = *self.best_head.borrow_and_update();
             if head > 0 {
-                clock.observe(head, now);
+                clock.observe(head, now.into_std());
             }
-            // A hinted height is checked at most once per HINT_INTERVAL: a provider stuck on an
-            // old branch keeps sending stale heads, and one check answers them all.
-            if let Some(at) = pending_hint
-                && hint_checked.is_none_or(|t| now >= t + HINT_INTERVAL)
-            {
-                pending_hint = None;
-                hint_checked = Some(now);
+            if let Some(at) = hints.due(now) {
                 let rewind = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     rewind = self.check_hint(&recent, at, next) => rewind,
                 };
                 if !matches!(rewind, Rewind::No) {
-                    for later in in_flight.drain(..) {
-                        later.task.abort();
-                    }
                     self.apply(rewind, &mut recent, &mut next, &mut parent);
-                    scheduled = next;
+                    schedule.restart(next);
                     delays = backoff();
                 }
             }
-            let live = clock.is_live(now, HEAD_POLL);
-            let mut target = clock.settled(now);
+            let live = clock.is_live(now.into_std(), HEAD_POLL);
+            let mut target = clock.settled(now.into_std());
             if !live {
-                let behind = polled.head.is_none_or(|h| scheduled > h);
+                let behind = polled
+                    .head
+                    .is_none_or(|h| schedule.scheduled().is_none_or(|s| s > h));
                 let due = polled.at.is_none_or(|at| now >= at + HEAD_POLL);
                 if behind && due {
                     match self.providers.block_number().await {
@@ -269,82 +242,59 @@ impl RangeSync {
             let checkpoint = next.checked_sub(1).filter(|_| next != u64::MAX);
             let verdict = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                verdict = self.stuck(&mut stuck, &recent, best, checkpoint, now) => verdict,
+                verdict = self.stuck(&mut stuck, &recent, best, checkpoint, now.into_std()) => verdict,
             };
             let mut wake = now + HEAD_POLL;
             if let Some(target) = target {
                 if next == u64::MAX {
                     next = self.start_block.unwrap_or(target).min(target);
-                    scheduled = next;
+                    schedule.restart(next);
                     tracing::info!(chain = %self.chain, from = next, head = target, "no checkpoint: starting here");
                 }
-                self.report(next, best, span, verdict);
-                // Ask for ranges while there is room: full ones at once, a short one only when
-                // nothing is in flight before it and it has waited for company.
-                while in_flight.len() < max_in_flight && scheduled <= target {
-                    let to = target.min(scheduled.saturating_add(span - 1));
-                    if to - scheduled + 1 < span {
-                        let ready_at = asked_at.map_or(now, |at| at + LINGER);
-                        if !in_flight.is_empty() || (live && now < ready_at) {
-                            wake = wake.min(ready_at.max(now + Duration::from_millis(1)));
-                            break;
-                        }
-                    }
-                    let (from, fetcher) = (scheduled, fetcher.clone());
-                    let stop = tasks.clone();
-                    let start = turn;
-                    let task = tokio::spawn(async move {
+                self.report(next, best, schedule.span(), verdict);
+                let linger = schedule.ask_all(target, now, live, |ask| {
+                    let (fetcher, stop) = (fetcher.clone(), tasks.clone());
+                    tokio::spawn(async move {
                         tokio::select! {
                             _ = stop.cancelled() => Err(Failed::from(RangeError::Task("stopped".into()))),
-                            range = fetcher.fetch(from, to, start, avoid) => range,
+                            range = fetcher.fetch(ask.from, ask.to, ask.turn, ask.avoid) => range,
                         }
-                    });
-                    in_flight.push_back(InFlight {
-                        from,
-                        to,
-                        turn: start,
-                        task,
-                    });
-                    turn = turn.wrapping_add(1);
-                    scheduled = to + 1;
-                    asked_at = Some(now);
+                    })
+                });
+                if let Some(linger) = linger {
+                    wake = wake.min(linger);
                 }
             }
             if let Some(settle) = clock.next_settle() {
-                wake = wake.min(settle);
+                wake = wake.min(Instant::from_std(settle));
             }
-            if let (Some(_), Some(checked)) = (pending_hint, hint_checked) {
-                wake = wake.min(checked + HINT_INTERVAL);
+            if let Some(hint) = hints.wake() {
+                wake = wake.min(hint);
             }
 
             // Biased: shutdown first; then answers, in the order they must be handed on.
             let answer = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                answer = async { (&mut in_flight.front_mut()?.task).await.ok() }, if !in_flight.is_empty() => answer,
+                answer = async { schedule.front()?.await.ok() }, if !schedule.is_empty() => answer,
                 hint = self.reorg_hints.recv(), if hints_open => {
                     match hint {
-                        Some(at) => pending_hint = Some(pending_hint.map_or(at, |p| p.min(at))),
+                        Some(at) => hints.add(at),
                         None => hints_open = false,
                     }
                     continue;
                 }
-                changed = self.best_head.changed(), if in_flight.is_empty() && heads_open => {
+                changed = self.best_head.changed(), if schedule.is_empty() && heads_open => {
                     // An error means the aggregator is gone: the loop ends at its next send.
                     heads_open = changed.is_ok();
                     continue;
                 }
-                _ = tokio::time::sleep_until(wake.into()) => continue,
+                _ = tokio::time::sleep_until(wake) => continue,
             };
-            let Some(InFlight {
-                from,
-                to,
-                turn: asked,
-                ..
-            }) = in_flight.pop_front()
-            else {
+            let Some(ask) = schedule.pop() else {
                 continue;
             };
+            let Ask { from, to, .. } = ask;
             let answer =
                 answer.unwrap_or_else(|| Err(Failed::from(RangeError::Task("panicked".into()))));
             let range = answer.and_then(|range| match parent {
@@ -389,10 +339,10 @@ impl RangeSync {
                     next = last.number + 1;
                     parent = Some(last.hash);
                     delays = backoff();
-                    avoid = None;
+                    schedule.handed_on();
                     let head = clock.latest().max(polled.head.unwrap_or(0));
-                    self.report(next, head, span, stuck.current());
-                    if head.saturating_sub(to) > span {
+                    self.report(next, head, schedule.span(), stuck.current());
+                    if head.saturating_sub(to) > schedule.span() {
                         tracing::debug!(chain = %self.chain, at = last.number, head, "backfilling");
                     }
                 }
@@ -401,20 +351,7 @@ impl RangeSync {
                     provider: failed_by,
                 }) => {
                     // Everything after this range is asked for again once it is settled.
-                    for later in in_flight.drain(..) {
-                        later.task.abort();
-                    }
-                    scheduled = next;
-                    // The retry starts at the next provider. Turns otherwise advance once per
-                    // range asked for, so with as many ranges in flight as providers, every
-                    // retry of the failed range would go to the provider that just failed it
-                    // (one answering well-formed but wrong data, say, forever).
-                    turn = asked.wrapping_add(1);
-                    // And never of the provider whose answer failed it first: the rotation
-                    // is over the healthy providers, and when that one is the only healthy
-                    // one (the others' heads unpolled for a while), it would be asked again
-                    // and again.
-                    avoid = failed_by.or(avoid);
+                    schedule.failed(&ask, failed_by, next);
                     match err {
                         RangeError::Fork { provider } => {
                             let rewind = tokio::select! {
@@ -428,16 +365,13 @@ impl RangeSync {
                                 }
                             } else {
                                 self.apply(rewind, &mut recent, &mut next, &mut parent);
-                                scheduled = next;
+                                schedule.restart(next);
                                 delays = backoff();
                             }
                         }
                         RangeError::Provider(err) if err.is_range_error() && to > from => {
-                            // Half of what was refused (not of `span`: several ranges in
-                            // flight may be refused for one limit).
-                            let refused = to - from + 1;
-                            span = span.min(refused / 2).max(1);
-                            tracing::info!(chain = %self.chain, span, error = %err, "provider refused the range; halving it");
+                            schedule.refused(&ask);
+                            tracing::info!(chain = %self.chain, span = schedule.span(), error = %err, "provider refused the range; halving it");
                         }
                         err => {
                             let delay = delays.next().unwrap_or(HEAD_POLL);
@@ -564,7 +498,7 @@ impl RangeSync {
         recent: &Recent,
         head: u64,
         checkpoint: Option<u64>,
-        now: Instant,
+        now: std::time::Instant,
     ) -> Option<Stuck> {
         let mut verdict = Stuck::check(head, checkpoint);
         if let Some(Stuck::Behind { head, checkpoint }) = verdict {
