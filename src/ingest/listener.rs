@@ -29,7 +29,7 @@ use super::{ChainInput, Live, LiveItem};
 use crate::breaker::{Outcome, Permit};
 use crate::domain::ChainName;
 use crate::health::ChainHealth;
-use crate::provider::{Burst, ProviderError, WsClient, WsOptions, decode};
+use crate::provider::{Burst, Notification, ProviderError, WsClient, WsOptions, decode};
 use crate::telemetry::metrics as m;
 
 /// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
@@ -157,41 +157,53 @@ impl Listener {
                     Err(err)
                 }
             };
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || matches!(outcome, Ok(Ended::Shutdown)) {
                 break;
             }
-            // A failure of a provider that has not answered yet started its breaker's short
-            // start-up delay, which the next `acquire` waits out: a delay of the listener's own
-            // on top would only keep it from connecting once the provider is up.
-            let failed = match &outcome {
-                Err(err) => Outcome::of_error(err) == Outcome::Failure,
-                Ok(Ended::Closed | Ended::Recycled(_)) => true,
-                Ok(Ended::Shutdown) => false,
-            };
-            let delay = if failed && !self.health.answered(index) {
-                Duration::ZERO
-            } else {
-                delays.next().unwrap_or(Duration::from_secs(30))
-            };
-            match outcome {
-                Ok(Ended::Shutdown) => break,
-                Ok(Ended::Closed) => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, "provider socket closed; reconnecting")
-                }
-                Ok(Ended::Recycled(why)) => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, why, "recycling the provider connection")
-                }
-                Err(err) if delay.is_zero() => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "provider not answering yet; retrying after a short delay")
-                }
-                Err(err) => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")
-                }
-            }
+            let delay = self.reconnect_delay(&outcome, &mut delays);
             if wait(&shutdown, delay).await {
                 break;
             }
         }
+    }
+
+    /// How long to wait before connecting again after `outcome`, said in the log.
+    ///
+    /// A failure of a provider that has not answered yet started its breaker's short start-up
+    /// delay, which the next `acquire` waits out: a delay of the listener's own on top would
+    /// only keep it from connecting once the provider is up.
+    fn reconnect_delay(
+        &self,
+        outcome: &Result<Ended, ProviderError>,
+        delays: &mut impl Iterator<Item = Duration>,
+    ) -> Duration {
+        let failed = match outcome {
+            Err(err) => Outcome::of_error(err) == Outcome::Failure,
+            Ok(Ended::Closed | Ended::Recycled(_)) => true,
+            Ok(Ended::Shutdown) => false,
+        };
+        let delay = if failed && !self.health.answered(usize::from(self.provider.index)) {
+            Duration::ZERO
+        } else {
+            delays.next().unwrap_or(Duration::from_secs(30))
+        };
+        let (chain, provider) = (&self.chain, &self.provider.id);
+        match outcome {
+            Ok(Ended::Shutdown) => {}
+            Ok(Ended::Closed) => {
+                tracing::warn!(chain = %chain, provider = %provider, "provider socket closed; reconnecting")
+            }
+            Ok(Ended::Recycled(why)) => {
+                tracing::warn!(chain = %chain, provider = %provider, why, "recycling the provider connection")
+            }
+            Err(err) if delay.is_zero() => {
+                tracing::warn!(chain = %chain, provider = %provider, error = %err, "provider not answering yet; retrying after a short delay")
+            }
+            Err(err) => {
+                tracing::warn!(chain = %chain, provider = %provider, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")
+            }
+        }
+        delay
     }
 
     /// Subscribes, then forwards notifications until the socket or the service ends, or the
@@ -351,25 +363,7 @@ impl Listener {
             else {
                 continue;
             };
-            let at = note.received_at;
-            let item = match route {
-                Route::Heads => decode::head(&note.result).map(|head| {
-                    self.health.observe_head(index, head.block.number, true);
-                    (
-                        head.block.number,
-                        LiveItem::Head {
-                            head: Box::new(head),
-                            at,
-                        },
-                    )
-                }),
-                Route::Logs => decode::log_key(&note.result).map(|key| {
-                    logs = true;
-                    let raw = note.result;
-                    (key.block_number, LiveItem::Log { key, raw, at })
-                }),
-            };
-            let (block, item) = match item {
+            let (block, item) = match self.read(route, note) {
                 Ok(item) => item,
                 Err(err) => {
                     meters.malformed.increment(1);
@@ -379,6 +373,7 @@ impl Listener {
                 }
             };
             self.tally(tally, true);
+            logs |= matches!(item, LiveItem::Log { .. });
             match &mut group {
                 Some(live) if live.block == block => live.items.push(item),
                 _ => {
@@ -409,6 +404,25 @@ impl Listener {
                     .map_err(|_| ())
             }
             None => Ok(()),
+        }
+    }
+
+    /// Reads a notification as far as routing needs: its block and the item to hand on. A head
+    /// also updates the provider's head in its health record.
+    fn read(&self, route: &Route, note: Notification) -> Result<(u64, LiveItem), ProviderError> {
+        let at = note.received_at;
+        match route {
+            Route::Heads => decode::head(&note.result).map(|head| {
+                let index = usize::from(self.provider.index);
+                self.health.observe_head(index, head.block.number, true);
+                let block = head.block.number;
+                let head = Box::new(head);
+                (block, LiveItem::Head { head, at })
+            }),
+            Route::Logs => decode::log_key(&note.result).map(|key| {
+                let raw = note.result;
+                (key.block_number, LiveItem::Log { key, raw, at })
+            }),
         }
     }
 

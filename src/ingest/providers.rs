@@ -269,18 +269,8 @@ impl ProviderSet {
                 _ = tokio::time::sleep_until(sleep_until.into()), if hedge_at.is_some() => continue,
                 else => continue, // nothing in flight: the top of the loop ends it
             };
-            let outcome = match &result {
-                // A batch answered is a success even if some calls failed for their own
-                // reasons; a call failing at the provider's fault inside it is its fault.
-                Ok(answers) => answers
-                    .iter()
-                    .filter_map(|a| a.as_ref().err())
-                    .map(Outcome::of_error)
-                    .find(|o| !matches!(o, Outcome::Neutral))
-                    .unwrap_or(Outcome::Success),
-                Err(err) => Outcome::of_error(err),
-            };
             if let Some((index, permit)) = permits.get_mut(attempt).and_then(Option::take) {
+                let outcome = batch_outcome(&result);
                 self.health.record(index, permit, outcome, Some(elapsed));
             }
             match result {
@@ -329,6 +319,23 @@ impl ProviderSet {
             .latency_p99(usize::from(index))
             .map_or(HEDGE_MAX, |p99| p99.saturating_mul(HEDGE_FACTOR))
             .clamp(HEDGE_MIN, HEDGE_MAX)
+    }
+}
+
+/// What a batch's answer says of its provider: a batch answered is a success even if some
+/// calls failed for their own reasons; a call failing at the provider's fault inside it is its
+/// fault.
+fn batch_outcome(
+    result: &Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError>,
+) -> Outcome {
+    match result {
+        Ok(answers) => answers
+            .iter()
+            .filter_map(|a| a.as_ref().err())
+            .map(Outcome::of_error)
+            .find(|o| !matches!(o, Outcome::Neutral))
+            .unwrap_or(Outcome::Success),
+        Err(err) => Outcome::of_error(err),
     }
 }
 

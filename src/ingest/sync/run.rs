@@ -217,7 +217,7 @@ impl Run {
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => Err(Failed::from(RangeError::Task("stopped".into()))),
-                    range = fetcher.fetch(ask.from, ask.to, ask.turn, ask.avoid) => range,
+                    range = fetcher.fetch(ask) => range,
                 }
             })
         })
