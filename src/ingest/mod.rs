@@ -32,14 +32,13 @@ use url::Url;
 
 use crate::breaker::{Breaker, SystemClock};
 use crate::config::{ChainConfig, Config};
-use crate::domain::{BlockRef, ChainName};
+use crate::domain::{BlockRef, ChainName, MAX_PROVIDERS, ProviderIndex};
 use crate::health::{ChainHealth, Member};
 use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
 use crate::registry::{ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use crate::telemetry::metrics as m;
-use dedupe::ProviderIndex;
 use filters::LogFilter;
 use providers::{ChainProvider, ProviderSet};
 pub use sync::SyncProgress;
@@ -248,11 +247,11 @@ async fn start_chain(
 fn chain_providers(name: &str, endpoints: &[Endpoint]) -> anyhow::Result<Vec<ChainProvider>> {
     let mut list = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        // A chain's providers are the bits of a u64 (who delivered what, `providers_seen`).
+        // A chain's providers are the bits of a mask (who delivered what, `providers_seen`).
         let index = ProviderIndex::try_from(i)
             .ok()
-            .filter(|i| *i < 64)
-            .with_context(|| format!("chain {name} has more than 64 providers"))?;
+            .filter(|_| i < MAX_PROVIDERS)
+            .with_context(|| format!("chain {name} has more than {MAX_PROVIDERS} providers"))?;
         let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
         list.push(ChainProvider {
             index,

@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::dedupe::ProviderIndex;
 use super::providers::ProviderSet;
 use crate::breaker::{Clock, SystemClock};
+use crate::domain::ProviderIndex;
 use crate::health::{self, ChainHealth};
 use crate::provider::Request;
 use crate::store::Store;

@@ -11,8 +11,8 @@ use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::dedupe::ProviderIndex;
 use crate::breaker::{Outcome, Permit};
+use crate::domain::ProviderIndex;
 use crate::health::ChainHealth;
 use crate::provider::{HttpClient, Method, ProviderError, Request, methods};
 use crate::telemetry::metrics as m;

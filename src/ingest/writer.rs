@@ -421,7 +421,7 @@ mod tests {
     use alloy_primitives::B256;
 
     use super::*;
-    use crate::store::provider_bit;
+    use crate::domain::provider_bit;
 
     fn range(chain: &str, first: u64, n: u8, tag: u8) -> Canonical {
         Canonical {

@@ -41,10 +41,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ChainInput;
-use super::dedupe::ProviderIndex;
 use super::filters::LogFilter;
 use super::providers::ProviderSet;
-use crate::domain::{BlockRef, ChainName};
+use crate::domain::{BlockRef, ChainName, ProviderIndex};
 use crate::provider::{BlocksError, ProviderError};
 use crate::telemetry::metrics as m;
 pub use schedule::MAX_RANGE;

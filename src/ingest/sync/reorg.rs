@@ -10,8 +10,7 @@
 use std::collections::VecDeque;
 
 use super::RangeError;
-use crate::domain::BlockRef;
-use crate::ingest::dedupe::ProviderIndex;
+use crate::domain::{BlockRef, ProviderIndex};
 use crate::ingest::providers::ProviderSet;
 use crate::provider::{Request, methods};
 use crate::telemetry::metrics as m;

@@ -8,8 +8,8 @@ use alloy_primitives::B256;
 use super::reorg::{self, Ancestor, Recent};
 use super::{Failed, RangeError, RangeSync};
 use crate::domain::BlockRef;
+use crate::domain::ProviderIndex;
 use crate::ingest::RangeData;
-use crate::ingest::dedupe::ProviderIndex;
 use crate::telemetry::metrics as m;
 
 /// What to do about a suspected reorg.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::ingest::dedupe::ProviderIndex;
+use crate::domain::ProviderIndex;
 
 /// Blocks per range at most (and at start, before any provider refused one).
 pub const MAX_RANGE: u64 = 256;
