@@ -24,8 +24,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::filters::LogFilter;
-use super::providers::{ChainProvider, backoff};
+use super::providers::ChainProvider;
 use super::{ChainInput, Live, LiveItem};
+use crate::backoff::{Delays, RETRY};
 use crate::breaker::{Outcome, Permit};
 use crate::domain::ChainName;
 use crate::health::ChainHealth;
@@ -118,7 +119,7 @@ impl Listener {
             request_timeout: timeout,
             ..WsOptions::default()
         };
-        let mut delays = backoff();
+        let mut delays = RETRY.delays();
         let mut connected_before = false;
         while !shutdown.is_cancelled() {
             let permit = match self.health.acquire(index) {
@@ -147,7 +148,7 @@ impl Listener {
                     // A connection that held for a while was a success: the next failure starts
                     // the backoff curve afresh. One that dropped at once keeps climbing it.
                     if served.is_ok() && started.elapsed() >= STABLE_CONNECTION {
-                        delays = backoff();
+                        delays = RETRY.delays();
                     }
                     served
                 }
@@ -175,7 +176,7 @@ impl Listener {
     fn reconnect_delay(
         &self,
         outcome: &Result<Ended, ProviderError>,
-        delays: &mut impl Iterator<Item = Duration>,
+        delays: &mut Delays,
     ) -> Duration {
         let failed = match outcome {
             Err(err) => Outcome::of_error(err) == Outcome::Failure,
@@ -185,7 +186,7 @@ impl Listener {
         let delay = if failed && !self.health.answered(usize::from(self.provider.index)) {
             Duration::ZERO
         } else {
-            delays.next().unwrap_or(Duration::from_secs(30))
+            delays.next_delay()
         };
         let (chain, provider) = (&self.chain, &self.provider.id);
         match outcome {

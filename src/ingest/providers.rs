@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
@@ -188,18 +187,6 @@ fn unavailable(retry_in: Duration) -> ProviderError {
     ))
 }
 
-/// Reconnect and retry delays: exponential from 100 ms to 30 s, with jitter so that many
-/// listeners losing one provider at once do not reconnect in lock-step.
-pub fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// Outcomes of one batch, one per call in order, and the provider that answered.
 pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>);
 
@@ -380,19 +367,4 @@ impl ChainProvider {
 /// than of its calls: range refusals, rate limits and server faults are not.
 fn refuses_batches(err: &ProviderError) -> bool {
     matches!(err, ProviderError::Rpc { .. } | ProviderError::Http(_)) && !err.is_retryable()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_never_ends() {
-        let delays: Vec<Duration> = backoff().take(40).collect();
-        assert_eq!(delays.len(), 40);
-        // Jitter adds up to one more base delay, so the bounds are doubled.
-        assert!(delays[0] <= Duration::from_millis(200));
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
-        assert!(delays[39] >= Duration::from_secs(30));
-    }
 }

@@ -13,8 +13,8 @@ use super::rewind::{Position, Rewind};
 use super::schedule::{Ask, Hints, Schedule};
 use super::stuck::{Change, Stuck, StuckWatch};
 use super::{Failed, HEAD_POLL, RangeError, RangeSync, by_confirmations};
+use crate::backoff::{Delays, RETRY};
 use crate::breaker::startup_backoff;
-use crate::ingest::providers::backoff;
 use crate::ingest::{ChainInput, RangeData};
 use crate::provider::ProviderError;
 use crate::telemetry::metrics as m;
@@ -36,34 +36,33 @@ struct Polled {
 /// the head while no provider of the chain has answered since start (one that comes up late is
 /// asked within seconds).
 struct Retry {
-    delays: Box<dyn Iterator<Item = Duration> + Send>,
-    startup: Box<dyn Iterator<Item = Duration> + Send>,
+    delays: Delays,
+    startup: Delays,
 }
 
 impl Retry {
     fn new() -> Retry {
         Retry {
-            delays: Box::new(backoff()),
-            startup: Box::new(startup_backoff()),
+            delays: RETRY.delays(),
+            startup: startup_backoff(),
         }
     }
 
     /// Something worked: the next failure starts the curve afresh.
     fn reset(&mut self) {
-        self.delays = Box::new(backoff());
+        self.delays = RETRY.delays();
     }
 
     fn next(&mut self) -> Duration {
-        self.delays.next().unwrap_or(HEAD_POLL)
+        self.delays.next_delay()
     }
 
     fn next_for_head(&mut self, any_answered: bool) -> Duration {
-        let delay = if any_answered {
-            self.delays.next()
+        if any_answered {
+            self.delays.next_delay()
         } else {
-            self.startup.next()
-        };
-        delay.unwrap_or(HEAD_POLL)
+            self.startup.next_delay()
+        }
     }
 }
 
