@@ -11,7 +11,8 @@
 //! so the re-read follows the live stream instead of racing it; without them (no socket, all
 //! sockets down), up to the head polled over HTTP. A backfill keeps several ranges in flight,
 //! each asking a different provider first, and hands them to the aggregator in order. Ranges
-//! shorter than the limit wait [`schedule::LINGER`] for company, so a busy chain is read in wide ranges.
+//! shorter than the limit wait [`schedule::LINGER`] for company, so a busy chain is read in
+//! wide ranges.
 //!
 //! A provider that refuses a range (too many blocks or results) halves it; the limit learned is
 //! kept for the chain's later ranges.
