@@ -15,6 +15,17 @@ pub type ChainName = Arc<str>;
 /// Position in the one per-database change feed (invariant 2). Strictly increasing, not dense.
 pub type Cursor = i64;
 
+/// A provider's number within its chain, in configuration order.
+pub type ProviderIndex = u8;
+
+/// Providers a chain may have: who delivered an event is a mask of one bit per provider.
+pub const MAX_PROVIDERS: usize = 64;
+
+/// The bit of the chain's `index`-th provider in a providers mask.
+pub fn provider_bit(index: ProviderIndex) -> u64 {
+    1u64 << (index % 64)
+}
+
 /// What an event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -181,6 +192,15 @@ mod tests {
         }
         let err = "final".parse::<Finality>().unwrap_err();
         assert!(err.to_string().contains("latest | safe | finalized"));
+    }
+
+    #[test]
+    fn each_provider_has_its_own_mask_bit() {
+        assert_eq!(provider_bit(0), 1);
+        assert_eq!(provider_bit(5), 1 << 5);
+        assert_eq!(provider_bit(63), 1 << 63);
+        let all = (0..MAX_PROVIDERS as u8).fold(0, |mask, i| mask | provider_bit(i));
+        assert_eq!(all, u64::MAX);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`provider`]: JSON-RPC over HTTP and WebSocket; the only module that knows its framing.
 //! - [`ingest`]: listeners, aggregator, range sync and writer: providers in, each event once.
 //! - [`breaker`]: the circuit breaker, a pure state machine; [`registry`]: supervised tasks.
+//! - [`backoff`]: the one curve of retry delays.
 //! - [`health`]: per provider breaker, head, lag, latency and error rate; failover order.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
 //! - [`telemetry`]: tracing setup and every metric name.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod breaker;
 pub mod cli;
 pub mod config;

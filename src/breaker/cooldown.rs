@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Outcome;
 use super::clock::later;
+use crate::backoff::Curve;
 
 /// The first cool-down without a `Retry-After`.
 pub(super) const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -15,16 +16,15 @@ pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// and a bogus header must not sideline it for a day.
 pub(super) const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
 
+/// The cool-downs without a `Retry-After`: 1 s doubling to 30 s. No jitter: one breaker paces
+/// one provider, there is no herd to spread.
+const RATE_LIMIT: Curve = Curve::steady(BACKOFF_BASE, BACKOFF_CAP);
+
 /// The cool-down after the `streak`-th consecutive rate limit without a `Retry-After`:
-/// `min(BACKOFF_CAP, BACKOFF_BASE * 2^(streak - 1))`, i.e. 1 s, 2 s, 4 s, ... 16 s, then 30 s.
-///
-/// Inline rather than a backoff crate: the breaker needs the n-th delay as a pure function of a
-/// counter, not an iterator to keep in its state. No jitter: one breaker paces one provider,
-/// there is no herd to spread.
+/// `min(BACKOFF_CAP, BACKOFF_BASE * 2^(streak - 1))`, i.e. 1 s, 2 s, 4 s, ... 16 s, then 30 s;
+/// a pure function of the counter the breaker keeps.
 pub(super) fn backoff(streak: u32) -> Duration {
-    // 2^5 already passes the cap; bounding the exponent keeps the shift from overflowing.
-    let exponent = streak.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_CAP)
+    RATE_LIMIT.nth(streak, 0)
 }
 
 /// Consecutive rate limits and the instant until which requests are held back.

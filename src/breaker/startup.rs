@@ -7,9 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
 use super::clock::later;
+use crate::backoff::{Curve, Delays};
 
 /// The first delay after a failure at start (before jitter).
 pub const STARTUP_MIN_DELAY: Duration = Duration::from_millis(200);
@@ -18,31 +17,19 @@ pub const STARTUP_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// The start-up curve: 200 ms, doubling up to 2 s, each delay plus a random share of itself
 /// (so up to 400 ms, ..., 4 s), never ending. Jitter spreads the retries of many services
-/// restarted together against one provider. Also the listener's and the range sync's retry
-/// curve while their providers have never answered.
-pub fn startup_backoff() -> impl Iterator<Item = Duration> {
-    startup_builder().with_jitter().build()
-}
+/// restarted together against one provider. Also the range sync's retry curve for the head
+/// while its providers have never answered.
+pub const STARTUP: Curve = Curve::jittered(STARTUP_MIN_DELAY, STARTUP_MAX_DELAY);
 
-fn startup_builder() -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(STARTUP_MIN_DELAY)
-        .with_max_delay(STARTUP_MAX_DELAY)
-        .with_factor(2.0)
-        .without_max_times()
+/// The delays along [`STARTUP`].
+pub fn startup_backoff() -> Delays {
+    STARTUP.delays()
 }
 
 /// The delay after the `streak`-th consecutive failure at start, its jitter drawn from `seed`:
 /// a pure function, so the breaker stays a deterministic state machine given its seed.
 pub(super) fn startup_delay(streak: u32, seed: u64) -> Duration {
-    // The curve is flat from the 5th delay on; bounding the walk keeps a long streak cheap.
-    let steps = streak.clamp(1, 8) as usize;
-    startup_builder()
-        .with_jitter()
-        .with_jitter_seed(seed)
-        .build()
-        .nth(steps - 1)
-        .unwrap_or(STARTUP_MAX_DELAY)
+    STARTUP.nth(streak, seed)
 }
 
 /// Consecutive failures at start, and the instant until which requests are held back.

@@ -43,7 +43,7 @@ pub struct Member {
 }
 
 /// The health of one chain's providers; clones share it. Providers are addressed by their
-/// position in the list given to [`ChainHealth::new`] (the ingest `ProviderIndex`).
+/// position in the list given to [`ChainHealth::new`] (its [`crate::domain::ProviderIndex`]).
 #[derive(Clone)]
 pub struct ChainHealth {
     inner: Arc<Inner>,

@@ -20,16 +20,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::bursts::Bursts;
-use super::dedupe::{HotSet, ProviderIndex, Retired, Sighting};
+use super::dedupe::{HotSet, Retired, Sighting};
 use super::forwarded::Forwarded;
 use super::merge::Inputs;
 use super::providers::ProviderSet;
 use super::race::RaceBoard;
 use super::writer::WriterInput;
 use super::{ChainInput, Live, LiveItem, RangeData};
-use crate::domain::{ChainName, Event, EventKey};
+use crate::domain::{ChainName, Event, EventKey, ProviderIndex, provider_bit};
 use crate::provider::decode::{self, Head, LogKey};
-use crate::store::{Canonical, Checkpoint, NewEvent, Redelivery, provider_bit};
+use crate::store::{Canonical, Checkpoint, NewEvent, Redelivery};
 use crate::telemetry::metrics as m;
 
 /// Recent headers kept to join logs to their block.

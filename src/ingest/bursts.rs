@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::dedupe::ProviderIndex;
+use crate::domain::ProviderIndex;
 
 /// A provider that delivered nothing for this long is not waited for.
 pub const ACTIVE: Duration = Duration::from_secs(1);

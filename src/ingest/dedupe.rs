@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::domain::EventKey;
-
-/// Providers of one chain are numbered `0..64`; a bitmask records who delivered a key.
-pub type ProviderIndex = u8;
+use crate::domain::{EventKey, ProviderIndex, provider_bit};
 
 /// What the hot set says about one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +72,7 @@ impl HotSet {
         live: bool,
         retired: &mut Vec<Retired>,
     ) -> Sighting {
-        let bit = 1u64 << (provider % 64);
+        let bit = provider_bit(provider);
         if let Some(entry) = self.entries.get_mut(&key) {
             let age = now.saturating_duration_since(entry.first_seen);
             if age <= self.window {

@@ -20,17 +20,17 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::filters::LogFilter;
-use super::providers::{ChainProvider, backoff};
+use super::providers::ChainProvider;
 use super::{ChainInput, Live, LiveItem};
+use crate::backoff::{Delays, RETRY};
 use crate::breaker::{Outcome, Permit};
 use crate::domain::ChainName;
 use crate::health::ChainHealth;
-use crate::provider::{Burst, ProviderError, WsClient, WsOptions, decode, jsonrpc};
+use crate::provider::{Burst, Notification, ProviderError, WsClient, WsOptions, decode};
 use crate::telemetry::metrics as m;
 
 /// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
@@ -119,7 +119,7 @@ impl Listener {
             request_timeout: timeout,
             ..WsOptions::default()
         };
-        let mut delays = backoff();
+        let mut delays = RETRY.delays();
         let mut connected_before = false;
         while !shutdown.is_cancelled() {
             let permit = match self.health.acquire(index) {
@@ -148,7 +148,7 @@ impl Listener {
                     // A connection that held for a while was a success: the next failure starts
                     // the backoff curve afresh. One that dropped at once keeps climbing it.
                     if served.is_ok() && started.elapsed() >= STABLE_CONNECTION {
-                        delays = backoff();
+                        delays = RETRY.delays();
                     }
                     served
                 }
@@ -158,41 +158,53 @@ impl Listener {
                     Err(err)
                 }
             };
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || matches!(outcome, Ok(Ended::Shutdown)) {
                 break;
             }
-            // A failure of a provider that has not answered yet started its breaker's short
-            // start-up delay, which the next `acquire` waits out: a delay of the listener's own
-            // on top would only keep it from connecting once the provider is up.
-            let failed = match &outcome {
-                Err(err) => Outcome::of_error(err) == Outcome::Failure,
-                Ok(Ended::Closed | Ended::Recycled(_)) => true,
-                Ok(Ended::Shutdown) => false,
-            };
-            let delay = if failed && !self.health.answered(index) {
-                Duration::ZERO
-            } else {
-                delays.next().unwrap_or(Duration::from_secs(30))
-            };
-            match outcome {
-                Ok(Ended::Shutdown) => break,
-                Ok(Ended::Closed) => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, "provider socket closed; reconnecting")
-                }
-                Ok(Ended::Recycled(why)) => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, why, "recycling the provider connection")
-                }
-                Err(err) if delay.is_zero() => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, "provider not answering yet; retrying after a short delay")
-                }
-                Err(err) => {
-                    tracing::warn!(chain = %self.chain, provider = %self.provider.id, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")
-                }
-            }
+            let delay = self.reconnect_delay(&outcome, &mut delays);
             if wait(&shutdown, delay).await {
                 break;
             }
         }
+    }
+
+    /// How long to wait before connecting again after `outcome`, said in the log.
+    ///
+    /// A failure of a provider that has not answered yet started its breaker's short start-up
+    /// delay, which the next `acquire` waits out: a delay of the listener's own on top would
+    /// only keep it from connecting once the provider is up.
+    fn reconnect_delay(
+        &self,
+        outcome: &Result<Ended, ProviderError>,
+        delays: &mut Delays,
+    ) -> Duration {
+        let failed = match outcome {
+            Err(err) => Outcome::of_error(err) == Outcome::Failure,
+            Ok(Ended::Closed | Ended::Recycled(_)) => true,
+            Ok(Ended::Shutdown) => false,
+        };
+        let delay = if failed && !self.health.answered(usize::from(self.provider.index)) {
+            Duration::ZERO
+        } else {
+            delays.next_delay()
+        };
+        let (chain, provider) = (&self.chain, &self.provider.id);
+        match outcome {
+            Ok(Ended::Shutdown) => {}
+            Ok(Ended::Closed) => {
+                tracing::warn!(chain = %chain, provider = %provider, "provider socket closed; reconnecting")
+            }
+            Ok(Ended::Recycled(why)) => {
+                tracing::warn!(chain = %chain, provider = %provider, why, "recycling the provider connection")
+            }
+            Err(err) if delay.is_zero() => {
+                tracing::warn!(chain = %chain, provider = %provider, error = %err, "provider not answering yet; retrying after a short delay")
+            }
+            Err(err) => {
+                tracing::warn!(chain = %chain, provider = %provider, error = %err, delay_ms = delay.as_millis() as u64, "provider connection failed; retrying")
+            }
+        }
+        delay
     }
 
     /// Subscribes, then forwards notifications until the socket or the service ends, or the
@@ -313,16 +325,10 @@ impl Listener {
         client: &WsClient,
     ) -> Result<Vec<(String, Route)>, ProviderError> {
         let mut routes: Vec<(String, Route)> = Vec::with_capacity(1 + self.filters.len());
-        let heads = client
-            .subscribe(jsonrpc::params(&json!(["newHeads"]))?)
-            .await?;
+        let heads = client.subscribe_heads().await?;
         routes.push((heads, Route::Heads));
         for filter in &self.filters {
-            let subscribed = match jsonrpc::params(&json!(["logs", filter.to_json()])) {
-                Ok(params) => client.subscribe(params).await,
-                Err(err) => Err(err),
-            };
-            match subscribed {
+            match client.subscribe_logs(filter).await {
                 Ok(id) => routes.push((id, Route::Logs)),
                 Err(err) => {
                     // Those already made would outlive this failed attempt at the provider.
@@ -358,25 +364,7 @@ impl Listener {
             else {
                 continue;
             };
-            let at = note.received_at;
-            let item = match route {
-                Route::Heads => decode::head(&note.result).map(|head| {
-                    self.health.observe_head(index, head.block.number, true);
-                    (
-                        head.block.number,
-                        LiveItem::Head {
-                            head: Box::new(head),
-                            at,
-                        },
-                    )
-                }),
-                Route::Logs => decode::log_key(&note.result).map(|key| {
-                    logs = true;
-                    let raw = note.result;
-                    (key.block_number, LiveItem::Log { key, raw, at })
-                }),
-            };
-            let (block, item) = match item {
+            let (block, item) = match self.read(route, note) {
                 Ok(item) => item,
                 Err(err) => {
                     meters.malformed.increment(1);
@@ -386,6 +374,7 @@ impl Listener {
                 }
             };
             self.tally(tally, true);
+            logs |= matches!(item, LiveItem::Log { .. });
             match &mut group {
                 Some(live) if live.block == block => live.items.push(item),
                 _ => {
@@ -416,6 +405,25 @@ impl Listener {
                     .map_err(|_| ())
             }
             None => Ok(()),
+        }
+    }
+
+    /// Reads a notification as far as routing needs: its block and the item to hand on. A head
+    /// also updates the provider's head in its health record.
+    fn read(&self, route: &Route, note: Notification) -> Result<(u64, LiveItem), ProviderError> {
+        let at = note.received_at;
+        match route {
+            Route::Heads => decode::head(&note.result).map(|head| {
+                let index = usize::from(self.provider.index);
+                self.health.observe_head(index, head.block.number, true);
+                let block = head.block.number;
+                let head = Box::new(head);
+                (block, LiveItem::Head { head, at })
+            }),
+            Route::Logs => decode::log_key(&note.result).map(|key| {
+                let raw = note.result;
+                (key.block_number, LiveItem::Log { key, raw, at })
+            }),
         }
     }
 

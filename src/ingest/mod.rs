@@ -33,14 +33,14 @@ use url::Url;
 
 use crate::breaker::{Breaker, SystemClock};
 use crate::config::{ChainConfig, Config};
-use crate::domain::{BlockRef, ChainName};
+use crate::domain::{BlockRef, ChainName, MAX_PROVIDERS, ProviderIndex};
 use crate::health::{ChainHealth, Member};
 use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
 use crate::registry::{ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use crate::telemetry::metrics as m;
-use dedupe::ProviderIndex;
+use filters::LogFilter;
 use providers::{ChainProvider, ProviderSet};
 pub use sync::SyncProgress;
 
@@ -215,8 +215,8 @@ pub async fn start(
     })
 }
 
-/// Starts a chain's listeners and race board; returns its handle and what each run of the
-/// pipeline needs of it.
+/// Starts a chain's listeners, health monitor and race board; returns its handle and what
+/// each run of the pipeline needs of it.
 async fn start_chain(
     config: &Config,
     name: &str,
@@ -226,95 +226,16 @@ async fn start_chain(
     supervisor: &Supervisor,
 ) -> anyhow::Result<(ChainHandle, pipeline::ChainParts)> {
     let chain_name: ChainName = ChainName::from(name);
-    let mut list = Vec::new();
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        // A chain's providers are the bits of a u64 (who delivered what, `providers_seen`).
-        let index = ProviderIndex::try_from(i)
-            .ok()
-            .filter(|i| *i < 64)
-            .with_context(|| format!("chain {name} has more than 64 providers"))?;
-        let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
-        list.push(ChainProvider {
-            index,
-            id: endpoint.id.clone(),
-            http,
-            ws_url: endpoint.ws_url.clone(),
-            priority: endpoint.priority,
-            batches: Arc::new(AtomicBool::new(true)),
-        });
-    }
-    anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
+    let list = chain_providers(name, endpoints)?;
+    // Indexed by `ProviderIndex`, i.e. configuration order.
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     m::zero_chain_series(name, &ids);
     let health = chain_health(config, name, chain, endpoints, store).await?;
     let providers = ProviderSet::new(list, health.clone());
     let (filters, start_block) = filters::log_filters(&chain.subscriptions);
-
-    // The listeners' queues outlive every run of the pipeline (see `merge::Inputs::lend`).
-    let mut queues = Vec::new();
-    for provider in providers.all() {
-        let (output, queue) = mpsc::channel(SOURCE_QUEUE);
-        queues.push(queue);
-        let listener = listener::Listener {
-            chain: chain_name.clone(),
-            provider: provider.clone(),
-            filters: filters.clone(),
-            output,
-            health: health.clone(),
-        };
-        supervisor
-            .spawn(
-                ProcessKey::new("listener", format!("{name}/{}", provider.id)),
-                json!({ "chain": name, "provider": provider.id }),
-                false,
-                move |token| {
-                    let listener = listener.clone();
-                    Box::pin(async move {
-                        listener.run(token).await;
-                        Ok(())
-                    })
-                },
-            )
-            .with_context(|| format!("starting the listener of {}", provider.id))?;
-    }
-    let monitor = monitor::Monitor {
-        providers: providers.clone(),
-        store: store.clone(),
-    };
-    supervisor
-        .spawn(
-            ProcessKey::new("monitor", name),
-            json!({ "chain": name }),
-            false,
-            move |token| {
-                let monitor = monitor.clone();
-                Box::pin(async move {
-                    monitor.run(token).await;
-                    Ok(())
-                })
-            },
-        )
-        .context("starting the health monitor")?;
-
-    // Indexed by `ProviderIndex`, i.e. configuration order.
-    let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
-    let saved = store.load_provider_stats(name).await?;
-    let race = Arc::new(race::RaceBoard::new(chain_name.clone(), &ids, &saved));
-    let flusher = (race.clone(), store.clone());
-    supervisor
-        .spawn(
-            ProcessKey::new("race", name),
-            json!({ "chain": name }),
-            false,
-            move |token| {
-                let (race, store) = flusher.clone();
-                Box::pin(async move {
-                    race.run(store, token).await;
-                    Ok(())
-                })
-            },
-        )
-        .context("starting the race statistics")?;
+    let queues = spawn_listeners(&chain_name, &providers, &filters, supervisor)?;
+    spawn_monitor(name, &providers, store, supervisor)?;
+    let race = spawn_race(&chain_name, &ids, store, supervisor).await?;
 
     let (best_head, best_rx) = watch::channel(0u64);
     let (progress, progress_rx) = watch::channel(SyncProgress::default());
@@ -342,6 +263,122 @@ async fn start_chain(
         race,
     };
     Ok((handle, parts))
+}
+
+/// A chain's providers, numbered in configuration order, an HTTP client each.
+fn chain_providers(name: &str, endpoints: &[Endpoint]) -> anyhow::Result<Vec<ChainProvider>> {
+    let mut list = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        // A chain's providers are the bits of a mask (who delivered what, `providers_seen`).
+        let index = ProviderIndex::try_from(i)
+            .ok()
+            .filter(|_| i < MAX_PROVIDERS)
+            .with_context(|| format!("chain {name} has more than {MAX_PROVIDERS} providers"))?;
+        let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
+        list.push(ChainProvider {
+            index,
+            id: endpoint.id.clone(),
+            http,
+            ws_url: endpoint.ws_url.clone(),
+            priority: endpoint.priority,
+            batches: Arc::new(AtomicBool::new(true)),
+        });
+    }
+    anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
+    Ok(list)
+}
+
+/// Starts a listener per provider; returns their queues, which outlive every run of the
+/// pipeline (see `merge::Inputs::lend`).
+fn spawn_listeners(
+    chain: &ChainName,
+    providers: &ProviderSet,
+    filters: &[LogFilter],
+    supervisor: &Supervisor,
+) -> anyhow::Result<Vec<mpsc::Receiver<ChainInput>>> {
+    let mut queues = Vec::new();
+    for provider in providers.all() {
+        let (output, queue) = mpsc::channel(SOURCE_QUEUE);
+        queues.push(queue);
+        let listener = listener::Listener {
+            chain: chain.clone(),
+            provider: provider.clone(),
+            filters: filters.to_vec(),
+            output,
+            health: providers.health().clone(),
+        };
+        supervisor
+            .spawn(
+                ProcessKey::new("listener", format!("{chain}/{}", provider.id)),
+                json!({ "chain": chain, "provider": provider.id }),
+                false,
+                move |token| {
+                    let listener = listener.clone();
+                    Box::pin(async move {
+                        listener.run(token).await;
+                        Ok(())
+                    })
+                },
+            )
+            .with_context(|| format!("starting the listener of {}", provider.id))?;
+    }
+    Ok(queues)
+}
+
+/// Starts the chain's health monitor.
+fn spawn_monitor(
+    name: &str,
+    providers: &ProviderSet,
+    store: &Store,
+    supervisor: &Supervisor,
+) -> anyhow::Result<()> {
+    let monitor = monitor::Monitor {
+        providers: providers.clone(),
+        store: store.clone(),
+    };
+    supervisor
+        .spawn(
+            ProcessKey::new("monitor", name),
+            json!({ "chain": name }),
+            false,
+            move |token| {
+                let monitor = monitor.clone();
+                Box::pin(async move {
+                    monitor.run(token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the health monitor")?;
+    Ok(())
+}
+
+/// Starts the chain's race board (who delivers first, late, never; `ids` in [`ProviderIndex`]
+/// order) from its saved statistics, and the task that saves them.
+async fn spawn_race(
+    chain: &ChainName,
+    ids: &[String],
+    store: &Store,
+    supervisor: &Supervisor,
+) -> anyhow::Result<Arc<race::RaceBoard>> {
+    let saved = store.load_provider_stats(chain).await?;
+    let race = Arc::new(race::RaceBoard::new(chain.clone(), ids, &saved));
+    let flusher = (race.clone(), store.clone());
+    supervisor
+        .spawn(
+            ProcessKey::new("race", chain.to_string()),
+            json!({ "chain": chain }),
+            false,
+            move |token| {
+                let (race, store) = flusher.clone();
+                Box::pin(async move {
+                    race.run(store, token).await;
+                    Ok(())
+                })
+            },
+        )
+        .context("starting the race statistics")?;
+    Ok(race)
 }
 
 /// The chain's provider health, each breaker restored from the store (an open one stays open

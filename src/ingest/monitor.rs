@@ -9,15 +9,14 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::dedupe::ProviderIndex;
 use super::providers::ProviderSet;
 use crate::breaker::{Clock, SystemClock};
+use crate::domain::ProviderIndex;
 use crate::health::{self, ChainHealth};
-use crate::provider::jsonrpc;
+use crate::provider::Request;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -88,10 +87,10 @@ impl Monitor {
 /// One `eth_blockNumber` to `index` (its answer updates the provider's head); a refusal by its
 /// breaker sends nothing.
 async fn probe(providers: &ProviderSet, index: ProviderIndex) {
-    let Ok(params) = jsonrpc::params(&json!([])) else {
+    let Ok(request) = Request::block_number() else {
         return;
     };
-    if let Err(err) = providers.call_one(index, "eth_blockNumber", &params).await {
+    if let Err(err) = providers.call_one(index, &request).await {
         tracing::debug!(chain = %providers.health().chain(), provider = %providers.id(index), error = %err, "idle probe failed");
     }
 }

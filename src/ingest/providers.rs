@@ -5,17 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::U64;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::dedupe::ProviderIndex;
 use crate::breaker::{Outcome, Permit};
+use crate::domain::ProviderIndex;
 use crate::health::ChainHealth;
-use crate::provider::{HttpClient, ProviderError, jsonrpc};
+use crate::provider::{HttpClient, Method, ProviderError, Request, methods};
 use crate::telemetry::metrics as m;
 
 /// One provider of a chain.
@@ -95,10 +93,9 @@ impl ProviderSet {
     /// answer, and the caller must react (split the range).
     pub async fn call(
         &self,
-        method: &str,
-        params: &RawValue,
+        request: &Request,
     ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
-        let answer = self.call_on(self.order(None), method, params).await;
+        let answer = self.call_on(self.order(None), request).await;
         if let Ok((served, _)) = &answer {
             self.count_failover(0, *served);
         }
@@ -109,23 +106,30 @@ impl ProviderSet {
     pub async fn call_one(
         &self,
         index: ProviderIndex,
-        method: &str,
-        params: &RawValue,
+        request: &Request,
     ) -> Result<Box<RawValue>, ProviderError> {
         let provider = self
             .by_index(usize::from(index))
             .ok_or_else(|| ProviderError::Transport("no such provider".into()))?;
-        self.call_on(vec![provider], method, params)
+        self.call_on(vec![provider], request)
             .await
             .map(|(_, raw)| raw)
     }
 
+    /// The chain's head over HTTP, from the first provider that answers (see
+    /// [`ProviderSet::call`]).
+    pub async fn block_number(&self) -> Result<u64, ProviderError> {
+        let (_, raw) = self.call(&Request::block_number()?).await?;
+        methods::read_block_number(&raw)
+    }
+
+    /// A head answered (`eth_blockNumber`) updates the provider's head in its health record.
     async fn call_on(
         &self,
         order: Vec<&ChainProvider>,
-        method: &str,
-        params: &RawValue,
+        request: &Request,
     ) -> Result<(ProviderIndex, Box<RawValue>), ProviderError> {
+        let method = request.method();
         let mut last = None;
         for provider in order {
             let index = usize::from(provider.index);
@@ -138,22 +142,21 @@ impl ProviderSet {
             };
             let started = Instant::now();
             let best_then = self.health.best_head();
-            let result = provider.http.call(method, params).await;
+            let result = provider.http.request(request).await;
             self.health
                 .record(index, permit, Outcome::of(&result), Some(started.elapsed()));
             match result {
                 Ok(raw) => {
-                    if method == "eth_blockNumber"
-                        && let Ok(head) = jsonrpc::decode::<U64>(&raw, method)
+                    if method == Method::BlockNumber
+                        && let Ok(head) = methods::read_block_number(&raw)
                     {
-                        self.health
-                            .observe_polled_head(index, head.to::<u64>(), best_then);
+                        self.health.observe_polled_head(index, head, best_then);
                     }
                     return Ok((provider.index, raw));
                 }
                 Err(err) if !err.is_retryable() => return Err(err),
                 Err(err) => {
-                    tracing::warn!(chain = %self.health.chain(), provider = %provider.id, method, error = %err, "provider call failed; trying the next");
+                    tracing::warn!(chain = %self.health.chain(), provider = %provider.id, method = method.as_str(), error = %err, "provider call failed; trying the next");
                     last = Some(err);
                 }
             }
@@ -184,24 +187,12 @@ fn unavailable(retry_in: Duration) -> ProviderError {
     ))
 }
 
-/// Reconnect and retry delays: exponential from 100 ms to 30 s, with jitter so that many
-/// listeners losing one provider at once do not reconnect in lock-step.
-pub fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// Outcomes of one batch, one per call in order, and the provider that answered.
 pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>);
 
 impl ProviderSet {
     /// A batch, tried on each provider in turn while the whole batch fails retryably.
-    pub async fn batch(&self, calls: &[(&str, &RawValue)]) -> Result<BatchAnswer, ProviderError> {
+    pub async fn batch(&self, calls: &[Request]) -> Result<BatchAnswer, ProviderError> {
         self.batch_from(0, None, calls).await
     }
 
@@ -220,7 +211,7 @@ impl ProviderSet {
         &self,
         start: usize,
         avoid: Option<ProviderIndex>,
-        calls: &[(&str, &RawValue)],
+        calls: &[Request],
     ) -> Result<BatchAnswer, ProviderError> {
         let mut order = self.order(Some(start));
         if let Some(at) = avoid.and_then(|a| order.iter().position(|p| p.index == a)) {
@@ -265,18 +256,8 @@ impl ProviderSet {
                 _ = tokio::time::sleep_until(sleep_until.into()), if hedge_at.is_some() => continue,
                 else => continue, // nothing in flight: the top of the loop ends it
             };
-            let outcome = match &result {
-                // A batch answered is a success even if some calls failed for their own
-                // reasons; a call failing at the provider's fault inside it is its fault.
-                Ok(answers) => answers
-                    .iter()
-                    .filter_map(|a| a.as_ref().err())
-                    .map(Outcome::of_error)
-                    .find(|o| !matches!(o, Outcome::Neutral))
-                    .unwrap_or(Outcome::Success),
-                Err(err) => Outcome::of_error(err),
-            };
             if let Some((index, permit)) = permits.get_mut(attempt).and_then(Option::take) {
+                let outcome = batch_outcome(&result);
                 self.health.record(index, permit, outcome, Some(elapsed));
             }
             match result {
@@ -328,6 +309,23 @@ impl ProviderSet {
     }
 }
 
+/// What a batch's answer says of its provider: a batch answered is a success even if some
+/// calls failed for their own reasons; a call failing at the provider's fault inside it is its
+/// fault.
+fn batch_outcome(
+    result: &Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError>,
+) -> Outcome {
+    match result {
+        Ok(answers) => answers
+            .iter()
+            .filter_map(|a| a.as_ref().err())
+            .map(Outcome::of_error)
+            .find(|o| !matches!(o, Outcome::Neutral))
+            .unwrap_or(Outcome::Success),
+        Err(err) => Outcome::of_error(err),
+    }
+}
+
 /// Bounds of the hedge delay: short enough that a hung provider costs a range seconds, not the
 /// HTTP timeout; long enough that a busy but working provider is rarely doubled up on.
 const HEDGE_MIN: Duration = Duration::from_millis(250);
@@ -338,7 +336,7 @@ const HEDGE_FACTOR: u32 = 4;
 impl ChainProvider {
     async fn batch(
         &self,
-        calls: &[(&str, &RawValue)],
+        calls: &[Request],
     ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
         if self.batches.load(Ordering::Relaxed) {
             match self.http.batch(calls).await {
@@ -352,8 +350,8 @@ impl ChainProvider {
         let mut answers = Vec::with_capacity(calls.len());
         for chunk in calls.chunks(UNBATCHED_CONCURRENCY) {
             let mut pending = Vec::with_capacity(chunk.len());
-            for &(method, params) in chunk {
-                pending.push(self.http.call(method, params));
+            for request in chunk {
+                pending.push(self.http.request(request));
             }
             answers.extend(futures_util::future::join_all(pending).await);
         }
@@ -369,19 +367,4 @@ impl ChainProvider {
 /// than of its calls: range refusals, rate limits and server faults are not.
 fn refuses_batches(err: &ProviderError) -> bool {
     matches!(err, ProviderError::Rpc { .. } | ProviderError::Http(_)) && !err.is_retryable()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_never_ends() {
-        let delays: Vec<Duration> = backoff().take(40).collect();
-        assert_eq!(delays.len(), 40);
-        // Jitter adds up to one more base delay, so the bounds are doubled.
-        assert!(delays[0] <= Duration::from_millis(200));
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
-        assert!(delays[39] >= Duration::from_secs(30));
-    }
 }

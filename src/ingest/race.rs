@@ -18,8 +18,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::dedupe::ProviderIndex;
 use crate::domain::ChainName;
+use crate::domain::{ProviderIndex, provider_bit};
 use crate::store::{ProviderStats, Store, StoreError};
 use crate::telemetry::metrics as m;
 
@@ -116,8 +116,8 @@ impl RaceBoard {
     /// A live event left the dedupe window delivered only by the providers in `delivered`: the
     /// others missed it.
     pub fn retired(&self, delivered: u64) {
-        for (i, cell) in self.cells.iter().enumerate() {
-            if delivered & (1u64 << (i % 64)) == 0 {
+        for (i, cell) in (0..=ProviderIndex::MAX).zip(self.cells.iter()) {
+            if delivered & provider_bit(i) == 0 {
                 cell.missed.fetch_add(1, Ordering::Relaxed);
             }
         }

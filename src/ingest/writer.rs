@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
-use super::providers::backoff;
+use crate::backoff::RETRY;
 use crate::domain::{ChainName, EventKey, EventKind};
 use crate::store::{Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch};
 use crate::telemetry::metrics as m;
@@ -271,7 +271,7 @@ impl Writer {
                 .map(|cp| (cp.chain.clone(), cp.block_number))
                 .collect();
             let mut batch = batch;
-            let mut delays = backoff();
+            let mut delays = RETRY.delays();
             loop {
                 let started = Instant::now();
                 match store.try_write_batch(batch).await {
@@ -384,7 +384,7 @@ mod tests {
     use alloy_primitives::B256;
 
     use super::*;
-    use crate::store::provider_bit;
+    use crate::domain::provider_bit;
 
     fn range(chain: &str, first: u64, n: u8, tag: u8) -> Canonical {
         Canonical {

@@ -8,7 +8,9 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::value::RawValue;
 use url::Url;
 
+use super::decode::Head;
 use super::jsonrpc::{self, Incoming};
+use super::methods::{self, Request};
 use super::{ProviderError, redact};
 use crate::telemetry::metrics as m;
 
@@ -65,7 +67,8 @@ impl HttpClient {
         &self.inner.provider
     }
 
-    /// One call; the raw `result` on success.
+    /// One call of any method, unread: the raw `result` on success. Livechain's own calls go
+    /// through [`HttpClient::request`] and the typed calls below.
     pub async fn call(
         &self,
         method: &str,
@@ -82,11 +85,31 @@ impl HttpClient {
         .await
     }
 
+    /// One typed call; the raw `result` on success, for the `read_*` function of its kind.
+    pub async fn request(&self, request: &Request) -> Result<Box<RawValue>, ProviderError> {
+        self.call(request.method().as_str(), request.params()).await
+    }
+
+    /// The node's block at `n`; `None` when it has none there (yet).
+    pub async fn block(&self, n: u64) -> Result<Option<Head>, ProviderError> {
+        methods::read_block(&self.request(&Request::block(n)?).await?)
+    }
+
+    /// The node's head.
+    pub async fn block_number(&self) -> Result<u64, ProviderError> {
+        methods::read_block_number(&self.request(&Request::block_number()?).await?)
+    }
+
+    /// The node's EIP-155 chain id.
+    pub async fn chain_id(&self) -> Result<u64, ProviderError> {
+        methods::read_chain_id(&self.request(&Request::chain_id()?).await?)
+    }
+
     /// A batch; one outcome per call, in the order given (matched by id, whatever the
     /// provider's order). A provider that rejects batches fails the whole call.
     pub async fn batch(
         &self,
-        calls: &[(&str, &RawValue)],
+        calls: &[Request],
     ) -> Result<Vec<Result<Box<RawValue>, ProviderError>>, ProviderError> {
         if calls.is_empty() {
             return Ok(Vec::new());
@@ -95,7 +118,10 @@ impl HttpClient {
             .inner
             .next_id
             .fetch_add(calls.len() as u64, Ordering::Relaxed);
-        let body = jsonrpc::batch(first, calls.iter().copied());
+        let body = jsonrpc::batch(
+            first,
+            calls.iter().map(|c| (c.method().as_str(), c.params())),
+        );
         self.post("batch", body, |frames| {
             let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
                 (0..calls.len()).map(|_| None).collect();

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::jsonrpc;
-use super::{ProviderError, redact};
+use super::methods::Request;
+use super::{LogFilter, ProviderError, redact};
 
 /// Knobs of one connection.
 #[derive(Debug, Clone)]
@@ -122,7 +123,7 @@ impl WsClient {
         })
     }
 
-    /// One request; the raw result, or the error classified.
+    /// One call of any method, unread: the raw result, or the error classified.
     pub async fn request(
         &self,
         method: &str,
@@ -144,17 +145,26 @@ impl WsClient {
         }
     }
 
-    /// `eth_subscribe`; returns the subscription id.
-    pub async fn subscribe(&self, params: Box<RawValue>) -> Result<String, ProviderError> {
-        let raw = self.request("eth_subscribe", params).await?;
+    /// Subscribes to new heads; returns the subscription id.
+    pub async fn subscribe_heads(&self) -> Result<String, ProviderError> {
+        self.subscribe(Request::subscribe_heads()?).await
+    }
+
+    /// Subscribes to the logs `filter` matches; returns the subscription id.
+    pub async fn subscribe_logs(&self, filter: &LogFilter) -> Result<String, ProviderError> {
+        self.subscribe(Request::subscribe_logs(filter)?).await
+    }
+
+    async fn subscribe(&self, request: Request) -> Result<String, ProviderError> {
+        let (method, params) = request.into_parts();
+        let raw = self.request(method.as_str(), params).await?;
         jsonrpc::decode::<String>(&raw, "eth_subscribe result")
     }
 
-    /// `eth_unsubscribe`; whether the provider knew the id.
+    /// Ends the subscription `id`; whether the provider knew it.
     pub async fn unsubscribe(&self, id: &str) -> Result<bool, ProviderError> {
-        let raw = self
-            .request("eth_unsubscribe", jsonrpc::params(&[id])?)
-            .await?;
+        let (method, params) = Request::unsubscribe(id)?.into_parts();
+        let raw = self.request(method.as_str(), params).await?;
         jsonrpc::decode::<bool>(&raw, "eth_unsubscribe result")
     }
 

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::backoff::{Curve, Delays};
 
 /// The restart delay curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,20 +33,14 @@ impl Default for BackoffPolicy {
 }
 
 impl BackoffPolicy {
-    fn builder(&self) -> ExponentialBuilder {
-        // backon's jitter adds a random fraction of the current delay, giving `[d, 2d)`; capping
-        // the un-jittered curve at half of `max_delay` keeps every delay below it while delays
-        // at the cap are still spread.
-        let cap = (self.max_delay / 2).max(self.min_delay);
-        let builder = ExponentialBuilder::new()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(cap)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
+    fn delays(&self) -> Delays {
+        // Jitter adds a random fraction of the current delay, giving `[d, 2d)`; capping the
+        // un-jittered curve at half of `max_delay` keeps every delay below it while delays at
+        // the cap are still spread.
+        let curve = Curve::jittered(self.min_delay, (self.max_delay / 2).max(self.min_delay));
         match self.jitter_seed {
-            Some(seed) => builder.with_jitter_seed(seed),
-            None => builder,
+            Some(seed) => curve.seeded(seed),
+            None => curve.delays(),
         }
     }
 }
@@ -55,13 +49,13 @@ impl BackoffPolicy {
 #[derive(Debug)]
 pub(super) struct RestartBackoff {
     policy: BackoffPolicy,
-    delays: <ExponentialBuilder as BackoffBuilder>::Backoff,
+    delays: Delays,
 }
 
 impl RestartBackoff {
     pub(super) fn new(policy: BackoffPolicy) -> RestartBackoff {
         RestartBackoff {
-            delays: policy.builder().build(),
+            delays: policy.delays(),
             policy,
         }
     }
@@ -69,10 +63,9 @@ impl RestartBackoff {
     /// The delay before the next run, given how long the run that just ended lasted.
     pub(super) fn next_delay(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.policy.stable_after {
-            self.delays = self.policy.builder().build();
+            self.delays = self.policy.delays();
         }
-        // Unbounded attempts: `None` cannot happen, but the cap is the safe answer if it did.
-        self.delays.next().unwrap_or(self.policy.max_delay)
+        self.delays.next_delay()
     }
 }
 

@@ -39,11 +39,6 @@ pub struct NewEvent {
     pub providers_mask: u64,
 }
 
-/// The mask bit of the chain's `index`-th configured provider (at most 64 per chain).
-pub fn provider_bit(index: u8) -> u64 {
-    1u64 << (index % 64)
-}
-
 /// More deliveries of an event already sent to the writer in an earlier batch: its row's
 /// providers mask takes these bits (no new row, no cursor).
 #[derive(Debug, Clone, PartialEq, Eq)]

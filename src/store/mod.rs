@@ -46,7 +46,7 @@ use crate::domain::Cursor;
 
 pub use checkpoint::{Checkpoint, FinalityAdvance};
 pub use error::StoreError;
-pub use events::{Committed, NewEvent, Redelivery, WriteBatch, provider_bit};
+pub use events::{Committed, NewEvent, Redelivery, WriteBatch};
 pub use lock::DatabaseLock;
 pub use query::{EventQuery, Order};
 pub use reorg::{Canonical, Retraction};

@@ -6,24 +6,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::reorg;
+use super::schedule::Ask;
 use super::{Failed, RangeError};
 use crate::domain::BlockRef;
+use crate::domain::ProviderIndex;
 use crate::ingest::RangeData;
-use crate::ingest::dedupe::ProviderIndex;
 use crate::ingest::filters::LogFilter;
 use crate::ingest::providers::ProviderSet;
 use crate::provider::decode::{Head, LogKey};
-use crate::provider::{ProviderError, decode, jsonrpc};
+use crate::provider::{FINALITY_TAGS, ProviderError, Request, decode, methods};
 
 /// How long the cross-check of a range's last block may take; past it the range stands.
 const CROSS_CHECK: Duration = Duration::from_millis(500);
-
-/// The block tags read with every range, in this order.
-const FINALITY_TAGS: [&str; 2] = ["safe", "finalized"];
 
 /// What a range fetch needs; cheap to clone into a task per range.
 #[derive(Clone)]
@@ -33,20 +30,14 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    /// Fetches `from..=to`, asking the `start`-th provider first (`avoid` last), and checks
+    /// Fetches `ask`'s range, asking its turn's provider first (its `avoid` last), and checks
     /// that the answer is one chain: each block at its height, each parent hash linking inside
     /// the range, each log naming the block the answer gives at its height. Linking the range
     /// to the blocks before it is the caller's check. A failure names the provider whose
     /// answer it was, if one answered.
-    pub async fn fetch(
-        &self,
-        from: u64,
-        to: u64,
-        start: usize,
-        avoid: Option<ProviderIndex>,
-    ) -> Result<RangeData, Failed> {
+    pub async fn fetch(&self, ask: Ask) -> Result<RangeData, Failed> {
         let mut answered = None;
-        self.fetch_from(from, to, start, avoid, &mut answered)
+        self.fetch_from(ask, &mut answered)
             .await
             .map_err(|error| Failed {
                 error,
@@ -56,97 +47,22 @@ impl Fetcher {
 
     async fn fetch_from(
         &self,
-        from: u64,
-        to: u64,
-        start: usize,
-        avoid: Option<ProviderIndex>,
+        ask: Ask,
         answered: &mut Option<ProviderIndex>,
     ) -> Result<RangeData, RangeError> {
-        let mut params: Vec<Box<RawValue>> = Vec::new();
-        for filter in self.filters.iter() {
-            params.push(jsonrpc::params(&json!([filter.range_json(from, to)]))?);
-        }
-        for n in from..=to {
-            params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
-        }
-        // Sent one by one (to a provider refusing batches), a node without the tags would fail
-        // the whole range with its error: then the range goes without them.
-        let all = self.providers.all();
-        let batches = all
-            .get(start % all.len().max(1))
-            .is_some_and(|p| p.batches.load(Ordering::Relaxed));
-        let tags: &[&str] = if batches { &FINALITY_TAGS } else { &[] };
-        for tag in tags {
-            params.push(jsonrpc::params(&json!([tag, false]))?);
-        }
-        let calls: Vec<(&str, &RawValue)> = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let method = if i < self.filters.len() {
-                    "eth_getLogs"
-                } else {
-                    "eth_getBlockByNumber"
-                };
-                (method, &**p)
-            })
-            .collect();
-        let (provider, answers) = self.providers.batch_from(start, avoid, &calls).await?;
+        let Ask {
+            from,
+            to,
+            turn,
+            avoid,
+        } = ask;
+        let (calls, with_tags) = self.requests(from, to, turn)?;
+        let (provider, answers) = self.providers.batch_from(turn, avoid, &calls).await?;
         *answered = Some(provider);
         let mut answers = answers.into_iter();
-        let mut logs = Vec::new();
-        for _ in self.filters.iter() {
-            let raw = answers
-                .next()
-                .ok_or(ProviderError::Malformed("short batch".into()))??;
-            let list: Vec<Box<RawValue>> = jsonrpc::decode(&raw, "eth_getLogs result")?;
-            for item in list {
-                let key = decode::log_key(&item)?;
-                logs.push((key, item));
-            }
-        }
-        let mut heads = Vec::with_capacity((to - from + 1) as usize);
-        for n in from..=to {
-            let raw = answers
-                .next()
-                .ok_or(ProviderError::Malformed("short batch".into()))??;
-            if raw.get() == "null" {
-                return Err(RangeError::Inconsistent(format!(
-                    "provider has no block {n} yet"
-                )));
-            }
-            let head = decode::head(&raw)?;
-            if head.block.number != n {
-                return Err(RangeError::Inconsistent(format!(
-                    "asked for block {n}, got {}",
-                    head.block.number
-                )));
-            }
-            heads.push(head);
-        }
-        for pair in heads.windows(2) {
-            if pair[1].block.parent_hash != pair[0].block.hash {
-                return Err(RangeError::Inconsistent(format!(
-                    "block {} does not extend block {} (a reorg between calls)",
-                    pair[1].block.number, pair[0].block.number
-                )));
-            }
-        }
-        for (key, _) in &logs {
-            let index = key
-                .block_number
-                .checked_sub(from)
-                .and_then(|i| usize::try_from(i).ok());
-            match index.and_then(|i| heads.get(i)) {
-                Some(head) if head.block.hash == key.block_hash => {}
-                _ => {
-                    return Err(RangeError::Inconsistent(format!(
-                        "a log of block {} names another block hash",
-                        key.block_number
-                    )));
-                }
-            }
-        }
+        let logs = read_logs(self.filters.len(), &mut answers)?;
+        let heads = methods::read_blocks(from, to, &mut answers)?;
+        one_chain(from, &heads, &logs)?;
         if self.filters.iter().any(LogFilter::takes_everything) {
             bloom_agrees(&heads, &logs, from)?;
         }
@@ -154,17 +70,10 @@ impl Fetcher {
             .last()
             .map(|h| h.block)
             .ok_or(RangeError::Inconsistent("empty range".into()))?;
-        // A node without the tags answers them with an error or null: the caller falls back to
-        // `confirmations`. Clamped to the range: nothing past it is stored yet.
-        let mut tag = || {
-            let raw = answers.next()?.ok()?;
-            let head = decode::head(&raw).ok()?;
-            Some(head.block.number.min(last.number))
-        };
-        let (safe, finalized) = if tags.is_empty() {
-            (None, None)
+        let (safe, finalized) = if with_tags {
+            read_tags(&mut answers, last.number)
         } else {
-            (tag(), tag())
+            (None, None)
         };
         self.cross_check(provider, last).await?;
         let hashes = heads.iter().map(|h| h.block.hash).collect();
@@ -178,6 +87,33 @@ impl Fetcher {
             safe,
             finalized,
         })
+    }
+
+    /// The batch for `from..=to`: `eth_getLogs` for every filter, then every block, then the
+    /// finality tags (unless the provider asked first sends calls one by one: a node without
+    /// the tags would then fail the whole range with its error, so the range goes without
+    /// them); and whether the tags are in it.
+    fn requests(
+        &self,
+        from: u64,
+        to: u64,
+        turn: usize,
+    ) -> Result<(Vec<Request>, bool), ProviderError> {
+        let mut calls = Vec::with_capacity(self.filters.len() + (to - from) as usize + 3);
+        for filter in self.filters.iter() {
+            calls.push(Request::logs(filter, from, to)?);
+        }
+        calls.extend(Request::blocks(from..=to)?);
+        let all = self.providers.all();
+        let batches = all
+            .get(turn % all.len().max(1))
+            .is_some_and(|p| p.batches.load(Ordering::Relaxed));
+        if batches {
+            for tag in FINALITY_TAGS {
+                calls.push(Request::block(tag)?);
+            }
+        }
+        Ok((calls, batches))
     }
 
     /// Whether the node that answered a range is on the other providers' chain: one of them is
@@ -201,18 +137,11 @@ impl Fetcher {
         else {
             return Ok(()); // a single provider
         };
-        let params = jsonrpc::params(&json!([format!("{:#x}", last.number), false]))?;
-        let answer = tokio::time::timeout(
-            CROSS_CHECK,
-            other.http.call("eth_getBlockByNumber", &params),
-        )
-        .await;
-        let Ok(Ok(raw)) = answer else {
-            return Ok(());
-        };
-        match decode::head(&raw) {
-            Ok(head) if head.block.number == last.number && head.block.hash != last.hash => {}
-            _ => return Ok(()), // the same block, or none yet
+        let answer = tokio::time::timeout(CROSS_CHECK, other.http.block(last.number)).await;
+        match answer {
+            Ok(Ok(Some(head)))
+                if head.block.number == last.number && head.block.hash != last.hash => {}
+            _ => return Ok(()), // the same block, none yet, or no answer
         }
         let votes = tokio::time::timeout(
             CROSS_CHECK,
@@ -231,6 +160,72 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// The logs of the batch's first `filters` answers, each with its identity read.
+fn read_logs(
+    filters: usize,
+    answers: &mut impl Iterator<Item = Result<Box<RawValue>, ProviderError>>,
+) -> Result<Vec<(LogKey, Box<RawValue>)>, ProviderError> {
+    let mut logs = Vec::new();
+    for _ in 0..filters {
+        let raw = answers
+            .next()
+            .ok_or(ProviderError::Malformed("short batch".into()))??;
+        for item in methods::read_logs(&raw)? {
+            let key = decode::log_key(&item)?;
+            logs.push((key, item));
+        }
+    }
+    Ok(logs)
+}
+
+/// Whether the range's blocks (from `from` on) link up and each log names the block at its
+/// height.
+fn one_chain(
+    from: u64,
+    heads: &[Head],
+    logs: &[(LogKey, Box<RawValue>)],
+) -> Result<(), RangeError> {
+    for pair in heads.windows(2) {
+        if pair[1].block.parent_hash != pair[0].block.hash {
+            return Err(RangeError::Inconsistent(format!(
+                "block {} does not extend block {} (a reorg between calls)",
+                pair[1].block.number, pair[0].block.number
+            )));
+        }
+    }
+    for (key, _) in logs {
+        let index = key
+            .block_number
+            .checked_sub(from)
+            .and_then(|i| usize::try_from(i).ok());
+        match index.and_then(|i| heads.get(i)) {
+            Some(head) if head.block.hash == key.block_hash => {}
+            _ => {
+                return Err(RangeError::Inconsistent(format!(
+                    "a log of block {} names another block hash",
+                    key.block_number
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `safe` and `finalized` heights, clamped to `last` (nothing past the range is stored
+/// yet). A node without the tags answers them with an error or null: `None`, and the range
+/// sync falls back to `confirmations`.
+fn read_tags(
+    answers: &mut impl Iterator<Item = Result<Box<RawValue>, ProviderError>>,
+    last: u64,
+) -> (Option<u64>, Option<u64>) {
+    let mut tag = || {
+        let raw = answers.next()?.ok()?;
+        let head = methods::read_block(&raw).ok()??;
+        Some(head.block.number.min(last))
+    };
+    (tag(), tag())
 }
 
 /// With a filter that takes every log, a block whose logs bloom is not empty must come with at

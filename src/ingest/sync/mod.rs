@@ -11,10 +11,15 @@
 //! so the re-read follows the live stream instead of racing it; without them (no socket, all
 //! sockets down), up to the head polled over HTTP. A backfill keeps several ranges in flight,
 //! each asking a different provider first, and hands them to the aggregator in order. Ranges
-//! shorter than the limit wait [`LINGER`] for company, so a busy chain is read in wide ranges.
+//! shorter than the limit wait [`schedule::LINGER`] for company, so a busy chain is read in
+//! wide ranges.
 //!
 //! A provider that refuses a range (too many blocks or results) halves it; the limit learned is
 //! kept for the chain's later ranges.
+//!
+//! The loop ([`run`]) is a state machine over what it keeps between passes; which ranges to ask
+//! for and when is [`schedule`]'s, where the sync stands and how a reorg moves it back is
+//! [`rewind`]'s.
 //!
 //! Reorgs ([`reorg`]): every range hands on the canonical hash of each of its heights, which
 //! the writer commits with the range (orphans at those heights become `removed`). A range that
@@ -26,40 +31,28 @@
 mod fetch;
 mod heads;
 pub mod reorg;
+mod rewind;
+mod run;
+mod schedule;
 pub mod stuck;
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::dedupe::ProviderIndex;
+use super::ChainInput;
 use super::filters::LogFilter;
-use super::providers::{ProviderSet, backoff};
-use super::{ChainInput, RangeData};
-use crate::breaker::startup_backoff;
-use crate::domain::{BlockRef, ChainName};
-use crate::provider::{ProviderError, jsonrpc};
+use super::providers::ProviderSet;
+use crate::domain::{BlockRef, ChainName, ProviderIndex};
+use crate::provider::{BlocksError, ProviderError};
 use crate::telemetry::metrics as m;
-use fetch::Fetcher;
-use heads::HeadClock;
-use reorg::{Ancestor, Recent};
-use stuck::{Change, Stuck, StuckWatch};
+pub use schedule::MAX_RANGE;
+use stuck::Stuck;
 
-/// Blocks per range at most (and at start, before any provider refused one).
-pub const MAX_RANGE: u64 = 256;
 /// How often the head is polled over HTTP when no subscription reports it; live heads older
 /// than this mean the subscriptions have stopped.
 const HEAD_POLL: Duration = Duration::from_secs(2);
-/// Ranges in flight at once (at most one per provider); each answer is held until handed on.
-const MAX_IN_FLIGHT: usize = 3;
-/// Least time between two checks of reorg hints.
-const HINT_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a range shorter than the limit waits after the previous range was asked for.
-const LINGER: Duration = Duration::from_millis(100);
 
 pub struct RangeSync {
     pub chain: ChainName,
@@ -116,6 +109,15 @@ pub(super) struct Failed {
     provider: Option<ProviderIndex>,
 }
 
+impl From<BlocksError> for RangeError {
+    fn from(error: BlocksError) -> RangeError {
+        match error {
+            BlocksError::Provider(error) => RangeError::Provider(error),
+            other => RangeError::Inconsistent(other.to_string()),
+        }
+    }
+}
+
 impl From<RangeError> for Failed {
     fn from(error: RangeError) -> Failed {
         Failed {
@@ -125,414 +127,14 @@ impl From<RangeError> for Failed {
     }
 }
 
-/// What to do about a suspected reorg.
-enum Rewind {
-    /// Re-read from the block after this common ancestor.
-    To(u64, alloy_primitives::B256),
-    /// No common ancestor in the window: re-read from this height, unlinked.
-    Rebackfill(u64),
-    /// Not confirmed (or nothing to do): carry on.
-    No,
-}
-
-/// A range asked for and not yet handed on.
-struct InFlight {
-    from: u64,
-    to: u64,
-    /// The turn it was asked with: which provider the fetch tried first.
-    turn: usize,
-    task: JoinHandle<Result<RangeData, Failed>>,
-}
-
-/// The head over HTTP, as last polled.
-#[derive(Default)]
-struct Polled {
-    head: Option<u64>,
-    at: Option<Instant>,
-}
-
 impl RangeSync {
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let fetcher = Fetcher {
-            providers: self.providers.clone(),
-            filters: self.filters.clone().into(),
-        };
-        // Fetch tasks stop with this loop, however it ends.
-        let tasks = shutdown.child_token();
-        let _stop_tasks = tasks.clone().drop_guard();
-        let max_in_flight = self.providers.all().len().clamp(1, MAX_IN_FLIGHT);
-        let mut span = MAX_RANGE;
-        let mut delays = backoff();
-        let mut startup_delays = startup_backoff();
-        // `next`: the first block not yet handed on; `scheduled`: the first not yet asked for.
-        let (mut next, mut parent) = match self.checkpoint {
-            Some(cp) => (cp.number + 1, Some(cp.hash)),
-            None => (u64::MAX, None), // decided once the head is known
-        };
-        let mut scheduled = next;
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut clock = HeadClock::default();
-        let mut polled = Polled::default();
-        let mut asked_at: Option<Instant> = None;
-        let mut turn = 0usize;
-        // The provider whose answer failed the last range: asked last until a range succeeds.
-        let mut avoid: Option<ProviderIndex> = None;
-        let mut heads_open = true;
-        let mut hints_open = true;
-        let mut hint_checked: Option<Instant> = None;
-        let mut pending_hint: Option<u64> = None;
-        // Whether the chain's nodes answer the `safe`/`finalized` tags.
-        let mut tags_seen = false;
-        let mut stuck = StuckWatch::default();
-        let mut recent = Recent::from_stored(&std::mem::take(&mut self.recent));
-        if let Some(cp) = self.checkpoint
-            && recent.hash_at(cp.number) != Some(cp.hash)
-        {
-            recent.push(cp.number, cp.hash);
-        }
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let now = Instant::now();
-            // Every pass reads the head: `changed()` below marks a new value seen before this does.
-            let head = *self.best_head.borrow_and_update();
-            if head > 0 {
-                clock.observe(head, now);
-            }
-            // A hinted height is checked at most once per HINT_INTERVAL: a provider stuck on an
-            // old branch keeps sending stale heads, and one check answers them all.
-            if let Some(at) = pending_hint
-                && hint_checked.is_none_or(|t| now >= t + HINT_INTERVAL)
-            {
-                pending_hint = None;
-                hint_checked = Some(now);
-                let rewind = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    rewind = self.check_hint(&recent, at, next) => rewind,
-                };
-                if !matches!(rewind, Rewind::No) {
-                    for later in in_flight.drain(..) {
-                        later.task.abort();
-                    }
-                    self.apply(rewind, &mut recent, &mut next, &mut parent);
-                    scheduled = next;
-                    delays = backoff();
-                }
-            }
-            let live = clock.is_live(now, HEAD_POLL);
-            let mut target = clock.settled(now);
-            if !live {
-                let behind = polled.head.is_none_or(|h| scheduled > h);
-                let due = polled.at.is_none_or(|at| now >= at + HEAD_POLL);
-                if behind && due {
-                    match self.poll_head().await {
-                        Ok(head) => {
-                            polled = Polled {
-                                head: Some(head),
-                                at: Some(now),
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(chain = %self.chain, error = %err, "cannot read the head");
-                            // While no provider has answered since start, retry on the short
-                            // start-up curve: one that comes up late is asked within seconds.
-                            // A head streamed meanwhile ends the wait: no need to poll then.
-                            let delay = if self.providers.health().any_answered() {
-                                delays.next()
-                            } else {
-                                startup_delays.next()
-                            };
-                            let sleep = tokio::time::sleep(delay.unwrap_or(HEAD_POLL));
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = sleep => {}
-                                changed = self.best_head.changed(), if heads_open => {
-                                    heads_open = changed.is_ok();
-                                }
-                            }
-                            continue;
-                        }
-                    }
-                }
-                target = target.max(polled.head);
-            }
-            let best = clock.latest().max(polled.head.unwrap_or(0));
-            let checkpoint = next.checked_sub(1).filter(|_| next != u64::MAX);
-            let verdict = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                verdict = self.stuck(&mut stuck, &recent, best, checkpoint, now) => verdict,
-            };
-            let mut wake = now + HEAD_POLL;
-            if let Some(target) = target {
-                if next == u64::MAX {
-                    next = self.start_block.unwrap_or(target).min(target);
-                    scheduled = next;
-                    tracing::info!(chain = %self.chain, from = next, head = target, "no checkpoint: starting here");
-                }
-                self.report(next, best, span, verdict);
-                // Ask for ranges while there is room: full ones at once, a short one only when
-                // nothing is in flight before it and it has waited for company.
-                while in_flight.len() < max_in_flight && scheduled <= target {
-                    let to = target.min(scheduled.saturating_add(span - 1));
-                    if to - scheduled + 1 < span {
-                        let ready_at = asked_at.map_or(now, |at| at + LINGER);
-                        if !in_flight.is_empty() || (live && now < ready_at) {
-                            wake = wake.min(ready_at.max(now + Duration::from_millis(1)));
-                            break;
-                        }
-                    }
-                    let (from, fetcher) = (scheduled, fetcher.clone());
-                    let stop = tasks.clone();
-                    let start = turn;
-                    let task = tokio::spawn(async move {
-                        tokio::select! {
-                            _ = stop.cancelled() => Err(Failed::from(RangeError::Task("stopped".into()))),
-                            range = fetcher.fetch(from, to, start, avoid) => range,
-                        }
-                    });
-                    in_flight.push_back(InFlight {
-                        from,
-                        to,
-                        turn: start,
-                        task,
-                    });
-                    turn = turn.wrapping_add(1);
-                    scheduled = to + 1;
-                    asked_at = Some(now);
-                }
-            }
-            if let Some(settle) = clock.next_settle() {
-                wake = wake.min(settle);
-            }
-            if let (Some(_), Some(checked)) = (pending_hint, hint_checked) {
-                wake = wake.min(checked + HINT_INTERVAL);
-            }
-
-            // Biased: shutdown first; then answers, in the order they must be handed on.
-            let answer = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                answer = async { (&mut in_flight.front_mut()?.task).await.ok() }, if !in_flight.is_empty() => answer,
-                hint = self.reorg_hints.recv(), if hints_open => {
-                    match hint {
-                        Some(at) => pending_hint = Some(pending_hint.map_or(at, |p| p.min(at))),
-                        None => hints_open = false,
-                    }
-                    continue;
-                }
-                changed = self.best_head.changed(), if in_flight.is_empty() && heads_open => {
-                    // An error means the aggregator is gone: the loop ends at its next send.
-                    heads_open = changed.is_ok();
-                    continue;
-                }
-                _ = tokio::time::sleep_until(wake.into()) => continue,
-            };
-            let Some(InFlight {
-                from,
-                to,
-                turn: asked,
-                ..
-            }) = in_flight.pop_front()
-            else {
-                continue;
-            };
-            let answer =
-                answer.unwrap_or_else(|| Err(Failed::from(RangeError::Task("panicked".into()))));
-            let range = answer.and_then(|range| match parent {
-                Some(hash) if range.heads.first().map(|h| h.block.parent_hash) != Some(hash) => {
-                    Err(Failed {
-                        error: RangeError::Fork {
-                            provider: range.provider,
-                        },
-                        provider: Some(range.provider),
-                    })
-                }
-                _ => Ok(range),
-            });
-            match range {
-                Ok(mut range) => {
-                    let last = range.last;
-                    for (n, hash) in (range.first..).zip(&range.hashes) {
-                        recent.push(n, *hash);
-                    }
-                    if range.safe.is_some() || range.finalized.is_some() {
-                        tags_seen = true;
-                    } else if !tags_seen {
-                        // No tags: final once `confirmations` deep below the best head known.
-                        // Never once a node of the chain has shown tags: a fixed depth may be
-                        // shallower than the chain's finality, and finality never moves back.
-                        let head = clock
-                            .latest()
-                            .max(polled.head.unwrap_or(0))
-                            .max(last.number);
-                        let settled = by_confirmations(head, self.confirmations, last.number);
-                        (range.safe, range.finalized) = (settled, settled);
-                    }
-                    metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.chain.to_string())
-                        .increment(to - from + 1);
-                    let sent = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        sent = self.output.send(ChainInput::Range(range)) => sent,
-                    };
-                    if sent.is_err() {
-                        return;
-                    }
-                    next = last.number + 1;
-                    parent = Some(last.hash);
-                    delays = backoff();
-                    avoid = None;
-                    let head = clock.latest().max(polled.head.unwrap_or(0));
-                    self.report(next, head, span, stuck.current());
-                    if head.saturating_sub(to) > span {
-                        tracing::debug!(chain = %self.chain, at = last.number, head, "backfilling");
-                    }
-                }
-                Err(Failed {
-                    error: err,
-                    provider: failed_by,
-                }) => {
-                    // Everything after this range is asked for again once it is settled.
-                    for later in in_flight.drain(..) {
-                        later.task.abort();
-                    }
-                    scheduled = next;
-                    // The retry starts at the next provider. Turns otherwise advance once per
-                    // range asked for, so with as many ranges in flight as providers, every
-                    // retry of the failed range would go to the provider that just failed it
-                    // (one answering well-formed but wrong data, say, forever).
-                    turn = asked.wrapping_add(1);
-                    // And never of the provider whose answer failed it first: the rotation
-                    // is over the healthy providers, and when that one is the only healthy
-                    // one (the others' heads unpolled for a while), it would be asked again
-                    // and again.
-                    avoid = failed_by.or(avoid);
-                    match err {
-                        RangeError::Fork { provider } => {
-                            let rewind = tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                rewind = self.on_fork(&recent, from.saturating_sub(1), provider) => rewind,
-                            };
-                            if matches!(rewind, Rewind::No) {
-                                let delay = delays.next().unwrap_or(HEAD_POLL);
-                                if wait(&shutdown, delay).await {
-                                    return;
-                                }
-                            } else {
-                                self.apply(rewind, &mut recent, &mut next, &mut parent);
-                                scheduled = next;
-                                delays = backoff();
-                            }
-                        }
-                        RangeError::Provider(err) if err.is_range_error() && to > from => {
-                            // Half of what was refused (not of `span`: several ranges in
-                            // flight may be refused for one limit).
-                            let refused = to - from + 1;
-                            span = span.min(refused / 2).max(1);
-                            tracing::info!(chain = %self.chain, span, error = %err, "provider refused the range; halving it");
-                        }
-                        err => {
-                            let delay = delays.next().unwrap_or(HEAD_POLL);
-                            tracing::warn!(chain = %self.chain, from, to, error = %err, retry_in_ms = delay.as_millis() as u64, "range fetch failed; retrying");
-                            if wait(&shutdown, delay).await {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    /// Reads ranges until `shutdown`, or until the aggregator is gone.
+    pub async fn run(self, shutdown: CancellationToken) {
+        run::Run::new(self, shutdown).run().await
     }
 
-    /// `provider`'s range does not extend `top`, the last height handed on: a reorg once the
-    /// other providers confirm it.
-    async fn on_fork(&self, recent: &Recent, top: u64, provider: ProviderIndex) -> Rewind {
-        let Some(ours) = recent.hash_at(top) else {
-            // Nothing kept to compare with: the walk finds no ancestor and re-backfills.
-            return self.rewind(recent, top, Some(provider)).await;
-        };
-        let votes = reorg::poll_height(&self.providers, top, ours, Some(provider)).await;
-        if votes.confirm(true) {
-            return self.rewind(recent, top, Some(provider)).await;
-        }
-        metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string()).increment(1);
-        tracing::warn!(chain = %self.chain, provider = %self.providers.id(provider), at = top, kept = votes.kept, moved = votes.moved + 1, "a provider's chain leaves the checkpoint but the others keep it: lagging, not a reorg");
-        Rewind::No
-    }
-
-    /// A hint that height `at` was reorganised: the providers vote on the block handed on there
-    /// (`next` is the first height not handed on yet).
-    async fn check_hint(&self, recent: &Recent, at: u64, next: u64) -> Rewind {
-        let Some(top) = next.checked_sub(1).filter(|top| at <= *top) else {
-            return Rewind::No; // above what was handed on: the next range covers it
-        };
-        let Some(ours) = recent.hash_at(at) else {
-            return Rewind::No;
-        };
-        let votes = reorg::poll_height(&self.providers, at, ours, None).await;
-        if !votes.confirm(false) {
-            if votes.moved > 0 {
-                metrics::counter!(m::REORGS_UNCONFIRMED, "chain" => self.chain.to_string())
-                    .increment(1);
-            }
-            return Rewind::No;
-        }
-        self.rewind(recent, top, votes.mover).await
-    }
-
-    /// A confirmed fork below `top` (the last height handed on): walks back from `from`'s chain
-    /// to the common ancestor. A failed walk is `No`: the next range or hint tries again.
-    async fn rewind(&self, recent: &Recent, top: u64, from: Option<ProviderIndex>) -> Rewind {
-        let start = from
-            .and_then(|p| self.providers.all().iter().position(|c| c.index == p))
-            .unwrap_or(0);
-        let provider = from.map_or("any", |p| self.providers.id(p));
-        match reorg::find_ancestor(&self.providers, start, recent, top).await {
-            Ok(Ancestor::At(n, _)) if n >= top => Rewind::No, // it moved again meanwhile
-            Ok(Ancestor::At(n, hash)) => {
-                let depth = top - n;
-                metrics::counter!(m::REORGS, "chain" => self.chain.to_string(), "depth" => reorg::depth_bucket(depth)).increment(1);
-                tracing::warn!(chain = %self.chain, provider, depth, ancestor = n, "reorg below the checkpoint: re-reading from the common ancestor");
-                Rewind::To(n, hash)
-            }
-            Ok(Ancestor::TooDeep) => {
-                let from = self.start_block.or(recent.lowest()).unwrap_or(0);
-                metrics::counter!(m::REORGS_TOO_DEEP, "chain" => self.chain.to_string())
-                    .increment(1);
-                tracing::error!(chain = %self.chain, provider, at = top, window = reorg::WINDOW, from, "reorg deeper than the kept window: re-backfilling");
-                Rewind::Rebackfill(from)
-            }
-            Err(err) => {
-                tracing::warn!(chain = %self.chain, provider, error = %err, "walking back to the common ancestor failed; retrying");
-                Rewind::No
-            }
-        }
-    }
-
-    fn apply(
-        &self,
-        rewind: Rewind,
-        recent: &mut Recent,
-        next: &mut u64,
-        parent: &mut Option<alloy_primitives::B256>,
-    ) {
-        match rewind {
-            Rewind::To(n, hash) => {
-                recent.truncate_after(n);
-                *next = n + 1;
-                *parent = Some(hash);
-            }
-            Rewind::Rebackfill(from) => {
-                recent.clear();
-                *next = from;
-                *parent = None;
-            }
-            Rewind::No => {}
-        }
-    }
-
-    fn report(&self, next: u64, head: u64, span: u64, stuck: Option<Stuck>) {
-        let checkpoint = next.checked_sub(1);
+    /// Publishes the progress (`/v1/chains`) and the lag gauge.
+    fn report(&self, checkpoint: Option<u64>, head: u64, span: u64, stuck: Option<Stuck>) {
         let progress = SyncProgress {
             checkpoint,
             head,
@@ -547,73 +149,12 @@ impl RangeSync {
         let lag = head as f64 - checkpoint.unwrap_or(0) as f64;
         metrics::gauge!(m::CHAIN_LAG, "chain" => self.chain.to_string()).set(lag);
     }
-
-    /// Whether every provider is far below the checkpoint (see [`stuck`]), logged when it
-    /// starts, every minute while it lasts, and when it ends.
-    async fn stuck(
-        &self,
-        watch: &mut StuckWatch,
-        recent: &Recent,
-        head: u64,
-        checkpoint: Option<u64>,
-        now: Instant,
-    ) -> Option<Stuck> {
-        let mut verdict = Stuck::check(head, checkpoint);
-        if let Some(Stuck::Behind { head, checkpoint }) = verdict {
-            let other = if watch.compare_due(verdict, now) {
-                self.serves_another_chain(recent, head).await
-            } else {
-                matches!(watch.current(), Some(Stuck::OtherChain { .. }))
-            };
-            if other {
-                verdict = Some(Stuck::OtherChain { head, checkpoint });
-            }
-        }
-        match watch.observe(verdict, now) {
-            Some(Change::Report(stuck)) => {
-                tracing::warn!(chain = %self.chain, head = stuck.head(), checkpoint = stuck.checkpoint(), "{}", stuck.reason(&self.chain));
-            }
-            Some(Change::Cleared) => {
-                tracing::info!(chain = %self.chain, head, "a provider is back at the checkpoint; the chain advances again");
-            }
-            None => {}
-        }
-        verdict
-    }
-
-    /// Whether most providers answering have another block at `head` than the one handed on
-    /// there; false when nothing kept there to compare with.
-    async fn serves_another_chain(&self, recent: &Recent, head: u64) -> bool {
-        let Some(ours) = recent.hash_at(head) else {
-            return false;
-        };
-        let votes = reorg::poll_height(&self.providers, head, ours, None).await;
-        votes.moved > votes.kept
-    }
-
-    /// The head over HTTP (with failover across providers).
-    async fn poll_head(&self) -> Result<u64, ProviderError> {
-        let (_, raw) = self
-            .providers
-            .call("eth_blockNumber", &jsonrpc::params(&json!([]))?)
-            .await?;
-        let polled: alloy_primitives::U64 = jsonrpc::decode(&raw, "eth_blockNumber")?;
-        Ok(polled.to::<u64>())
-    }
 }
 
 /// The highest block `confirmations` deep below `head`, at most `last` (nothing past the range
 /// is stored yet); `None` while the chain is shorter than that.
 fn by_confirmations(head: u64, confirmations: u64, last: u64) -> Option<u64> {
     head.checked_sub(confirmations).map(|n| n.min(last))
-}
-
-/// Sleeps `delay` unless shut down first; true when shut down.
-async fn wait(shutdown: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(delay) => false,
-    }
 }
 
 #[cfg(test)]

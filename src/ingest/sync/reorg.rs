@@ -9,15 +9,12 @@
 
 use std::collections::VecDeque;
 
-use alloy_primitives::B256;
-use serde_json::json;
-use serde_json::value::RawValue;
-
 use super::RangeError;
-use crate::ingest::dedupe::ProviderIndex;
+use crate::domain::{BlockRef, ProviderIndex};
 use crate::ingest::providers::ProviderSet;
-use crate::provider::{ProviderError, decode, jsonrpc};
+use crate::provider::{Request, methods};
 use crate::telemetry::metrics as m;
+use alloy_primitives::B256;
 
 /// Heights whose canonical hash the range sync keeps: the deepest reorg it can follow to its
 /// common ancestor. Deeper than this, it re-backfills (40 bytes per height).
@@ -120,7 +117,7 @@ pub async fn poll_height(
     ours: B256,
     except: Option<ProviderIndex>,
 ) -> Votes {
-    let Ok(params) = jsonrpc::params(&json!([format!("{n:#x}"), false])) else {
+    let Ok(request) = Request::block(n) else {
         return Votes::default();
     };
     let asked: Vec<_> = providers
@@ -130,19 +127,18 @@ pub async fn poll_height(
         .collect();
     // Through each provider's breaker: an open one fails fast and abstains, as does one that
     // does not answer within VOTE_TIMEOUT.
-    let answers = futures_util::future::join_all(asked.iter().map(|p| {
-        tokio::time::timeout(
-            VOTE_TIMEOUT,
-            providers.call_one(p.index, "eth_getBlockByNumber", &params),
-        )
-    }))
+    let answers = futures_util::future::join_all(
+        asked
+            .iter()
+            .map(|p| tokio::time::timeout(VOTE_TIMEOUT, providers.call_one(p.index, &request))),
+    )
     .await;
     let mut votes = Votes::default();
     for (provider, answer) in asked.iter().zip(answers) {
         let Some(head) = answer
             .ok()
             .and_then(Result::ok)
-            .and_then(|raw| decode::head(&raw).ok())
+            .and_then(|raw| methods::read_block(&raw).ok().flatten())
         else {
             continue;
         };
@@ -182,36 +178,14 @@ pub(super) async fn find_ancestor(
     let mut hi = top;
     while hi >= lowest {
         let lo = hi.saturating_sub(WALK_CHUNK - 1).max(lowest);
-        let mut params: Vec<Box<RawValue>> = Vec::new();
-        for n in lo..=hi {
-            params.push(jsonrpc::params(&json!([format!("{n:#x}"), false]))?);
-        }
-        let calls: Vec<(&str, &RawValue)> = params
-            .iter()
-            .map(|p| ("eth_getBlockByNumber", &**p))
-            .collect();
-        let (_, answers) = providers.batch_from(start, None, &calls).await?;
-        let mut theirs = Vec::with_capacity(answers.len());
-        for (n, answer) in (lo..=hi).zip(answers) {
-            let raw = answer?;
-            if raw.get() == "null" {
-                return Err(RangeError::Inconsistent(format!(
-                    "provider has no block {n} while walking back"
-                )));
-            }
-            let head = decode::head(&raw)?;
-            if head.block.number != n {
-                return Err(ProviderError::Malformed(format!(
-                    "asked for block {n}, got {}",
-                    head.block.number
-                ))
-                .into());
-            }
-            theirs.push((n, head.block.hash));
-        }
-        for (n, hash) in theirs.into_iter().rev() {
-            if recent.hash_at(n) == Some(hash) {
-                return Ok(Ancestor::At(n, hash));
+        let (_, answers) = providers
+            .batch_from(start, None, &Request::blocks(lo..=hi)?)
+            .await?;
+        let theirs = methods::read_blocks(lo, hi, &mut answers.into_iter())?;
+        for head in theirs.into_iter().rev() {
+            let BlockRef { number, hash, .. } = head.block;
+            if recent.hash_at(number) == Some(hash) {
+                return Ok(Ancestor::At(number, hash));
             }
         }
         if lo == 0 {

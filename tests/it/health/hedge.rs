@@ -10,8 +10,7 @@ use livechain::config::{BreakerConfig, HealthConfig};
 use livechain::domain::ChainName;
 use livechain::health::{ChainHealth, Member};
 use livechain::ingest::providers::{ChainProvider, ProviderSet};
-use livechain::provider::{HttpClient, jsonrpc};
-use serde_json::json;
+use livechain::provider::{HttpClient, Request};
 
 use super::*;
 
@@ -56,8 +55,7 @@ async fn a_hung_provider_is_hedged_not_waited_for() {
     let (set, health) = provider_set(&devnet);
 
     faults(&devnet, 0).set_stalled(true);
-    let params = jsonrpc::params(&json!(["0x1", false])).expect("params");
-    let calls = [("eth_getBlockByNumber", &*params)];
+    let calls = [Request::block(1).expect("request")];
     let (served, answers) = set
         .batch_from(0, None, &calls)
         .await
@@ -89,8 +87,7 @@ async fn the_provider_to_avoid_is_asked_last_even_when_it_alone_is_healthy() {
         1,
         "provider 1 looks 50 blocks behind"
     );
-    let params = jsonrpc::params(&json!(["0x1", false])).expect("params");
-    let calls = [("eth_getBlockByNumber", &*params)];
+    let calls = [Request::block(1).expect("request")];
     for start in 0..2 {
         let (served, _) = set.batch_from(start, None, &calls).await.expect("answered");
         assert_eq!(served, 0, "the healthy one first (start {start})");
