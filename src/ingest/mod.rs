@@ -37,7 +37,7 @@ use crate::domain::{BlockRef, ChainName, MAX_PROVIDERS, ProviderIndex};
 use crate::health::{ChainHealth, Member};
 use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
-use crate::registry::{ProcessKey, Supervisor};
+use crate::registry::{Criticality, ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use crate::telemetry::metrics as m;
 use filters::LogFilter;
@@ -203,7 +203,7 @@ pub async fn start(
         .spawn(
             ProcessKey::new("pipeline", "ingest"),
             json!({ "chains": config.chains.keys().collect::<Vec<_>>() }),
-            true,
+            Criticality::Critical,
             move |token| Box::pin(pipeline.clone().run(token)),
         )
         .context("starting the ingest pipeline")?;
@@ -311,7 +311,7 @@ fn spawn_listeners(
             .spawn(
                 ProcessKey::new("listener", format!("{chain}/{}", provider.id)),
                 json!({ "chain": chain, "provider": provider.id }),
-                false,
+                Criticality::Ordinary,
                 move |token| {
                     let listener = listener.clone();
                     Box::pin(async move {
@@ -340,7 +340,7 @@ fn spawn_monitor(
         .spawn(
             ProcessKey::new("monitor", name),
             json!({ "chain": name }),
-            false,
+            Criticality::Ordinary,
             move |token| {
                 let monitor = monitor.clone();
                 Box::pin(async move {
@@ -368,7 +368,7 @@ async fn spawn_race(
         .spawn(
             ProcessKey::new("race", chain.to_string()),
             json!({ "chain": chain }),
-            false,
+            Criticality::Ordinary,
             move |token| {
                 let (race, store) = flusher.clone();
                 Box::pin(async move {

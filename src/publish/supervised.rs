@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
 
 use super::{Hub, Render};
-use crate::registry::{ProcessKey, RegistryError, Supervisor};
+use crate::registry::{Criticality, ProcessKey, RegistryError, Supervisor};
 use crate::store::Committed;
 
 /// Spawns the publisher under `supervisor`: committed batches from `committed` to `hub`,
@@ -25,7 +25,7 @@ pub fn spawn_publisher(
     supervisor.spawn(
         ProcessKey::new("publisher", "hub"),
         serde_json::json!({}),
-        false,
+        Criticality::Ordinary,
         move |token| {
             let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
             let batches = first.unwrap_or_else(|| {

@@ -44,6 +44,16 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use backoff::BackoffPolicy;
+
+/// What a supervised task's repeated deaths mean for the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criticality {
+    /// The service cannot work without it: dying more than the supervisor allows within its
+    /// window marks it failed and the service unhealthy (`/ready` false).
+    Critical,
+    /// Restarted with backoff however often it dies; the service stays ready meanwhile.
+    Ordinary,
+}
 pub use map::{Registration, Registry};
 pub use persist::{MemoryProcessStore, ProcessStore};
 pub use supervisor::{Supervisor, SupervisorConfig};

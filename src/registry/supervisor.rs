@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use super::backoff::{BackoffPolicy, CrashWindow, RestartBackoff};
 use super::map::Snapshot;
 use super::persist::{Persister, ProcessStore};
-use super::{ProcessInfo, ProcessKey, Registration, Registry, RegistryError, TaskError};
+use super::{
+    Criticality, ProcessInfo, ProcessKey, Registration, Registry, RegistryError, TaskError,
+};
 use crate::telemetry::metrics::PROCESS_RESTARTS;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,14 +114,14 @@ impl Supervisor {
     }
 
     /// Registers `key` and runs `factory`'s future under it until stopped, restarting it after
-    /// every error, panic or unexpected return. A `critical` task that dies more than
-    /// `max_critical_restarts` times within `critical_window` is marked failed and turns
+    /// every error, panic or unexpected return. A [`Criticality::Critical`] task that dies more
+    /// than `max_critical_restarts` times within `critical_window` is marked failed and turns
     /// [`Supervisor::healthy`] false.
     pub fn spawn<F>(
         &self,
         key: ProcessKey,
         spec: serde_json::Value,
-        critical: bool,
+        criticality: Criticality,
         factory: F,
     ) -> Result<(), RegistryError>
     where
@@ -138,9 +140,13 @@ impl Supervisor {
             .register_with(key, spec, token.clone())?;
         self.shared.persist(registration.running());
         let shared = Arc::clone(&self.shared);
-        self.shared
-            .tracker
-            .spawn(supervise(shared, registration, token, critical, factory));
+        self.shared.tracker.spawn(supervise(
+            shared,
+            registration,
+            token,
+            criticality == Criticality::Critical,
+            factory,
+        ));
         Ok(())
     }
 

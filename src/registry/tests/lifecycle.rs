@@ -9,7 +9,7 @@ async fn stop_prevents_restart_and_marks_stopped() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let runner = key("listener", "running");
     supervisor
-        .spawn(runner.clone(), json!(null), false, idle)
+        .spawn(runner.clone(), json!(null), Criticality::Ordinary, idle)
         .unwrap();
     let backing_off = key("listener", "backing-off");
     let slow_fail =
@@ -20,7 +20,7 @@ async fn stop_prevents_restart_and_marks_stopped() {
     slow.spawn(
         backing_off.clone(),
         json!(null),
-        false,
+        Criticality::Ordinary,
         counted(tx, slow_fail),
     )
     .unwrap();
@@ -54,13 +54,28 @@ async fn shutdown_cancels_everything_within_the_bound() {
     let stubborn = |_: CancellationToken| -> Run { Box::pin(std::future::pending()) };
     let slow_fail = |_: CancellationToken| -> Run { Box::pin(async { Err(TaskError::new("x")) }) };
     supervisor
-        .spawn(key("listener", "polite"), json!(null), false, idle)
+        .spawn(
+            key("listener", "polite"),
+            json!(null),
+            Criticality::Ordinary,
+            idle,
+        )
         .unwrap();
     supervisor
-        .spawn(key("listener", "stubborn"), json!(null), true, stubborn)
+        .spawn(
+            key("listener", "stubborn"),
+            json!(null),
+            Criticality::Critical,
+            stubborn,
+        )
         .unwrap();
     supervisor
-        .spawn(key("backfill", "flapping"), json!(null), false, slow_fail)
+        .spawn(
+            key("backfill", "flapping"),
+            json!(null),
+            Criticality::Ordinary,
+            slow_fail,
+        )
         .unwrap();
     tokio::time::sleep(ms(5)).await;
 
@@ -88,7 +103,12 @@ async fn shutdown_cancels_everything_within_the_bound() {
             .unwrap()
             .contains("aborted")
     );
-    let late = supervisor.spawn(key("listener", "late"), json!(null), false, idle);
+    let late = supervisor.spawn(
+        key("listener", "late"),
+        json!(null),
+        Criticality::Ordinary,
+        idle,
+    );
     assert_eq!(late, Err(RegistryError::ShuttingDown));
 }
 
@@ -99,7 +119,12 @@ async fn shutdown_reports_tasks_that_outlive_the_bound() {
     let (supervisor, _) = start(config).await;
     let stubborn = |_: CancellationToken| -> Run { Box::pin(std::future::pending()) };
     supervisor
-        .spawn(key("listener", "stubborn"), json!(null), false, stubborn)
+        .spawn(
+            key("listener", "stubborn"),
+            json!(null),
+            Criticality::Ordinary,
+            stubborn,
+        )
         .unwrap();
     tokio::time::sleep(ms(2)).await;
     let error = supervisor.shutdown(ms(20)).await.unwrap_err();
@@ -113,7 +138,12 @@ async fn cancelling_the_parent_token_stops_every_task() {
     let supervisor = Supervisor::start(config(), store, &parent).await.unwrap();
     for id in ["a", "b", "c"] {
         supervisor
-            .spawn(key("listener", id), json!(null), false, idle)
+            .spawn(
+                key("listener", id),
+                json!(null),
+                Criticality::Ordinary,
+                idle,
+            )
             .unwrap();
     }
     parent.cancel();

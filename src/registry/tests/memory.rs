@@ -72,7 +72,9 @@ async fn measure_overhead(n: usize) -> (usize, usize) {
         let key = key("listener", &format!("mainnet/provider-{i}"));
         let spec = json!({ "chain": "mainnet", "provider": format!("provider-{i}"), "ws": true });
         let factory = idle_counted(Arc::clone(&running));
-        supervisor.spawn(key, spec, false, factory).unwrap();
+        supervisor
+            .spawn(key, spec, Criticality::Ordinary, factory)
+            .unwrap();
     }
     all_started(&running, 2 * n).await;
     let after = rss_kb();

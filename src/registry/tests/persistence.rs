@@ -23,12 +23,12 @@ async fn every_status_change_is_saved_and_restore_returns_the_desired_set() {
         .spawn(
             flappy.clone(),
             json!({ "url": "x" }),
-            false,
+            Criticality::Ordinary,
             counted(tx, body),
         )
         .unwrap();
     supervisor
-        .spawn(key("writer", "w"), json!(7), false, idle)
+        .spawn(key("writer", "w"), json!(7), Criticality::Ordinary, idle)
         .unwrap();
     starts(&mut rx, 3).await;
     tokio::time::sleep(ms(5)).await;
@@ -123,7 +123,7 @@ async fn a_stuck_store_never_delays_restarts_or_shutdown() {
         .spawn(
             key("listener", "a"),
             json!(null),
-            false,
+            Criticality::Ordinary,
             counted(tx, |_, _| fail()),
         )
         .unwrap();

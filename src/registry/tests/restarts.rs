@@ -7,9 +7,11 @@ use super::*;
 async fn duplicate_spawn_is_refused_while_live_and_accepted_after_stop() {
     let (supervisor, _) = start(config()).await;
     let k = key("listener", "a");
-    supervisor.spawn(k.clone(), json!(1), false, idle).unwrap();
+    supervisor
+        .spawn(k.clone(), json!(1), Criticality::Ordinary, idle)
+        .unwrap();
     let refused = supervisor
-        .spawn(k.clone(), json!(2), false, idle)
+        .spawn(k.clone(), json!(2), Criticality::Ordinary, idle)
         .unwrap_err();
     assert!(refused.is_conflict(), "{refused}");
     assert!(supervisor.stop(&k));
@@ -17,7 +19,9 @@ async fn duplicate_spawn_is_refused_while_live_and_accepted_after_stop() {
         supervisor.registry().get(&k).is_none()
     })
     .await;
-    supervisor.spawn(k.clone(), json!(3), false, idle).unwrap();
+    supervisor
+        .spawn(k.clone(), json!(3), Criticality::Ordinary, idle)
+        .unwrap();
     assert_eq!(supervisor.registry().get(&k).unwrap().spec, json!(3));
     supervisor.shutdown(Duration::from_secs(1)).await.unwrap();
 }
@@ -29,7 +33,12 @@ async fn an_erroring_task_restarts_with_growing_delays() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let k = key("listener", "flaky");
     supervisor
-        .spawn(k.clone(), json!(null), false, counted(tx, |_, _| fail()))
+        .spawn(
+            k.clone(),
+            json!(null),
+            Criticality::Ordinary,
+            counted(tx, |_, _| fail()),
+        )
         .unwrap();
     let at = starts(&mut rx, 6).await;
     let info = supervisor.registry().get(&k).unwrap();
@@ -63,7 +72,12 @@ async fn a_task_that_returns_ok_is_restarted() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let done = |_: usize, _: CancellationToken| -> Run { Box::pin(async { Ok(()) }) };
     supervisor
-        .spawn(key("publisher", "p"), json!(null), false, counted(tx, done))
+        .spawn(
+            key("publisher", "p"),
+            json!(null),
+            Criticality::Ordinary,
+            counted(tx, done),
+        )
         .unwrap();
     starts(&mut rx, 3).await;
     let info = supervisor.registry().get(&key("publisher", "p")).unwrap();
@@ -88,7 +102,12 @@ async fn a_panicking_task_is_caught_logged_and_restarted() {
     };
     let k = key("aggregator", "mainnet");
     supervisor
-        .spawn(k.clone(), json!(null), false, counted(tx, panics))
+        .spawn(
+            k.clone(),
+            json!(null),
+            Criticality::Ordinary,
+            counted(tx, panics),
+        )
         .unwrap();
     starts(&mut rx, 3).await;
     eventually("the third run to be running", || {
@@ -131,7 +150,12 @@ async fn a_stable_run_resets_the_backoff() {
         }
     };
     supervisor
-        .spawn(key("backfill", "b"), json!(null), false, counted(tx, body))
+        .spawn(
+            key("backfill", "b"),
+            json!(null),
+            Criticality::Ordinary,
+            counted(tx, body),
+        )
         .unwrap();
     let at = starts(&mut rx, 9).await;
     assert!(at[7] - at[6] >= ms(320));
@@ -153,7 +177,7 @@ async fn a_critical_task_that_keeps_dying_fails_while_a_normal_one_keeps_restart
         .spawn(
             writer.clone(),
             json!(null),
-            true,
+            Criticality::Critical,
             counted(critical_tx, |_, _| fail()),
         )
         .unwrap();
@@ -161,7 +185,7 @@ async fn a_critical_task_that_keeps_dying_fails_while_a_normal_one_keeps_restart
         .spawn(
             listener.clone(),
             json!(null),
-            false,
+            Criticality::Ordinary,
             counted(normal_tx, |_, _| fail()),
         )
         .unwrap();
@@ -199,7 +223,12 @@ async fn a_killed_task_restarts_and_a_stopped_one_does_not() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let k = key("pipeline", "ingest");
     supervisor
-        .spawn(k.clone(), json!(null), true, counted(tx, |_, t| idle(t)))
+        .spawn(
+            k.clone(),
+            json!(null),
+            Criticality::Critical,
+            counted(tx, |_, t| idle(t)),
+        )
         .unwrap();
     starts(&mut rx, 1).await;
     assert!(supervisor.kill(&k));
