@@ -12,7 +12,8 @@ use alloy_primitives::{Address, B256, Bytes};
 /// A chain's name as configured (`chains.<name>` in the YAML), cheap to clone.
 pub type ChainName = Arc<str>;
 
-/// Position in the one per-database change feed (invariant 2). Strictly increasing, not dense.
+/// Position in the one per-database change feed (ARCHITECTURE.md, "One ordered change feed").
+/// Strictly increasing, not dense.
 pub type Cursor = i64;
 
 /// A provider's number within its chain, in configuration order.
@@ -148,7 +149,7 @@ impl Event {
         }
     }
 
-    /// The content identity of invariant 1: unique per chain in storage.
+    /// The content identity (ARCHITECTURE.md, "Exactly once in storage"): unique per chain.
     pub fn key(&self) -> EventKey {
         EventKey {
             block_hash: self.block.hash,

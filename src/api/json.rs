@@ -1,4 +1,4 @@
-//! Response JSON shapes (DESIGN.md section 8), built from domain values.
+//! Response JSON shapes (`docs/api.md`), built from domain values.
 
 use serde::Serialize;
 

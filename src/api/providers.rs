@@ -1,5 +1,5 @@
 //! `GET /v1/providers`: per chain × provider, its breaker, health, head, lag, latency, error
-//! rate and delivery race statistics (DESIGN.md section 8).
+//! rate and delivery race statistics (`docs/api.md`).
 
 use axum::extract::State;
 use axum::routing::get;

@@ -1,6 +1,7 @@
 //! Rate-limit cool-down: how long a provider that said "slow down" is left alone. Kept apart
 //! from the breaker's states because a rate limit says nothing about the provider's health
-//! (PITFALLS.md "Providers": lasso-rpc#3, graph-node#1934).
+//! (peers that counted 429s as faults shut out healthy providers: lasso-rpc#3,
+//! graph-node#1934).
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Circuit breaker per provider (DESIGN.md section 7): a pure state machine over an injected clock.
+//! Circuit breaker per provider: a pure state machine over an injected clock.
 //!
 //! Layout:
 //! - `state.rs` — [`Breaker`]: closed / open / half-open, bounded probes, [`Permit`]s and the
@@ -18,8 +18,8 @@
 //! no sleeps.
 //!
 //! Invariants:
-//! - Rate limits never count as failures and never change [`BreakerState`] (PITFALLS.md
-//!   "Providers": a 429 means slow down, not dead). They only start a cool-down during which
+//! - Rate limits never count as failures and never change [`BreakerState`]: a 429
+//!   means slow down, not dead. They only start a cool-down during which
 //!   `try_acquire` rejects.
 //! - An outcome counts only in the state its permit was granted in: once the breaker has
 //!   transitioned, late answers to earlier permits change no count and no state (they still

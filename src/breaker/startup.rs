@@ -2,8 +2,7 @@
 //! Its failures do not open the breaker (a node still booting, a port not yet bound, is not a
 //! provider that was working and broke); each one holds requests back for a short, growing,
 //! jittered delay instead, so it is retried within seconds of coming up rather than after a
-//! whole `recovery_timeout` (DESIGN.md section 7; issue 13: a provider down for 3 s at start
-//! was shut out for 60).
+//! whole `recovery_timeout` (a provider down for 3 s at start would be shut out for 60).
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Configuration: the YAML file of DESIGN.md section 4, turned into typed, validated structs.
+//! Configuration: the YAML file (`docs/configuration.md`), turned into typed, validated structs.
 //!
 //! Layout:
 //! - `mod.rs` — the types everyone reads, the load entry points, [`ConfigError`].
@@ -187,7 +187,7 @@ impl ProviderConfig {
     }
 }
 
-/// The in-process simulated chain (DESIGN.md section 9).
+/// The in-process simulated chain (`chains.<name>.devnet`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevnetChainConfig {
     /// Provider endpoints sharing the chain (1..=64).

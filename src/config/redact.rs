@@ -1,4 +1,4 @@
-//! Provider URLs without their secrets (DESIGN.md invariant 8).
+//! Provider URLs without their secrets (ARCHITECTURE.md, "Secrets stay secret").
 //!
 //! API keys live in the path (`/v3/<key>`), the query (`?apikey=`) or the userinfo
 //! (`user:pass@`), so only the scheme, host and port survive. This is the one place that

@@ -115,8 +115,7 @@ impl Stats {
     }
 
     /// Whether the stream is up but has sent nothing for `timeout` while the chain moved past
-    /// what it last delivered (a socket that stays open and sends nothing, PITFALLS.md
-    /// "A socket that stays open"). Silence alone is not enough: on a chain whose blocks are
+    /// what it last delivered (a socket that stays open and sends nothing). Silence alone is not enough: on a chain whose blocks are
     /// slower than the timeout every provider is silent between blocks.
     pub fn stalled(&self, best_head: u64, timeout: Duration, now: Instant) -> bool {
         let Some(since) = self.connected_since else {

@@ -3,8 +3,8 @@
 //!
 //! Health is inferred from live traffic; a provider that has shown no head for half the stall
 //! timeout (no live head, no `eth_blockNumber` answer: its socket is down, or it has none)
-//! gets one cheap `eth_blockNumber`, through its breaker (PITFALLS.md "Health checks that cost
-//! money with no traffic"). That probe is also what half-opens and closes the breaker of a
+//! gets one cheap `eth_blockNumber`, through its breaker (health checks on an idle
+//! chain would cost provider credits for nothing). That probe is also what half-opens and closes the breaker of a
 //! provider nothing else asks.
 
 use std::time::Duration;

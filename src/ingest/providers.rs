@@ -205,8 +205,7 @@ impl ProviderSet {
     ///
     /// Hedged: an attempt still unanswered after [`ProviderSet::hedge_after`] is joined by one
     /// to the next provider, and the first usable answer wins, so a provider that hangs (a
-    /// silent stall) delays a range by the hedge delay, not by the HTTP timeout (PITFALLS.md
-    /// "Backfill stuck on one slow provider"). At most two attempts are in flight at once.
+    /// silent stall) delays a range by the hedge delay, not by the HTTP timeout. At most two attempts are in flight at once.
     pub async fn batch_from(
         &self,
         start: usize,

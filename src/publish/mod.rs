@@ -1,5 +1,5 @@
-//! The publisher: committed changes, in cursor order, to live subscribers (invariant 2: after
-//! commit only).
+//! The publisher: committed changes, in cursor order, to live subscribers, never before their
+//! commit.
 //!
 //! The writer broadcasts each committed batch; the [`Hub`] turns it into [`FeedItem`]s, renders
 //! each once (the renderer is the API's: only `api` knows JSON shapes; nothing is rendered

@@ -1,4 +1,4 @@
-//! Process registry and supervisor (DESIGN.md section 7): every long-running task is registered
+//! Process registry and supervisor (`docs/operations.md`, "Supervised tasks"): every long-running task is registered
 //! under `(kind, id)`, supervised, restarted with backoff when it dies, and persisted.
 //!
 //! Layout:

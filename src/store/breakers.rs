@@ -1,4 +1,4 @@
-//! Breaker state per provider (DESIGN.md section 7): saved on every transition, loaded at start
+//! Breaker state per provider: saved on every transition, loaded at start
 //! so an open breaker stays open across a restart.
 
 use std::str::FromStr;

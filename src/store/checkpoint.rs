@@ -1,4 +1,5 @@
-//! Per-chain checkpoints (invariant 4) and the finality advances they record (invariant 2).
+//! Per-chain checkpoints (ARCHITECTURE.md, "Restart safety") and the finality advances they
+//! record in the change feed.
 
 use alloy_primitives::B256;
 use sqlx::{Row, SqliteConnection};

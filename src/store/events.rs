@@ -59,7 +59,7 @@ pub struct WriteBatch {
     pub checkpoints: Vec<Checkpoint>,
 }
 
-/// The outcome of a committed batch, for the publisher (invariant 2: after commit only).
+/// The outcome of a committed batch, for the publisher (which sends nothing uncommitted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Committed {
     /// The rows this batch created, in cursor order.

@@ -1,5 +1,5 @@
 //! SQLite storage: the [`Store`] handle, connection settings, migrations, the batched write path
-//! and the reads. The only module that knows SQL (STYLE.md rule 8).
+//! and the reads. The only module that knows SQL.
 //!
 //! - [`error`]: [`StoreError`] and its classification (`is_busy`, `is_retryable`).
 //! - [`migrate`]: refinery's async driver traits over a sqlx connection; refuses newer schemas.

@@ -1,4 +1,4 @@
-//! Reorgs as data (invariant 5): the canonical hashes of a height range decide which stored
+//! Reorgs as data (ARCHITECTURE.md, "Reorgs are data"): the canonical hashes of a height range decide which stored
 //! events are orphaned. Nothing is deleted: an orphan is marked `removed` and its retraction
 //! takes a cursor in `changes`; an event a later reorg makes canonical again is restored the
 //! same way. Both happen in the writer's transaction, next to the replacements.

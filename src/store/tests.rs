@@ -69,7 +69,7 @@ async fn plan(pool: &SqlitePool, query: &str) -> String {
         .join("; ")
 }
 
-/// The REST filters of DESIGN.md section 8 with cursor pagination, each in both directions,
+/// The REST filters (`docs/api.md`) with cursor pagination, each in both directions,
 /// on a fresh database (no statistics yet): one index seek, rows in cursor order, no sort.
 #[tokio::test]
 async fn rest_filters_seek_an_index_in_cursor_order() {

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use crate::reorg::Collector;
 use crate::support::{self, all_events, checkpoint, parse_config, start_app, wait_for};
 
-/// DESIGN.md section 10: for every call, LOG1 with topic `0x…2a` and the calldata as data.
+/// A contract that emits, for every call, LOG1 with topic `0x…2a` and the calldata as data.
 const BYTECODE: &str = "0x600d600c600039600d6000f3366000600037602a366000a100";
 /// Anvil's first unlocked account.
 const ACCOUNT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";

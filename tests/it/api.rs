@@ -302,7 +302,7 @@ fn assert_bad_request(what: &str, status: u16, body: &Value, field: &str) {
     assert_error_shape(what, body, "bad_request", Some(field));
 }
 
-/// Asserts the JSON error shape of DESIGN.md section 8: one `error` object with `code`, a
+/// Asserts the JSON error shape of `docs/api.md`: one `error` object with `code`, a
 /// non-empty `message`, and `field` exactly when one is named.
 fn assert_error_shape(what: &str, body: &Value, code: &str, field: Option<&str>) {
     let top = body

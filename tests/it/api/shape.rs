@@ -1,9 +1,9 @@
-//! Response shapes: the event JSON of DESIGN.md section 8 field by field against the devnet,
+//! Response shapes: the event JSON of `docs/api.md` field by field against the devnet,
 //! `/v1/chains`, and the operational endpoints `/health`, `/ready`, `/metrics`.
 
 use super::*;
 
-/// Every key of an event, as DESIGN.md section 8 lists them.
+/// Every key of an event, as `docs/api.md` lists them.
 const EVENT_KEYS: [&str; 18] = [
     "cursor",
     "chain",
