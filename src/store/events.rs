@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,7 +20,8 @@ use crate::domain::{ChainName, Cursor, Event, EventKey, StoredEvent};
 
 use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
 use super::reorg::{self, Canonical, Retraction};
-use super::rows::{BLOCK_LOG_INDEX, EVENT_COLUMNS, EVENT_FROM, finality_of, to_sql_int};
+use super::rows::{BLOCK_LOG_INDEX, finality_of, to_sql_int};
+use super::statements::{COLUMNS_PER_ROW, REDELIVERY_COLUMNS, Statements, chunk_size};
 use super::{Store, StoreError};
 
 /// One event as delivered to the writer.
@@ -109,92 +109,6 @@ pub(crate) async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<C
     .fetch_one(&mut *conn)
     .await?;
     Ok(last)
-}
-
-/// Columns bound per event by the multi-row insert.
-const COLUMNS_PER_ROW: usize = 20;
-/// Rows per INSERT (and redelivery UPDATE) statement, largest first. A batch of n rows is cut
-/// greedily into these sizes: ten statement texts of each kind, each prepared once and cached by
-/// sqlx, and a batch below 512 rows takes one statement per bit of its size (a 100-event block:
-/// 64 + 32 + 4), each a round trip to SQLite's worker thread; coarser steps took more
-/// statements per batch. 512 × 20 = 10240 parameters, well under SQLite's limit of 32766.
-const CHUNK_SIZES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
-/// Rows the writer's worker thread may hand over before it waits for them to be taken.
-pub(crate) const ROW_BUFFER: usize = 1024;
-
-/// SQL built once at open: texts assembled from constants, and the multi-row inserts, one per
-/// entry of [`CHUNK_SIZES`]. sqlx prepares each text once per connection and caches it.
-pub(crate) struct Statements {
-    inserts: [Arc<str>; CHUNK_SIZES.len()],
-    redeliveries: [Arc<str>; CHUNK_SIZES.len()],
-    pub(super) event_by_cursor: Arc<str>,
-    /// Bound as `kind` without allocating per row.
-    block: Arc<str>,
-    log: Arc<str>,
-}
-
-impl Statements {
-    pub(crate) fn new() -> Statements {
-        Statements {
-            inserts: CHUNK_SIZES.map(|n| Arc::from(insert_sql(n))),
-            redeliveries: CHUNK_SIZES.map(|n| Arc::from(redelivery_sql(n))),
-            event_by_cursor: Arc::from(format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE e.cursor = ?"
-            )),
-            block: Arc::from("block"),
-            log: Arc::from("log"),
-        }
-    }
-}
-
-fn insert_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; COLUMNS_PER_ROW].join(","));
-    let values = vec![row.as_str(); rows].join(",");
-    // OR IGNORE rather than an upsert: SQLite runs an `ON CONFLICT DO UPDATE` under a statement
-    // journal (its UPDATE may abort midway), copying every page the statement touches and
-    // allocating for it. A row
-    // this statement ignores is merged afterwards (see `insert_events`), and one that merges
-    // nowhere broke a constraint: the batch fails. No RETURNING: sqlx hands each returned row
-    // across threads as a message of its own; which rows are new is counted afterwards.
-    format!(
-        "INSERT OR IGNORE INTO events (cursor, chain, kind, block_number, block_hash, \
-             parent_hash, block_timestamp, tx_hash, tx_index, log_index, address, topic0, topic1, \
-             topic2, topic3, data, first_provider, received_at, providers_seen, providers_mask) \
-         VALUES {values}"
-    )
-}
-
-/// Columns bound per redelivery: the mask, then the row's identity.
-const REDELIVERY_COLUMNS: usize = 5;
-
-/// Merges the masks of `rows` redeliveries into their rows in one statement: the bound rows
-/// are a table joined to `events` on its identity index (one index search per redelivery).
-pub(crate) fn redelivery_sql(rows: usize) -> String {
-    let row = format!("({})", ["?"; REDELIVERY_COLUMNS].join(","));
-    let values = vec![row.as_str(); rows].join(",");
-    format!(
-        "UPDATE events SET {merge} FROM (VALUES {values}) AS r \
-         WHERE events.chain = r.column2 AND events.block_number = r.column3 \
-             AND events.block_hash = r.column4 AND events.log_index = r.column5",
-        merge = merge_providers_sql("r.column1"),
-    )
-}
-
-/// The SET clause OR-ing the mask `added` (an SQL expression) into a row's `providers_mask` and
-/// setting `providers_seen` to the bits then set. SQLite has no popcount, so the count is the
-/// sum of the 64 bits (evaluated only for rows that already exist). A row written before masks
-/// existed (mask 0) keeps its count if that is higher.
-fn merge_providers_sql(added: &str) -> String {
-    let merged = format!("(providers_mask | {added})");
-    let bits: Vec<String> = (0..64)
-        .map(|i| format!("(({merged} >> {i}) & 1)"))
-        .collect();
-    let count = bits.join(" + ");
-    format!(
-        "providers_seen = CASE WHEN providers_mask = 0 THEN max(providers_seen, {count}) \
-             ELSE {count} END, \
-         providers_mask = {merged}"
-    )
 }
 
 impl Store {
@@ -585,16 +499,6 @@ async fn merge_masks(
     Ok(merged)
 }
 
-/// The largest entry of [`CHUNK_SIZES`] not above `left` (`left` > 0), and its index.
-fn chunk_size(left: usize) -> (usize, usize) {
-    CHUNK_SIZES
-        .iter()
-        .copied()
-        .enumerate()
-        .find(|(_, n)| *n <= left)
-        .unwrap_or((CHUNK_SIZES.len() - 1, 1))
-}
-
 fn cursor_count(n: usize) -> Result<Cursor, StoreError> {
     Cursor::try_from(n).map_err(|_| StoreError::Invalid(format!("batch of {n} events")))
 }
@@ -604,22 +508,4 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn insert_sql_has_one_placeholder_per_column_and_row() {
-        for n in CHUNK_SIZES {
-            let sql = insert_sql(n);
-            assert_eq!(sql.matches('?').count(), n * COLUMNS_PER_ROW, "{n} rows");
-            let sql = redelivery_sql(n);
-            assert_eq!(sql.matches('?').count(), n * REDELIVERY_COLUMNS, "{n} rows");
-        }
-        assert!(CHUNK_SIZES.windows(2).all(|w| w[0] > w[1]));
-        assert_eq!(CHUNK_SIZES.last(), Some(&1));
-        assert!(CHUNK_SIZES[0] * COLUMNS_PER_ROW <= 32766);
-    }
 }

@@ -26,6 +26,7 @@ mod query;
 mod reorg;
 mod reset;
 mod rows;
+mod statements;
 mod stats;
 mod wal;
 
@@ -88,7 +89,7 @@ struct Shared {
     /// Migrations applied by this `open` (empty when the schema was current).
     applied: Vec<String>,
     /// SQL texts built once (sqlx caches each prepared statement by its text).
-    statements: events::Statements,
+    statements: statements::Statements,
     /// Signalled after each commit: the WAL checkpointer's cue ([`wal`]).
     commits: Arc<Notify>,
     /// The checkpointer task, taken by `close` to wait for it; dropping the store stops it.
@@ -132,7 +133,7 @@ impl Store {
             // sqlx's worker thread hands rows to the async side through a channel of 50 by
             // default, and stops every 50 rows until this task has drained them: room for
             // more (a batch read back after duplicates, a reorg's rows) before it stops.
-            .row_buffer_size(events::ROW_BUFFER)
+            .row_buffer_size(statements::ROW_BUFFER)
             // Bounds the work of `PRAGMA optimize` (run at open and close) on large tables.
             .analysis_limit(400);
         let writer = SqlitePoolOptions::new()
@@ -198,7 +199,7 @@ impl Store {
                 sequence: tokio::sync::Mutex::new(events::Sequence::new(last)),
                 committed: AtomicI64::new(last),
                 applied,
-                statements: events::Statements::new(),
+                statements: statements::Statements::new(),
                 commits,
                 checkpointer: std::sync::Mutex::new(Some(checkpointer)),
                 stop_checkpointer: stop.clone(),

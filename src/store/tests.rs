@@ -167,7 +167,7 @@ async fn close_and_open_collect_planner_statistics() {
 async fn redeliveries_search_the_identity_index() {
     let (_dir, store) = open_temp().await;
     for rows in [1, 8, 64] {
-        let sql = events::redelivery_sql(rows);
+        let sql = statements::redelivery_sql(rows);
         let rows_bound = sql.matches('?').count();
         let query = sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"));
         let mut query = sqlx::query(query);
