@@ -63,6 +63,7 @@ pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
+pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
 
 /// Registers every description with the installed recorder.
 pub fn describe_all() {
@@ -179,5 +180,9 @@ pub fn describe_all() {
     describe_counter!(
         STREAM_LAGGED,
         "Stream subscribers told they lagged and closed"
+    );
+    describe_counter!(
+        STREAM_REFUSED,
+        "Stream connections refused because server.max_stream_sessions were open"
     );
 }

@@ -1,0 +1,124 @@
+//! What bounds the stream's memory in total, each session's being bounded on its own (see
+//! `stream`): a cap on open `/v1/stream` sessions (`server.max_stream_sessions`), and turns for
+//! reading replay pages.
+//!
+//! A session slot is taken before the WebSocket upgrade and held by the session until it ends;
+//! one request too many is answered 503 with the JSON error shape and a `Retry-After`, never
+//! upgraded. A replay turn is held while a session reads a page from the store: a page is in
+//! memory from its read until it is written (without waiting), so the turns bound how many
+//! pages all sessions hold at once, however many catch up together.
+
+use std::sync::Arc;
+
+use axum::http::header::RETRY_AFTER;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ApiError;
+use crate::telemetry::metrics as m;
+
+/// Seconds a refused client is told to wait before trying again.
+const RETRY_AFTER_SECS: &str = "5";
+/// Replay pages read at once: as many as the store has read connections, which would serve
+/// more only one after the other (while each waiting session held its page's first part).
+const REPLAY_TURNS: usize = 4;
+
+/// Cheap-to-clone handle to the free session slots and replay turns.
+#[derive(Clone, Debug)]
+pub struct StreamSlots {
+    free: Arc<Semaphore>,
+    max: usize,
+    replays: Arc<Semaphore>,
+}
+
+/// One open session's slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// A turn to read a replay page, given back when dropped.
+#[derive(Debug)]
+pub struct ReplayTurn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl StreamSlots {
+    /// Room for `max` sessions at once (at least one).
+    pub fn new(max: usize) -> StreamSlots {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        StreamSlots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+            replays: Arc::new(Semaphore::new(REPLAY_TURNS)),
+        }
+    }
+
+    /// A slot, or the 503 to answer when every slot is taken.
+    pub fn take(&self) -> Result<Slot, Response> {
+        match self.free.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Slot(permit)),
+            Err(_) => {
+                metrics::counter!(m::STREAM_REFUSED).increment(1);
+                let err = ApiError::NotReady(format!(
+                    "too many open streams: {} (server.max_stream_sessions); retry later",
+                    self.max
+                ));
+                Err(([(RETRY_AFTER, RETRY_AFTER_SECS)], err).into_response())
+            }
+        }
+    }
+
+    /// A turn to read a replay page, once one is free; hold it until the page is read.
+    pub async fn replay_turn(&self) -> ReplayTurn {
+        // The semaphore is never closed; were it, reading without a turn is still correct.
+        ReplayTurn(self.replays.clone().acquire_owned().await.ok())
+    }
+
+    /// Sessions open now.
+    pub fn open(&self) -> usize {
+        self.max - self.free.available_permits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn a_slot_too_many_is_a_503_with_the_error_shape_until_one_is_given_back() {
+        let slots = StreamSlots::new(2);
+        let a = slots.take().expect("first");
+        let _b = slots.take().expect("second");
+        assert_eq!(slots.open(), 2);
+        let refused = slots.take().expect_err("third");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[RETRY_AFTER], RETRY_AFTER_SECS);
+        let body = axum::body::to_bytes(refused.into_body(), 4096)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], "not_ready");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("max_stream_sessions"), "{message}");
+        drop(a);
+        assert_eq!(slots.open(), 1);
+        assert!(slots.take().is_ok(), "a slot given back is free again");
+    }
+
+    #[tokio::test]
+    async fn replay_turns_are_few_and_shared_by_every_session() {
+        let slots = StreamSlots::new(100);
+        let mut turns = Vec::new();
+        for _ in 0..REPLAY_TURNS {
+            turns.push(slots.replay_turn().await);
+        }
+        let waiting = slots.clone();
+        let next = tokio::spawn(async move { waiting.replay_turn().await });
+        tokio::task::yield_now().await;
+        assert!(!next.is_finished(), "every turn is taken: the next one waits");
+        turns.pop();
+        let turn = tokio::time::timeout(std::time::Duration::from_secs(5), next)
+            .await
+            .expect("a turn given back is taken")
+            .expect("task");
+        assert!(turn.0.is_some());
+    }
+}
