@@ -7,8 +7,14 @@
 //! upgraded. A replay turn is held while a session reads a page from the store: a page is in
 //! memory from its read until it is written (without waiting), so the turns bound how many
 //! pages all sessions hold at once, however many catch up together.
+//!
+//! When sessions end, the heap is trimmed once they have settled: glibc's malloc keeps what a
+//! burst of sessions freed in its arenas (300 idle clients left 30 MB resident after they were
+//! gone, all of it given back by one `malloc_trim`; see BENCHMARKS.md, "Idle stream clients").
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +29,10 @@ const RETRY_AFTER_SECS: &str = "5";
 /// more only one after the other (while each waiting session held its page's first part).
 const REPLAY_TURNS: usize = 4;
 
+/// How long after a session ends the heap is trimmed: the rest of a burst ends meanwhile, and
+/// one trim serves them all.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
+
 /// Cheap-to-clone handle to the free session slots and replay turns.
 #[derive(Clone, Debug)]
 pub struct StreamSlots {
@@ -31,9 +41,15 @@ pub struct StreamSlots {
     replays: Arc<Semaphore>,
 }
 
-/// One open session's slot, given back when dropped.
+/// One open session's slot, given back when dropped (and the heap trimmed soon after).
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        trim_soon();
+    }
+}
 
 /// A turn to read a replay page, given back when dropped.
 #[derive(Debug)]
@@ -113,7 +129,10 @@ mod tests {
         let waiting = slots.clone();
         let next = tokio::spawn(async move { waiting.replay_turn().await });
         tokio::task::yield_now().await;
-        assert!(!next.is_finished(), "every turn is taken: the next one waits");
+        assert!(
+            !next.is_finished(),
+            "every turn is taken: the next one waits"
+        );
         turns.pop();
         let turn = tokio::time::timeout(std::time::Duration::from_secs(5), next)
             .await
@@ -121,4 +140,39 @@ mod tests {
             .expect("task");
         assert!(turn.0.is_some());
     }
+}
+
+/// A trim is scheduled and has not started yet.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Trims the heap [`TRIM_AFTER`] from now, unless a trim is already scheduled (this call joins
+/// it). Outside a Tokio runtime it does nothing.
+fn trim_soon() {
+    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        TRIM_PENDING.store(false, Ordering::Release);
+        return;
+    };
+    runtime.spawn(async {
+        tokio::time::sleep(TRIM_AFTER).await;
+        // Cleared first: a session ending during the trim schedules the next one.
+        TRIM_PENDING.store(false, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Gives the free pages of every malloc arena back to the OS.
+fn trim_heap() {
+    let started = Instant::now();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    tracing::debug!(
+        took_us = started.elapsed().as_micros() as u64,
+        "heap trimmed after stream sessions ended"
+    );
 }

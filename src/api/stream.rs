@@ -42,7 +42,7 @@ const READ_BUFFER: usize = 4 * 1024;
 /// (a live batch usually fits in one). A session holds at most this plus one frame for a client
 /// that does not read: it feeds a frame only once the socket took the buffer (tungstenite's
 /// 128 KiB default, grown to 256 KiB, was most of the 0.5 MiB a non-reading client cost).
-const WRITE_BUFFER: usize = 32 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
 /// How long a connection without filters in its URL may take to send `subscribe`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeats (with the chains' heads) this often; they also keep proxies from idling us out.
@@ -643,9 +643,11 @@ impl Session {
     async fn wait_ready(&mut self) -> Result<(), End> {
         let started = Instant::now();
         let socket = &mut self.socket;
-        let outcome =
-            tokio::time::timeout(SEND_DEAD, std::future::poll_fn(|cx| socket.poll_ready_unpin(cx)))
-                .await;
+        let outcome = tokio::time::timeout(
+            SEND_DEAD,
+            std::future::poll_fn(|cx| socket.poll_ready_unpin(cx)),
+        )
+        .await;
         self.written(started, outcome)
     }
 

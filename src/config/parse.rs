@@ -11,7 +11,8 @@ use serde_norway::Value;
 use super::walk::{self, Issues, Map};
 use super::{
     AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
-    HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, ServerConfig, chain, env,
+    HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, ServerConfig,
+    chain, env,
 };
 
 const ROOT_KEYS: &[&str] = &[
