@@ -89,15 +89,25 @@ impl Service {
         let line = text
             .lines()
             .find(|l| l.starts_with("livechain_stream_connections "))?;
-        line.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64)
+        line.rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
     }
 
     async fn wait_sessions(&self, want: u64) {
-        let reached = wait_for(Duration::from_secs(60), Duration::from_millis(100), || {
-            async move { (self.sessions().await == Some(want)).then_some(()) }
-        })
+        let reached = wait_for(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async move { (self.sessions().await == Some(want)).then_some(()) },
+        )
         .await;
-        assert!(reached.is_some(), "never {want} open sessions\n{}", self.log());
+        assert!(
+            reached.is_some(),
+            "never {want} open sessions\n{}",
+            self.log()
+        );
     }
 }
 
@@ -111,10 +121,7 @@ impl Drop for Service {
 /// A client that replays from `since=0` and never reads: a small receive buffer, so the
 /// service's writes block early.
 async fn idle_client(base: &str) -> Ws {
-    let addr: std::net::SocketAddr = base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("address");
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().expect("address");
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let stream = socket.connect(addr).await.expect("connect");
@@ -177,15 +184,17 @@ async fn idle_clients_hold_a_bounded_amount_and_their_memory_is_given_back() {
     })
     .await;
     assert!(up.is_some(), "the service did not start\n{}", service.log());
-    let stored = wait_for(Duration::from_secs(120), Duration::from_millis(200), || {
-        async {
+    let stored = wait_for(
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || async {
             let (_, body) =
                 get_json(&format!("{}/v1/events?order=desc&limit=1", service.base)).await;
             body["events"][0]["cursor"]
                 .as_i64()
                 .filter(|_| body["events"][0]["block_number"].as_u64() >= Some(HISTORY))
-        }
-    })
+        },
+    )
     .await
     .unwrap_or_else(|| panic!("the history was not ingested\n{}", service.log()));
     // Two readers replay everything at once: the store's read connections cache its pages.
@@ -206,9 +215,11 @@ async fn idle_clients_hold_a_bounded_amount_and_their_memory_is_given_back() {
     drop(clients);
     service.wait_sessions(0).await;
     let bound = baseline + AFTER_MARGIN_KIB;
-    let after = wait_for(Duration::from_secs(15), Duration::from_millis(250), || {
-        async { Some(service.rss_kib()).filter(|rss| *rss <= bound) }
-    })
+    let after = wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(250),
+        || async { Some(service.rss_kib()).filter(|rss| *rss <= bound) },
+    )
     .await;
     let last = service.rss_kib();
     eprintln!(
@@ -237,7 +248,10 @@ async fn sessions_past_the_cap_are_refused_until_one_ends() {
         "server: { listen: \"127.0.0.1:0\", max_stream_sessions: 2 }",
     );
     let app = start_app(parse_config(&yaml)).await;
-    let url = format!("{}/v1/stream?since=0", app.base.replacen("http://", "ws://", 1));
+    let url = format!(
+        "{}/v1/stream?since=0",
+        app.base.replacen("http://", "ws://", 1)
+    );
     let first = connect(&url).await;
     let _second = connect(&url).await;
     match tokio_tungstenite::connect_async(&url).await {
@@ -259,5 +273,64 @@ async fn sessions_past_the_cap_are_refused_until_one_ends() {
     })
     .await;
     assert!(third.is_some(), "a slot given back is free again");
+    app.stop().await;
+}
+
+/// A client reading a long replay slowly through a small receive buffer: the session keeps
+/// finding its socket full mid-page, drops the rest of the page and reads on after the last
+/// item written. Every event arrives once, in cursor order, as `/v1/events` holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_the_whole_replay_once_in_order() {
+    let net = support::devnet(2, 1000, 20, 400).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start_app(parse_config(&service_yaml(&net, &dir.path().join("s.db")))).await;
+    let through = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let (_, body) = get_json(&app.url("/v1/events?order=desc&limit=1")).await;
+            body["events"][0]["cursor"]
+                .as_i64()
+                .filter(|_| body["events"][0]["block_number"].as_u64() >= Some(400))
+        },
+    )
+    .await
+    .expect("the history is stored");
+    let mut ws = idle_client(&app.base).await;
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for n in 0..1_000_000u32 {
+        if received.last().is_some_and(|c| *c >= through) {
+            break;
+        }
+        // A pause every 500 messages: the socket fills (once its ~2 MB of kernel buffers are),
+        // and the session meets it full mid-page (6 times in 8,400 events when this was written).
+        if n % 500 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("the replay arrives in time");
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let msg: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                match msg["type"].as_str() {
+                    Some("event") => received.push(msg["cursor"].as_i64().expect("cursor")),
+                    Some("finality" | "heartbeat") => {}
+                    _ => panic!("unexpected message: {msg}"),
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the replay ended early: {other:?}"),
+        }
+    }
+    let stored: Vec<i64> = support::all_events(&app.base, "include_removed=true")
+        .await
+        .iter()
+        .filter_map(|e| e["cursor"].as_i64())
+        .filter(|c| *c <= through)
+        .collect();
+    assert!(stored.len() > 8000, "{} events", stored.len());
+    assert_eq!(received, stored, "every event once, in cursor order");
     app.stop().await;
 }
