@@ -9,12 +9,13 @@
 //! pages all sessions hold at once, however many catch up together.
 //!
 //! When sessions end, the heap is trimmed once they have settled: glibc's malloc keeps what a
-//! burst of sessions freed in its arenas (300 idle clients left 30 MB resident after they were
-//! gone, all of it given back by one `malloc_trim`; see BENCHMARKS.md, "Idle stream clients").
+//! burst of sessions freed in its arenas (300 idle clients left RSS ~30 MB above its baseline
+//! after they were gone; trimmed, 8 MB, what the store's page caches keep; see BENCHMARKS.md,
+//! "Idle stream clients").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
@@ -51,6 +52,22 @@ impl Drop for Slot {
     }
 }
 
+/// Every slot was taken: answered 503 with the JSON error shape and a `Retry-After`.
+#[derive(Debug)]
+pub struct Refused {
+    max: usize,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let err = ApiError::NotReady(format!(
+            "too many open streams: {} (server.max_stream_sessions); retry later",
+            self.max
+        ));
+        ([(RETRY_AFTER, RETRY_AFTER_SECS)], err).into_response()
+    }
+}
+
 /// A turn to read a replay page, given back when dropped.
 #[derive(Debug)]
 pub struct ReplayTurn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
@@ -66,17 +83,13 @@ impl StreamSlots {
         }
     }
 
-    /// A slot, or the 503 to answer when every slot is taken.
-    pub fn take(&self) -> Result<Slot, Response> {
+    /// A slot, or the refusal to answer when every slot is taken.
+    pub fn take(&self) -> Result<Slot, Refused> {
         match self.free.clone().try_acquire_owned() {
             Ok(permit) => Ok(Slot(permit)),
             Err(_) => {
                 metrics::counter!(m::STREAM_REFUSED).increment(1);
-                let err = ApiError::NotReady(format!(
-                    "too many open streams: {} (server.max_stream_sessions); retry later",
-                    self.max
-                ));
-                Err(([(RETRY_AFTER, RETRY_AFTER_SECS)], err).into_response())
+                Err(Refused { max: self.max })
             }
         }
     }
@@ -93,6 +106,52 @@ impl StreamSlots {
     }
 }
 
+/// A trim is scheduled and has not started yet.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Trims the heap [`TRIM_AFTER`] from now, unless a trim is already scheduled (this call joins
+/// it). Outside a Tokio runtime it does nothing.
+fn trim_soon() {
+    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // Clears the flag when dropped: after the wait, or with the task if its runtime stops first.
+    struct Pending;
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            TRIM_PENDING.store(false, Ordering::Release);
+        }
+    }
+    let pending = Pending;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(TRIM_AFTER).await;
+        // Cleared first: a session ending during the trim schedules the next one.
+        drop(pending);
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Gives the free pages of every malloc arena back to the OS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    let started = std::time::Instant::now();
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    tracing::debug!(
+        took_us = started.elapsed().as_micros() as u64,
+        "heap trimmed after stream sessions ended"
+    );
+}
+
+/// Other allocators (musl's, macOS's) are left to their own ways.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +163,7 @@ mod tests {
         let a = slots.take().expect("first");
         let _b = slots.take().expect("second");
         assert_eq!(slots.open(), 2);
-        let refused = slots.take().expect_err("third");
+        let refused = slots.take().expect_err("third").into_response();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[RETRY_AFTER], RETRY_AFTER_SECS);
         let body = axum::body::to_bytes(refused.into_body(), 4096)
@@ -140,39 +199,4 @@ mod tests {
             .expect("task");
         assert!(turn.0.is_some());
     }
-}
-
-/// A trim is scheduled and has not started yet.
-static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
-
-/// Trims the heap [`TRIM_AFTER`] from now, unless a trim is already scheduled (this call joins
-/// it). Outside a Tokio runtime it does nothing.
-fn trim_soon() {
-    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        TRIM_PENDING.store(false, Ordering::Release);
-        return;
-    };
-    runtime.spawn(async {
-        tokio::time::sleep(TRIM_AFTER).await;
-        // Cleared first: a session ending during the trim schedules the next one.
-        TRIM_PENDING.store(false, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(trim_heap).await;
-    });
-}
-
-/// Gives the free pages of every malloc arena back to the OS.
-fn trim_heap() {
-    let started = Instant::now();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists, under its own locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    tracing::debug!(
-        took_us = started.elapsed().as_micros() as u64,
-        "heap trimmed after stream sessions ended"
-    );
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
 use serde::Serialize;
@@ -74,7 +74,7 @@ async fn upgrade(
     // Taken before the upgrade: at the cap, one more is answered 503, not opened.
     let slot = match state.stream_slots.take() {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let query = query.unwrap_or_default();
     ws.max_message_size(MAX_CLIENT_MESSAGE)
