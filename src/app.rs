@@ -96,6 +96,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         writer_ready: ingest.writer_ready.clone(),
         supervisor: supervisor.clone(),
         hub,
+        stream_slots: api::StreamSlots::new(config.server.max_stream_sessions),
         shutdown: shutdown.child_token(),
     };
     let api_failure = Arc::new(OnceLock::new());

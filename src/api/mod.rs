@@ -9,6 +9,7 @@ mod health;
 pub mod json;
 mod processes;
 mod providers;
+mod slots;
 pub mod stream;
 mod ws;
 
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use slots::StreamSlots;
 
 use crate::ingest::ChainHandle;
 use crate::publish::Hub;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub supervisor: Supervisor,
     /// Live subscribers' fan-out (`/v1/stream`).
     pub hub: Hub,
+    /// Room for `/v1/stream` sessions (`server.max_stream_sessions`).
+    pub stream_slots: StreamSlots,
     /// Fires when the service stops: open streams close cleanly.
     pub shutdown: CancellationToken,
 }

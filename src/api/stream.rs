@@ -11,6 +11,7 @@
 //! ingestion or anyone else. Live batches go out as one burst of frames and one flush.
 
 use std::collections::HashMap;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -40,16 +41,22 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// socket, and closing it then is a TCP reset (the answer still gets there first).
 const TRANSPORT_LIMIT: usize = 2 * MAX_CLIENT_MESSAGE;
 /// Read buffer of a subscriber's socket. Clients send a few small frames; tungstenite's 128 KiB
-/// default was zero-filled at every poll of the socket (6% of the service's CPU on the
-/// live-tail bench, 101 subscribers) and held per connection. Larger frames still arrive, in
-/// several reads.
+/// default is zero-filled at every poll of the socket and held per connection. Larger frames
+/// still arrive, in several reads.
 const READ_BUFFER: usize = 4 * 1024;
+/// Write buffer of a subscriber's socket: frames are gathered up to this size before a write
+/// (a live batch usually fits in one). A session holds at most this plus one frame for a client
+/// that does not read: it feeds a frame only once the socket took the buffer (tungstenite's
+/// 128 KiB default, which grows, would be most of what a non-reading client costs).
+const WRITE_BUFFER: usize = 16 * 1024;
 /// How long a connection without filters in its URL may take to send `subscribe`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeats (with the chains' heads) this often; they also keep proxies from idling us out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// Items per replay page.
+/// Items per replay page, at most; a page that met a full socket is followed by smaller ones.
 const REPLAY_PAGE: u32 = 500;
+/// Items per replay page, at least.
+const REPLAY_PAGE_MIN: u32 = 16;
 /// Tries of a replay page whose store error is retryable (a saturated read pool).
 const REPLAY_ATTEMPTS: u32 = 5;
 /// A session cut off this many times within [`LAG_WINDOW`] is told `lagged` and closed.
@@ -81,11 +88,18 @@ async fn upgrade(
             return ApiError::UpgradeRequired(message).into_response();
         }
     };
+    // Taken before the upgrade: at the cap, one more is answered 503, not opened.
+    let slot = match state.stream_slots.take() {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let query = query.unwrap_or_default();
     ws.max_message_size(TRANSPORT_LIMIT)
         .max_frame_size(TRANSPORT_LIMIT)
         .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             metrics::gauge!(m::STREAM_CONNECTIONS).increment(1.0);
             Session {
                 state,
@@ -465,6 +479,12 @@ impl Session {
     }
 
     /// Sends every stored item after `last` matching `filter`, advancing `last`.
+    ///
+    /// A page's items are rendered and written only while the socket takes them without
+    /// waiting. When it would wait (the client reads slower than the store yields, or not at
+    /// all), the rest of the page is dropped, the session waits holding nothing but its write
+    /// buffer, and the next page starts after the last item written: smaller, the size of what
+    /// the socket took, then doubling again while the socket keeps up.
     async fn replay(
         &mut self,
         filter: &FeedFilter,
@@ -473,23 +493,47 @@ impl Session {
         last: &mut Cursor,
     ) -> Result<(), End> {
         let mut after = *last;
+        let mut limit = REPLAY_PAGE;
         for _ in 0..u32::MAX {
-            let page = self.page(filter, after).await?;
+            let turn = self.state.stream_slots.replay_turn().await;
+            let page = self.page(filter, after, limit).await?;
+            drop(turn);
+            let mut full = false;
             match settled {
                 Some(level) => {
                     for item in &page.items {
                         self.settle(filter, level, item, settled_to).await?;
+                        *last = (*last).max(item.cursor());
                     }
                 }
                 None => {
-                    self.send_all(page.items.iter().map(render).collect())
-                        .await?
+                    let mut written = 0u32;
+                    for item in &page.items {
+                        if !self.ready_now().await? {
+                            full = true;
+                            break;
+                        }
+                        self.feed_now(render(item))?;
+                        *last = (*last).max(item.cursor());
+                        written += 1;
+                    }
+                    limit = if full {
+                        written.max(REPLAY_PAGE_MIN)
+                    } else {
+                        limit.saturating_mul(2).min(REPLAY_PAGE)
+                    };
                 }
             }
-            if let Some(item) = page.items.last() {
-                *last = (*last).max(item.cursor());
+            let through = page.through;
+            drop(page);
+            if full {
+                // Every matching change up to the last item written was written: go on after it.
+                self.wait_ready().await?;
+                after = *last;
+                continue;
             }
-            match page.through {
+            self.flush().await?;
+            match through {
                 Some(through) => {
                     after = through;
                     *last = (*last).max(through);
@@ -503,11 +547,16 @@ impl Session {
     /// One replay page. A busy read pool (many sessions resuming at once) is waited out a few
     /// times rather than ending the session; the live queue meanwhile fills or cuts it off,
     /// and either way the session resumes from `after`.
-    async fn page(&mut self, filter: &FeedFilter, after: Cursor) -> Result<replay::Page, End> {
+    async fn page(
+        &mut self,
+        filter: &FeedFilter,
+        after: Cursor,
+        limit: u32,
+    ) -> Result<replay::Page, End> {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 1;
         loop {
-            match replay::page(&self.state.store, filter, after, REPLAY_PAGE).await {
+            match replay::page(&self.state.store, filter, after, limit).await {
                 Ok(page) => return Ok(page),
                 Err(err) if err.is_retryable() && attempt < REPLAY_ATTEMPTS => {
                     tracing::debug!(error = %err, attempt, "stream replay: store busy; retrying");
@@ -570,14 +619,12 @@ impl Session {
                 .query_events(&query)
                 .await
                 .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
-            let texts = events
-                .iter()
-                .map(|event| {
-                    let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
-                    Text::from(body.to_string())
-                })
-                .collect();
-            self.send_all(texts).await?;
+            // Rendered one at a time as the socket takes them.
+            for event in &events {
+                let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
+                self.feed(Text::from(body.to_string())).await?;
+            }
+            self.flush().await?;
             match events.last() {
                 Some(e) if events.len() == REPLAY_PAGE as usize => after = e.cursor,
                 _ => break,
@@ -600,13 +647,52 @@ impl Session {
             return Ok(());
         }
         for text in texts {
-            let started = Instant::now();
-            let outcome =
-                tokio::time::timeout(SEND_DEAD, self.socket.feed(Message::Text(text))).await;
-            self.written(started, outcome)?;
+            self.feed(text).await?;
         }
+        self.flush().await
+    }
+
+    /// Queues one frame, waiting (timed) while the socket's buffer is full.
+    async fn feed(&mut self, text: Text) -> Result<(), End> {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(SEND_DEAD, self.socket.feed(Message::Text(text))).await;
+        self.written(started, outcome)
+    }
+
+    /// Writes out what the socket's buffer holds (timed like every write).
+    async fn flush(&mut self) -> Result<(), End> {
         let started = Instant::now();
         let outcome = tokio::time::timeout(SEND_DEAD, self.socket.flush()).await;
+        self.written(started, outcome)
+    }
+
+    /// Whether the socket takes a frame now (its buffer is below [`WRITE_BUFFER`], or the
+    /// buffer was just written out), without waiting.
+    async fn ready_now(&mut self) -> Result<bool, End> {
+        let socket = &mut self.socket;
+        match std::future::poll_fn(|cx| Poll::Ready(socket.poll_ready_unpin(cx))).await {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(_)) => Err(End::Gone),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Queues a frame on a socket [`Session::ready_now`] found ready: never waits.
+    fn feed_now(&mut self, text: Text) -> Result<(), End> {
+        self.socket
+            .start_send_unpin(Message::Text(text))
+            .map_err(|_| End::Gone)
+    }
+
+    /// Waits until the socket takes frames again (timed like every write).
+    async fn wait_ready(&mut self) -> Result<(), End> {
+        let started = Instant::now();
+        let socket = &mut self.socket;
+        let outcome = tokio::time::timeout(
+            SEND_DEAD,
+            std::future::poll_fn(|cx| socket.poll_ready_unpin(cx)),
+        )
+        .await;
         self.written(started, outcome)
     }
 

@@ -59,12 +59,19 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Open `/v1/stream` sessions at most; one more is refused with a 503 (at least 1, at most
+    /// [`MAX_STREAM_SESSIONS`]).
+    pub max_stream_sessions: usize,
 }
+
+/// The largest `server.max_stream_sessions` accepted: each session is a task and a socket.
+pub const MAX_STREAM_SESSIONS: usize = 1_000_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            max_stream_sessions: 1024,
         }
     }
 }

@@ -11,7 +11,8 @@ use serde_norway::Value;
 use super::walk::{self, Issues, Map};
 use super::{
     AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
-    HealthConfig, Loaded, MAX_CACHE_SIZE, RetentionConfig, ServerConfig, chain, env, sections,
+    HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, ServerConfig,
+    chain, env, sections,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -123,11 +124,15 @@ fn section<T: Default>(
 
 fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
     let mut out = ServerConfig::default();
-    let Some(m) = Map::read(value, path, &["listen"], issues) else {
+    let Some(m) = Map::read(value, path, &["listen", "max_stream_sessions"], issues) else {
         return out;
     };
     if let Some(listen) = m.opt("listen", issues, &socket_addr) {
         out.listen = listen;
+    }
+    let sessions = walk::size(1, MAX_STREAM_SESSIONS);
+    if let Some(max) = m.opt("max_stream_sessions", issues, &sessions) {
+        out.max_stream_sessions = max;
     }
     out
 }

@@ -63,6 +63,7 @@ pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
+pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
 
 /// The `depth` label of [`REORGS`]: reorganisation depths in blocks, bucketed.
 pub const REORG_DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-16", "17-64", "65+"];
@@ -85,6 +86,7 @@ pub fn zero_global_series() {
     use metrics::counter;
     counter!(WRITER_ERRORS).increment(0);
     counter!(STREAM_LAGGED).increment(0);
+    counter!(STREAM_REFUSED).increment(0);
     for kind in PROCESS_KINDS {
         counter!(PROCESS_RESTARTS, "kind" => kind).increment(0);
     }
@@ -257,5 +259,9 @@ pub fn describe_all() {
     describe_counter!(
         STREAM_LAGGED,
         "Stream subscribers told they lagged and closed"
+    );
+    describe_counter!(
+        STREAM_REFUSED,
+        "Stream connections refused because server.max_stream_sessions were open"
     );
 }

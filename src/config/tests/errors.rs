@@ -135,6 +135,11 @@ fn each_error_kind_has_its_path_and_message() {
             &["server.listen: not an IP:port address (e.g. 127.0.0.1:4000)"],
         ),
         (
+            "no stream session allowed",
+            with("server: {max_stream_sessions: 0}\n"),
+            &["server.max_stream_sessions: must be at least 1, got 0"],
+        ),
+        (
             "root not a mapping",
             "- a\n- b\n".into(),
             &["(root): expected a mapping of sections, got a list"],

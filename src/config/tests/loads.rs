@@ -112,6 +112,7 @@ fn defaults_apply_when_sections_are_absent() {
     assert!(loaded.warnings.is_empty());
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:4000");
+    assert_eq!(config.server.max_stream_sessions, 1024);
     assert_eq!(config.database.path, PathBuf::from("data/livechain.db"));
     assert_eq!(config.aggregation.max_cache_size, 10_000);
     assert_eq!(

@@ -118,6 +118,7 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         .await
         .expect("supervisor"),
         hub: livechain::publish::Hub::new(16),
+        stream_slots: api::StreamSlots::new(64),
         shutdown: shutdown.clone(),
     };
     let listener = api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))

@@ -1,0 +1,202 @@
+//! What bounds the stream's memory in total, each session's being bounded on its own (see
+//! `stream`): a cap on open `/v1/stream` sessions (`server.max_stream_sessions`), and turns for
+//! reading replay pages.
+//!
+//! A session slot is taken before the WebSocket upgrade and held by the session until it ends;
+//! one request too many is answered 503 with the JSON error shape and a `Retry-After`, never
+//! upgraded. A replay turn is held while a session reads a page from the store: a page is in
+//! memory from its read until it is written (without waiting), so the turns bound how many
+//! pages all sessions hold at once, however many catch up together.
+//!
+//! When sessions end, the heap is trimmed once they have settled: glibc's malloc keeps what a
+//! burst of sessions freed in its arenas (300 idle clients left RSS ~30 MB above its baseline
+//! after they were gone; trimmed, 8 MB, what the store's page caches keep; see BENCHMARKS.md,
+//! "Idle stream clients").
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ApiError;
+use crate::telemetry::metrics as m;
+
+/// Seconds a refused client is told to wait before trying again.
+const RETRY_AFTER_SECS: &str = "5";
+/// Replay pages read at once: as many as the store has read connections, which would serve
+/// more only one after the other (while each waiting session held its page's first part).
+const REPLAY_TURNS: usize = 4;
+
+/// How long after a session ends the heap is trimmed: the rest of a burst ends meanwhile, and
+/// one trim serves them all.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
+
+/// Cheap-to-clone handle to the free session slots and replay turns.
+#[derive(Clone, Debug)]
+pub struct StreamSlots {
+    free: Arc<Semaphore>,
+    max: usize,
+    replays: Arc<Semaphore>,
+}
+
+/// One open session's slot, given back when dropped (and the heap trimmed soon after).
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        trim_soon();
+    }
+}
+
+/// Every slot was taken: answered 503 with the JSON error shape and a `Retry-After`.
+#[derive(Debug)]
+pub struct Refused {
+    max: usize,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let err = ApiError::NotReady(format!(
+            "too many open streams: {} (server.max_stream_sessions); retry later",
+            self.max
+        ));
+        ([(RETRY_AFTER, RETRY_AFTER_SECS)], err).into_response()
+    }
+}
+
+/// A turn to read a replay page, given back when dropped.
+#[derive(Debug)]
+pub struct ReplayTurn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl StreamSlots {
+    /// Room for `max` sessions at once (at least one).
+    pub fn new(max: usize) -> StreamSlots {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        StreamSlots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+            replays: Arc::new(Semaphore::new(REPLAY_TURNS)),
+        }
+    }
+
+    /// A slot, or the refusal to answer when every slot is taken.
+    pub fn take(&self) -> Result<Slot, Refused> {
+        match self.free.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Slot(permit)),
+            Err(_) => {
+                metrics::counter!(m::STREAM_REFUSED).increment(1);
+                Err(Refused { max: self.max })
+            }
+        }
+    }
+
+    /// A turn to read a replay page, once one is free; hold it until the page is read.
+    pub async fn replay_turn(&self) -> ReplayTurn {
+        // The semaphore is never closed; were it, reading without a turn is still correct.
+        ReplayTurn(self.replays.clone().acquire_owned().await.ok())
+    }
+
+    /// Sessions open now.
+    pub fn open(&self) -> usize {
+        self.max - self.free.available_permits()
+    }
+}
+
+/// A trim is scheduled and has not started yet.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Trims the heap [`TRIM_AFTER`] from now, unless a trim is already scheduled (this call joins
+/// it). Outside a Tokio runtime it does nothing.
+fn trim_soon() {
+    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // Clears the flag when dropped: after the wait, or with the task if its runtime stops first.
+    struct Pending;
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            TRIM_PENDING.store(false, Ordering::Release);
+        }
+    }
+    let pending = Pending;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(TRIM_AFTER).await;
+        // Cleared first: a session ending during the trim schedules the next one.
+        drop(pending);
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Gives the free pages of every malloc arena back to the OS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    let started = std::time::Instant::now();
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    tracing::debug!(
+        took_us = started.elapsed().as_micros() as u64,
+        "heap trimmed after stream sessions ended"
+    );
+}
+
+/// Other allocators (musl's, macOS's) are left to their own ways.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn a_slot_too_many_is_a_503_with_the_error_shape_until_one_is_given_back() {
+        let slots = StreamSlots::new(2);
+        let a = slots.take().expect("first");
+        let _b = slots.take().expect("second");
+        assert_eq!(slots.open(), 2);
+        let refused = slots.take().expect_err("third").into_response();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[RETRY_AFTER], RETRY_AFTER_SECS);
+        let body = axum::body::to_bytes(refused.into_body(), 4096)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], "not_ready");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("max_stream_sessions"), "{message}");
+        drop(a);
+        assert_eq!(slots.open(), 1);
+        assert!(slots.take().is_ok(), "a slot given back is free again");
+    }
+
+    #[tokio::test]
+    async fn replay_turns_are_few_and_shared_by_every_session() {
+        let slots = StreamSlots::new(100);
+        let mut turns = Vec::new();
+        for _ in 0..REPLAY_TURNS {
+            turns.push(slots.replay_turn().await);
+        }
+        let waiting = slots.clone();
+        let next = tokio::spawn(async move { waiting.replay_turn().await });
+        tokio::task::yield_now().await;
+        assert!(
+            !next.is_finished(),
+            "every turn is taken: the next one waits"
+        );
+        turns.pop();
+        let turn = tokio::time::timeout(std::time::Duration::from_secs(5), next)
+            .await
+            .expect("a turn given back is taken")
+            .expect("task");
+        assert!(turn.0.is_some());
+    }
+}
