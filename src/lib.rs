@@ -10,6 +10,7 @@
 //! - [`breaker`]: the circuit breaker, a pure state machine; [`registry`]: supervised tasks.
 //! - [`backoff`]: the one curve of retry delays.
 //! - [`health`]: per provider breaker, head, lag, latency and error rate; failover order.
+//! - [`publish`]: committed changes to live subscribers, after commit only; the replay.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
 //! - [`telemetry`]: tracing setup and every metric name.
 //! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals;
