@@ -105,6 +105,9 @@ impl Listener {
     /// Runs until `shutdown`; every connection failure is retried after a backoff delay.
     pub async fn run(self, shutdown: CancellationToken) {
         let Some(url) = self.provider.ws_url.clone() else {
+            // An HTTP-only provider: the range sync polls it. Returning would be a death the
+            // supervisor restarts, over and over.
+            shutdown.cancelled().await;
             return;
         };
         let index = usize::from(self.provider.index);

@@ -117,3 +117,28 @@ async fn killed_tasks_restart_and_nothing_is_lost_or_stored_twice() {
     assert_eq!(keys(&processes(&app).await), all);
     app.stop().await;
 }
+
+/// A provider with no `ws_url` is polled over HTTP; its listener idles instead of returning
+/// (which the supervisor would count as a death and restart, forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_only_provider_indexes_without_its_listener_restarting() {
+    let devnet = devnet(1, 50, 5).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    let yaml = support::service_yaml(&devnet, &db);
+    let http_only: String = yaml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ws_url:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(http_only, yaml, "the ws_url line was dropped");
+    let app = support::start_app(support::parse_config(&http_only)).await;
+    wait_committed(&db, 15).await;
+    let list = processes(&app).await;
+    let listener = list
+        .get(&("listener".to_owned(), "devnet/p0".to_owned()))
+        .unwrap_or_else(|| panic!("no listener in {:?}", keys(&list)));
+    assert_eq!(listener.1, 0, "the listener restarted: {listener:?}");
+    assert_eq!(listener.0, "running", "{listener:?}");
+    app.stop().await;
+}
