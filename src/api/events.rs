@@ -34,11 +34,7 @@ async fn list(
     let query = parse_query(query.as_deref().unwrap_or(""))?;
     check_chain(query.chain.as_deref(), &state.chain_names())?;
     let limit = query.limit as usize;
-    let events = state
-        .store
-        .query_events(&query)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let events = state.store.query_events(&query).await?;
     // A full page may have a successor; a short one is the end.
     let next_cursor = if events.len() == limit {
         events.last().map(|e| e.cursor)
@@ -63,8 +59,7 @@ async fn one(
     let event = state
         .store
         .event_by_cursor(cursor)
-        .await
-        .map_err(anyhow::Error::from)?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no event with cursor {cursor}")))?;
     Ok(Json(EventJson::from(&event)))
 }

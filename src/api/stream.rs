@@ -296,17 +296,7 @@ impl Session {
                 close_frame(close_code::AWAY, "the service is stopping"),
             ),
             End::Error(err) => {
-                let (field, message) = match &err {
-                    ApiError::BadRequest { field, message } => {
-                        (Some(field.clone()), message.clone())
-                    }
-                    ApiError::Internal(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "stream session failed");
-                        (None, "internal error".to_owned())
-                    }
-                    other => (None, other.to_string()),
-                };
-                let words = json!({"type": "error", "error": {"code": err.code(), "message": message, "field": field}});
+                let words = json!({"type": "error", "error": err.detail()});
                 (Some(words), close_after(&err))
             }
             End::Lagged(resume_from) => {
@@ -564,7 +554,7 @@ impl Session {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(err) => return Err(End::Error(ApiError::Internal(err.into()))),
+                Err(err) => return Err(End::Error(ApiError::from(err))),
             }
         }
     }
@@ -591,7 +581,7 @@ impl Session {
             None => store
                 .finality_before(&advance.chain, level, advance.cursor)
                 .await
-                .map_err(|e| End::Error(ApiError::Internal(e.into())))?
+                .map_err(|e| End::Error(ApiError::from(e)))?
                 .saturating_add(1),
         };
         let from = from.max(filter.from_block.unwrap_or(0));
@@ -618,7 +608,7 @@ impl Session {
             let events = store
                 .query_events(&query)
                 .await
-                .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
+                .map_err(|e| End::Error(ApiError::from(e)))?;
             // Rendered one at a time as the socket takes them.
             for event in &events {
                 let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
