@@ -179,6 +179,69 @@ pub struct StoredEvent {
     pub received_at_ms: i64,
 }
 
+/// What a reader wants: the filters of `GET /v1/events`, `/v1/stream`'s subscription, its
+/// replay and the store's query. Every given filter must hold; empty lists and `None`s match
+/// anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub chain: Option<String>,
+    pub kind: Option<EventKind>,
+    /// Any of these addresses (empty: any address).
+    pub addresses: Vec<Address>,
+    /// `topics[i]` must equal topic i when given.
+    pub topics: [Option<B256>; 4],
+    pub from_block: Option<u64>,
+    pub to_block: Option<u64>,
+    pub tx_hash: Option<B256>,
+    pub block_hash: Option<B256>,
+    /// At least this settled: `safe` includes finalized events; `latest` is everything. A
+    /// stream subscriber asking `safe` or `finalized` receives events only once they reach that
+    /// level (see [`EventFilter::settled_only`]).
+    pub finality: Option<Finality>,
+}
+
+impl EventFilter {
+    /// Whether the event's content matches (finality aside: that is the store's or the
+    /// stream session's to judge).
+    pub fn matches(&self, stored: &StoredEvent) -> bool {
+        let event = &stored.event;
+        if self.chain.as_deref().is_some_and(|c| c != &*event.chain) {
+            return false;
+        }
+        if self.kind.is_some_and(|k| k != event.kind()) {
+            return false;
+        }
+        let n = event.block.number;
+        if self.from_block.is_some_and(|f| n < f) || self.to_block.is_some_and(|t| n > t) {
+            return false;
+        }
+        if self.block_hash.is_some_and(|h| h != event.block.hash) {
+            return false;
+        }
+        let log = event.log.as_ref();
+        if !self.addresses.is_empty() && !log.is_some_and(|l| self.addresses.contains(&l.address)) {
+            return false;
+        }
+        if self.tx_hash.is_some() && log.map(|l| l.tx_hash) != self.tx_hash {
+            return false;
+        }
+        for (i, wanted) in self.topics.iter().enumerate() {
+            if let Some(wanted) = wanted
+                && log.and_then(|l| l.topics.get(i)) != Some(wanted)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A reader of settled events only (`safe` or `finalized`): additions and retractions of
+    /// unsettled blocks are not for it.
+    pub fn settled_only(&self) -> bool {
+        matches!(self.finality, Some(Finality::Safe | Finality::Finalized))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +290,120 @@ mod tests {
         });
         assert_ne!(block.key(), log.key());
         assert_eq!(log.kind(), EventKind::Log);
+    }
+    fn log(chain: &str, address: u8, topic0: u8, number: u64) -> StoredEvent {
+        StoredEvent {
+            cursor: 1,
+            event: Event {
+                chain: chain.into(),
+                block: BlockRef {
+                    number,
+                    hash: B256::repeat_byte(9),
+                    parent_hash: B256::ZERO,
+                },
+                block_timestamp: 0,
+                log: Some(LogFields {
+                    tx_hash: B256::repeat_byte(7),
+                    tx_index: 0,
+                    log_index: 0,
+                    address: Address::repeat_byte(address),
+                    topics: vec![B256::repeat_byte(topic0)],
+                    data: Bytes::new(),
+                }),
+            },
+            removed: false,
+            finality: Finality::Latest,
+            first_provider: "p".into(),
+            providers_seen: 1,
+            received_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn filters_match_like_the_rest_api() {
+        let e = log("devnet", 0xaa, 0x01, 10);
+        assert!(EventFilter::default().matches(&e));
+        let cases: Vec<(EventFilter, bool)> = vec![
+            (
+                EventFilter {
+                    chain: Some("devnet".into()),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                EventFilter {
+                    chain: Some("other".into()),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                EventFilter {
+                    kind: Some(EventKind::Block),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                EventFilter {
+                    addresses: vec![Address::repeat_byte(0xbb), Address::repeat_byte(0xaa)],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                EventFilter {
+                    addresses: vec![Address::repeat_byte(0xbb)],
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                EventFilter {
+                    topics: [Some(B256::repeat_byte(1)), None, None, None],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                EventFilter {
+                    topics: [None, Some(B256::repeat_byte(1)), None, None],
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                EventFilter {
+                    from_block: Some(11),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                EventFilter {
+                    to_block: Some(10),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                EventFilter {
+                    tx_hash: Some(B256::repeat_byte(7)),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                EventFilter {
+                    block_hash: Some(B256::repeat_byte(8)),
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        for (i, (filter, want)) in cases.into_iter().enumerate() {
+            assert_eq!(filter.matches(&e), want, "case {i}: {filter:?}");
+        }
     }
 }

@@ -54,8 +54,7 @@ async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiEr
         let checkpoint = state
             .store
             .checkpoint(&chain.name)
-            .await
-            .map_err(anyhow::Error::from)?
+            .await?
             .map(|cp| cp.block_number);
         let lag = head.saturating_sub(checkpoint.unwrap_or(0));
         let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);

@@ -2,8 +2,14 @@
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// Seconds a client is told to wait when the store was busy: a lock is held for milliseconds.
+const BUSY_RETRY_AFTER_SECS: &str = "1";
 
 /// Everything a handler can fail with. Internal errors are logged, never echoed.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +32,35 @@ pub enum ApiError {
     /// The service cannot answer yet (database not writable, no healthy provider, ...).
     #[error("{0}")]
     NotReady(String),
+    /// The store could not answer right now (busy, locked, a full disk, a pool timeout) and
+    /// the same request may succeed shortly: a 503 with a `Retry-After`, not a 500.
+    #[error("{0}")]
+    Busy(String),
     /// Anything else: logged with its cause, answered with a generic message.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A store failure is the client's to retry when trying again can help, ours otherwise.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        if err.is_busy() || err.is_retryable() {
+            tracing::debug!(error = %err, "store busy: answering 503");
+            ApiError::Busy("the database is busy; retry shortly".to_owned())
+        } else {
+            ApiError::Internal(Box::new(err))
+        }
+    }
+}
+
+/// What the JSON error shape says about an error (REST body and the stream's `error` message).
+/// Building it logs an internal error with its whole cause chain, since the client never sees it.
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -46,7 +78,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,42 +91,127 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::TooLarge(_) => "too_large",
-            ApiError::NotReady(_) => "not_ready",
+            ApiError::NotReady(_) | ApiError::Busy(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }
     }
-}
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (message, field) = match &self {
-            ApiError::BadRequest { field, message } => (message.clone(), Some(field.as_str())),
+    /// The code, message and field a client is told; an internal error is logged here, once.
+    pub fn detail(&self) -> ErrorDetail {
+        let (message, field) = match self {
+            ApiError::BadRequest { field, message } => (message.clone(), Some(field.clone())),
             ApiError::Internal(err) => {
-                tracing::error!(error = %format!("{err:#}"), "internal API error");
+                tracing::error!(error = %cause_chain(err.as_ref()), "internal API error");
                 ("internal error".to_owned(), None)
             }
             other => (other.to_string(), None),
         };
+        ErrorDetail {
+            code: self.code(),
+            message,
+            field,
+        }
+    }
+}
+
+/// An error and its sources, `outer: inner: ...`, for the log.
+fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    // Bounded: a source chain is finite, but a cyclic one would not be.
+    for _ in 0..16 {
+        let Some(inner) = source else { break };
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message,
-                field,
-            },
+            error: self.detail(),
         };
-        (self.status_code(), Json(body)).into_response()
+        let response = (self.status_code(), Json(body));
+        if matches!(self, ApiError::Busy(_)) {
+            ([(RETRY_AFTER, BUSY_RETRY_AFTER_SECS)], response).into_response()
+        } else {
+            response.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    /// A real `SQLITE_BUSY`: one connection holds the write lock, a second with no busy
+    /// timeout tries to write.
+    async fn busy_error() -> StoreError {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut holder = options.connect().await.expect("first connection");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut holder)
+            .await
+            .expect("create");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .expect("take the write lock");
+        let mut other = options.connect().await.expect("second connection");
+        let err = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut other)
+            .await
+            .expect_err("the write lock is held");
+        other.close().await.expect("close");
+        StoreError::from(err)
+    }
+
+    async fn respond(err: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = err.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&body).expect("JSON");
+        (status, retry_after, body)
+    }
+
+    #[tokio::test]
+    async fn a_busy_store_is_a_503_to_retry_and_a_corrupt_row_a_500() {
+        let busy = busy_error().await;
+        assert!(busy.is_busy(), "{busy}");
+        let (status, retry_after, body) = respond(ApiError::from(busy)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some(BUSY_RETRY_AFTER_SECS));
+        assert_eq!(body["error"]["code"], "not_ready");
+
+        let timed_out = ApiError::from(StoreError::Sqlx(sqlx::Error::PoolTimedOut));
+        assert_eq!(timed_out.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let corrupt = StoreError::Corrupt("block hash of 31 bytes".into());
+        let (status, retry_after, body) = respond(ApiError::from(corrupt)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal");
+        // The cause is logged, never echoed.
+        assert_eq!(body["error"]["message"], "internal error");
     }
 }

@@ -32,13 +32,9 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
     let query = parse_query(query.as_deref().unwrap_or(""))?;
-    check_chain(query.chain.as_deref(), &state.chain_names())?;
+    check_chain(query.filter.chain.as_deref(), &state.chain_names())?;
     let limit = query.limit as usize;
-    let events = state
-        .store
-        .query_events(&query)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let events = state.store.query_events(&query).await?;
     // A full page may have a successor; a short one is the end.
     let next_cursor = if events.len() == limit {
         events.last().map(|e| e.cursor)
@@ -63,8 +59,7 @@ async fn one(
     let event = state
         .store
         .event_by_cursor(cursor)
-        .await
-        .map_err(anyhow::Error::from)?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no event with cursor {cursor}")))?;
     Ok(Json(EventJson::from(&event)))
 }
@@ -95,9 +90,9 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
             return Err(bad("is empty: give a value or leave the parameter out"));
         }
         match field {
-            "chain" => q.chain = Some(value.to_owned()),
+            "chain" => q.filter.chain = Some(value.to_owned()),
             "kind" => {
-                q.kind = Some(
+                q.filter.kind = Some(
                     value
                         .parse::<EventKind>()
                         .map_err(|e| bad(&e.to_string()))?,
@@ -105,20 +100,21 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
             }
             "address" => {
                 for part in value.split(',') {
-                    q.addresses.push(parse_address(part).map_err(&bad)?);
+                    q.filter.addresses.push(parse_address(part).map_err(&bad)?);
                 }
             }
             "topic0" | "topic1" | "topic2" | "topic3" => {
                 let i = usize::from(field.as_bytes()[5] - b'0');
-                q.topics[i] = Some(parse_hash(value).map_err(&bad)?);
+                q.filter.topics[i] = Some(parse_hash(value).map_err(&bad)?);
             }
-            "from_block" => q.from_block = Some(parse_block(value).map_err(&bad)?),
-            "to_block" => q.to_block = Some(parse_block(value).map_err(&bad)?),
-            "tx_hash" => q.tx_hash = Some(parse_hash(value).map_err(&bad)?),
-            "block_hash" => q.block_hash = Some(parse_hash(value).map_err(&bad)?),
+            "from_block" => q.filter.from_block = Some(parse_block(value).map_err(&bad)?),
+            "to_block" => q.filter.to_block = Some(parse_block(value).map_err(&bad)?),
+            "tx_hash" => q.filter.tx_hash = Some(parse_hash(value).map_err(&bad)?),
+            "block_hash" => q.filter.block_hash = Some(parse_hash(value).map_err(&bad)?),
             "include_removed" => q.include_removed = parse_bool(value).map_err(&bad)?,
             "finality" => {
-                q.finality = Some(value.parse::<Finality>().map_err(|e| bad(&e.to_string()))?)
+                q.filter.finality =
+                    Some(value.parse::<Finality>().map_err(|e| bad(&e.to_string()))?)
             }
             "after" => q.after = Some(parse_cursor(value).map_err(&bad)?),
             "limit" => {
@@ -139,7 +135,7 @@ pub fn parse_query(raw: &str) -> Result<EventQuery, ApiError> {
             _ => return Err(ApiError::bad_request(field, "unknown parameter")),
         }
     }
-    if let (Some(from), Some(to)) = (q.from_block, q.to_block)
+    if let (Some(from), Some(to)) = (q.filter.from_block, q.filter.to_block)
         && from > to
     {
         return Err(ApiError::bad_request(
@@ -250,16 +246,16 @@ mod tests {
              &include_removed=true&finality=safe&after=10&limit=1000&order=desc",
         )
         .unwrap();
-        assert_eq!(q.chain.as_deref(), Some("devnet"));
-        assert_eq!(q.kind, Some(EventKind::Log));
-        assert_eq!(q.addresses.len(), 2);
-        assert!(q.topics[0].is_some() && q.topics[1].is_none());
+        assert_eq!(q.filter.chain.as_deref(), Some("devnet"));
+        assert_eq!(q.filter.kind, Some(EventKind::Log));
+        assert_eq!(q.filter.addresses.len(), 2);
+        assert!(q.filter.topics[0].is_some() && q.filter.topics[1].is_none());
         assert_eq!(
-            (q.from_block, q.to_block, q.after),
+            (q.filter.from_block, q.filter.to_block, q.after),
             (Some(1), Some(9), Some(10))
         );
         assert!(q.include_removed);
-        assert_eq!(q.finality, Some(Finality::Safe));
+        assert_eq!(q.filter.finality, Some(Finality::Safe));
         assert_eq!((q.limit, q.order), (1000, Order::Desc));
         assert_eq!(parse_query("").unwrap().limit, DEFAULT_LIMIT);
         let q = parse_query(
@@ -267,8 +263,8 @@ mod tests {
              &address=0x00000000000000000000000000000000000000cc&to_block=9223372036854775807",
         )
         .unwrap();
-        assert_eq!(q.addresses.len(), 3);
-        assert_eq!(q.to_block, Some(i64::MAX as u64));
+        assert_eq!(q.filter.addresses.len(), 3);
+        assert_eq!(q.filter.to_block, Some(i64::MAX as u64));
     }
 
     #[test]
@@ -332,7 +328,7 @@ mod tests {
             format!("0x{}", checksummed[2..].to_uppercase()),
         ] {
             let q = parse_query(&format!("address={good}")).unwrap();
-            assert_eq!(q.addresses, vec![address], "{good}");
+            assert_eq!(q.filter.addresses, vec![address], "{good}");
         }
         // One letter's case flipped: the checksum no longer holds.
         let bad = checksummed.replacen('d', "D", 1);

@@ -95,8 +95,8 @@ pub async fn serve(
 }
 
 /// Binds the API listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))
+        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
 }

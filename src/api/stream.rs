@@ -28,8 +28,8 @@ use super::events::{check_chain, parse_query};
 use super::json::EventJson;
 use super::ws::{close_after, close_frame, over_limit, oversize};
 use super::{ApiError, AppState};
-use crate::domain::{ChainName, Cursor, Finality};
-use crate::publish::{Batch, FeedFilter, FeedItem, Subscription, Text, replay};
+use crate::domain::{ChainName, Cursor, EventFilter, Finality};
+use crate::publish::{Batch, FeedItem, Subscription, Text, replay};
 use crate::store::{EventQuery, Order};
 use crate::telemetry::metrics as m;
 
@@ -114,7 +114,7 @@ async fn upgrade(
 
 /// What a subscriber asked for.
 struct Request {
-    filter: FeedFilter,
+    filter: EventFilter,
     since: Option<Cursor>,
 }
 
@@ -146,22 +146,10 @@ fn parse_request(raw: &str) -> Result<Request, ApiError> {
             }
         }
     }
+    // `include_removed` is accepted and has no effect: retractions are always streamed.
     let q = parse_query(&rest.finish())?;
-    if q.include_removed {
-        // Retractions are always streamed; the flag only has a meaning for history queries.
-    }
     Ok(Request {
-        filter: FeedFilter {
-            chain: q.chain,
-            kind: q.kind,
-            addresses: q.addresses,
-            topics: q.topics,
-            from_block: q.from_block,
-            to_block: q.to_block,
-            tx_hash: q.tx_hash,
-            block_hash: q.block_hash,
-            finality: q.finality,
-        },
+        filter: q.filter,
         since,
     })
 }
@@ -296,17 +284,7 @@ impl Session {
                 close_frame(close_code::AWAY, "the service is stopping"),
             ),
             End::Error(err) => {
-                let (field, message) = match &err {
-                    ApiError::BadRequest { field, message } => {
-                        (Some(field.clone()), message.clone())
-                    }
-                    ApiError::Internal(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "stream session failed");
-                        (None, "internal error".to_owned())
-                    }
-                    other => (None, other.to_string()),
-                };
-                let words = json!({"type": "error", "error": {"code": err.code(), "message": message, "field": field}});
+                let words = json!({"type": "error", "error": err.detail()});
                 (Some(words), close_after(&err))
             }
             End::Lagged(resume_from) => {
@@ -445,7 +423,7 @@ impl Session {
     /// Writes the items of a live batch this subscriber has not seen and wants, as one burst.
     async fn forward(
         &mut self,
-        filter: &FeedFilter,
+        filter: &EventFilter,
         settled: Option<Finality>,
         settled_to: &mut HashMap<ChainName, u64>,
         batch: &Batch,
@@ -460,7 +438,7 @@ impl Session {
         // The hub sends a batch if any item matches: pick this subscriber's own.
         let fresh = batch
             .iter()
-            .filter(|p| p.item.cursor() > *last && filter.matches(&p.item));
+            .filter(|p| p.item.cursor() > *last && p.item.matches(filter));
         match settled {
             Some(level) => {
                 for published in fresh {
@@ -487,7 +465,7 @@ impl Session {
     /// the socket took, then doubling again while the socket keeps up.
     async fn replay(
         &mut self,
-        filter: &FeedFilter,
+        filter: &EventFilter,
         settled: Option<Finality>,
         settled_to: &mut HashMap<ChainName, u64>,
         last: &mut Cursor,
@@ -549,7 +527,7 @@ impl Session {
     /// and either way the session resumes from `after`.
     async fn page(
         &mut self,
-        filter: &FeedFilter,
+        filter: &EventFilter,
         after: Cursor,
         limit: u32,
     ) -> Result<replay::Page, End> {
@@ -564,7 +542,7 @@ impl Session {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(err) => return Err(End::Error(ApiError::Internal(err.into()))),
+                Err(err) => return Err(End::Error(ApiError::from(err))),
             }
         }
     }
@@ -574,7 +552,7 @@ impl Session {
     /// advance itself as the marker to resume from.
     async fn settle(
         &mut self,
-        filter: &FeedFilter,
+        filter: &EventFilter,
         level: Finality,
         item: &FeedItem,
         settled_to: &mut HashMap<ChainName, u64>,
@@ -591,7 +569,7 @@ impl Session {
             None => store
                 .finality_before(&advance.chain, level, advance.cursor)
                 .await
-                .map_err(|e| End::Error(ApiError::Internal(e.into())))?
+                .map_err(|e| End::Error(ApiError::from(e)))?
                 .saturating_add(1),
         };
         let from = from.max(filter.from_block.unwrap_or(0));
@@ -599,26 +577,25 @@ impl Session {
         let mut after = 0;
         // Paged by cursor; `from..=to` may be empty (nothing new settled for this filter).
         let pages = if from <= to { u32::MAX } else { 0 };
-        for _ in 0..pages {
-            let query = EventQuery {
+        let mut query = EventQuery {
+            filter: EventFilter {
                 chain: Some(advance.chain.to_string()),
-                kind: filter.kind,
-                addresses: filter.addresses.clone(),
-                topics: filter.topics,
                 from_block: Some(from),
                 to_block: Some(to),
-                tx_hash: filter.tx_hash,
-                block_hash: filter.block_hash,
-                include_removed: false,
                 finality: None,
-                after: Some(after),
-                limit: REPLAY_PAGE,
-                order: Order::Asc,
-            };
+                ..filter.clone()
+            },
+            include_removed: false,
+            after: None,
+            limit: REPLAY_PAGE,
+            order: Order::Asc,
+        };
+        for _ in 0..pages {
+            query.after = Some(after);
             let events = store
                 .query_events(&query)
                 .await
-                .map_err(|e| End::Error(ApiError::Internal(e.into())))?;
+                .map_err(|e| End::Error(ApiError::from(e)))?;
             // Rendered one at a time as the socket takes them.
             for event in &events {
                 let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
@@ -721,7 +698,7 @@ impl Session {
 }
 
 /// A fresh subscription replacing one the hub cut off.
-fn resubscribe(hub: &crate::publish::Hub, filter: &FeedFilter, old: Subscription) -> Subscription {
+fn resubscribe(hub: &crate::publish::Hub, filter: &EventFilter, old: Subscription) -> Subscription {
     drop(old);
     hub.subscribe(filter.clone())
 }

@@ -37,7 +37,7 @@ pub(super) fn close_after(err: &ApiError) -> CloseFrame {
             close_frame(close_code::POLICY, &format!("bad request: {field}"))
         }
         ApiError::TooLarge(_) => close_frame(close_code::SIZE, "message too big"),
-        ApiError::NotReady(_) => close_frame(close_code::AGAIN, "not ready"),
+        ApiError::NotReady(_) | ApiError::Busy(_) => close_frame(close_code::AGAIN, "not ready"),
         ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
         ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) | ApiError::UpgradeRequired(_) => {
             close_frame(close_code::POLICY, err.code())
@@ -64,10 +64,7 @@ mod tests {
         let cases = [
             (ApiError::bad_request("kind", "no"), close_code::POLICY),
             (ApiError::TooLarge("big".into()), close_code::SIZE),
-            (
-                ApiError::Internal(anyhow::anyhow!("disk")),
-                close_code::ERROR,
-            ),
+            (ApiError::Internal("disk".into()), close_code::ERROR),
             (ApiError::NotReady("later".into()), close_code::AGAIN),
         ];
         for (err, code) in cases {

@@ -1,71 +1,19 @@
-//! What a subscriber wants: the `/v1/events` filters, matched in memory against live items.
-
-use alloy_primitives::{Address, B256};
+//! Which live items are for a subscriber: its [`EventFilter`] applied to the feed.
 
 use super::FeedItem;
-use crate::domain::{EventKind, Finality, StoredEvent};
+use crate::domain::EventFilter;
 
-/// Mirrors the REST filters. Empty lists and `None`s match anything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FeedFilter {
-    pub chain: Option<String>,
-    pub kind: Option<EventKind>,
-    pub addresses: Vec<Address>,
-    pub topics: [Option<B256>; 4],
-    pub from_block: Option<u64>,
-    pub to_block: Option<u64>,
-    pub tx_hash: Option<B256>,
-    pub block_hash: Option<B256>,
-    /// `Some(safe | finalized)`: the subscriber receives events only once they reach that level
-    /// (its session turns finality advances into events); additions and retractions of
-    /// unsettled blocks are not for it.
-    pub finality: Option<Finality>,
-}
-
-impl FeedFilter {
-    /// Whether the event's content matches (finality aside).
-    pub fn matches_event(&self, stored: &StoredEvent) -> bool {
-        let event = &stored.event;
-        if self.chain.as_deref().is_some_and(|c| c != &*event.chain) {
-            return false;
-        }
-        if self.kind.is_some_and(|k| k != event.kind()) {
-            return false;
-        }
-        let n = event.block.number;
-        if self.from_block.is_some_and(|f| n < f) || self.to_block.is_some_and(|t| n > t) {
-            return false;
-        }
-        if self.block_hash.is_some_and(|h| h != event.block.hash) {
-            return false;
-        }
-        let log = event.log.as_ref();
-        if !self.addresses.is_empty() && !log.is_some_and(|l| self.addresses.contains(&l.address)) {
-            return false;
-        }
-        if self.tx_hash.is_some() && log.map(|l| l.tx_hash) != self.tx_hash {
-            return false;
-        }
-        for (i, wanted) in self.topics.iter().enumerate() {
-            if let Some(wanted) = wanted
-                && log.and_then(|l| l.topics.get(i)) != Some(wanted)
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Whether the live item is for this subscriber as it stands.
-    pub fn matches(&self, item: &FeedItem) -> bool {
-        let settled_only = matches!(self.finality, Some(Finality::Safe | Finality::Finalized));
-        match item {
-            FeedItem::Added(event) => !settled_only && self.matches_event(event),
-            FeedItem::Removed { event, .. } | FeedItem::Restored { event, .. } => {
-                !settled_only && self.matches_event(event)
-            }
+impl FeedItem {
+    /// Whether this live item is for a subscriber with `filter` as it stands. Finality
+    /// advances describe a chain and follow the `chain` filter alone; a settled-only
+    /// subscriber gets no additions or retractions (its session turns advances into events).
+    pub fn matches(&self, filter: &EventFilter) -> bool {
+        match self {
+            FeedItem::Added(event)
+            | FeedItem::Removed { event, .. }
+            | FeedItem::Restored { event, .. } => !filter.settled_only() && filter.matches(event),
             FeedItem::Finality(advance) => {
-                self.chain.as_deref().is_none_or(|c| c == &*advance.chain)
+                filter.chain.as_deref().is_none_or(|c| c == &*advance.chain)
             }
         }
     }
@@ -74,9 +22,10 @@ impl FeedFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{BlockRef, Event, LogFields};
+    use crate::domain::{BlockRef, Event, EventKind, Finality, LogFields, StoredEvent};
     use crate::store::FinalityAdvance;
     use alloy_primitives::Bytes;
+    use alloy_primitives::{Address, B256};
 
     fn log(chain: &str, address: u8, topic0: u8, number: u64) -> StoredEvent {
         StoredEvent {
@@ -107,127 +56,39 @@ mod tests {
     }
 
     #[test]
-    fn filters_match_like_the_rest_api() {
+    fn settled_only_subscribers_get_advances_not_additions_or_retractions() {
         let e = log("devnet", 0xaa, 0x01, 10);
-        let any = FeedFilter::default();
-        assert!(any.matches(&FeedItem::Added(e.clone())));
-        let cases: Vec<(FeedFilter, bool)> = vec![
-            (
-                FeedFilter {
-                    chain: Some("devnet".into()),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                FeedFilter {
-                    chain: Some("other".into()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    kind: Some(EventKind::Block),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    addresses: vec![Address::repeat_byte(0xbb), Address::repeat_byte(0xaa)],
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                FeedFilter {
-                    addresses: vec![Address::repeat_byte(0xbb)],
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    topics: [Some(B256::repeat_byte(1)), None, None, None],
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                FeedFilter {
-                    topics: [None, Some(B256::repeat_byte(1)), None, None],
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    from_block: Some(11),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    to_block: Some(10),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                FeedFilter {
-                    tx_hash: Some(B256::repeat_byte(7)),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                FeedFilter {
-                    block_hash: Some(B256::repeat_byte(8)),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    finality: Some(Finality::Finalized),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                FeedFilter {
-                    finality: Some(Finality::Latest),
-                    ..Default::default()
-                },
-                true,
-            ),
-        ];
-        for (i, (filter, want)) in cases.into_iter().enumerate() {
-            assert_eq!(
-                filter.matches(&FeedItem::Added(e.clone())),
-                want,
-                "case {i}: {filter:?}"
-            );
-        }
+        let any = EventFilter::default();
+        let added = FeedItem::Added(e.clone());
+        assert!(added.matches(&any));
+        let other_chain = EventFilter {
+            chain: Some("other".into()),
+            ..Default::default()
+        };
+        assert!(!added.matches(&other_chain), "the content filter applies");
+        let finalized_only = EventFilter {
+            finality: Some(Finality::Finalized),
+            ..Default::default()
+        };
+        assert!(!added.matches(&finalized_only));
+        let latest = EventFilter {
+            finality: Some(Finality::Latest),
+            ..Default::default()
+        };
+        assert!(added.matches(&latest));
         let removal = FeedItem::Removed {
             cursor: 5,
             event: e,
         };
-        assert!(any.matches(&removal));
+        assert!(removal.matches(&any));
         let advance = FeedItem::Finality(FinalityAdvance {
             cursor: 6,
             chain: "devnet".into(),
             finality: Finality::Finalized,
             to_block: 3,
         });
-        let finalized_only = FeedFilter {
-            finality: Some(Finality::Finalized),
-            ..Default::default()
-        };
-        assert!(finalized_only.matches(&advance));
-        assert!(!finalized_only.matches(&removal));
+        assert!(advance.matches(&finalized_only));
+        assert!(!removal.matches(&finalized_only));
     }
 
     /// Finality advances describe a chain: they follow the `chain` filter alone, whatever the
@@ -242,19 +103,19 @@ mod tests {
                 to_block: 3,
             })
         };
-        let logs_of_one_contract = FeedFilter {
+        let logs_of_one_contract = EventFilter {
             kind: Some(EventKind::Log),
             addresses: vec![Address::repeat_byte(1)],
             topics: [Some(B256::repeat_byte(2)), None, None, None],
             ..Default::default()
         };
-        assert!(logs_of_one_contract.matches(&advance("devnet")));
-        assert!(logs_of_one_contract.matches(&advance("mainnet")));
-        let on_devnet = FeedFilter {
+        assert!(advance("devnet").matches(&logs_of_one_contract));
+        assert!(advance("mainnet").matches(&logs_of_one_contract));
+        let on_devnet = EventFilter {
             chain: Some("devnet".into()),
             ..logs_of_one_contract
         };
-        assert!(on_devnet.matches(&advance("devnet")));
-        assert!(!on_devnet.matches(&advance("mainnet")));
+        assert!(advance("devnet").matches(&on_devnet));
+        assert!(!advance("mainnet").matches(&on_devnet));
     }
 }

@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, FeedFilter, FeedItem, Published, Text};
+use super::{Batch, FeedItem, Published, Text};
 use crate::domain::Cursor;
+use crate::domain::EventFilter;
 use crate::store::Committed;
 use crate::telemetry::metrics as m;
 
@@ -49,7 +50,7 @@ struct Table {
 }
 
 struct Entry {
-    filter: FeedFilter,
+    filter: EventFilter,
     /// Unbounded as a channel, bounded by `pending` (checked before every send).
     tx: mpsc::UnboundedSender<Batch>,
     pending: Arc<AtomicUsize>,
@@ -107,7 +108,7 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn subscribe(&self, filter: FeedFilter) -> Subscription {
+    pub fn subscribe(&self, filter: EventFilter) -> Subscription {
         let (tx, items) = mpsc::unbounded_channel();
         let lagged = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicUsize::new(0));
@@ -147,7 +148,7 @@ impl Hub {
         let mut table = self.table();
         let mut cut = Vec::new();
         for (&id, entry) in table.entries.iter() {
-            if !batch.iter().any(|p| entry.filter.matches(&p.item)) {
+            if !batch.iter().any(|p| p.item.matches(&entry.filter)) {
                 continue;
             }
             let waiting = entry.pending.load(Ordering::Acquire);
@@ -282,11 +283,11 @@ mod tests {
     async fn matching_subscribers_get_batches_in_order_and_going_past_the_limit_cuts_only_its_owner()
      {
         let hub = Hub::new(4);
-        let mut fast = hub.subscribe(FeedFilter::default());
-        let slow = hub.subscribe(FeedFilter::default());
-        let mut other = hub.subscribe(FeedFilter {
+        let mut fast = hub.subscribe(EventFilter::default());
+        let slow = hub.subscribe(EventFilter::default());
+        let mut other = hub.subscribe(EventFilter {
             chain: Some("other".into()),
-            ..FeedFilter::default()
+            ..EventFilter::default()
         });
         hub.publish(&batch(1..=3, "devnet"));
         assert_eq!(cursors(&fast.recv().await.unwrap()), [1, 2, 3]);
@@ -309,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_queue_takes_a_batch_larger_than_the_limit() {
         let hub = Hub::new(4);
-        let mut sub = hub.subscribe(FeedFilter::default());
+        let mut sub = hub.subscribe(EventFilter::default());
         hub.publish(&batch(1..=10, "devnet"));
         assert!(!sub.lagged());
         assert_eq!(sub.recv().await.unwrap().len(), 10);
@@ -327,7 +328,7 @@ mod tests {
         let hub = Hub::new(1024);
         let (tx, rx) = broadcast::channel(2);
         let render: Render = Arc::new(|item: &FeedItem| format!("c{}", item.cursor()).into());
-        let mut sub = hub.subscribe(FeedFilter::default());
+        let mut sub = hub.subscribe(EventFilter::default());
         // Four batches into a channel of two: the run loop sees Lagged first.
         for c in 1..=4 {
             let committed = Committed {

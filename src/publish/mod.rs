@@ -13,7 +13,6 @@ mod hub;
 pub mod replay;
 mod supervised;
 
-pub use filter::FeedFilter;
 pub use hub::{Hub, Render, Subscription};
 pub use supervised::spawn_publisher;
 

@@ -2,8 +2,8 @@
 //! catching up after they lagged: additions, retractions and finality advances merged in cursor
 //! order, a page at a time.
 
-use super::{FeedFilter, FeedItem};
-use crate::domain::{Cursor, Finality};
+use super::FeedItem;
+use crate::domain::{Cursor, EventFilter};
 use crate::store::{EventQuery, Order, Store, StoreError};
 
 /// One page of the feed after a cursor.
@@ -19,7 +19,7 @@ pub struct Page {
 /// Reads the items after `after` matching `filter`, at most about `limit` of each kind.
 pub async fn page(
     store: &Store,
-    filter: &FeedFilter,
+    filter: &EventFilter,
     after: Cursor,
     limit: u32,
 ) -> Result<Page, StoreError> {
@@ -30,7 +30,7 @@ pub async fn page(
     // and a caller resuming after the page's last item would skip the events in between.
     let ceiling = store.max_cursor().await;
     let chain = filter.chain.as_deref();
-    let settled_only = matches!(filter.finality, Some(Finality::Safe | Finality::Finalized));
+    let settled_only = filter.settled_only();
     let mut items = Vec::new();
     // Each source is complete up to its last cursor when it filled its page; the merged page is
     // complete up to the lowest such cursor.
@@ -42,19 +42,12 @@ pub async fn page(
     };
 
     if !settled_only {
+        // Not settled-only, so the finality filter is `latest` or absent: no bound in the store.
         let query = EventQuery {
-            chain: filter.chain.clone(),
-            kind: filter.kind,
-            addresses: filter.addresses.clone(),
-            topics: filter.topics,
-            from_block: filter.from_block,
-            to_block: filter.to_block,
-            tx_hash: filter.tx_hash,
-            block_hash: filter.block_hash,
+            filter: filter.clone(),
             // The addition happened whatever became of the event since: replay it, and its
             // retraction after it.
             include_removed: true,
-            finality: None,
             after: Some(after),
             limit,
             order: Order::Asc,
@@ -74,7 +67,7 @@ pub async fn page(
         items.extend(
             retractions
                 .into_iter()
-                .filter(|r| filter.matches_event(&r.event))
+                .filter(|r| filter.matches(&r.event))
                 .map(|r| {
                     if r.restored {
                         FeedItem::Restored {

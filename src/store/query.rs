@@ -4,12 +4,11 @@
 //! Every filter maps to an indexed column (see `V1__initial.sql`); pagination is by cursor,
 //! never by OFFSET, so page 1,000 costs what page 1 costs.
 
-use alloy_primitives::{Address, B256};
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
 use super::rows::{self, EVENT_COLUMNS, EVENT_FROM, to_sql_int};
 use super::{Store, StoreError};
-use crate::domain::{Cursor, EventKind, Finality, StoredEvent};
+use crate::domain::{Cursor, EventFilter, EventKind, Finality, StoredEvent};
 
 /// Cursor order of a page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,23 +18,13 @@ pub enum Order {
     Desc,
 }
 
-/// The filters of `GET /v1/events` (and of `/v1/stream`'s replay). All given filters must hold.
+/// A page of stored events: `GET /v1/events`, and the stream's replay and settled pages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
-    pub chain: Option<String>,
-    pub kind: Option<EventKind>,
-    /// Any of these addresses (empty: any address).
-    pub addresses: Vec<Address>,
-    /// `topics[i]` must equal topic i when given.
-    pub topics: [Option<B256>; 4],
-    pub from_block: Option<u64>,
-    pub to_block: Option<u64>,
-    pub tx_hash: Option<B256>,
-    pub block_hash: Option<B256>,
-    /// Include events a reorg retracted (default: canonical only).
+    pub filter: EventFilter,
+    /// Include events a reorg retracted (default: canonical only). Only history reads choose:
+    /// the live feed always carries retractions.
     pub include_removed: bool,
-    /// At least this settled: `safe` includes finalized events; `latest` is everything.
-    pub finality: Option<Finality>,
     /// Strictly after this cursor in the page's order (`desc`: strictly before).
     pub after: Option<Cursor>,
     pub limit: u32,
@@ -45,46 +34,47 @@ pub struct EventQuery {
 impl Store {
     /// The events matching `q`, in cursor order, at most `q.limit`.
     pub async fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let f = &q.filter;
         let mut sql = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE 1 = 1"
         ));
-        if let Some(chain) = &q.chain {
+        if let Some(chain) = &f.chain {
             sql.push(" AND e.chain = ").push_bind(chain.clone());
         }
         // Literal, not bound: SQLite only proves the partial index `kind = 'block'` applies
         // when the query spells the same constant.
-        match q.kind {
+        match f.kind {
             Some(EventKind::Block) => sql.push(" AND e.kind = 'block'"),
             Some(EventKind::Log) => sql.push(" AND e.kind = 'log'"),
             None => &mut sql,
         };
-        if !q.addresses.is_empty() {
+        if !f.addresses.is_empty() {
             sql.push(" AND e.address IN (");
             let mut list = sql.separated(", ");
-            for address in &q.addresses {
+            for address in &f.addresses {
                 list.push_bind(address.as_slice().to_vec());
             }
             sql.push(")");
         }
-        for (i, topic) in q.topics.iter().enumerate() {
+        for (i, topic) in f.topics.iter().enumerate() {
             if let Some(topic) = topic {
                 sql.push(format!(" AND e.topic{i} = "))
                     .push_bind(topic.as_slice().to_vec());
             }
         }
-        if let Some(from) = q.from_block {
+        if let Some(from) = f.from_block {
             sql.push(" AND e.block_number >= ")
                 .push_bind(to_sql_int(from, "from_block")?);
         }
-        if let Some(to) = q.to_block {
+        if let Some(to) = f.to_block {
             sql.push(" AND e.block_number <= ")
                 .push_bind(to_sql_int(to, "to_block")?);
         }
-        if let Some(tx) = &q.tx_hash {
+        if let Some(tx) = &f.tx_hash {
             sql.push(" AND e.tx_hash = ")
                 .push_bind(tx.as_slice().to_vec());
         }
-        if let Some(block) = &q.block_hash {
+        if let Some(block) = &f.block_hash {
             sql.push(" AND e.block_hash = ")
                 .push_bind(block.as_slice().to_vec());
         }
@@ -94,7 +84,7 @@ impl Store {
         // The same rule as `rows::finality_of`: finalized implies safe, so `safe` is at or below
         // either height. A chain may know its finalized block before (or above) its safe one,
         // and a missing height (NULL) settles nothing.
-        match q.finality {
+        match f.finality {
             Some(Finality::Finalized) => sql.push(" AND e.block_number <= c.finalized_block"),
             Some(Finality::Safe) => sql.push(
                 " AND (e.block_number <= c.safe_block OR e.block_number <= c.finalized_block)",

@@ -123,8 +123,9 @@ async fn breaker_snapshots_survive_a_reopen() {
 /// too), retractions and finality advances, with nothing repeated or skipped at page seams.
 #[tokio::test]
 async fn the_feed_replays_in_cursor_order_across_pages() {
+    use livechain::domain::EventFilter;
+    use livechain::publish::FeedItem;
     use livechain::publish::replay;
-    use livechain::publish::{FeedFilter, FeedItem};
 
     let db = temp_db();
     let store = open(&db.path).await;
@@ -149,7 +150,7 @@ async fn the_feed_replays_in_cursor_order_across_pages() {
         let mut seen = Vec::new();
         let mut after = 0;
         for _ in 0..200 {
-            let page = replay::page(&store, &FeedFilter::default(), after, limit)
+            let page = replay::page(&store, &EventFilter::default(), after, limit)
                 .await
                 .unwrap();
             seen.extend(page.items.iter().map(FeedItem::cursor));
@@ -161,9 +162,9 @@ async fn the_feed_replays_in_cursor_order_across_pages() {
         assert_eq!(seen, expected, "limit {limit}");
     }
     // A filter keeps its matches only, still in order.
-    let blocks = FeedFilter {
+    let blocks = EventFilter {
         kind: Some(livechain::domain::EventKind::Block),
-        ..FeedFilter::default()
+        ..EventFilter::default()
     };
     let page = replay::page(&store, &blocks, 0, 1000).await.unwrap();
     let adds = page
