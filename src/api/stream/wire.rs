@@ -138,6 +138,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn session_messages_have_the_contract_shapes() {
+        let parse =
+            |m: ServerMessage| -> Value { serde_json::from_str(m.text().as_str()).unwrap() };
+        let head = [("devnet".to_owned(), 12u64), ("alpha".to_owned(), 3)].into();
+        assert_eq!(
+            parse(ServerMessage::Heartbeat { head, cursor: 40 }),
+            json!({"type": "heartbeat", "head": {"alpha": 3, "devnet": 12}, "cursor": 40})
+        );
+        assert_eq!(
+            parse(ServerMessage::Lagged { resume_from: 41 }),
+            json!({"type": "lagged", "resume_from": 41})
+        );
+        let error = crate::api::ApiError::bad_request("kind", "expected block or log").detail();
+        assert_eq!(
+            parse(ServerMessage::Error { error }),
+            json!({"type": "error", "error": {"code": "bad_request", "message": "expected block or log", "field": "kind"}})
+        );
+    }
+
     /// The README's table of stream messages names every type a session sends.
     #[test]
     fn the_readme_documents_every_message_type() {
