@@ -21,17 +21,21 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
-use serde::Serialize;
-use serde_json::{Value, json};
 
-use super::events::{check_chain, parse_query};
-use super::json::EventJson;
+mod catchup;
+mod request;
+mod wire;
+
+pub use wire::render;
+
+use super::events::check_chain;
 use super::ws::{close_after, close_frame, over_limit, oversize};
 use super::{ApiError, AppState};
 use crate::domain::{ChainName, Cursor, EventFilter, Finality};
-use crate::publish::{Batch, FeedItem, Subscription, Text, replay};
-use crate::store::{EventQuery, Order};
+use crate::publish::{Batch, Subscription, Text};
 use crate::telemetry::metrics as m;
+use request::{Request, parse_request, parse_subscribe};
+use wire::ServerMessage;
 
 /// Largest client message accepted: filters fit in a few KiB. A larger one is answered with an
 /// `error` and a close 1009, whether tungstenite read it whole or refused it (`ws::over_limit`).
@@ -53,12 +57,6 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeats (with the chains' heads) this often; they also keep proxies from idling us out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// Items per replay page, at most; a page that met a full socket is followed by smaller ones.
-const REPLAY_PAGE: u32 = 500;
-/// Items per replay page, at least.
-const REPLAY_PAGE_MIN: u32 = 16;
-/// Tries of a replay page whose store error is retryable (a saturated read pool).
-const REPLAY_ATTEMPTS: u32 = 5;
 /// A session cut off this many times within [`LAG_WINDOW`] is told `lagged` and closed.
 const MAX_LAGS: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(60);
@@ -112,136 +110,6 @@ async fn upgrade(
         })
 }
 
-/// What a subscriber asked for.
-struct Request {
-    filter: EventFilter,
-    since: Option<Cursor>,
-}
-
-/// Splits `since` off and reads the rest as `/v1/events` filters.
-fn parse_request(raw: &str) -> Result<Request, ApiError> {
-    let mut since = None;
-    let mut rest = url::form_urlencoded::Serializer::new(String::new());
-    for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
-        match key.as_ref() {
-            "since" => {
-                since = Some(
-                    value
-                        .parse::<Cursor>()
-                        .ok()
-                        .filter(|c| *c >= 0)
-                        .ok_or_else(|| {
-                            ApiError::bad_request("since", "not a non-negative integer")
-                        })?,
-                );
-            }
-            "limit" | "order" | "after" => {
-                return Err(ApiError::bad_request(
-                    key.as_ref(),
-                    "not a stream parameter",
-                ));
-            }
-            _ => {
-                rest.append_pair(&key, &value);
-            }
-        }
-    }
-    // `include_removed` is accepted and has no effect: retractions are always streamed.
-    let q = parse_query(&rest.finish())?;
-    Ok(Request {
-        filter: q.filter,
-        since,
-    })
-}
-
-/// A `subscribe` message: the same parameters as the query string, as JSON values (a list
-/// for a repeatable one), under the same rules.
-fn parse_subscribe(text: &str) -> Result<Request, ApiError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request("message", format!("not JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("message", "expected a JSON object"))?;
-    if object.get("type").and_then(Value::as_str) != Some("subscribe") {
-        return Err(ApiError::bad_request("type", "expected \"subscribe\""));
-    }
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for (key, value) in object {
-        if key == "type" {
-            continue;
-        }
-        let values: Vec<&Value> = match value {
-            // No value at all would filter on nothing, i.e. match everything: refused like an
-            // empty `address=` in a URL.
-            Value::Array(list) if list.is_empty() => {
-                return Err(ApiError::bad_request(
-                    key.as_str(),
-                    "is an empty list: give at least one value or leave the field out",
-                ));
-            }
-            Value::Array(list) => list.iter().collect(),
-            other => vec![other],
-        };
-        for v in values {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        key.as_str(),
-                        "expected a string, number or boolean",
-                    ));
-                }
-            };
-            query.append_pair(key, &text);
-        }
-    }
-    parse_request(&query.finish())
-}
-
-/// The wire text of a feed item (also the hub's renderer). Serialized straight from the
-/// typed shapes: no intermediate `Value` tree.
-pub fn render(item: &FeedItem) -> Text {
-    #[derive(Serialize)]
-    struct EventMessage {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        cursor: Cursor,
-        event: EventJson,
-    }
-    #[derive(Serialize)]
-    struct FinalityMessage<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        cursor: Cursor,
-        chain: &'a str,
-        finality: &'static str,
-        to_block: u64,
-    }
-    let event = |kind, cursor, event| {
-        serde_json::to_string(&EventMessage {
-            kind,
-            cursor,
-            event: EventJson::from(event),
-        })
-    };
-    let text = match item {
-        FeedItem::Added(e) => event("event", e.cursor, e),
-        FeedItem::Restored { cursor, event: e } => event("event", *cursor, e),
-        FeedItem::Removed { cursor, event: e } => event("removed", *cursor, e),
-        FeedItem::Finality(a) => serde_json::to_string(&FinalityMessage {
-            kind: "finality",
-            cursor: a.cursor,
-            chain: &a.chain,
-            finality: a.finality.as_str(),
-            to_block: a.to_block,
-        }),
-    };
-    // These shapes hold only strings and numbers: serializing them cannot fail.
-    Text::from(text.unwrap_or_default())
-}
-
 struct Session {
     state: AppState,
     socket: WebSocket,
@@ -284,14 +152,16 @@ impl Session {
                 close_frame(close_code::AWAY, "the service is stopping"),
             ),
             End::Error(err) => {
-                let words = json!({"type": "error", "error": err.detail()});
-                (Some(words), close_after(&err))
+                let words = ServerMessage::Error {
+                    error: err.detail(),
+                };
+                (Some(words.text()), close_after(&err))
             }
             End::Lagged(resume_from) => {
                 metrics::counter!(m::STREAM_LAGGED).increment(1);
-                let words = json!({"type": "lagged", "resume_from": resume_from});
+                let words = ServerMessage::Lagged { resume_from };
                 let reason = format!("lagged: resume from cursor {resume_from}");
-                (Some(words), close_frame(close_code::AGAIN, &reason))
+                (Some(words.text()), close_frame(close_code::AGAIN, &reason))
             }
         };
         // The last words and the close frame leave in one write. After a frame too large to
@@ -299,9 +169,7 @@ impl Session {
         // is still queued to send: one segment sent at once gets there ahead of it.
         let goodbye = async {
             if let Some(body) = last_words {
-                self.socket
-                    .feed(Message::Text(Text::from(body.to_string())))
-                    .await?;
+                self.socket.feed(Message::Text(body)).await?;
             }
             self.socket.send(Message::Close(Some(close))).await
         };
@@ -386,11 +254,11 @@ impl Session {
                         None => break, // cut off (lagged) or the hub stopped
                     },
                     _ = heartbeat.tick() => {
-                        let heads: serde_json::Map<String, Value> = self.state.chains.iter()
-                            .map(|c| (c.name.to_string(), json!(*c.best_head.borrow())))
+                        let head = self.state.chains.iter()
+                            .map(|c| (c.name.to_string(), *c.best_head.borrow()))
                             .collect();
-                        let body = json!({"type": "heartbeat", "head": heads, "cursor": last});
-                        if let Err(end) = self.send(Text::from(body.to_string())).await {
+                        let body = ServerMessage::Heartbeat { head, cursor: last };
+                        if let Err(end) = self.send(body.text()).await {
                             return end;
                         }
                     }
@@ -454,161 +322,6 @@ impl Session {
         // Every change of the batch was considered: resume after it, matching or not.
         *last = end;
         Ok(())
-    }
-
-    /// Sends every stored item after `last` matching `filter`, advancing `last`.
-    ///
-    /// A page's items are rendered and written only while the socket takes them without
-    /// waiting. When it would wait (the client reads slower than the store yields, or not at
-    /// all), the rest of the page is dropped, the session waits holding nothing but its write
-    /// buffer, and the next page starts after the last item written: smaller, the size of what
-    /// the socket took, then doubling again while the socket keeps up.
-    async fn replay(
-        &mut self,
-        filter: &EventFilter,
-        settled: Option<Finality>,
-        settled_to: &mut HashMap<ChainName, u64>,
-        last: &mut Cursor,
-    ) -> Result<(), End> {
-        let mut after = *last;
-        let mut limit = REPLAY_PAGE;
-        for _ in 0..u32::MAX {
-            let turn = self.state.stream_slots.replay_turn().await;
-            let page = self.page(filter, after, limit).await?;
-            drop(turn);
-            let mut full = false;
-            match settled {
-                Some(level) => {
-                    for item in &page.items {
-                        self.settle(filter, level, item, settled_to).await?;
-                        *last = (*last).max(item.cursor());
-                    }
-                }
-                None => {
-                    let mut written = 0u32;
-                    for item in &page.items {
-                        if !self.ready_now().await? {
-                            full = true;
-                            break;
-                        }
-                        self.feed_now(render(item))?;
-                        *last = (*last).max(item.cursor());
-                        written += 1;
-                    }
-                    limit = if full {
-                        written.max(REPLAY_PAGE_MIN)
-                    } else {
-                        limit.saturating_mul(2).min(REPLAY_PAGE)
-                    };
-                }
-            }
-            let through = page.through;
-            drop(page);
-            if full {
-                // Every matching change up to the last item written was written: go on after it.
-                self.wait_ready().await?;
-                after = *last;
-                continue;
-            }
-            self.flush().await?;
-            match through {
-                Some(through) => {
-                    after = through;
-                    *last = (*last).max(through);
-                }
-                None => return Ok(()),
-            }
-        }
-        Ok(())
-    }
-
-    /// One replay page. A busy read pool (many sessions resuming at once) is waited out a few
-    /// times rather than ending the session; the live queue meanwhile fills or cuts it off,
-    /// and either way the session resumes from `after`.
-    async fn page(
-        &mut self,
-        filter: &EventFilter,
-        after: Cursor,
-        limit: u32,
-    ) -> Result<replay::Page, End> {
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 1;
-        loop {
-            match replay::page(&self.state.store, filter, after, limit).await {
-                Ok(page) => return Ok(page),
-                Err(err) if err.is_retryable() && attempt < REPLAY_ATTEMPTS => {
-                    tracing::debug!(error = %err, attempt, "stream replay: store busy; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(err) => return Err(End::Error(ApiError::from(err))),
-            }
-        }
-    }
-
-    /// For a settled-only subscriber: a finality advance of its level becomes the events of the
-    /// newly settled blocks (canonical, matching), each carrying the advance's cursor, then the
-    /// advance itself as the marker to resume from.
-    async fn settle(
-        &mut self,
-        filter: &EventFilter,
-        level: Finality,
-        item: &FeedItem,
-        settled_to: &mut HashMap<ChainName, u64>,
-    ) -> Result<(), End> {
-        let FeedItem::Finality(advance) = item else {
-            return Ok(());
-        };
-        if advance.finality != level {
-            return Ok(());
-        }
-        let store = self.state.store.clone();
-        let from = match settled_to.get(&advance.chain) {
-            Some(to) => to + 1,
-            None => store
-                .finality_before(&advance.chain, level, advance.cursor)
-                .await
-                .map_err(|e| End::Error(ApiError::from(e)))?
-                .saturating_add(1),
-        };
-        let from = from.max(filter.from_block.unwrap_or(0));
-        let to = advance.to_block.min(filter.to_block.unwrap_or(u64::MAX));
-        let mut after = 0;
-        // Paged by cursor; `from..=to` may be empty (nothing new settled for this filter).
-        let pages = if from <= to { u32::MAX } else { 0 };
-        let mut query = EventQuery {
-            filter: EventFilter {
-                chain: Some(advance.chain.to_string()),
-                from_block: Some(from),
-                to_block: Some(to),
-                finality: None,
-                ..filter.clone()
-            },
-            include_removed: false,
-            after: None,
-            limit: REPLAY_PAGE,
-            order: Order::Asc,
-        };
-        for _ in 0..pages {
-            query.after = Some(after);
-            let events = store
-                .query_events(&query)
-                .await
-                .map_err(|e| End::Error(ApiError::from(e)))?;
-            // Rendered one at a time as the socket takes them.
-            for event in &events {
-                let body = json!({"type": "event", "cursor": advance.cursor, "event": EventJson::from(event)});
-                self.feed(Text::from(body.to_string())).await?;
-            }
-            self.flush().await?;
-            match events.last() {
-                Some(e) if events.len() == REPLAY_PAGE as usize => after = e.cursor,
-                _ => break,
-            }
-        }
-        settled_to.insert(advance.chain.clone(), advance.to_block);
-        self.send(render(item)).await
     }
 
     async fn send(&mut self, text: Text) -> Result<(), End> {
@@ -707,126 +420,4 @@ fn too_large() -> ApiError {
     ApiError::TooLarge(format!(
         "a client message may hold at most {MAX_CLIENT_MESSAGE} bytes"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{BlockRef, Event, StoredEvent};
-    use crate::store::FinalityAdvance;
-    use alloy_primitives::B256;
-
-    #[test]
-    fn rendered_messages_have_the_contract_shapes() {
-        let stored = StoredEvent {
-            cursor: 7,
-            event: Event {
-                chain: "devnet".into(),
-                block: BlockRef {
-                    number: 3,
-                    hash: B256::repeat_byte(1),
-                    parent_hash: B256::ZERO,
-                },
-                block_timestamp: 1_700_000_003,
-                log: None,
-            },
-            removed: false,
-            finality: Finality::Latest,
-            first_provider: "p0".into(),
-            providers_seen: 2,
-            received_at_ms: 0,
-        };
-        let parse =
-            |item: &FeedItem| -> Value { serde_json::from_str(render(item).as_str()).unwrap() };
-        let added = parse(&FeedItem::Added(stored.clone()));
-        assert_eq!(added["type"], "event");
-        assert_eq!(added["cursor"], 7);
-        assert_eq!(added["event"]["cursor"], 7);
-        assert_eq!(added["event"]["kind"], "block");
-        assert_eq!(added["event"]["block_number"], 3);
-        let removed = parse(&FeedItem::Removed {
-            cursor: 9,
-            event: stored.clone(),
-        });
-        assert_eq!(
-            (
-                &removed["type"],
-                &removed["cursor"],
-                &removed["event"]["cursor"]
-            ),
-            (&json!("removed"), &json!(9), &json!(7))
-        );
-        let restored = parse(&FeedItem::Restored {
-            cursor: 11,
-            event: stored,
-        });
-        assert_eq!(
-            (&restored["type"], &restored["cursor"]),
-            (&json!("event"), &json!(11))
-        );
-        let finality = parse(&FeedItem::Finality(FinalityAdvance {
-            cursor: 12,
-            chain: "devnet".into(),
-            finality: Finality::Finalized,
-            to_block: 3,
-        }));
-        assert_eq!(
-            finality,
-            json!({"type": "finality", "cursor": 12, "chain": "devnet", "finality": "finalized", "to_block": 3})
-        );
-    }
-
-    /// The README's table of stream messages names every type a session sends.
-    #[test]
-    fn the_readme_documents_every_message_type() {
-        let readme = include_str!("../../README.md");
-        for kind in [
-            "event",
-            "removed",
-            "finality",
-            "heartbeat",
-            "lagged",
-            "error",
-        ] {
-            let row = format!("| `{kind}` | `{{\"type\":\"{kind}\"");
-            assert!(readme.contains(&row), "README has no row {row:?}");
-        }
-    }
-
-    #[test]
-    fn requests_parse_from_urls_and_subscribe_messages() {
-        let r = parse_request("since=42&chain=devnet&kind=log").unwrap();
-        assert_eq!(r.since, Some(42));
-        assert_eq!(r.filter.chain.as_deref(), Some("devnet"));
-        let m = parse_subscribe(r#"{"type":"subscribe","since":7,"address":["0x00000000000000000000000000000000000000aa"],"finality":"finalized"}"#).unwrap();
-        assert_eq!(m.since, Some(7));
-        assert_eq!(m.filter.addresses.len(), 1);
-        assert_eq!(m.filter.finality, Some(Finality::Finalized));
-        for (bad, field) in [
-            ("since=-1", "since"),
-            ("limit=5", "limit"),
-            ("kind=tx", "kind"),
-        ] {
-            match parse_request(bad) {
-                Err(ApiError::BadRequest { field: f, .. }) => assert_eq!(f, field),
-                _ => panic!("{bad} should be refused"),
-            }
-        }
-        for (bad, field) in [
-            ("nope", "message"),
-            ("[]", "message"),
-            (r#"{"type":"unsubscribe"}"#, "type"),
-            (r#"{"type":"subscribe","chain":{"x":1}}"#, "chain"),
-            // An empty list would select nothing, so it selects everything: refused like
-            // `address=` in a URL.
-            (r#"{"type":"subscribe","address":[]}"#, "address"),
-            (r#"{"type":"subscribe","topic1":[]}"#, "topic1"),
-            (r#"{"type":"subscribe","topic0":""}"#, "topic0"),
-        ] {
-            match parse_subscribe(bad) {
-                Err(ApiError::BadRequest { field: f, .. }) => assert_eq!(f, field),
-                _ => panic!("{bad} should be refused"),
-            }
-        }
-    }
 }
