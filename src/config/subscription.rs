@@ -25,7 +25,7 @@ pub(super) fn list(
     };
     if items.is_empty() {
         warnings.push(format!(
-            "{path}: empty: only chain heads are followed, nothing is stored"
+            "{path}: empty: no logs are indexed, only the chain's block headers are stored"
         ));
     }
     let mut out = Vec::new();

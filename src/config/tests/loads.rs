@@ -330,3 +330,17 @@ chains:
     assert_eq!(providers[1].priority, 3);
     assert_eq!(providers[1].breaker.map(|b| b.failure_threshold), Some(9));
 }
+
+/// An explicit empty subscription list warns, and says what is still stored: the blocks.
+#[test]
+fn an_empty_subscription_list_warns_that_only_blocks_are_stored() {
+    let yaml = format!("{ONE_CHAIN}    subscriptions: []\n");
+    let loaded = ok(&yaml, &[]);
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let warning = &loaded.warnings[0];
+    assert!(
+        warning.starts_with("chains.main.subscriptions: empty"),
+        "{warning}"
+    );
+    assert!(warning.contains("block headers are stored"), "{warning}");
+}
