@@ -243,7 +243,7 @@ impl EventFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -291,7 +291,9 @@ mod tests {
         assert_ne!(block.key(), log.key());
         assert_eq!(log.kind(), EventKind::Log);
     }
-    fn log(chain: &str, address: u8, topic0: u8, number: u64) -> StoredEvent {
+    /// A stored log of `chain` from contract `address` with `topic0` at block `number` (the
+    /// filter tests' fixture, shared with `publish`).
+    pub(crate) fn log(chain: &str, address: u8, topic0: u8, number: u64) -> StoredEvent {
         StoredEvent {
             cursor: 1,
             event: Event {

@@ -22,38 +22,10 @@ impl FeedItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{BlockRef, Event, EventKind, Finality, LogFields, StoredEvent};
+    use crate::domain::tests::log;
+    use crate::domain::{EventKind, Finality};
     use crate::store::FinalityAdvance;
-    use alloy_primitives::Bytes;
     use alloy_primitives::{Address, B256};
-
-    fn log(chain: &str, address: u8, topic0: u8, number: u64) -> StoredEvent {
-        StoredEvent {
-            cursor: 1,
-            event: Event {
-                chain: chain.into(),
-                block: BlockRef {
-                    number,
-                    hash: B256::repeat_byte(9),
-                    parent_hash: B256::ZERO,
-                },
-                block_timestamp: 0,
-                log: Some(LogFields {
-                    tx_hash: B256::repeat_byte(7),
-                    tx_index: 0,
-                    log_index: 0,
-                    address: Address::repeat_byte(address),
-                    topics: vec![B256::repeat_byte(topic0)],
-                    data: Bytes::new(),
-                }),
-            },
-            removed: false,
-            finality: Finality::Latest,
-            first_provider: "p".into(),
-            providers_seen: 1,
-            received_at_ms: 0,
-        }
-    }
 
     #[test]
     fn settled_only_subscribers_get_advances_not_additions_or_retractions() {
