@@ -20,6 +20,7 @@ use crate::domain::{ChainName, Cursor, Event, EventKey, StoredEvent};
 
 use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
 use super::reorg::{self, Canonical, Retraction};
+use super::retention::Windows;
 use super::rows::{BLOCK_LOG_INDEX, finality_of, to_sql_int};
 use super::statements::{COLUMNS_PER_ROW, REDELIVERY_COLUMNS, Statements, chunk_size};
 use super::{Store, StoreError};
@@ -82,13 +83,16 @@ pub(crate) struct Sequence {
     /// ended without reaching the end of `write_batch` (an error, or the future was dropped
     /// during COMMIT), so whether its cursors were used is unknown: reload from the database.
     pub(super) in_doubt: bool,
+    /// Each pruned chain's low-water mark and event count.
+    pub(super) windows: Windows,
 }
 
 impl Sequence {
-    pub(crate) fn new(last: Cursor) -> Sequence {
+    pub(crate) fn new(last: Cursor, windows: Windows) -> Sequence {
         Sequence {
             last,
             in_doubt: false,
+            windows,
         }
     }
 }
@@ -114,7 +118,8 @@ pub(crate) async fn load_last_cursor_on(conn: &mut SqliteConnection) -> Result<C
 impl Store {
     /// Stores a batch in one transaction: every event stored once by its content key, then the
     /// checkpoint. Either all of it commits or none of it, and the cursor sequence only moves
-    /// after the commit.
+    /// after the commit. Events below their chain's retention mark are dropped (and counted):
+    /// pruned history is not brought back by a late delivery.
     pub async fn write_batch(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
         self.try_write_batch(batch).await.map_err(|(err, _)| err)
     }
@@ -125,28 +130,31 @@ impl Store {
         &self,
         batch: WriteBatch,
     ) -> Result<Committed, (StoreError, WriteBatch)> {
-        match self.transact(&batch).await {
+        let mut batch = batch;
+        match self.transact(&mut batch).await {
             Ok(done) => Ok(committed(batch.chain_events, done)),
             Err(err) => Err((err, batch)),
         }
     }
 
-    async fn transact(&self, batch: &WriteBatch) -> Result<Transacted, StoreError> {
-        let WriteBatch {
-            chain_events,
-            redeliveries,
-            canonical,
-            checkpoints,
-        } = batch;
-        if chain_events.is_empty()
-            && redeliveries.is_empty()
-            && canonical.is_empty()
-            && checkpoints.is_empty()
+    async fn transact(&self, batch: &mut WriteBatch) -> Result<Transacted, StoreError> {
+        if batch.chain_events.is_empty()
+            && batch.redeliveries.is_empty()
+            && batch.canonical.is_empty()
+            && batch.checkpoints.is_empty()
         {
             return Ok(Transacted::default());
         }
         let shared = &self.shared;
         let mut sequence = shared.sequence.lock().await;
+        // Under the lock: a prune cannot slip in between the check and the insert.
+        sequence.windows.drop_below(&mut batch.chain_events);
+        let WriteBatch {
+            chain_events,
+            redeliveries,
+            canonical,
+            checkpoints,
+        } = &*batch;
         let mut conn = shared.writer.acquire().await?;
         if sequence.in_doubt {
             sequence.last = load_last_cursor_on(&mut conn).await?;
@@ -203,6 +211,8 @@ impl Store {
             shared.committed.store(last, Ordering::Release);
         }
         sequence.in_doubt = false;
+        let added = chain_events.iter().zip(&seen).filter(|(_, u)| u.inserted);
+        sequence.windows.added(added.map(|(new, _)| &new.event.chain));
         drop(sequence);
         Ok(Transacted {
             seen,

@@ -25,6 +25,7 @@ mod processes;
 mod query;
 mod reorg;
 mod reset;
+mod retention;
 mod rows;
 mod statements;
 mod stats;
@@ -40,7 +41,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::domain::Cursor;
@@ -52,6 +54,7 @@ pub use lock::DatabaseLock;
 pub use query::{EventQuery, Order};
 pub use reorg::{Canonical, Retraction};
 pub use reset::Reset;
+pub use retention::{Mark, PruneTarget, Pruned};
 pub use stats::{LATENESS_BUCKETS, ProviderStats};
 
 /// How long a connection waits for a lock held by another connection or process before
@@ -124,6 +127,10 @@ impl Store {
         let writer_options = common
             .clone()
             .create_if_missing(true)
+            // Pages that retention frees can be handed back to the file system
+            // (`Store::reclaim_free_pages`). Takes effect only in a new file: an older one keeps
+            // reusing its free pages for new rows instead (docs/operations.md, "Retention").
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             // WAL: readers see the last commit while the writer appends; persistent in the file.
             .journal_mode(SqliteJournalMode::Wal)
             .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
@@ -162,6 +169,7 @@ impl Store {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
         let last = events::load_last_cursor(&writer).await?;
+        let windows = retention::load(&mut *writer.acquire().await?).await?;
         // SQLite's advice for long-lived connections: analyse tables whose statistics are missing
         // or stale, now (0x10002: all tables, not only those this connection used). Without
         // statistics the planner cannot tell that `chain` selects nearly every row and may walk
@@ -190,13 +198,14 @@ impl Store {
         let stop = CancellationToken::new();
         let checkpointer = tokio::spawn({
             let (commits, stop) = (commits.clone(), stop.clone());
-            async move { wal::run(checkpointing, &commits, stop).await }
+            let wal_path = wal::wal_path(path);
+            async move { wal::run(checkpointing, &wal_path, &commits, stop).await }
         });
         Ok(Store {
             shared: Arc::new(Shared {
                 writer,
                 readers,
-                sequence: tokio::sync::Mutex::new(events::Sequence::new(last)),
+                sequence: tokio::sync::Mutex::new(events::Sequence::new(last, windows)),
                 committed: AtomicI64::new(last),
                 applied,
                 statements: statements::Statements::new(),

@@ -54,6 +54,12 @@ impl Store {
             .bind(chain)
             .execute(&mut *tx)
             .await?;
+        // The chain is indexed over from its start: nothing below the old mark is refused now.
+        // The pruned cursor stays: those changes are gone for readers either way.
+        sqlx::query("UPDATE retention SET low_block = 0 WHERE chain = ?")
+            .bind(chain)
+            .execute(&mut *tx)
+            .await?;
         let last = last + i64::try_from(retracted).unwrap_or(i64::MAX);
         sqlx::query("UPDATE cursor_sequence SET last_cursor = max(last_cursor, ?) WHERE id = 1")
             .bind(last)
@@ -63,6 +69,7 @@ impl Store {
         sequence.last = last;
         shared.committed.store(last, Ordering::Release);
         sequence.in_doubt = false;
+        sequence.windows.reset(chain);
         Ok(Reset {
             retracted,
             checkpoint: checkpoint.and_then(|n| u64::try_from(n).ok()),

@@ -18,6 +18,7 @@
 //! time stay bounded under any load, at the cost of a pause of a millisecond or two per
 //! `WAL_RESTART_PAGES` pages written.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqliteConnectOptions;
@@ -66,7 +67,12 @@ pub(crate) async fn connect(
 /// Checkpoints after commits (signalled through `commits`) until `stop`; then closes its
 /// connection, so that the writer's close finds itself the last connection and checkpoints
 /// the rest.
-pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: CancellationToken) {
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    wal_path: &Path,
+    commits: &Notify,
+    stop: CancellationToken,
+) {
     // A failing disk fails every checkpoint: said once when it starts and once when it ends,
     // not fifty times a second.
     let mut failing = false;
@@ -85,8 +91,12 @@ pub(crate) async fn run(mut conn: SqliteConnection, commits: &Notify, stop: Canc
                 metrics::histogram!(m::WAL_CHECKPOINT_DURATION)
                     .record(started.elapsed().as_secs_f64());
                 metrics::gauge!(m::WAL_PAGES).set(outcome.log as f64);
-                match database_bytes(&mut conn).await {
-                    Ok(bytes) => metrics::gauge!(m::DATABASE_SIZE).set(bytes as f64),
+                match database_pages(&mut conn).await {
+                    Ok((bytes, free)) => {
+                        let wal = wal_bytes(wal_path).unwrap_or_default();
+                        metrics::gauge!(m::DATABASE_SIZE).set((bytes + wal) as f64);
+                        metrics::gauge!(m::DATABASE_FREE_PAGES).set(free as f64);
+                    }
                     Err(err) => tracing::debug!(error = %err, "reading the database size failed"),
                 }
             }
@@ -122,13 +132,27 @@ pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> Result<Outcome, S
 }
 
 /// The database file's size as SQLite sees it (pages in use and free), after the checkpoint
-/// copied the log into it.
-async fn database_bytes(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+/// copied the log into it, and its free pages.
+async fn database_pages(conn: &mut SqliteConnection) -> Result<(i64, i64), StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT page_count * page_size, freelist_count \
+         FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()",
     )
     .fetch_one(&mut *conn)
     .await?)
+}
+
+/// The WAL file's size on disk (it is truncated back after a restarting checkpoint).
+fn wal_bytes(path: &Path) -> Option<i64> {
+    let len = std::fs::metadata(path).ok()?.len();
+    i64::try_from(len).ok()
+}
+
+/// `<database>-wal`, where SQLite keeps the log.
+pub(crate) fn wal_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 async fn pragma(conn: &mut SqliteConnection, sql: &'static str) -> Result<Outcome, StoreError> {

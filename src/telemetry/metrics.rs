@@ -44,7 +44,12 @@ pub const REORGS_TOO_DEEP: &str = "livechain_reorgs_too_deep_total";
 pub const REORGS_UNCONFIRMED: &str = "livechain_reorgs_unconfirmed_total";
 pub const ORPHANS_DROPPED: &str = "livechain_orphans_dropped_total";
 pub const PRUNED_EVENTS: &str = "livechain_pruned_events_total";
+pub const EVENTS_BELOW_RETENTION: &str = "livechain_events_below_retention_total";
+pub const RETAINED_EVENTS: &str = "livechain_retained_events";
+pub const OLDEST_RETAINED_BLOCK: &str = "livechain_oldest_retained_block";
+pub const PRUNE_DURATION: &str = "livechain_prune_duration_seconds";
 pub const DATABASE_SIZE: &str = "livechain_database_size_bytes";
+pub const DATABASE_FREE_PAGES: &str = "livechain_database_free_pages";
 // Providers and breakers.
 pub const BREAKER_STATE: &str = "livechain_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "livechain_breaker_transitions_total";
@@ -107,6 +112,7 @@ pub fn zero_chain_series(chain: &str, providers: &[String]) {
         REORGS_UNCONFIRMED,
         ORPHANS_DROPPED,
         PRUNED_EVENTS,
+        EVENTS_BELOW_RETENTION,
     ] {
         counter!(name, &[c()]).increment(0);
     }
@@ -225,7 +231,29 @@ pub fn describe_all() {
         "Live copies of orphaned blocks and logs at checkpointed heights dropped, by chain"
     );
     describe_counter!(PRUNED_EVENTS, "Events deleted by retention, by chain");
-    describe_gauge!(DATABASE_SIZE, Unit::Bytes, "Size of the SQLite database");
+    describe_counter!(
+        EVENTS_BELOW_RETENTION,
+        "Events delivered below a chain's retention mark and dropped, by chain"
+    );
+    describe_gauge!(RETAINED_EVENTS, "Events held for a chain with a retention limit");
+    describe_gauge!(
+        OLDEST_RETAINED_BLOCK,
+        "Lowest block still held for a chain with a retention limit"
+    );
+    describe_histogram!(
+        PRUNE_DURATION,
+        Unit::Seconds,
+        "Duration of one retention pass of a chain (all its prune steps)"
+    );
+    describe_gauge!(
+        DATABASE_SIZE,
+        Unit::Bytes,
+        "Size of the SQLite database on disk: main file and WAL"
+    );
+    describe_gauge!(
+        DATABASE_FREE_PAGES,
+        "Pages of the database file that are free (pruned, not yet reused or returned)"
+    );
     describe_gauge!(
         BREAKER_STATE,
         "Breaker state by chain and provider: 0 closed, 1 half-open, 2 open"

@@ -7,6 +7,7 @@
 
 mod bench;
 mod reorg;
+mod retention;
 mod schema;
 mod writer;
 mod writes;
