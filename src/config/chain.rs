@@ -13,7 +13,7 @@ use url::Url;
 use super::walk::{self, Issues, Map, index, join};
 use super::{
     BreakerConfig, ChainConfig, DevnetChainConfig, MAX_DEVNET_PROVIDERS, MAX_LOGS_PER_BLOCK,
-    ProviderConfig, Subscription, env, sections, subscription,
+    ProviderConfig, RetentionConfig, Subscription, env, sections, subscription,
 };
 
 const CHAIN_KEYS: &[&str] = &[
@@ -22,6 +22,7 @@ const CHAIN_KEYS: &[&str] = &[
     "providers",
     "devnet",
     "subscriptions",
+    "retention",
 ];
 const PROVIDER_KEYS: &[&str] = &["id", "url", "ws_url", "priority", "breaker"];
 const DEVNET_KEYS: &[&str] = &[
@@ -36,11 +37,17 @@ const DEVNET_KEYS: &[&str] = &[
 
 const DEFAULT_CONFIRMATIONS: u64 = 12;
 
+/// The root sections a chain's own sections fall back on.
+pub(super) struct Defaults<'a> {
+    pub breaker: &'a BreakerConfig,
+    pub retention: &'a RetentionConfig,
+}
+
 /// Reads the `chains` mapping; at least one chain is required.
 pub(super) fn chains(
     value: Option<&Value>,
     path: &str,
-    breaker: &BreakerConfig,
+    defaults: &Defaults<'_>,
     issues: &mut Issues,
     warnings: &mut Vec<String>,
 ) -> BTreeMap<String, ChainConfig> {
@@ -77,7 +84,7 @@ pub(super) fn chains(
                 "invalid chain name: use only a-z, 0-9, _ and - (it appears in URLs and metrics)",
             );
         }
-        let Some(chain) = chain(value, &chain_path, breaker, issues, warnings) else {
+        let Some(chain) = chain(value, &chain_path, defaults, issues, warnings) else {
             continue;
         };
         // Legitimate (two provider sets for one network) but far more often a copy-paste slip.
@@ -95,10 +102,11 @@ pub(super) fn chains(
 fn chain(
     value: &Value,
     path: &str,
-    breaker: &BreakerConfig,
+    defaults: &Defaults<'_>,
     issues: &mut Issues,
     warnings: &mut Vec<String>,
 ) -> Option<ChainConfig> {
+    let breaker = defaults.breaker;
     let m = Map::read(value, path, CHAIN_KEYS, issues)?;
     let chain_id = m.req("chain_id", issues, &walk::uint(1, u64::MAX));
     let confirmations = m
@@ -133,12 +141,19 @@ fn chain(
         Some(value) => subscription::list(value, &m.path_of("subscriptions"), issues, warnings),
         None => vec![Subscription::Blocks],
     };
+    let retention = match m.get("retention") {
+        Some(value) => {
+            sections::retention(value, &m.path_of("retention"), defaults.retention, issues)
+        }
+        None => *defaults.retention,
+    };
     Some(ChainConfig {
         chain_id: chain_id?,
         confirmations,
         providers,
         devnet,
         subscriptions,
+        retention,
     })
 }
 

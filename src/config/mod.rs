@@ -133,7 +133,8 @@ impl Default for BreakerConfig {
     }
 }
 
-/// Per chain; `None` means unbounded.
+/// Limits on a chain's stored history; `None` means unbounded. The root section is every
+/// chain's default; `chains.<name>.retention` overrides it field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionConfig {
     pub max_events: Option<u64>,
@@ -170,6 +171,8 @@ pub struct ChainConfig {
     pub devnet: Option<DevnetChainConfig>,
     /// When the key is absent: `[Blocks]`.
     pub subscriptions: Vec<Subscription>,
+    /// The root `retention` section with this chain's `retention` fields over it.
+    pub retention: RetentionConfig,
 }
 
 /// A JSON-RPC provider. `Debug` and `Display` show the id and host only (see [`redacted_url`]).

@@ -85,14 +85,22 @@ fn config(value: &Value, issues: &mut Issues, warnings: &mut Vec<String>) -> Con
         Some(value) => sections::breaker(value, "breaker", &BreakerConfig::default(), issues),
         None => BreakerConfig::default(),
     };
+    let retention = match root.get("retention") {
+        Some(value) => sections::retention(value, "retention", &RetentionConfig::default(), issues),
+        None => RetentionConfig::default(),
+    };
+    let defaults = chain::Defaults {
+        breaker: &breaker,
+        retention: &retention,
+    };
     Config {
         server: section(&root, "server", issues, server),
         database: section(&root, "database", issues, database),
         aggregation: section(&root, "aggregation", issues, aggregation),
         breaker,
-        retention: section(&root, "retention", issues, retention),
+        retention,
         health: section(&root, "health", issues, health),
-        chains: chain::chains(root.get("chains"), "chains", &breaker, issues, warnings),
+        chains: chain::chains(root.get("chains"), "chains", &defaults, issues, warnings),
     }
 }
 
@@ -180,16 +188,6 @@ fn aggregation(value: &Value, path: &str, issues: &mut Issues) -> AggregationCon
         out.deduplication_window = d;
     }
     out
-}
-
-fn retention(value: &Value, path: &str, issues: &mut Issues) -> RetentionConfig {
-    let Some(m) = Map::read(value, path, &["max_events", "max_age"], issues) else {
-        return RetentionConfig::default();
-    };
-    RetentionConfig {
-        max_events: m.opt("max_events", issues, &walk::uint(1, u64::MAX)),
-        max_age: m.opt("max_age", issues, &walk::duration(true)),
-    }
 }
 
 fn health(value: &Value, path: &str, issues: &mut Issues) -> HealthConfig {

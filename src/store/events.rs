@@ -212,7 +212,9 @@ impl Store {
         }
         sequence.in_doubt = false;
         let added = chain_events.iter().zip(&seen).filter(|(_, u)| u.inserted);
-        sequence.windows.added(added.map(|(new, _)| &new.event.chain));
+        sequence
+            .windows
+            .added(added.map(|(new, _)| &new.event.chain));
         drop(sequence);
         Ok(Transacted {
             seen,

@@ -252,7 +252,9 @@ impl Store {
         let Some(first) = oldest.first().map(|(n, _)| *n) else {
             return Ok(None);
         };
-        let cut = by_count.max(by_age).map(|cut| cut.min(ceiling.saturating_add(1)));
+        let cut = by_count
+            .max(by_age)
+            .map(|cut| cut.min(ceiling.saturating_add(1)));
         let Some(cut) = cut.filter(|cut| *cut > first) else {
             return Ok(None);
         };
@@ -474,7 +476,11 @@ mod tests {
     #[test]
     fn a_count_cut_deletes_whole_heights_and_at_most_the_excess() {
         let rows = rows();
-        assert_eq!(count_cut(&rows, 1), Some(11), "the oldest height goes whole");
+        assert_eq!(
+            count_cut(&rows, 1),
+            Some(11),
+            "the oldest height goes whole"
+        );
         assert_eq!(count_cut(&rows, 2), Some(11));
         assert_eq!(count_cut(&rows, 3), Some(12));
         assert_eq!(count_cut(&rows, 4), Some(12), "height 12 would overshoot");

@@ -235,7 +235,10 @@ pub fn describe_all() {
         EVENTS_BELOW_RETENTION,
         "Events delivered below a chain's retention mark and dropped, by chain"
     );
-    describe_gauge!(RETAINED_EVENTS, "Events held for a chain with a retention limit");
+    describe_gauge!(
+        RETAINED_EVENTS,
+        "Events held for a chain with a retention limit"
+    );
     describe_gauge!(
         OLDEST_RETAINED_BLOCK,
         "Lowest block still held for a chain with a retention limit"

@@ -100,6 +100,43 @@ fn each_error_kind_has_its_path_and_message() {
             &["retention.max_age: must be greater than 0"],
         ),
         (
+            "zero max_events",
+            with("retention: {max_events: 0}\n"),
+            &["retention.max_events: must be at least 1, got 0"],
+        ),
+        (
+            "negative max_age",
+            with("retention: {max_age: \"-5d\"}\n"),
+            &["retention.max_age: not a duration: write milliseconds or a number with a unit, e.g. \"500ms\", \"30s\", \"30d\""],
+        ),
+        (
+            "max_age under a second",
+            with("retention: {max_age: 500}\n"),
+            &["retention.max_age: must be at least 1s (block timestamps are whole seconds)"],
+        ),
+        (
+            "absurd max_age",
+            with("retention: {max_age: \"1000000d\"}\n"),
+            &["retention.max_age: must be at most 36500d (100 years)"],
+        ),
+        (
+            "bad per-chain retention",
+            provider(r#"{id: a, url: "https://a.example.com"}"#)
+                + "    retention: {max_events: -3, keep: all}\n",
+            &[
+                "chains.main.retention.max_events: must not be negative",
+                "chains.main.retention.keep: unknown key (expected one of: max_events, max_age)",
+            ],
+        ),
+        (
+            "retention override of a chain that is not configured",
+            with("  mainnet:\n    retention: {max_events: 10}\n"),
+            &[
+                "chains.mainnet.chain_id: missing",
+                "chains.mainnet.providers: missing (a chain needs at least one provider, or a `devnet` section)",
+            ],
+        ),
+        (
             "zero threshold",
             with("breaker: {failure_threshold: 0}\n"),
             &["breaker.failure_threshold: must be at least 1, got 0"],

@@ -166,6 +166,24 @@ fn provider_breaker_overrides_inherit_from_the_global_section() {
 }
 
 #[test]
+fn chain_retention_overrides_the_global_section_field_by_field() {
+    let yaml = provider("{id: a, url: \"https://a.example.com\"}")
+        + "    retention: {max_events: 20000}\n  other:\n    chain_id: 2\n    devnet: {}\n\
+           retention: {max_events: 5000000, max_age: \"30d\"}\n";
+    let config = ok(&yaml, &[]).config;
+    let thirty_days = Some(Duration::from_secs(30 * 86_400));
+    assert_eq!(
+        config.chains["main"].retention,
+        RetentionConfig {
+            max_events: Some(20_000),
+            max_age: thirty_days,
+        }
+    );
+    assert_eq!(config.chains["other"].retention, config.retention);
+    assert_eq!(config.retention.max_events, Some(5_000_000));
+}
+
+#[test]
 fn variables_with_defaults_and_escapes() {
     let yaml = with(
         "server: {listen: \"${LISTEN:-0.0.0.0:9000}\"}\n\

@@ -100,7 +100,10 @@ async fn pruning_never_goes_above_the_final_height() {
     let store = open(&db.path).await;
     fill(&store, 1, 100, 1, None).await;
     let pruned = store.prune_step(CHAIN, &target).await.unwrap().unwrap();
-    assert_eq!(pruned.mark.low_block, 89, "100 - 12 confirmations is the last to go");
+    assert_eq!(
+        pruned.mark.low_block, 89,
+        "100 - 12 confirmations is the last to go"
+    );
     // A chain without a checkpoint prunes nothing.
     let other = temp_db();
     let store = open(&other.path).await;
@@ -155,7 +158,10 @@ async fn pruned_events_take_their_changes_with_them_and_nothing_dangles() {
     advance.checkpoints = vec![checkpoint(10, Some(6), Some(6))];
     write(&store, advance).await;
     let changes_before = count(&db.path, "SELECT count(*) FROM changes").await;
-    assert!(changes_before >= 8, "six removals and two finality advances");
+    assert!(
+        changes_before >= 8,
+        "six removals and two finality advances"
+    );
 
     let pruned = store
         .prune_step(CHAIN, &by_count(0, 1000))
@@ -164,7 +170,11 @@ async fn pruned_events_take_their_changes_with_them_and_nothing_dangles() {
         .unwrap();
     assert_eq!(pruned.mark.low_block, 7, "finalized 6 is the last to go");
     assert_eq!(
-        count(&db.path, "SELECT count(*) FROM changes WHERE kind != 'finality'").await,
+        count(
+            &db.path,
+            "SELECT count(*) FROM changes WHERE kind != 'finality'"
+        )
+        .await,
         0,
         "the removals of pruned rows went with them"
     );
@@ -215,7 +225,11 @@ async fn events_below_the_mark_are_dropped_even_after_a_restart() {
     assert_eq!(done.inserted.len(), 1, "only block 31 is stored");
     assert_eq!(done.inserted[0].event.block.number, 31);
     assert_eq!(
-        count(&db.path, "SELECT count(*) FROM events WHERE block_number < 21").await,
+        count(
+            &db.path,
+            "SELECT count(*) FROM events WHERE block_number < 21"
+        )
+        .await,
         0
     );
 
@@ -223,14 +237,22 @@ async fn events_below_the_mark_are_dropped_even_after_a_restart() {
     store.reset_chain(CHAIN).await.unwrap();
     let again = write(&store, batch(vec![new(block(5), "beta")])).await;
     assert_eq!(again.inserted.len(), 1);
-    assert_eq!(store.oldest_cursor(Some(CHAIN)).await.unwrap(), 40, "two rows a block");
+    assert_eq!(
+        store.oldest_cursor(Some(CHAIN)).await.unwrap(),
+        40,
+        "two rows a block"
+    );
 }
 
 #[tokio::test]
 async fn a_new_file_returns_its_free_pages_and_an_old_one_reuses_them() {
     let db = temp_db();
     let store = open(&db.path).await;
-    assert_eq!(count(&db.path, "PRAGMA auto_vacuum").await, 2, "INCREMENTAL");
+    assert_eq!(
+        count(&db.path, "PRAGMA auto_vacuum").await,
+        2,
+        "INCREMENTAL"
+    );
     fill(&store, 1, 400, 20, Some(400)).await;
     while store
         .prune_step(CHAIN, &by_count(100, 5000))

@@ -13,7 +13,12 @@ async fn migrations_apply_on_a_fresh_file_and_are_a_no_op_on_reopen() {
     let store = open(&db.path).await;
     assert_eq!(
         store.applied_migrations(),
-        ["V1__initial", "V2__providers_mask", "V3__removed_index", "V4__retention"]
+        [
+            "V1__initial",
+            "V2__providers_mask",
+            "V3__removed_index",
+            "V4__retention"
+        ]
     );
     let version = store.schema_version().await.unwrap();
     assert!(version >= 1);
