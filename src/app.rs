@@ -18,6 +18,7 @@ use crate::devnet::{Devnet, DevnetConfig};
 use crate::ingest::{self, Endpoint, Ingest};
 use crate::publish::{self, Hub, Render};
 use crate::registry::{Supervisor, SupervisorConfig};
+use crate::retention;
 use crate::store::{DatabaseLock, Store};
 use crate::telemetry;
 
@@ -81,6 +82,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let ingest = ingest::start(&config, &endpoints, store.clone(), &supervisor)
         .await
         .context("starting ingestion")?;
+    retention::spawn_all(&supervisor, &store, &config.chains).context("starting retention")?;
 
     let listener = api::bind(config.server.listen).await?;
     let api_addr = listener.local_addr().context("reading the API address")?;

@@ -11,6 +11,7 @@
 //! - [`backoff`]: the one curve of retry delays.
 //! - [`health`]: per provider breaker, head, lag, latency and error rate; failover order.
 //! - [`publish`]: committed changes to live subscribers, after commit only; the replay.
+//! - [`retention`]: each chain's history kept within its limits, oldest whole blocks first.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
 //! - [`telemetry`]: tracing setup and every metric name.
 //! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals;
@@ -30,6 +31,7 @@ pub mod ingest;
 pub mod provider;
 pub mod publish;
 pub mod registry;
+pub mod retention;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -186,6 +186,17 @@ impl Store {
         Ok(ts.and_then(|t| u64::try_from(t).ok()))
     }
 
+    /// `chain`'s oldest stored block, `None` when it has none.
+    pub async fn oldest_block(&self, chain: &str) -> Result<Option<u64>, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT block_number FROM events WHERE chain = ? ORDER BY block_number LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&self.shared.readers)
+        .await?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()))
+    }
+
     /// Every chain's mark, by chain name.
     pub async fn retention_marks(&self) -> Result<Vec<(ChainName, Mark)>, StoreError> {
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(

@@ -74,7 +74,14 @@ pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
 pub const REORG_DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-16", "17-64", "65+"];
 
 /// The `kind` label of [`PROCESS_RESTARTS`]: every kind of supervised process.
-pub const PROCESS_KINDS: [&str; 5] = ["listener", "pipeline", "monitor", "race", "publisher"];
+pub const PROCESS_KINDS: [&str; 6] = [
+    "listener",
+    "pipeline",
+    "monitor",
+    "race",
+    "publisher",
+    "retention",
+];
 
 /// The breaker transitions a provider can make, as `(from, to)` labels.
 const BREAKER_MOVES: [(&str, &str); 4] = [

@@ -21,6 +21,7 @@ mod exactly_once;
 mod faults;
 mod race;
 mod restart;
+mod retention;
 mod stuck;
 mod supervised;
 
@@ -233,6 +234,11 @@ struct Verdict {
 /// logs, with the devnet's content; nothing is stored twice, removed, or foreign to the chain.
 /// Panics naming the first differences.
 fn verify(devnet: &Devnet, stored: &[Stored], checkpoint: u64) -> Verdict {
+    verify_window(devnet, stored, 0, checkpoint)
+}
+
+/// [`verify`] for a window that retention cut at `from`: complete over `from..=checkpoint`.
+fn verify_window(devnet: &Devnet, stored: &[Stored], from: u64, checkpoint: u64) -> Verdict {
     let mut problems = Vec::new();
     // Exactly once: one row per identity, one identity per cursor.
     let mut by_id: BTreeMap<&Identity, Vec<i64>> = BTreeMap::new();
@@ -285,7 +291,10 @@ fn verify(devnet: &Devnet, stored: &[Stored], checkpoint: u64) -> Verdict {
     }
     // Complete up to the checkpoint: every block and every log.
     let mut complete = 0;
-    for id in truth.keys().filter(|id| id.0 <= checkpoint) {
+    for id in truth
+        .keys()
+        .filter(|id| (from..=checkpoint).contains(&id.0))
+    {
         if by_id.contains_key(id) {
             complete += 1;
         } else {

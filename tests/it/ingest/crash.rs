@@ -13,9 +13,9 @@ use super::*;
 
 /// The real `livechain run` process. SIGKILLed if dropped; prints its log's tail if the test
 /// fails while it runs.
-struct Service {
+pub(super) struct Service {
     child: Child,
-    base: String,
+    pub(super) base: String,
     log: PathBuf,
     /// Held so the process never writes into a closed pipe.
     _stdout: Lines<BufReader<ChildStdout>>,
@@ -24,7 +24,7 @@ struct Service {
 impl Service {
     /// Starts `livechain run --config config` and waits (bounded) for the API address it
     /// prints. Its log is appended to `log`.
-    async fn spawn(config: &Path, log: &Path) -> Service {
+    pub(super) async fn spawn(config: &Path, log: &Path) -> Service {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,7 +71,7 @@ impl Service {
     }
 
     /// SIGKILL, and reap the process.
-    async fn kill(mut self) {
+    pub(super) async fn kill(mut self) {
         assert!(
             self.child.try_wait().expect("poll the child").is_none(),
             "livechain run exited before it was killed"
