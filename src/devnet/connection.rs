@@ -41,7 +41,7 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
     let Some(provider) = ctx.provider_state() else {
         return;
     };
-    let (notice_tx, mut notices) = mpsc::channel(ctx.shared.mode.queue_blocks());
+    let (notice_tx, notices) = mpsc::channel(ctx.shared.mode.queue_blocks());
     let kick = shutdown.child_token();
     let connection = provider.register(ConnHandle {
         notices: notice_tx,
@@ -51,19 +51,20 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
         provider,
         connection,
     };
-    let mut cut = Cut {
-        kick,
-        shutdown,
-        drops: provider.faults.drop_signal(),
-    };
-    let mut subs = SubTable::new(Arc::clone(&ctx.shared), ctx.provider);
-    let mut feed = Feed::default();
     let (sink, mut stream) = socket.split();
-    let mut writer = Writer {
-        sink,
-        faults: &provider.faults,
-        messages: 0,
-        notifications: 0,
+    let mut conn = Conn {
+        ctx: &ctx,
+        provider,
+        connection,
+        cut: Cut {
+            kick,
+            shutdown,
+            drops: provider.faults.drop_signal(),
+        },
+        notices,
+        subs: SubTable::new(Arc::clone(&ctx.shared), ctx.provider),
+        feed: Feed::default(),
+        writer: Writer::new(sink, &provider.faults),
     };
     tracing::debug!(
         provider = ctx.provider,
@@ -72,71 +73,119 @@ pub(crate) async fn run(socket: WebSocket, ctx: Ctx, shutdown: CancellationToken
     );
 
     let reason = loop {
-        tokio::select! {
+        let outcome = tokio::select! {
             // Cancellation and the drop fault first, so shutdown and "drop now" win over a busy
             // socket; then requests ahead of notices, so an unsubscribe takes effect even while
             // notices flood in.
             biased;
-            reason = cut.wait() => break reason,
-            incoming = stream.next() => {
-                let payload = match incoming {
-                    None | Some(Ok(Message::Close(_))) => break "client closed",
-                    Some(Err(err)) => {
-                        tracing::debug!(provider = ctx.provider, connection, error = %err, "devnet: websocket read failed");
-                        break "read error";
-                    }
-                    Some(Ok(Message::Text(text))) => axum::body::Bytes::from(text),
-                    Some(Ok(Message::Binary(bytes))) => bytes,
-                    // The protocol layer answers pings itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                };
-                if provider.faults.is_stalled() {
-                    // A stuck node: the request is neither run nor answered.
-                    tracing::trace!(provider = ctx.provider, connection, "devnet: stalled; request dropped");
-                    continue;
-                }
-                let response = rpc::handle_payload(&ctx, &mut Session::Ws(&mut subs), &payload).await;
-                feed.follow(subs.first_block());
-                let Some(response) = response else { continue };
-                let latency = provider.faults.latency();
-                let hint = subs.first_id();
-                let reply = async {
-                    tokio::time::sleep(latency).await;
-                    writer.write(response, hint.as_deref()).await?;
-                    writer.flush().await
-                };
-                if let Err(reason) = cut.unless_cut(reply).await {
-                    break reason;
-                }
-            }
-            notice = notices.recv() => {
-                let Some(notice) = notice else { break "unregistered" };
-                let delivery = Delivery { writer: &mut writer, subs: &mut subs, feed: &mut feed, ctx: &ctx };
-                if let Err(reason) = cut.unless_cut(delivery.run(notice, &mut notices)).await {
-                    break reason;
-                }
-            }
+            reason = conn.cut.wait() => Err(reason),
+            incoming = stream.next() => conn.on_frame(incoming).await,
+            notice = conn.notices.recv() => conn.on_notice(notice).await,
+        };
+        if let Err(reason) = outcome {
+            break reason;
         }
     };
+    conn.close(reason).await;
+}
 
-    let sent = writer.notifications;
-    if reason == "shutdown" {
-        let close = writer.sink.send(Message::Close(Some(CloseFrame {
-            code: close_code::AWAY,
-            reason: "devnet shutting down".into(),
-        })));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+/// What one connection owns while it runs; each handler returns `Err(reason)` when the
+/// connection must end.
+struct Conn<'a> {
+    ctx: &'a Ctx,
+    provider: &'a ProviderState,
+    /// The id the provider registered this connection under, for logs.
+    connection: u64,
+    cut: Cut,
+    notices: mpsc::Receiver<Notice>,
+    subs: SubTable,
+    feed: Feed,
+    writer: Writer<'a>,
+}
+
+impl Conn<'_> {
+    /// One frame (or the end of the stream) from the client.
+    async fn on_frame(
+        &mut self,
+        incoming: Option<Result<Message, axum::Error>>,
+    ) -> Result<(), &'static str> {
+        let payload = match incoming {
+            None | Some(Ok(Message::Close(_))) => return Err("client closed"),
+            Some(Err(err)) => {
+                tracing::debug!(provider = self.ctx.provider, connection = self.connection, error = %err, "devnet: websocket read failed");
+                return Err("read error");
+            }
+            Some(Ok(Message::Text(text))) => axum::body::Bytes::from(text),
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            // The protocol layer answers pings itself.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(()),
+        };
+        self.on_request(&payload).await
     }
-    // Anything else closes abruptly: dropping the socket ends the TCP connection, as a failing
-    // provider would.
-    tracing::debug!(
-        provider = ctx.provider,
-        connection,
-        reason,
-        notifications = sent,
-        subscriptions = subs.len(),
-        "devnet: websocket closed"
-    );
+
+    /// Runs one JSON-RPC payload and answers it after the latency fault, unless stalled.
+    async fn on_request(&mut self, payload: &[u8]) -> Result<(), &'static str> {
+        if self.provider.faults.is_stalled() {
+            // A stuck node: the request is neither run nor answered.
+            tracing::trace!(
+                provider = self.ctx.provider,
+                connection = self.connection,
+                "devnet: stalled; request dropped"
+            );
+            return Ok(());
+        }
+        let response =
+            rpc::handle_payload(self.ctx, &mut Session::Ws(&mut self.subs), payload).await;
+        self.feed.follow(self.subs.first_block());
+        let Some(response) = response else {
+            return Ok(());
+        };
+        let latency = self.provider.faults.latency();
+        let hint = self.subs.first_id();
+        let writer = &mut self.writer;
+        let reply = async {
+            tokio::time::sleep(latency).await;
+            writer.write(response, hint.as_deref()).await?;
+            writer.flush().await
+        };
+        self.cut.unless_cut(reply).await
+    }
+
+    /// A head notice from the producer (`None`: the provider unregistered this connection).
+    async fn on_notice(&mut self, notice: Option<Notice>) -> Result<(), &'static str> {
+        let Some(notice) = notice else {
+            return Err("unregistered");
+        };
+        let delivery = Delivery {
+            writer: &mut self.writer,
+            subs: &mut self.subs,
+            feed: &mut self.feed,
+            ctx: self.ctx,
+        };
+        self.cut
+            .unless_cut(delivery.run(notice, &mut self.notices))
+            .await
+    }
+
+    /// Closes gracefully at shutdown; anything else closes abruptly: dropping the socket ends
+    /// the TCP connection, as a failing provider would.
+    async fn close(mut self, reason: &'static str) {
+        if reason == "shutdown" {
+            let close = self.writer.sink.send(Message::Close(Some(CloseFrame {
+                code: close_code::AWAY,
+                reason: "devnet shutting down".into(),
+            })));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+        }
+        tracing::debug!(
+            provider = self.ctx.provider,
+            connection = self.connection,
+            reason,
+            notifications = self.writer.notifications,
+            subscriptions = self.subs.len(),
+            "devnet: websocket closed"
+        );
+    }
 }
 
 /// Unregisters the connection from its provider however the task ends.
@@ -162,7 +211,16 @@ struct Writer<'a> {
     notifications: u64,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(sink: Sink, faults: &'a Faults) -> Self {
+        Self {
+            sink,
+            faults,
+            messages: 0,
+            notifications: 0,
+        }
+    }
+
     /// Queues one message (unflushed), after a garbage frame when one is due.
     async fn write(
         &mut self,

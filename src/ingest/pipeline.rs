@@ -29,7 +29,7 @@ use super::merge::{self, Inputs};
 use super::providers::ProviderSet;
 use super::race::RaceBoard;
 use super::sync::{RangeSync, SyncProgress};
-use super::writer::Writer;
+use super::writer::{Writer, WriterInput};
 use super::{REORG_HINTS, SYNC_QUEUE, WRITER_QUEUE, sync};
 use crate::domain::{BlockRef, ChainName};
 use crate::registry::TaskError;
@@ -110,6 +110,32 @@ impl Parts {
         self.names.get(&id).map_or("a part", String::as_str)
     }
 
+    /// Waits for `shutdown` (then stops every part through `stop` and waits for each) or for a
+    /// part to end first (then aborts the rest and reports which one died, and how).
+    async fn wait(
+        mut self,
+        shutdown: &CancellationToken,
+        stop: CancellationToken,
+    ) -> Result<(), TaskError> {
+        let ended = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => None,
+            ended = self.set.join_next_with_id() => ended,
+        };
+        if shutdown.is_cancelled() {
+            stop.cancel();
+            while self.set.join_next().await.is_some() {}
+            return Ok(());
+        }
+        let why = match ended {
+            Some(Ok((id, ()))) => format!("{} stopped on its own", self.name(id)),
+            Some(Err(err)) => died(self.name(err.id()).to_owned(), err),
+            None => "no part was running".into(),
+        };
+        tracing::error!(error = %why, "an ingest pipeline part died; restarting the pipeline from the committed checkpoints");
+        self.abort(why).await
+    }
+
     /// Aborts every part and waits until each is gone (and has given back what it borrowed).
     async fn abort(mut self, why: String) -> Result<(), TaskError> {
         self.set.shutdown().await;
@@ -137,71 +163,67 @@ impl Pipeline {
         parts.spawn("the writer".into(), writer.run(writer_rx));
         let stop = shutdown.child_token();
         for chain in &self.chains {
-            let (checkpoint, recent) = match committed(&self.store, &chain.name).await {
-                Ok(found) => found,
-                Err(err) => {
-                    let why = format!("reading the checkpoint of {}: {err}", chain.name);
-                    return parts.abort(why).await;
-                }
-            };
-            let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
-            let Some(inputs) = lend(&chain.listener_queues, sync_rx).await else {
-                let why = format!("the listener queues of {} are still in use", chain.name);
+            if let Err(why) = self.start_chain(chain, &mut parts, &writer_tx, &stop).await {
                 return parts.abort(why).await;
-            };
-            let (hint_tx, hint_rx) = mpsc::channel(REORG_HINTS);
-            let aggregator = Aggregator::new(
-                chain.name.clone(),
-                chain.providers.clone(),
-                chain.cache_capacity,
-                chain.dedupe_window,
-                chain.best_head.clone(),
-                writer_tx.clone(),
-                chain.race.clone(),
-            )
-            .with_reorg_hint(hint_tx);
-            parts.spawn(
-                format!("the aggregator of {}", chain.name),
-                aggregator.run(inputs, stop.clone()),
-            );
-            let sync = RangeSync {
-                chain: chain.name.clone(),
-                providers: chain.providers.clone(),
-                filters: chain.filters.clone(),
-                checkpoint,
-                start_block: chain.start_block,
-                best_head: chain.best_head.subscribe(),
-                output: sync_tx,
-                progress: chain.progress.clone(),
-                confirmations: chain.confirmations,
-                recent,
-                reorg_hints: hint_rx,
-            };
-            parts.spawn(
-                format!("the range sync of {}", chain.name),
-                sync.run(stop.clone()),
-            );
+            }
         }
         // The aggregators hold the only senders: the writer's input closes when they stop.
         drop(writer_tx);
+        parts.wait(&shutdown, stop).await
+    }
 
-        let ended = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => None,
-            ended = parts.set.join_next_with_id() => ended,
+    /// Starts the aggregator and the range sync of `chain` from what is committed; the error
+    /// says why they could not start.
+    async fn start_chain(
+        &self,
+        chain: &ChainParts,
+        parts: &mut Parts,
+        writer_tx: &mpsc::Sender<WriterInput>,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
+        let (checkpoint, recent) = committed(&self.store, &chain.name)
+            .await
+            .map_err(|err| format!("reading the checkpoint of {}: {err}", chain.name))?;
+        let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
+        let Some(inputs) = lend(&chain.listener_queues, sync_rx).await else {
+            return Err(format!(
+                "the listener queues of {} are still in use",
+                chain.name
+            ));
         };
-        if shutdown.is_cancelled() {
-            stop.cancel();
-            while parts.set.join_next().await.is_some() {}
-            return Ok(());
-        }
-        let why = match ended {
-            Some(Ok((id, ()))) => format!("{} stopped on its own", parts.name(id)),
-            Some(Err(err)) => died(parts.name(err.id()).to_owned(), err),
-            None => "no part was running".into(),
+        let (hint_tx, hint_rx) = mpsc::channel(REORG_HINTS);
+        let aggregator = Aggregator::new(
+            chain.name.clone(),
+            chain.providers.clone(),
+            chain.cache_capacity,
+            chain.dedupe_window,
+            chain.best_head.clone(),
+            writer_tx.clone(),
+            chain.race.clone(),
+        )
+        .with_reorg_hint(hint_tx);
+        parts.spawn(
+            format!("the aggregator of {}", chain.name),
+            aggregator.run(inputs, stop.clone()),
+        );
+        let sync = RangeSync {
+            chain: chain.name.clone(),
+            providers: chain.providers.clone(),
+            filters: chain.filters.clone(),
+            checkpoint,
+            start_block: chain.start_block,
+            best_head: chain.best_head.subscribe(),
+            output: sync_tx,
+            progress: chain.progress.clone(),
+            confirmations: chain.confirmations,
+            recent,
+            reorg_hints: hint_rx,
         };
-        tracing::error!(error = %why, "an ingest pipeline part died; restarting the pipeline from the committed checkpoints");
-        parts.abort(why).await
+        parts.spawn(
+            format!("the range sync of {}", chain.name),
+            sync.run(stop.clone()),
+        );
+        Ok(())
     }
 }
 

@@ -39,9 +39,37 @@ pub(crate) async fn apply(
     let Some(span) = range.hashes.len().checked_sub(1) else {
         return Ok(Vec::new());
     };
-    let first = to_sql_int(range.first, "canonical first block")?;
-    let last = to_sql_int(range.first + span as u64, "canonical last block")?;
     let chain = range.chain.to_string();
+    let heights = Heights {
+        chain: &chain,
+        first: to_sql_int(range.first, "canonical first block")?,
+        last: to_sql_int(range.first + span as u64, "canonical last block")?,
+    };
+    let foreign = foreign_hashes(conn, &heights, &range.hashes).await?;
+    let mut out = Vec::new();
+    if !foreign.is_empty() {
+        let removed = flip(conn, &heights, false, foreign).await?;
+        out.extend(record(conn, &chain, false, &removed, next, now_ms).await?);
+    }
+    let canonical = range.hashes.iter().map(|hash| hash.as_slice().to_vec());
+    let restored = flip(conn, &heights, true, canonical).await?;
+    out.extend(record(conn, &chain, true, &restored, next, now_ms).await?);
+    Ok(out)
+}
+
+/// The heights of a canonical range, as bound in SQL.
+struct Heights<'a> {
+    chain: &'a str,
+    first: i64,
+    last: i64,
+}
+
+/// The hashes of blocks stored in `heights` that are not the canonical one of their height.
+async fn foreign_hashes(
+    conn: &mut SqliteConnection,
+    heights: &Heights<'_>,
+    canonical: &[B256],
+) -> Result<Vec<Vec<u8>>, StoreError> {
     // Almost every range finds nothing to flip, and this is on the write path of every range:
     // look for orphans in the identity index alone (no table row is read), and for removed rows
     // in the small partial index of removed rows (`V3__removed_index.sql`).
@@ -49,76 +77,89 @@ pub(crate) async fn apply(
         "SELECT DISTINCT block_number, block_hash FROM events INDEXED BY events_identity \
          WHERE chain = ? AND block_number BETWEEN ? AND ?",
     )
-    .bind(&chain)
-    .bind(first)
-    .bind(last)
+    .bind(heights.chain)
+    .bind(heights.first)
+    .bind(heights.last)
     .fetch_all(&mut *conn)
     .await?;
-    let foreign: Vec<Vec<u8>> = stored
+    let foreign = stored
         .into_iter()
         .filter(|(number, hash)| {
-            let canonical = usize::try_from(number - first)
+            let canonical = usize::try_from(number - heights.first)
                 .ok()
-                .and_then(|i| range.hashes.get(i));
+                .and_then(|i| canonical.get(i));
             canonical.is_none_or(|c| c.as_slice() != hash.as_slice())
         })
         .map(|(_, hash)| hash)
         .collect();
-    let mut out = Vec::new();
-    for restore in [false, true] {
-        let mut sql = QueryBuilder::<Sqlite>::new("UPDATE events ");
-        if restore {
-            sql.push("INDEXED BY events_removed ");
-        } else if foreign.is_empty() {
-            continue;
-        }
-        sql.push("SET removed = ");
-        sql.push(if restore { "0" } else { "1" });
-        sql.push(" WHERE chain = ").push_bind(chain.clone());
-        sql.push(" AND block_number BETWEEN ").push_bind(first);
-        sql.push(" AND ").push_bind(last);
-        sql.push(if restore {
-            " AND removed = 1 AND block_hash IN ("
-        } else {
-            " AND removed = 0 AND block_hash IN ("
+    Ok(foreign)
+}
+
+/// Sets `removed` (or clears it, when `restore`) on the events in `heights` whose block is one
+/// of `hashes` and that are not so already; returns their cursors in order.
+async fn flip(
+    conn: &mut SqliteConnection,
+    heights: &Heights<'_>,
+    restore: bool,
+    hashes: impl IntoIterator<Item = Vec<u8>>,
+) -> Result<Vec<Cursor>, StoreError> {
+    let mut sql = QueryBuilder::<Sqlite>::new("UPDATE events ");
+    if restore {
+        sql.push("INDEXED BY events_removed ");
+    }
+    sql.push("SET removed = ");
+    sql.push(if restore { "0" } else { "1" });
+    sql.push(" WHERE chain = ")
+        .push_bind(heights.chain.to_owned());
+    sql.push(" AND block_number BETWEEN ")
+        .push_bind(heights.first);
+    sql.push(" AND ").push_bind(heights.last);
+    sql.push(if restore {
+        " AND removed = 1 AND block_hash IN ("
+    } else {
+        " AND removed = 0 AND block_hash IN ("
+    });
+    let mut list = sql.separated(", ");
+    for hash in hashes {
+        list.push_bind(hash);
+    }
+    sql.push(") RETURNING cursor");
+    let mut flipped: Vec<Cursor> = sql.build_query_scalar().fetch_all(&mut *conn).await?;
+    flipped.sort_unstable();
+    Ok(flipped)
+}
+
+/// A `changes` row for each flipped event, each with the next cursor, and the event as it
+/// now is.
+async fn record(
+    conn: &mut SqliteConnection,
+    chain: &str,
+    restored: bool,
+    flipped: &[Cursor],
+    next: &mut Cursor,
+    now_ms: i64,
+) -> Result<Vec<Retraction>, StoreError> {
+    let kind = if restored { "restored" } else { "removed" };
+    let mut out = Vec::with_capacity(flipped.len());
+    for &event_cursor in flipped {
+        sqlx::query(
+            "INSERT INTO changes (cursor, chain, kind, event_cursor, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(*next)
+        .bind(chain)
+        .bind(kind)
+        .bind(event_cursor)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+        let event = read_event(conn, event_cursor).await?;
+        out.push(Retraction {
+            cursor: *next,
+            restored,
+            event,
         });
-        let mut list = sql.separated(", ");
-        if restore {
-            for hash in &range.hashes {
-                list.push_bind(hash.as_slice().to_vec());
-            }
-        } else {
-            for hash in &foreign {
-                list.push_bind(hash.clone());
-            }
-        }
-        sql.push(") RETURNING cursor");
-        let mut flipped: Vec<Cursor> = sql.build_query_scalar().fetch_all(&mut *conn).await?;
-        if flipped.is_empty() {
-            continue;
-        }
-        flipped.sort_unstable();
-        let kind = if restore { "restored" } else { "removed" };
-        for &event_cursor in &flipped {
-            sqlx::query(
-                "INSERT INTO changes (cursor, chain, kind, event_cursor, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(*next)
-            .bind(&chain)
-            .bind(kind)
-            .bind(event_cursor)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-            let event = read_event(conn, event_cursor).await?;
-            out.push(Retraction {
-                cursor: *next,
-                restored: restore,
-                event,
-            });
-            *next += 1;
-        }
+        *next += 1;
     }
     Ok(out)
 }

@@ -5,11 +5,17 @@
 //! byte-identical blocks on every run, which is what lets several provider ports (and several
 //! processes) serve one chain, and what lets [`super::chain::Chain`] forget old blocks and
 //! regenerate them on demand instead of storing them.
+//!
+//! This file holds the spec, block hashes and which version of a height carries what; `txs.rs`
+//! draws a block's transactions and logs, `header.rs` assembles them into a block.
 
-use alloy_primitives::{Address, B64, B256, Bloom, BloomInput, Bytes, U256, b256, keccak256};
-use alloy_rpc_types_eth::{Header, Log};
+mod header;
+mod txs;
+
+use alloy_primitives::{Address, B256, Bloom, BloomInput, keccak256};
 
 pub(crate) use super::blockdata::BlockData;
+use txs::{SplitMix64, Tx};
 
 /// Timestamp of block 0; block `n` is `GENESIS_TIMESTAMP + n`, whatever the block time, so the
 /// content of a block never depends on how fast the devnet runs.
@@ -33,13 +39,6 @@ pub const EVENT_SIGNATURES: [&str; 6] = [
     "Deposit(address,uint256)",
     "Withdrawal(address,uint256)",
 ];
-
-/// Keccak of the RLP of an empty list: the ommers hash of every post-merge block.
-const EMPTY_OMMERS_HASH: B256 =
-    b256!("0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347");
-/// Root of an empty trie: the transactions and receipts root of a block without transactions.
-const EMPTY_ROOT_HASH: B256 =
-    b256!("0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421");
 
 /// Everything that block content is a function of, with the per-value bloom contributions
 /// precomputed: a block's `logsBloom` is then an OR of cached blooms instead of ~100 keccaks.
@@ -181,116 +180,6 @@ impl ChainSpec {
         );
         SplitMix64(u64::from_be_bytes(array_at(&content.0, 0)))
     }
-
-    /// New transactions emitting `log_count` logs in all, for the block whose hash is `hash`.
-    fn own_txs(&self, hash: B256, log_count: usize, rng: &mut SplitMix64) -> Vec<Tx> {
-        let mut txs = Vec::new();
-        let mut emitted = 0;
-        while emitted < log_count {
-            // Each transaction emits one to three logs, so `transactionIndex` repeats across
-            // consecutive logs while `logIndex` stays consecutive within the block.
-            let mut tx = Tx {
-                hash: derive_from(hash, txs.len() as u64),
-                gas: 21_000 + rng.below(40_000),
-                size: 110,
-                bloom: Bloom::ZERO,
-                logs: Vec::new(),
-            };
-            let in_tx = (1 + rng.below(3) as usize).min(log_count - emitted);
-            for _ in 0..in_tx {
-                let (address, address_bloom) = *rng.pick(&self.contracts);
-                let (signature, signature_bloom) = *rng.pick(&self.signatures);
-                tx.bloom.accrue_bloom(&address_bloom);
-                tx.bloom.accrue_bloom(&signature_bloom);
-                let topic_count = 1 + rng.below(4) as usize;
-                let mut topics = Vec::with_capacity(topic_count);
-                topics.push(signature);
-                for _ in 1..topic_count {
-                    let (topic, topic_bloom) = *rng.pick(&self.accounts);
-                    tx.bloom.accrue_bloom(&topic_bloom);
-                    topics.push(topic);
-                }
-                let mut data = vec![0u8; rng.below(257) as usize];
-                rng.fill(&mut data);
-                tx.gas += 375 + 375 * topic_count as u64 + 8 * data.len() as u64;
-                tx.size += data.len() as u64;
-                tx.logs.push(alloy_primitives::Log::new_unchecked(
-                    address,
-                    topics,
-                    data.into(),
-                ));
-            }
-            emitted += in_tx;
-            txs.push(tx);
-        }
-        txs
-    }
-
-    /// The block of height `n` holding `txs`, in order.
-    fn assemble(
-        &self,
-        n: u64,
-        branch: u32,
-        hash: B256,
-        parent_hash: B256,
-        txs: Vec<Tx>,
-        base_fee: u64,
-    ) -> BlockData {
-        let timestamp = GENESIS_TIMESTAMP + n;
-        let content = derive(
-            b"content",
-            &[self.seed, self.chain_id, n, u64::from(branch)],
-        );
-        let mut logs = Vec::with_capacity(txs.iter().map(|tx| tx.logs.len()).sum());
-        let mut tx_hashes = Vec::with_capacity(txs.len());
-        let mut bloom = Bloom::ZERO;
-        let mut gas_used: u64 = 0;
-        // A plausible RLP size: header (~540 bytes) plus what the transactions carry.
-        let mut size: u64 = 540;
-        for (tx_index, tx) in txs.into_iter().enumerate() {
-            bloom.accrue_bloom(&tx.bloom);
-            gas_used += tx.gas;
-            size += tx.size;
-            tx_hashes.push(tx.hash);
-            for inner in tx.logs {
-                logs.push(Log {
-                    inner,
-                    block_hash: Some(hash),
-                    block_number: Some(n),
-                    block_timestamp: Some(timestamp),
-                    transaction_hash: Some(tx.hash),
-                    transaction_index: Some(tx_index as u64),
-                    log_index: Some(logs.len() as u64),
-                    removed: false,
-                });
-            }
-        }
-
-        let mut header: Header = Header {
-            hash,
-            size: Some(U256::from(size)),
-            ..Header::default()
-        };
-        let inner = &mut header.inner;
-        inner.parent_hash = parent_hash;
-        inner.ommers_hash = EMPTY_OMMERS_HASH;
-        inner.beneficiary = self.beneficiary;
-        // The roots are synthetic (no tries are built) but consistent: same content, same root.
-        inner.state_root = derive_from(content, u64::MAX);
-        inner.transactions_root = root_of(&tx_hashes, 0);
-        inner.receipts_root = root_of(&tx_hashes, 1);
-        inner.logs_bloom = bloom;
-        inner.number = n;
-        inner.gas_limit = GAS_LIMIT;
-        inner.gas_used = gas_used.min(GAS_LIMIT);
-        inner.timestamp = timestamp;
-        inner.extra_data = Bytes::from_static(b"livechain-devnet");
-        inner.mix_hash = derive_from(content, u64::MAX - 1);
-        inner.nonce = B64::ZERO;
-        inner.base_fee_per_gas = Some(base_fee);
-
-        BlockData::new(branch, header, tx_hashes, logs)
-    }
 }
 
 /// Which version of a height to generate, and what it takes over from orphaned versions
@@ -350,16 +239,6 @@ impl Fate {
     }
 }
 
-/// One transaction: its hash, its logs (without block fields) and what it adds to the block.
-#[derive(Debug, Clone)]
-struct Tx {
-    hash: B256,
-    gas: u64,
-    size: u64,
-    bloom: Bloom,
-    logs: Vec<alloy_primitives::Log>,
-}
-
 /// Domain-separated keccak of a tag and some words.
 fn derive(tag: &[u8], words: &[u64]) -> B256 {
     let mut buf = Vec::with_capacity(24 + tag.len() + 8 * words.len());
@@ -379,55 +258,11 @@ fn derive_from(base: B256, index: u64) -> B256 {
     keccak256(buf)
 }
 
-/// A synthetic root over the transaction hashes (the empty-trie root when there are none).
-fn root_of(tx_hashes: &[B256], salt: u8) -> B256 {
-    if tx_hashes.is_empty() {
-        return EMPTY_ROOT_HASH;
-    }
-    let mut buf = Vec::with_capacity(1 + 32 * tx_hashes.len());
-    buf.push(salt);
-    for hash in tx_hashes {
-        buf.extend_from_slice(hash.as_slice());
-    }
-    keccak256(&buf)
-}
-
 /// `N` bytes of a 32-byte array starting at `at`; every caller passes constant in-range offsets.
 fn array_at<const N: usize>(bytes: &[u8; 32], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&bytes[at..at + N]);
     out
-}
-
-/// SplitMix64: a tiny PRNG whose output is fixed by its definition, so block content cannot
-/// change under us with a `rand` upgrade (`StdRng` documents no such stability).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform enough in `0..bound` for test data (`bound > 0`).
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-
-    /// One element of a non-empty slice.
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
 }
 
 #[cfg(test)]
