@@ -6,6 +6,7 @@ use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::domain::Cursor;
 use crate::store::StoreError;
 
 /// Seconds a client is told to wait when the store was busy: a lock is held for milliseconds.
@@ -29,6 +30,16 @@ pub enum ApiError {
     /// A request or client message over its size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The changes after the client's cursor were partly pruned by retention: resuming there
+    /// would hand it a gap. It may resume after `oldest_cursor` (or start over from 0).
+    #[error(
+        "cursor {cursor} is below the oldest retained cursor {oldest_cursor}: changes after it \
+         were pruned; resume after {oldest_cursor}, or from 0 for everything still stored"
+    )]
+    CursorExpired {
+        cursor: Cursor,
+        oldest_cursor: Cursor,
+    },
     /// The service cannot answer yet (database not writable, no healthy provider, ...).
     #[error("{0}")]
     NotReady(String),
@@ -61,6 +72,9 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `cursor_expired`: the lowest cursor to resume after without a gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_cursor: Option<Cursor>,
 }
 
 impl ApiError {
@@ -78,6 +92,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::CursorExpired { .. } => StatusCode::GONE,
             ApiError::NotReady(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,8 +106,22 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::CursorExpired { .. } => "cursor_expired",
             ApiError::NotReady(_) | ApiError::Busy(_) => "not_ready",
             ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// `cursor_expired` when a reader resuming after `cursor` may have missed pruned changes
+    /// (`oldest_cursor` above it); 0 means "from the oldest retained" and never expires.
+    pub fn check_cursor(cursor: Cursor, oldest_cursor: Cursor) -> Result<(), ApiError> {
+        if cursor > 0 && cursor < oldest_cursor {
+            Err(ApiError::CursorExpired {
+                cursor,
+                oldest_cursor,
+            })
+        } else {
+            Ok(())
         }
     }
 
@@ -106,10 +135,15 @@ impl ApiError {
             }
             other => (other.to_string(), None),
         };
+        let oldest_cursor = match self {
+            ApiError::CursorExpired { oldest_cursor, .. } => Some(*oldest_cursor),
+            _ => None,
+        };
         ErrorDetail {
             code: self.code(),
             message,
             field,
+            oldest_cursor,
         }
     }
 }

@@ -35,6 +35,14 @@ async fn list(
     check_chain(query.filter.chain.as_deref(), &state.chain_names())?;
     let limit = query.limit as usize;
     let events = state.store.query_events(&query).await?;
+    // Read after the page: a prune that ran before the page's read shows here.
+    if let (Some(after), Order::Asc) = (query.after, query.order) {
+        let oldest = state
+            .store
+            .oldest_cursor(query.filter.chain.as_deref())
+            .await?;
+        ApiError::check_cursor(after, oldest)?;
+    }
     // A full page may have a successor; a short one is the end.
     let next_cursor = if events.len() == limit {
         events.last().map(|e| e.cursor)

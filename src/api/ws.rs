@@ -37,6 +37,7 @@ pub(super) fn close_after(err: &ApiError) -> CloseFrame {
             close_frame(close_code::POLICY, &format!("bad request: {field}"))
         }
         ApiError::TooLarge(_) => close_frame(close_code::SIZE, "message too big"),
+        ApiError::CursorExpired { .. } => close_frame(close_code::POLICY, "cursor expired"),
         ApiError::NotReady(_) | ApiError::Busy(_) => close_frame(close_code::AGAIN, "not ready"),
         ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
         ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) | ApiError::UpgradeRequired(_) => {

@@ -14,6 +14,9 @@ pub struct Page {
     /// Every change up to this cursor has been considered (matching or not): the next page
     /// starts after it. `None` when the page reached the end of what is committed.
     pub through: Option<Cursor>,
+    /// The lowest cursor to resume after when retention pruned changes after `after` (the
+    /// page may have a gap: it holds nothing).
+    pub expired: Option<Cursor>,
 }
 
 /// Reads the items after `after` matching `filter`, at most about `limit` of each kind.
@@ -91,6 +94,16 @@ pub async fn page(
     );
     items.extend(advances.into_iter().map(FeedItem::Finality));
 
+    // Read after the page: a prune that ran before any of its reads shows here. `after` 0 is
+    // "from the oldest retained", whatever was pruned before.
+    let oldest = store.oldest_cursor(chain).await?;
+    if after > 0 && after < oldest {
+        return Ok(Page {
+            expired: Some(oldest),
+            ..Page::default()
+        });
+    }
+
     items.sort_by_key(FeedItem::cursor);
     let h = horizon.map_or(ceiling, |h| h.min(ceiling));
     items.retain(|item| item.cursor() <= h);
@@ -98,5 +111,6 @@ pub async fn page(
         items,
         // A full source past the ceiling is cut there: the next page starts after it.
         through: horizon.map(|h| h.min(ceiling)),
+        expired: None,
     })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::wire::{ServerMessage, render};
 use super::{ApiError, End, Session};
+use crate::backoff::Curve;
 use crate::domain::{ChainName, Cursor, EventFilter, Finality};
 use crate::publish::{FeedItem, replay};
 use crate::store::{EventQuery, Order};
@@ -17,6 +18,8 @@ const REPLAY_PAGE: u32 = 500;
 const REPLAY_PAGE_MIN: u32 = 16;
 /// Tries of a replay page whose store error is retryable (a saturated read pool).
 const REPLAY_ATTEMPTS: u32 = 5;
+/// Waits between those tries: 50 ms doubling, jittered so resuming sessions spread out.
+const REPLAY_BACKOFF: Curve = Curve::jittered(Duration::from_millis(50), Duration::from_secs(1));
 
 impl Session {
     /// Sends every stored item after `last` matching `filter`, advancing `last`.
@@ -39,6 +42,12 @@ impl Session {
             let turn = self.state.stream_slots.replay_turn().await;
             let page = self.page(filter, after, limit).await?;
             drop(turn);
+            if let Some(oldest_cursor) = page.expired {
+                return Err(End::Error(ApiError::CursorExpired {
+                    cursor: after,
+                    oldest_cursor,
+                }));
+            }
             let mut full = false;
             match settled {
                 Some(level) => {
@@ -94,15 +103,14 @@ impl Session {
         after: Cursor,
         limit: u32,
     ) -> Result<replay::Page, End> {
-        let mut delay = Duration::from_millis(50);
+        let mut delays = REPLAY_BACKOFF.delays();
         let mut attempt = 1;
         loop {
             match replay::page(&self.state.store, filter, after, limit).await {
                 Ok(page) => return Ok(page),
                 Err(err) if err.is_retryable() && attempt < REPLAY_ATTEMPTS => {
                     tracing::debug!(error = %err, attempt, "stream replay: store busy; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    tokio::time::sleep(delays.next_delay()).await;
                     attempt += 1;
                 }
                 Err(err) => return Err(End::Error(ApiError::from(err))),

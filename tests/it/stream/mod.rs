@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::{self, all_events, get_json, parse_config, service_yaml, start_app};
 
 mod errors;
+mod expired;
 mod memory;
 mod scale;
 
