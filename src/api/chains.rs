@@ -34,6 +34,16 @@ struct ChainJson {
     providers: Vec<String>,
     /// Why the chain cannot advance, if it cannot (also `/ready`'s reason); else null.
     problem: Option<String>,
+    /// The blocks held whole, lowest to checkpoint (`/v1/coverage` has the detail).
+    retained: Option<RetainedJson>,
+}
+
+#[derive(Serialize)]
+struct RetainedJson {
+    from_block: u64,
+    to_block: u64,
+    /// Every block below this one was pruned by retention; null if none was.
+    pruned_below: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +67,15 @@ async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiEr
             .await?
             .map(|cp| cp.block_number);
         let lag = head.saturating_sub(checkpoint.unwrap_or(0));
+        let held = state.store.held(&chain.name).await?;
+        let retained = match (held.first_block, checkpoint) {
+            (Some((from, _)), Some(to)) if from <= to => Some(RetainedJson {
+                from_block: from,
+                to_block: to,
+                pruned_below: held.mark.map(|m| m.low_block).filter(|l| *l > 0),
+            }),
+            _ => None,
+        };
         let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         chains.push(ChainJson {
             name: chain.name.to_string(),
@@ -71,6 +90,7 @@ async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiEr
             },
             providers: chain.provider_ids.clone(),
             problem: progress.stuck.map(|stuck| stuck.reason(&chain.name)),
+            retained,
         });
     }
     Ok(Json(ChainsJson { chains }))

@@ -3,6 +3,7 @@
 //! Each route module exposes `fn router() -> Router<AppState>`; [`router`] merges them.
 
 mod chains;
+mod coverage;
 mod error;
 pub mod events;
 mod health;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(chains::router())
+        .merge(coverage::router())
         .merge(events::router())
         .merge(processes::router())
         .merge(providers::router())

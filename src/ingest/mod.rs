@@ -117,6 +117,8 @@ pub struct ChainHandle {
     pub health: ChainHealth,
     /// Who delivers first, late, never (`GET /v1/providers`).
     pub race: Arc<race::RaceBoard>,
+    /// What the chain indexes (`GET /v1/coverage` reports each).
+    pub subscriptions: Vec<crate::config::Subscription>,
 }
 
 /// The running pipeline.
@@ -254,6 +256,7 @@ async fn start_chain(
         confirmations: chain.confirmations,
     };
     let handle = ChainHandle {
+        subscriptions: chain.subscriptions.clone(),
         name: chain_name,
         chain_id: chain.chain_id,
         provider_ids: providers.all().iter().map(|p| p.id.clone()).collect(),

@@ -54,7 +54,7 @@ pub use lock::DatabaseLock;
 pub use query::{EventQuery, Order};
 pub use reorg::{Canonical, Retraction};
 pub use reset::Reset;
-pub use retention::{Mark, PruneTarget, Pruned};
+pub use retention::{Held, Mark, PruneTarget, Pruned};
 pub use stats::{LATENESS_BUCKETS, ProviderStats};
 
 /// How long a connection waits for a lock held by another connection or process before

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
+use alloy_primitives::B256;
+
 use crate::domain::{ChainName, Cursor};
 use crate::telemetry::metrics as m;
 
@@ -35,6 +37,17 @@ pub struct Mark {
     pub oldest_cursor: Cursor,
     /// Events pruned over the chain's life.
     pub pruned_events: u64,
+}
+
+/// What a chain holds, for the coverage ledger: the ends of its stored blocks and cursors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// The lowest canonical block stored, with its hash.
+    pub first_block: Option<(u64, B256)>,
+    /// The lowest and highest cursor of the chain's stored events.
+    pub cursors: Option<(Cursor, Cursor)>,
+    /// What the chain pruned, if it ever did.
+    pub mark: Option<Mark>,
 }
 
 /// What one prune step may delete.
@@ -195,6 +208,64 @@ impl Store {
         .fetch_optional(&self.shared.readers)
         .await?;
         Ok(n.and_then(|n| u64::try_from(n).ok()))
+    }
+
+    /// The ends of what `chain` holds (one read snapshot).
+    pub async fn held(&self, chain: &str) -> Result<Held, StoreError> {
+        let mut tx = self.shared.readers.begin().await?;
+        let first: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT block_number, block_hash FROM events \
+             WHERE chain = ? AND log_index = -1 AND removed = 0 ORDER BY block_number LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (oldest, newest): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(cursor), max(cursor) FROM events WHERE chain = ?")
+                .bind(chain)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mark: Option<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT low_block, oldest_cursor, pruned_events FROM retention WHERE chain = ?",
+        )
+        .bind(chain)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let first_block = match first {
+            Some((n, hash)) => {
+                let corrupt = || StoreError::Corrupt(format!("block {n} of {chain}"));
+                let n = u64::try_from(n).map_err(|_| corrupt())?;
+                Some((n, B256::try_from(hash.as_slice()).map_err(|_| corrupt())?))
+            }
+            None => None,
+        };
+        Ok(Held {
+            first_block,
+            cursors: oldest.zip(newest),
+            mark: mark.map(|(low, oldest, pruned)| Mark {
+                low_block: u64::try_from(low).unwrap_or_default(),
+                oldest_cursor: oldest,
+                pruned_events: u64::try_from(pruned).unwrap_or_default(),
+            }),
+        })
+    }
+
+    /// The canonical hash of `chain`'s block `n`, when stored.
+    pub async fn block_hash_at(&self, chain: &str, n: u64) -> Result<Option<B256>, StoreError> {
+        let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT block_hash FROM events \
+             WHERE chain = ? AND block_number = ? AND log_index = -1 AND removed = 0",
+        )
+        .bind(chain)
+        .bind(to_sql_int(n, "block_number")?)
+        .fetch_optional(&self.shared.readers)
+        .await?;
+        hash.map(|h| {
+            B256::try_from(h.as_slice())
+                .map_err(|_| StoreError::Corrupt(format!("block {n} of {chain}: hash")))
+        })
+        .transpose()
     }
 
     /// Every chain's mark, by chain name.

@@ -83,6 +83,9 @@ pub struct SyncProgress {
     pub range_limit: u64,
     /// Why the chain cannot advance, when every provider is far below its checkpoint.
     pub stuck: Option<Stuck>,
+    /// The blocks (`from`, `to`) whose fetch failed on its last try, on every provider tried:
+    /// a hole `/v1/coverage` reports until a range is stored again.
+    pub failing: Option<(u64, u64)>,
 }
 
 /// Why a range could not be used; it is fetched again (from another provider, if need be).
@@ -134,12 +137,20 @@ impl RangeSync {
     }
 
     /// Publishes the progress (`/v1/chains`) and the lag gauge.
-    fn report(&self, checkpoint: Option<u64>, head: u64, span: u64, stuck: Option<Stuck>) {
+    fn report(
+        &self,
+        checkpoint: Option<u64>,
+        head: u64,
+        span: u64,
+        stuck: Option<Stuck>,
+        failing: Option<(u64, u64)>,
+    ) {
         let progress = SyncProgress {
             checkpoint,
             head,
             range_limit: span,
             stuck,
+            failing,
         };
         if *self.progress.borrow() == progress {
             return;

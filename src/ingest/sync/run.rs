@@ -85,6 +85,9 @@ pub(super) struct Run {
     /// Whether the chain's nodes answer the `safe`/`finalized` tags.
     tags_seen: bool,
     stuck: StuckWatch,
+    /// The range whose last fetch failed on every try so far (not a refusal being halved):
+    /// cleared when a range is handed on.
+    failing: Option<(u64, u64)>,
 }
 
 impl Run {
@@ -106,6 +109,7 @@ impl Run {
             hints_open: true,
             tags_seen: false,
             stuck: StuckWatch::default(),
+            failing: None,
             sync,
             shutdown,
         }
@@ -281,6 +285,7 @@ impl Run {
         }
         self.retry.reset();
         self.schedule.handed_on();
+        self.failing = None;
         let head = self.best();
         self.report(head, self.stuck.current());
         if head.saturating_sub(ask.to) > self.schedule.span() {
@@ -323,6 +328,8 @@ impl Run {
                 tracing::info!(chain = %self.sync.chain, span = self.schedule.span(), error = %err, "provider refused the range; halving it");
             }
             err => {
+                self.failing = Some((ask.from, ask.to));
+                self.report(self.best(), self.stuck.current());
                 let delay = self.retry.next();
                 tracing::warn!(chain = %self.sync.chain, from = ask.from, to = ask.to, error = %err, retry_in_ms = delay.as_millis() as u64, "range fetch failed; retrying");
                 or_stop(&self.shutdown, tokio::time::sleep(delay)).await?;
@@ -378,7 +385,7 @@ impl Run {
     fn report(&self, head: u64, stuck: Option<Stuck>) {
         let checkpoint = self.position.checkpoint();
         self.sync
-            .report(checkpoint, head, self.schedule.span(), stuck);
+            .report(checkpoint, head, self.schedule.span(), stuck, self.failing);
     }
 }
 

@@ -99,6 +99,7 @@ fn idle_chain(name: &str) -> ChainHandle {
         progress: watch::channel(SyncProgress::default()).1,
         health,
         race: Arc::new(RaceBoard::new(name, &[], &[])),
+        subscriptions: Vec::new(),
     }
 }
 
