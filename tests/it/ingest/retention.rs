@@ -218,3 +218,52 @@ async fn sigkill_while_pruning_leaves_whole_blocks_and_a_mark_that_agrees() {
         last_mark = mark;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorgs_keep_working_while_pruning_runs() {
+    use livechain::devnet::DevnetConfig;
+    // A reorg of depth 3 every 20 blocks, while retention prunes every few seconds.
+    let config = DevnetConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        providers: 2,
+        block_time_ms: 20,
+        logs_per_block: LOGS_PER_BLOCK as usize,
+        initial_blocks: 0,
+        reorg_every: Some(20),
+        reorg_depth: 3,
+        ..DevnetConfig::default()
+    };
+    let devnet = support::devnet_with(config).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    let yaml = yaml_with_retention(&devnet, &db, "{ max_events: 1500 }");
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    // Several reorgs and several prunes.
+    let reorgs_before = devnet.reorgs();
+    support::wait_for(WAIT, POLL, || async {
+        let (_, _, mark, ..) = window(&db).await;
+        (mark > Some(300) && devnet.reorgs() >= reorgs_before + 5).then_some(())
+    })
+    .await
+    .expect("pruning and reorgs both ran");
+    let head = devnet.head();
+    let checkpoint = wait_committed(&db, head).await;
+    // Canonical rows from the mark to the checkpoint equal the devnet's chain there.
+    let (_, _, mark, ..) = window(&db).await;
+    let low = u64::try_from(mark.expect("a mark")).expect("mark");
+    let stored: BTreeSet<(u64, String, Option<u64>)> = db_rows(&db)
+        .await
+        .into_iter()
+        .filter(|r| !r.removed && (low..=checkpoint).contains(&r.id.0))
+        .map(|r| r.id)
+        .collect();
+    let truth: BTreeSet<(u64, String, Option<u64>)> =
+        expected(&devnet, low..=checkpoint).into_keys().collect();
+    assert_eq!(
+        stored.len(),
+        truth.len(),
+        "canonical rows in {low}..={checkpoint}"
+    );
+    assert!(stored == truth, "the stored canonical chain differs from the devnet's");
+    app.stop().await;
+}
