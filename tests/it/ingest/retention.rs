@@ -264,6 +264,9 @@ async fn reorgs_keep_working_while_pruning_runs() {
         truth.len(),
         "canonical rows in {low}..={checkpoint}"
     );
-    assert!(stored == truth, "the stored canonical chain differs from the devnet's");
+    assert!(
+        stored == truth,
+        "the stored canonical chain differs from the devnet's"
+    );
     app.stop().await;
 }
