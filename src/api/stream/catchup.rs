@@ -10,7 +10,7 @@ use super::{ApiError, End, Session};
 use crate::backoff::Curve;
 use crate::domain::{ChainName, Cursor, EventFilter, Finality};
 use crate::publish::{FeedItem, replay};
-use crate::store::{EventQuery, Order};
+use crate::store::{EventQuery, Order, StoreError};
 
 /// Items per replay page, at most; a page that met a full socket is followed by smaller ones.
 const REPLAY_PAGE: u32 = 500;
@@ -113,8 +113,18 @@ impl Session {
                     tokio::time::sleep(delays.next_delay()).await;
                     attempt += 1;
                 }
-                Err(err) => return Err(End::Error(ApiError::from(err))),
+                Err(err) => return Err(self.store_failed(err)),
             }
+        }
+    }
+
+    /// How a store error ends the session: a closed store while the service stops is the
+    /// stop (close 1001), not a failure of this session.
+    fn store_failed(&self, err: StoreError) -> End {
+        if self.state.shutdown.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::Error(ApiError::from(err))
         }
     }
 
@@ -140,7 +150,7 @@ impl Session {
             None => store
                 .finality_before(&advance.chain, level, advance.cursor)
                 .await
-                .map_err(|e| End::Error(ApiError::from(e)))?
+                .map_err(|e| self.store_failed(e))?
                 .saturating_add(1),
         };
         let from = from.max(filter.from_block.unwrap_or(0));
@@ -166,7 +176,7 @@ impl Session {
             let events = store
                 .query_events(&query)
                 .await
-                .map_err(|e| End::Error(ApiError::from(e)))?;
+                .map_err(|e| self.store_failed(e))?;
             // Rendered one at a time as the socket takes them.
             for event in &events {
                 self.feed(ServerMessage::event(advance.cursor, event).text())
