@@ -148,7 +148,9 @@ impl Store {
         let shared = &self.shared;
         let mut sequence = shared.sequence.lock().await;
         // Under the lock: a prune cannot slip in between the check and the insert.
-        sequence.windows.drop_below(&mut batch.chain_events);
+        sequence
+            .windows
+            .drop_below(&mut batch.chain_events, &mut batch.redeliveries);
         let WriteBatch {
             chain_events,
             redeliveries,

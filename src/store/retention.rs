@@ -17,7 +17,7 @@ use alloy_primitives::B256;
 use crate::domain::{ChainName, Cursor};
 use crate::telemetry::metrics as m;
 
-use super::events::{NewEvent, now_ms};
+use super::events::{NewEvent, Redelivery, now_ms};
 use super::rows::to_sql_int;
 use super::{Store, StoreError};
 
@@ -111,24 +111,26 @@ impl Windows {
         self.get_mut(chain).low_block = 0;
     }
 
-    /// Removes the events below their chain's mark, counting them per chain.
-    pub(crate) fn drop_below(&self, events: &mut Vec<NewEvent>) {
+    /// Removes the events and repeat deliveries below their chain's mark, counting them per
+    /// chain: pruned history is not stored again, and a late copy has no row to count on.
+    pub(crate) fn drop_below(&self, events: &mut Vec<NewEvent>, copies: &mut Vec<Redelivery>) {
         if self.chains.iter().all(|w| w.low_block == 0) {
             return;
         }
-        events.retain(|new| {
-            let chain = &new.event.chain;
+        let below = |chain: &ChainName, block: u64| {
             let below = self
                 .chains
                 .iter()
                 .find(|w| w.chain == *chain)
-                .is_some_and(|w| new.event.block.number < w.low_block);
+                .is_some_and(|w| block < w.low_block);
             if below {
                 metrics::counter!(m::EVENTS_BELOW_RETENTION, "chain" => chain.to_string())
                     .increment(1);
             }
-            !below
-        });
+            below
+        };
+        events.retain(|new| !below(&new.event.chain, new.event.block.number));
+        copies.retain(|copy| !below(&copy.chain, copy.block_number));
     }
 
     /// Counts rows a commit added to chains whose count is kept.

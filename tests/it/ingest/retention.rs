@@ -270,3 +270,46 @@ async fn reorgs_keep_working_while_pruning_runs() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_provider_below_the_mark_is_dropped_and_counted() {
+    let devnet = small_devnet(10, 0).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    // A provider that far behind stays connected (it is only ranked last).
+    let yaml = yaml_with_retention(&devnet, &db, "{ max_events: 600 }")
+        .replace("chains:\n  devnet:\n", "chains:\n  late:\n")
+        + "health: { max_lag_blocks: 1000 }\n";
+    // Provider 1 serves the chain 250 blocks behind: once the window (100 blocks) has moved
+    // on, everything it delivers is below the mark.
+    devnet.faults(1).expect("provider 1").set_lag_blocks(250);
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    let below = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("livechain_events_below_retention_total{chain=\"late\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let counted = support::wait_for(WAIT, POLL, || async {
+        let n = below(&support::metrics_text(&app).await);
+        (n > 0.0).then_some(n)
+    })
+    .await;
+    let counted = counted.expect("deliveries below the mark are counted");
+    let mut conn = open_db(&db).await;
+    let (lowest, mark): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT min(block_number) FROM events WHERE chain = 'late'), \
+                (SELECT low_block FROM retention WHERE chain = 'late')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("mark");
+    assert!(mark.is_some(), "the chain pruned");
+    assert!(
+        lowest >= mark,
+        "a row below the mark: {lowest:?} < {mark:?}"
+    );
+    eprintln!("late provider: {counted} events dropped below the mark");
+    app.stop().await;
+}
