@@ -207,16 +207,27 @@ async fn measure(
             list(|s| s.free_pages, 0)
         );
     }
-    let tail_half: Vec<f64> = series[half..].iter().map(Sample::db_mib).collect();
-    let (low, high) = tail_half.iter().fold((f64::INFINITY, 0f64), |(lo, hi), x| {
-        (lo.min(*x), hi.max(*x))
-    });
+    // The last half's spread, around the midpoint sample and around its median: one sample
+    // taken while the WAL runs past its limit (before a restart) would skew the first alone.
+    let last_half = &series[half..];
+    let spread = |f: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = last_half.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        let (low, high) = (quantile(&values, 0.0), quantile(&values, 1.0));
+        (low, quantile(&values, 0.5), high)
+    };
+    let (low, median, high) = spread(Sample::db_mib);
     let mid = outcome.db_mb_mid.max(1e-9);
+    let (main_low, _, main_high) = spread(|s| s.main_bytes / MIB);
+    let (wal_low, _, wal_high) = spread(|s| s.wal_bytes / MIB);
     eprintln!(
-        "{prefix} last half of the window: db+wal {low:.1}–{high:.1} MiB, {:+.1} % to {:+.1} % of the midpoint; \
-         livechain_database_size_bytes at the end {:.1} MiB",
+        "{prefix} last half of the window: db+wal {low:.1}–{high:.1} MiB, {:+.1} % to {:+.1} % of \
+         the midpoint, {:+.1} % to {:+.1} % of the median ({median:.1}); main file {main_low:.1}–{main_high:.1}, \
+         wal {wal_low:.1}–{wal_high:.1} MiB; livechain_database_size_bytes at the end {:.1} MiB",
         (low / mid - 1.0) * 100.0,
         (high / mid - 1.0) * 100.0,
+        (low / median.max(1e-9) - 1.0) * 100.0,
+        (high / median.max(1e-9) - 1.0) * 100.0,
         last.size_metric / MIB,
     );
     let passes = last.prune_count - first.prune_count;
