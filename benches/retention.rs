@@ -26,7 +26,9 @@
 mod common;
 
 use common::tail::{self, DevnetThread, STEP_TIMEOUT, Subscribers, quantile};
-use common::{buckets, cpu_seconds, metric, metrics_text, run_bounded, service_binary};
+use common::{
+    buckets, cpu_seconds, metric, metrics_text, run_bounded, service_binary, written_bytes,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -144,6 +146,7 @@ async fn measure(
 
     tokio::time::sleep(setup.warm_up).await;
     let cpu_before = cpu_seconds(service.pid()?)?;
+    let written_before = written_bytes(service.pid()?)?;
     let opened = Instant::now();
     let mut series = vec![Sample::take(&http, &url, &db).await?];
     subscribers.record(true);
@@ -157,6 +160,7 @@ async fn measure(
     }
     subscribers.record(false);
     let cpu = cpu_seconds(service.pid()?)? - cpu_before;
+    let written = written_bytes(service.pid()?)?.saturating_sub(written_before) as f64;
     let seen = subscribers.finish().await?;
     drop(service);
 
@@ -236,7 +240,7 @@ async fn measure(
     eprintln!(
         "{prefix} window {seconds:.1}s; prune passes {passes:.0} ({:.0} events each), mean {:.1} ms, \
          p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms; writer {:.0} commits/s, {:.2} ms each on average; \
-         cpu service={:.2} cores",
+         cpu service={:.2} cores; written to disk {:.1} MiB/s",
         (last.pruned - first.pruned) / passes.max(1.0),
         (last.prune_seconds - first.prune_seconds) * 1000.0 / passes.max(1.0),
         bucket_bound_ms(&pass_buckets, 0.5),
@@ -245,6 +249,7 @@ async fn measure(
         batches / seconds.max(1e-9),
         (last.batch_seconds - first.batch_seconds) * 1000.0 / batches.max(1.0),
         cpu / seconds.max(1e-9),
+        written / MIB / seconds.max(1e-9),
     );
     let (lat, inside) = (&seen.latencies_ms, &seen.inside_ms);
     eprintln!(

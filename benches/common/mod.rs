@@ -190,6 +190,16 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmHWM in /proc/<pid>/status")
 }
 
+/// Bytes `pid` has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`): its
+/// WAL appends and checkpoints, as the page cache hands them to the disk.
+pub fn written_bytes(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no write_bytes in /proc/<pid>/io")
+}
+
 /// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
