@@ -18,9 +18,10 @@
 //!
 //! stderr carries `retention diagnostics:` lines (the size series, retained counts, prune pass
 //! durations, writer commits, CPU, bytes written) and the baseline's line,
-//! `retention baseline: …` with the same fields. `LIVECHAIN_BENCH_BASELINE=0` skips the baseline; `LIVECHAIN_BENCH_BIN` runs
-//! another build of the service. Bounded in time (about 2.5 min), 127.0.0.1 only, the child
-//! killed on every exit path. Run by `cargo test --all-targets` (without `--bench`) it only
+//! `retention baseline: …` with the same fields. `LIVECHAIN_BENCH_BASELINE=0` skips the
+//! baseline; `LIVECHAIN_BENCH_BIN` runs another build of the service. Bounded in time (about
+//! 2.5 min), 127.0.0.1 only, the child killed on every exit path. Run by `cargo test
+//! --all-targets` (without `--bench`) it only
 //! smoke-tests itself: a 1 s history, a 4 s window, its line labelled as such.
 
 mod common;
