@@ -21,8 +21,8 @@
 //! `retention baseline: …` with the same fields. `LIVECHAIN_BENCH_BASELINE=0` skips the
 //! baseline; `LIVECHAIN_BENCH_BIN` runs another build of the service. Bounded in time (about
 //! 2.5 min), 127.0.0.1 only, the child killed on every exit path. Run by `cargo test
-//! --all-targets` (without `--bench`) it only
-//! smoke-tests itself: a 1 s history, a 4 s window, its line labelled as such.
+//! --all-targets` (without `--bench`) it only smoke-tests itself: a 1 s history, a 4 s window,
+//! its line labelled as such.
 
 mod common;
 
