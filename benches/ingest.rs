@@ -30,9 +30,12 @@
 
 mod common;
 
-use common::{Proc, cpu_seconds, metric, metrics_text, peak_rss_kib};
+use common::{
+    Proc, cpu_seconds, metric, metrics_text, peak_rss_kib, run_bounded, service_binary,
+    start_service,
+};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -64,23 +67,7 @@ const TOTAL_TIMEOUT: Duration = Duration::from_secs(58);
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; `cargo test` runs this target without it.
     let measured = std::env::args().any(|arg| arg == "--bench");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    runtime.block_on(async {
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        // Whatever ends the bench first, returning drops the children, which kills them.
-        tokio::select! {
-            outcome = tokio::time::timeout(TOTAL_TIMEOUT, run(measured)) => match outcome {
-                Ok(result) => result,
-                Err(_) => bail!("the bench took longer than {TOTAL_TIMEOUT:?}"),
-            },
-            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-            _ = sigterm.recv() => bail!("terminated"),
-        }
-    })
+    run_bounded(TOTAL_TIMEOUT, run(measured))
 }
 
 async fn run(measured: bool) -> anyhow::Result<()> {
@@ -94,9 +81,7 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         )
     };
     // `LIVECHAIN_BENCH_BIN` runs another build of the devnet and service (to compare two).
-    let binary = std::env::var_os("LIVECHAIN_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_livechain")));
+    let binary = service_binary();
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
 
     let mut devnet = Proc::spawn(
@@ -132,26 +117,8 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         }
     }
 
-    let config = dir.path().join("bench.yaml");
-    std::fs::write(
-        &config,
-        service_yaml(&dir.path().join("bench.db"), &endpoints),
-    )?;
-    let mut service = Proc::spawn(
-        "service",
-        Command::new(&binary)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn"),
-        dir.path(),
-        STEP_TIMEOUT,
-    )?;
-    let api = loop {
-        let line = service.line().await?;
-        if let Some(at) = line.find("API on ") {
-            break line[at + "API on ".len()..].trim().to_owned();
-        }
-    };
+    let yaml = service_yaml(&dir.path().join("bench.db"), &endpoints);
+    let (service, api) = start_service(&binary, dir.path(), &yaml, STEP_TIMEOUT).await?;
     let metrics_url = format!("{api}/metrics");
     let http = reqwest::Client::builder()
         .timeout(STEP_TIMEOUT)

@@ -1,9 +1,13 @@
-//! What both benchmarks need: a child process read line by line, and figures read from
-//! Prometheus text and `/proc`. Included by each bench with `mod common;` (not a bench itself:
-//! cargo only discovers `benches/*.rs` and `benches/*/main.rs`).
+//! What the benchmarks share: the service under test started as a child process and read line
+//! by line, a bounded run, and figures read from Prometheus text and `/proc`; `tail` holds the
+//! live-tail setup. Included by each bench with `mod common;` (not a bench itself: cargo only
+//! discovers `benches/*.rs` and `benches/*/main.rs`).
 
 #![allow(dead_code)] // each bench uses its own subset
 
+pub mod tail;
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -72,6 +76,66 @@ impl Proc {
     }
 }
 
+/// The binary under test: `LIVECHAIN_BENCH_BIN` (another build, to compare two versions), or
+/// this build's `livechain`.
+pub fn service_binary() -> PathBuf {
+    std::env::var_os("LIVECHAIN_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_livechain")))
+}
+
+/// Runs `bench` on a current-thread runtime for at most `limit`, or until SIGINT or SIGTERM.
+/// Whatever ends it first, its future is dropped, and with it the children (`kill_on_drop`).
+pub fn run_bounded<T>(
+    limit: Duration,
+    bench: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async {
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            outcome = tokio::time::timeout(limit, bench) => match outcome {
+                Ok(result) => result,
+                Err(_) => bail!("the bench took longer than {limit:?}"),
+            },
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = sigterm.recv() => bail!("terminated"),
+        }
+    })
+}
+
+/// Starts `binary run` on the configuration `yaml` (written into `dir`, where its stderr goes
+/// too, `RUST_LOG=warn`); returns it and its API's base URL (`http://…`).
+pub async fn start_service(
+    binary: &Path,
+    dir: &Path,
+    yaml: &str,
+    step_timeout: Duration,
+) -> anyhow::Result<(Proc, String)> {
+    let config = dir.join("bench.yaml");
+    std::fs::write(&config, yaml).context("writing the service's configuration")?;
+    let mut service = Proc::spawn(
+        "service",
+        Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn"),
+        dir,
+        step_timeout,
+    )?;
+    let api = loop {
+        let line = service.line().await?;
+        if let Some(at) = line.find("API on ") {
+            break line[at + "API on ".len()..].trim().to_owned();
+        }
+    };
+    Ok((service, api))
+}
+
 /// The service's `/metrics` text at `url`.
 pub async fn metrics_text(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     Ok(http
@@ -94,6 +158,28 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A histogram's cumulative buckets in Prometheus text, summed over its series: `(le, count)`
+/// in the order printed (ascending `le`, `+Inf` last).
+pub fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines().filter(|line| line.starts_with(&prefix)) {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|le| le.parse::<f64>().ok());
+        let count = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            match out.iter_mut().find(|(at, _)| *at == le) {
+                Some(bucket) => bucket.1 += count,
+                None => out.push((le, count)),
+            }
+        }
+    }
+    out
+}
+
 /// `VmHWM` of `pid`: its peak resident set, in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -102,6 +188,16 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM in /proc/<pid>/status")
+}
+
+/// Bytes `pid` has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`): its
+/// WAL appends and checkpoints, as the page cache hands them to the disk.
+pub fn written_bytes(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no write_bytes in /proc/<pid>/io")
 }
 
 /// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).
