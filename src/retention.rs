@@ -26,6 +26,9 @@ pub const PASS_INTERVAL: Duration = Duration::from_millis(250);
 /// Rows one prune step deletes at most. A step of 1,000 rows with their index entries takes a
 /// few milliseconds here (BENCHMARKS.md, "retention"): short enough for the live tail.
 pub const STEP_ROWS: u64 = 1_000;
+/// After each step a pass waits this many times the step's own duration: pruning holds the
+/// writer a third of the time at most, and the live tail's commits pass in between.
+const STEP_PACE: u32 = 2;
 /// Steps one pass runs at most before it lets the next pass look again (a first pass over a
 /// database far over a lowered limit takes several passes).
 const MAX_STEPS_PER_PASS: usize = 10_000;
@@ -145,6 +148,7 @@ pub async fn pass(
             max_rows: STEP_ROWS,
         };
         while done.steps < MAX_STEPS_PER_PASS && !stop.is_cancelled() {
+            let began = Instant::now();
             let Some(step) = store.prune_step(chain, &target).await? else {
                 break;
             };
@@ -152,8 +156,16 @@ pub async fn pass(
             done.events += step.events;
             done.heights += step.heights;
             done.low_block = Some(step.mark.low_block);
-            // The writer waits on the same lock; a yield lets it in between two steps.
-            tokio::task::yield_now().await;
+            // A pass under steady inflow runs for seconds: the gauges follow each step.
+            let label = || ("chain", chain.to_owned());
+            metrics::gauge!(m::OLDEST_RETAINED_BLOCK, &[label()]).set(step.mark.low_block as f64);
+            if let Some(held) = step.retained {
+                metrics::gauge!(m::RETAINED_EVENTS, &[label()]).set(held as f64);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(began.elapsed() * STEP_PACE) => {}
+            }
         }
         for _ in 0..MAX_VACUUM_STEPS {
             if stop.is_cancelled() {

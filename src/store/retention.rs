@@ -72,6 +72,8 @@ pub struct Pruned {
     pub heights: u64,
     /// The chain's mark after the step.
     pub mark: Mark,
+    /// Rows the chain holds after the step, when counted.
+    pub retained: Option<u64>,
 }
 
 /// The writer's view of each pruned chain, guarded by the writer's lock: what the write path
@@ -176,16 +178,11 @@ impl Store {
     /// then kept by every commit and prune: cheap after the first call.
     pub async fn retained_events(&self, chain: &str) -> Result<u64, StoreError> {
         let mut sequence = self.shared.sequence.lock().await;
-        let window = sequence.windows.get_mut(chain);
-        if let Some(n) = window.retained {
+        if let Some(n) = sequence.windows.get_mut(chain).retained {
             return Ok(n);
         }
         let mut conn = self.shared.writer.acquire().await?;
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE chain = ?")
-            .bind(chain)
-            .fetch_one(&mut *conn)
-            .await?;
-        let count = u64::try_from(count).unwrap_or_default();
+        let count = count_rows(&mut conn, chain).await?;
         sequence.windows.get_mut(chain).retained = Some(count);
         Ok(count)
     }
@@ -311,14 +308,19 @@ impl Store {
         chain: &str,
         target: &PruneTarget,
     ) -> Result<Option<Pruned>, StoreError> {
-        // Counted before the lock below: the count takes it too.
-        let retained = match target.keep_events {
-            Some(_) => Some(self.retained_events(chain).await?),
-            None => None,
-        };
         let shared = &self.shared;
+        // One hold of the writer's lock for the whole step: the writer waits for one step only.
         let mut sequence = shared.sequence.lock().await;
         let mut conn = shared.writer.acquire().await?;
+        let retained = match (target.keep_events, sequence.windows.get_mut(chain).retained) {
+            (None, _) => None,
+            (Some(_), Some(n)) => Some(n),
+            (Some(_), None) => {
+                let n = count_rows(&mut conn, chain).await?;
+                sequence.windows.get_mut(chain).retained = Some(n);
+                Some(n)
+            }
+        };
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
         let Some(ceiling) = final_height(&mut tx, chain, target.confirmations).await? else {
             return Ok(None);
@@ -353,12 +355,14 @@ impl Store {
         if let Some(n) = &mut window.retained {
             *n = n.saturating_sub(events);
         }
+        let retained = window.retained;
         drop(sequence);
         metrics::counter!(m::PRUNED_EVENTS, "chain" => chain.to_owned()).increment(events);
         Ok(Some(Pruned {
             events,
             heights,
             mark,
+            retained,
         }))
     }
 }
@@ -388,6 +392,14 @@ impl Store {
         self.wrote();
         Ok(u64::try_from(step).unwrap_or_default())
     }
+}
+
+async fn count_rows(conn: &mut SqliteConnection, chain: &str) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE chain = ?")
+        .bind(chain)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or_default())
 }
 
 /// The highest block `chain` may prune: its finalized height, else its checkpoint less
