@@ -206,8 +206,8 @@ async fn expired_before(
     let Some(cutoff) = now.checked_sub(age.as_secs()) else {
         return Ok(None);
     };
-    Ok(match store.oldest_block_timestamp(chain).await? {
-        Some(oldest) if oldest < cutoff => Some(cutoff),
+    Ok(match store.oldest_block(chain).await? {
+        Some((_, oldest)) if oldest < cutoff => Some(cutoff),
         _ => None,
     })
 }
@@ -218,7 +218,7 @@ async fn record_gauges(store: &Store, chain: &str, policy: &Policy) -> Result<()
         let held = store.retained_events(chain).await?;
         metrics::gauge!(m::RETAINED_EVENTS, &[label()]).set(held as f64);
     }
-    if let Some(block) = store.oldest_block(chain).await? {
+    if let Some((block, _)) = store.oldest_block(chain).await? {
         metrics::gauge!(m::OLDEST_RETAINED_BLOCK, &[label()]).set(block as f64);
     }
     Ok(())

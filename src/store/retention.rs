@@ -187,26 +187,16 @@ impl Store {
         Ok(count)
     }
 
-    /// The timestamp (Unix seconds) of `chain`'s oldest stored block, `None` when it has none.
-    pub async fn oldest_block_timestamp(&self, chain: &str) -> Result<Option<u64>, StoreError> {
-        let ts: Option<i64> = sqlx::query_scalar(
-            "SELECT block_timestamp FROM events WHERE chain = ? ORDER BY block_number LIMIT 1",
+    /// `chain`'s oldest stored block and its timestamp (Unix seconds), `None` when it has none.
+    pub async fn oldest_block(&self, chain: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT block_number, block_timestamp FROM events WHERE chain = ? \
+             ORDER BY block_number LIMIT 1",
         )
         .bind(chain)
         .fetch_optional(&self.shared.readers)
         .await?;
-        Ok(ts.and_then(|t| u64::try_from(t).ok()))
-    }
-
-    /// `chain`'s oldest stored block, `None` when it has none.
-    pub async fn oldest_block(&self, chain: &str) -> Result<Option<u64>, StoreError> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "SELECT block_number FROM events WHERE chain = ? ORDER BY block_number LIMIT 1",
-        )
-        .bind(chain)
-        .fetch_optional(&self.shared.readers)
-        .await?;
-        Ok(n.and_then(|n| u64::try_from(n).ok()))
+        Ok(row.and_then(|(n, ts)| Some((u64::try_from(n).ok()?, u64::try_from(ts).ok()?))))
     }
 
     /// The ends of what `chain` holds (one read snapshot).
