@@ -20,6 +20,10 @@ use crate::telemetry::metrics as m;
 use super::events::{NewEvent, Redelivery, now_ms};
 use super::rows::to_sql_int;
 use super::{Store, StoreError};
+use cut::{age_cut, count_cut, heights_below};
+
+mod cut;
+mod reads;
 
 /// Free pages kept for new rows, as a share of the file: the rows a prune step frees are
 /// usually written again within the next pass, so returning those pages would only grow the
@@ -187,109 +191,6 @@ impl Store {
         Ok(count)
     }
 
-    /// `chain`'s oldest stored block and its timestamp (Unix seconds), `None` when it has none.
-    pub async fn oldest_block(&self, chain: &str) -> Result<Option<(u64, u64)>, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT block_number, block_timestamp FROM events WHERE chain = ? \
-             ORDER BY block_number LIMIT 1",
-        )
-        .bind(chain)
-        .fetch_optional(&self.shared.readers)
-        .await?;
-        Ok(row.and_then(|(n, ts)| Some((u64::try_from(n).ok()?, u64::try_from(ts).ok()?))))
-    }
-
-    /// The ends of what `chain` holds (one read snapshot).
-    pub async fn held(&self, chain: &str) -> Result<Held, StoreError> {
-        let mut tx = self.shared.readers.begin().await?;
-        let first: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT block_number, block_hash FROM events \
-             WHERE chain = ? AND log_index = -1 AND removed = 0 ORDER BY block_number LIMIT 1",
-        )
-        .bind(chain)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (oldest, newest): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT min(cursor), max(cursor) FROM events WHERE chain = ?")
-                .bind(chain)
-                .fetch_one(&mut *tx)
-                .await?;
-        let mark: Option<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT low_block, oldest_cursor, pruned_events FROM retention WHERE chain = ?",
-        )
-        .bind(chain)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let first_block = match first {
-            Some((n, hash)) => {
-                let corrupt = || StoreError::Corrupt(format!("block {n} of {chain}"));
-                let n = u64::try_from(n).map_err(|_| corrupt())?;
-                Some((n, B256::try_from(hash.as_slice()).map_err(|_| corrupt())?))
-            }
-            None => None,
-        };
-        Ok(Held {
-            first_block,
-            cursors: oldest.zip(newest),
-            mark: mark.map(|(low, oldest, pruned)| Mark {
-                low_block: u64::try_from(low).unwrap_or_default(),
-                oldest_cursor: oldest,
-                pruned_events: u64::try_from(pruned).unwrap_or_default(),
-            }),
-        })
-    }
-
-    /// The canonical hash of `chain`'s block `n`, when stored.
-    pub async fn block_hash_at(&self, chain: &str, n: u64) -> Result<Option<B256>, StoreError> {
-        let hash: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT block_hash FROM events \
-             WHERE chain = ? AND block_number = ? AND log_index = -1 AND removed = 0",
-        )
-        .bind(chain)
-        .bind(to_sql_int(n, "block_number")?)
-        .fetch_optional(&self.shared.readers)
-        .await?;
-        hash.map(|h| {
-            B256::try_from(h.as_slice())
-                .map_err(|_| StoreError::Corrupt(format!("block {n} of {chain}: hash")))
-        })
-        .transpose()
-    }
-
-    /// Every chain's mark, by chain name.
-    pub async fn retention_marks(&self) -> Result<Vec<(ChainName, Mark)>, StoreError> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT chain, low_block, oldest_cursor, pruned_events FROM retention ORDER BY chain",
-        )
-        .fetch_all(&self.shared.readers)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(chain, low, oldest, pruned)| {
-                let mark = Mark {
-                    low_block: u64::try_from(low).unwrap_or_default(),
-                    oldest_cursor: oldest,
-                    pruned_events: u64::try_from(pruned).unwrap_or_default(),
-                };
-                (ChainName::from(chain.as_str()), mark)
-            })
-            .collect())
-    }
-
-    /// The lowest cursor a reader of `chain` (of every chain: `None`) may resume after without
-    /// missing a pruned change; 0 when nothing was ever pruned.
-    pub async fn oldest_cursor(&self, chain: Option<&str>) -> Result<Cursor, StoreError> {
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT max(oldest_cursor) FROM retention WHERE ? IS NULL OR chain = ?",
-        )
-        .bind(chain)
-        .bind(chain)
-        .fetch_one(&self.shared.readers)
-        .await?;
-        Ok(oldest.unwrap_or(0))
-    }
-
     /// One prune step of `chain` in its own transaction: the oldest whole heights that `target`
     /// expires, at most about `target.max_rows` rows, never above the chain's final height.
     /// `None` when there is nothing to prune.
@@ -438,47 +339,6 @@ async fn oldest_rows(
         .collect())
 }
 
-/// The first height to keep when `excess` rows should go: below it lie at most `excess` rows
-/// in whole heights, or the oldest height alone when it holds more.
-pub(crate) fn count_cut(oldest: &[(u64, u64)], excess: u64) -> Option<u64> {
-    let (first, _) = *oldest.first()?;
-    let n = usize::try_from(excess).unwrap_or(usize::MAX);
-    let cut = match oldest.get(n) {
-        Some((height, _)) => *height,
-        // Every row of the chain was read: the last height goes too.
-        None => oldest.last().map_or(first, |(height, _)| height + 1),
-    };
-    Some(cut.max(first + 1))
-}
-
-/// The first height to keep by age: the first row at or after `before`. When every row read
-/// has expired, the last height read is kept (it may have more rows than were read) unless
-/// every row of the chain was read.
-pub(crate) fn age_cut(oldest: &[(u64, u64)], before: u64, max_rows: u64) -> Option<u64> {
-    let (first, first_ts) = *oldest.first()?;
-    if first_ts >= before {
-        return None;
-    }
-    let cut = match oldest.iter().find(|(_, ts)| *ts >= before) {
-        Some((height, _)) => *height,
-        None if (oldest.len() as u64) > max_rows => oldest.last().map_or(first, |(h, _)| *h),
-        None => oldest.last().map_or(first, |(h, _)| h + 1),
-    };
-    Some(cut.max(first + 1))
-}
-
-fn heights_below(oldest: &[(u64, u64)], cut: u64) -> u64 {
-    let mut heights = 0;
-    let mut last = None;
-    for (height, _) in oldest.iter().take_while(|(h, _)| *h < cut) {
-        if last != Some(*height) {
-            heights += 1;
-            last = Some(*height);
-        }
-    }
-    heights
-}
-
 /// Deletes `chain`'s rows below `cut`, their removals and restorations (the foreign key's
 /// cascade) and the finality advances that speak only of them. Returns the events deleted and
 /// the highest cursor gone.
@@ -545,50 +405,4 @@ async fn raise_mark(
         oldest_cursor: oldest,
         pruned_events: u64::try_from(pruned).unwrap_or_default(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rows as (height, timestamp): heights 10, 10, 11, 12, 12, 12, 13.
-    fn rows() -> Vec<(u64, u64)> {
-        [10, 10, 11, 12, 12, 12, 13]
-            .into_iter()
-            .map(|h| (h, h * 100))
-            .collect()
-    }
-
-    #[test]
-    fn a_count_cut_deletes_whole_heights_and_at_most_the_excess() {
-        let rows = rows();
-        assert_eq!(
-            count_cut(&rows, 1),
-            Some(11),
-            "the oldest height goes whole"
-        );
-        assert_eq!(count_cut(&rows, 2), Some(11));
-        assert_eq!(count_cut(&rows, 3), Some(12));
-        assert_eq!(count_cut(&rows, 4), Some(12), "height 12 would overshoot");
-        assert_eq!(count_cut(&rows, 6), Some(13));
-        assert_eq!(count_cut(&rows, 100), Some(14), "every row read: all go");
-        assert_eq!(count_cut(&[], 5), None);
-    }
-
-    #[test]
-    fn an_age_cut_keeps_the_first_unexpired_height() {
-        let rows = rows();
-        assert_eq!(age_cut(&rows, 1000, 100), None, "nothing expired");
-        assert_eq!(age_cut(&rows, 1100, 100), Some(11));
-        assert_eq!(age_cut(&rows, 1250, 100), Some(13));
-        assert_eq!(age_cut(&rows, 9999, 100), Some(14), "all expired, all read");
-        // Seven rows read of a limit of six: the last height read may have more rows.
-        assert_eq!(age_cut(&rows, 9999, 6), Some(13));
-    }
-
-    #[test]
-    fn heights_are_counted_once() {
-        assert_eq!(heights_below(&rows(), 13), 3);
-        assert_eq!(heights_below(&rows(), 10), 0);
-    }
 }
