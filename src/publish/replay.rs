@@ -35,60 +35,14 @@ pub async fn page(
     let chain = filter.chain.as_deref();
     let settled_only = filter.settled_only();
     let mut items = Vec::new();
-    // Each source is complete up to its last cursor when it filled its page; the merged page is
-    // complete up to the lowest such cursor.
-    let mut horizon: Option<Cursor> = None;
-    let mut cap = |full: bool, last: Option<Cursor>| {
-        if full && let Some(last) = last {
-            horizon = Some(horizon.map_or(last, |h: Cursor| h.min(last)));
-        }
-    };
-
+    let mut horizon = Horizon::default();
     if !settled_only {
-        // Not settled-only, so the finality filter is `latest` or absent: no bound in the store.
-        let query = EventQuery {
-            filter: filter.clone(),
-            // The addition happened whatever became of the event since: replay it, and its
-            // retraction after it.
-            include_removed: true,
-            after: Some(after),
-            limit,
-            order: Order::Asc,
-        };
-        let added = store.query_events(&query).await?;
-        cap(
-            added.len() == limit as usize,
-            added.last().map(|e| e.cursor),
-        );
-        items.extend(added.into_iter().map(FeedItem::Added));
-
-        let retractions = store.retractions_since(after, chain, limit).await?;
-        cap(
-            retractions.len() == limit as usize,
-            retractions.last().map(|r| r.cursor),
-        );
-        items.extend(
-            retractions
-                .into_iter()
-                .filter(|r| filter.matches(&r.event))
-                .map(|r| {
-                    if r.restored {
-                        FeedItem::Restored {
-                            cursor: r.cursor,
-                            event: r.event,
-                        }
-                    } else {
-                        FeedItem::Removed {
-                            cursor: r.cursor,
-                            event: r.event,
-                        }
-                    }
-                }),
-        );
+        additions(store, filter, after, limit, &mut horizon, &mut items).await?;
+        retractions(store, filter, after, limit, &mut horizon, &mut items).await?;
     }
 
     let advances = store.finality_since(after, chain, limit).await?;
-    cap(
+    horizon.source(
         advances.len() == limit as usize,
         advances.last().map(|a| a.cursor),
     );
@@ -105,6 +59,7 @@ pub async fn page(
     }
 
     items.sort_by_key(FeedItem::cursor);
+    let horizon = horizon.0;
     let h = horizon.map_or(ceiling, |h| h.min(ceiling));
     items.retain(|item| item.cursor() <= h);
     Ok(Page {
@@ -113,4 +68,80 @@ pub async fn page(
         through: horizon.map(|h| h.min(ceiling)),
         expired: None,
     })
+}
+
+/// Each source is complete up to its last cursor when it filled its page; the merged page is
+/// complete up to the lowest such cursor.
+#[derive(Default)]
+struct Horizon(Option<Cursor>);
+
+impl Horizon {
+    fn source(&mut self, full: bool, last: Option<Cursor>) {
+        if full && let Some(last) = last {
+            self.0 = Some(self.0.map_or(last, |h| h.min(last)));
+        }
+    }
+}
+
+/// The additions after `after` (the filter's `finality` is `latest` or absent: no bound in the
+/// store). An addition happened whatever became of the event since: it is replayed, and its
+/// retraction after it.
+async fn additions(
+    store: &Store,
+    filter: &EventFilter,
+    after: Cursor,
+    limit: u32,
+    horizon: &mut Horizon,
+    items: &mut Vec<FeedItem>,
+) -> Result<(), StoreError> {
+    let query = EventQuery {
+        filter: filter.clone(),
+        include_removed: true,
+        after: Some(after),
+        limit,
+        order: Order::Asc,
+    };
+    let added = store.query_events(&query).await?;
+    horizon.source(
+        added.len() == limit as usize,
+        added.last().map(|e| e.cursor),
+    );
+    items.extend(added.into_iter().map(FeedItem::Added));
+    Ok(())
+}
+
+/// The removals and restorations after `after` of events matching `filter`.
+async fn retractions(
+    store: &Store,
+    filter: &EventFilter,
+    after: Cursor,
+    limit: u32,
+    horizon: &mut Horizon,
+    items: &mut Vec<FeedItem>,
+) -> Result<(), StoreError> {
+    let chain = filter.chain.as_deref();
+    let retractions = store.retractions_since(after, chain, limit).await?;
+    horizon.source(
+        retractions.len() == limit as usize,
+        retractions.last().map(|r| r.cursor),
+    );
+    items.extend(
+        retractions
+            .into_iter()
+            .filter(|r| filter.matches(&r.event))
+            .map(|r| {
+                if r.restored {
+                    FeedItem::Restored {
+                        cursor: r.cursor,
+                        event: r.event,
+                    }
+                } else {
+                    FeedItem::Removed {
+                        cursor: r.cursor,
+                        event: r.event,
+                    }
+                }
+            }),
+    );
+    Ok(())
 }

@@ -29,6 +29,7 @@ mod retention;
 mod rows;
 mod statements;
 mod stats;
+mod upsert;
 mod wal;
 
 use std::path::Path;
@@ -124,36 +125,7 @@ impl Store {
             // Sorts and temp B-trees of REST queries stay off the disk.
             .pragma("temp_store", "MEMORY");
 
-        let writer_options = common
-            .clone()
-            .create_if_missing(true)
-            // Pages that retention frees can be handed back to the file system
-            // (`Store::reclaim_free_pages`). Takes effect only in a new file: an older one keeps
-            // reusing its free pages for new rows instead (docs/operations.md, "Retention").
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
-            // WAL: readers see the last commit while the writer appends; persistent in the file.
-            .journal_mode(SqliteJournalMode::Wal)
-            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
-            // Commits never checkpoint: the `wal` task does, beside them.
-            .pragma("wal_autocheckpoint", "0")
-            // sqlx's worker thread hands rows to the async side through a channel of 50 by
-            // default, and stops every 50 rows until this task has drained them: room for
-            // more (a batch read back after duplicates, a reorg's rows) before it stops.
-            .row_buffer_size(statements::ROW_BUFFER)
-            // Bounds the work of `PRAGMA optimize` (run at open and close) on large tables.
-            .analysis_limit(400);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            // A local file connection does not go stale; pinging it would cost every batch a
-            // round trip to the connection's worker thread.
-            .test_before_acquire(false)
-            .connect_with(writer_options)
-            .await?;
-
+        let writer = connect_writer(&common).await?;
         let applied = {
             let mut conn = writer.acquire().await?;
             migrate::run(&mut conn).await
@@ -271,6 +243,41 @@ impl Store {
             tracing::warn!(error = %err, "the WAL checkpointer ended abnormally");
         }
     }
+}
+
+/// The one writer connection: WAL, incremental auto-vacuum, its page cache, no checkpoints of
+/// its own.
+async fn connect_writer(common: &SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
+    let writer_options = common
+        .clone()
+        .create_if_missing(true)
+        // Pages that retention frees can be handed back to the file system
+        // (`Store::reclaim_free_pages`). Takes effect only in a new file: an older one keeps
+        // reusing its free pages for new rows instead (docs/operations.md, "Retention").
+        .auto_vacuum(SqliteAutoVacuum::Incremental)
+        // WAL: readers see the last commit while the writer appends; persistent in the file.
+        .journal_mode(SqliteJournalMode::Wal)
+        .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
+        .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+        // Commits never checkpoint: the `wal` task does, beside them.
+        .pragma("wal_autocheckpoint", "0")
+        // sqlx's worker thread hands rows to the async side through a channel of 50 by
+        // default, and stops every 50 rows until this task has drained them: room for
+        // more (a batch read back after duplicates, a reorg's rows) before it stops.
+        .row_buffer_size(statements::ROW_BUFFER)
+        // Bounds the work of `PRAGMA optimize` (run at open and close) on large tables.
+        .analysis_limit(400);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        // A local file connection does not go stale; pinging it would cost every batch a
+        // round trip to the connection's worker thread.
+        .test_before_acquire(false)
+        .connect_with(writer_options)
+        .await?;
+    Ok(writer)
 }
 
 /// Runs a `PRAGMA optimize` variant; a failure only costs plan quality, so it is logged.

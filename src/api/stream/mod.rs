@@ -270,22 +270,30 @@ impl Session {
             if !subscription.lagged() {
                 return End::Shutdown; // the hub is gone: the service is stopping
             }
-            let now = Instant::now();
-            lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
-            lags.push(now);
-            // A client that is not reading would only be refilled from the store: tell it.
-            let not_reading = self
-                .last_stall
-                .is_some_and(|t| now.duration_since(t) < LAG_WINDOW);
-            if not_reading || lags.len() >= MAX_LAGS {
-                return End::Lagged(last);
+            if let Some(end) = self.lagged(&mut lags, last) {
+                return end;
             }
-            tracing::debug!(
-                resume_from = last,
-                "stream subscriber lagged; catching up from the database"
-            );
             subscription = resubscribe(&hub, &filter, subscription);
         }
+    }
+
+    /// The hub cut this session off: it catches up from the store again, unless it is not
+    /// reading (it would only be refilled) or keeps lagging, when it is told `lagged`.
+    fn lagged(&self, lags: &mut Vec<Instant>, last: Cursor) -> Option<End> {
+        let now = Instant::now();
+        lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
+        lags.push(now);
+        let not_reading = self
+            .last_stall
+            .is_some_and(|t| now.duration_since(t) < LAG_WINDOW);
+        if not_reading || lags.len() >= MAX_LAGS {
+            return Some(End::Lagged(last));
+        }
+        tracing::debug!(
+            resume_from = last,
+            "stream subscriber lagged; catching up from the database"
+        );
+        None
     }
 
     /// Writes the items of a live batch this subscriber has not seen and wants, as one burst.
