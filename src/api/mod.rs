@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::http::{Method, Uri};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +92,13 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Without TCP_NODELAY a stream frame written after a partial one waits for the client's
+    // delayed ACK (40 ms on Linux): the live tail's bursts go out as soon as they are written.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "setting TCP_NODELAY on an API connection failed");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
