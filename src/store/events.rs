@@ -17,9 +17,11 @@ use sqlx::sqlite::SqlitePool;
 use crate::domain::{ChainName, Cursor, Event, EventKey, StoredEvent};
 
 use super::checkpoint::{self, Checkpoint, FinalityAdvance, Levels};
+use super::names::Names;
 use super::reorg::{self, Canonical, Retraction};
 use super::retention::Windows;
 use super::rows::finality_of;
+use super::spans;
 use super::upsert::{Upserted, insert_events, merge_masks};
 use super::{Store, StoreError};
 
@@ -83,6 +85,8 @@ pub(crate) struct Sequence {
     pub(super) in_doubt: bool,
     /// Each pruned chain's low-water mark and event count.
     pub(super) windows: Windows,
+    /// Interned chain and provider names the writer has committed.
+    pub(super) names: Names,
 }
 
 impl Sequence {
@@ -91,6 +95,7 @@ impl Sequence {
             last,
             in_doubt: false,
             windows,
+            names: Names::default(),
         }
     }
 }
@@ -167,7 +172,16 @@ impl Store {
         // IMMEDIATE: take the write lock now rather than upgrading later, so another process
         // holding the file makes us wait (busy_timeout) instead of failing mid-batch.
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-        let seen = insert_events(&mut tx, &shared.statements, first, chain_events).await?;
+        let mut wanted: Vec<&str> = Vec::new();
+        for new in chain_events {
+            wanted.push(&new.event.chain);
+            wanted.push(&new.provider);
+        }
+        wanted.extend(redeliveries.iter().map(|r| &*r.chain));
+        let names = sequence.names.resolve(&mut tx, &wanted).await?;
+        let statements = &shared.statements;
+        let seen = insert_events(&mut tx, statements, &names, first, chain_events).await?;
+        spans::record(&mut tx, statements, &names, first, chain_events, &seen).await?;
         // Changes follow the last inserted event: trailing duplicates give their numbers back
         // (never visible anywhere), so an all-duplicate batch consumes no cursor at all.
         let mut next = match seen.iter().rposition(|u| u.inserted) {
@@ -175,7 +189,8 @@ impl Store {
             None => first,
         };
         let now = now_ms();
-        merge_masks(&mut tx, &shared.statements, redeliveries).await?;
+        merge_masks(&mut tx, statements, &names, redeliveries).await?;
+        let added = names.into_added();
         let mut retractions = Vec::new();
         for range in canonical {
             retractions.extend(reorg::apply(&mut tx, range, &mut next, now).await?);
@@ -191,6 +206,7 @@ impl Store {
         }
         tx.commit().await?;
         self.wrote();
+        sequence.names.keep(added);
 
         if last >= first {
             sequence.last = last;

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::checkpoint::FinalityAdvance;
 use super::reorg::Retraction;
-use super::rows::{self, EVENT_COLUMNS, to_sql_int};
+use super::rows::{self, EVENT_COLUMNS, EVENT_JOINS, to_sql_int};
 use super::{Store, StoreError};
 use crate::domain::{ChainName, Cursor, Finality};
 
@@ -21,8 +21,7 @@ impl Store {
         // `c` is the checkpoints alias EVENT_COLUMNS expects; the change row is `x`.
         let sql = format!(
             "SELECT x.cursor, x.kind, {EVENT_COLUMNS} FROM changes x \
-             JOIN events e ON e.cursor = x.event_cursor \
-             LEFT JOIN checkpoints c ON c.chain = e.chain \
+             JOIN events e ON e.cursor = x.event_cursor {EVENT_JOINS} \
              WHERE x.cursor > ? AND x.kind IN ('removed', 'restored') AND (? IS NULL OR x.chain = ?) \
              ORDER BY x.cursor LIMIT ?"
         );
@@ -112,7 +111,7 @@ impl Store {
     ) -> Result<Vec<(u64, alloy_primitives::B256)>, StoreError> {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT block_number, block_hash FROM events \
-             WHERE chain = ? AND block_number BETWEEN ? AND ? AND log_index = -1 AND removed = 0 \
+             WHERE chain = (SELECT id FROM names WHERE name = ?) AND block_number BETWEEN ? AND ? AND log_index = -1 AND removed = 0 \
              ORDER BY block_number",
         )
         .bind(chain)

@@ -47,7 +47,25 @@ pub(crate) async fn run(conn: &mut SqliteConnection) -> Result<Vec<String>, Stor
     {
         return Err(StoreError::SchemaTooNew { found, known });
     }
-    let report = runner().run_async(&mut RefineryConn(conn)).await?;
+    // Off while migrating, as SQLite's procedure for rebuilding a table asks: dropping the old
+    // table must not cascade into the tables that refer to it. Checked once they are in place.
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let report = runner().run_async(&mut RefineryConn(&mut *conn)).await;
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await?;
+    let report = report?;
+    let dangling: Vec<(String, i64)> =
+        sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check LIMIT 5")
+            .fetch_all(&mut *conn)
+            .await?;
+    if !dangling.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "after migrating, rows refer to rows that do not exist: {dangling:?}"
+        )));
+    }
     Ok(report
         .applied_migrations()
         .iter()

@@ -21,12 +21,15 @@ mod events;
 mod feed;
 mod lock;
 mod migrate;
+mod names;
+mod planner;
 mod processes;
 mod query;
 mod reorg;
 mod reset;
 mod retention;
 mod rows;
+mod spans;
 mod statements;
 mod stats;
 mod upsert;
@@ -142,11 +145,10 @@ impl Store {
         }
         let last = events::load_last_cursor(&writer).await?;
         let windows = retention::load(&mut *writer.acquire().await?).await?;
-        // SQLite's advice for long-lived connections: analyse tables whose statistics are missing
-        // or stale, now (0x10002: all tables, not only those this connection used). Without
-        // statistics the planner cannot tell that `chain` selects nearly every row and may walk
-        // `events_chain` for a query that an address or block range index serves better.
-        optimize(&writer, "PRAGMA optimize=0x10002").await;
+        if let Err(err) = planner::pin(&mut *writer.acquire().await?).await {
+            writer.close().await;
+            return Err(err);
+        }
 
         // Opened after the writer: the file exists and is already in WAL mode, which read-only
         // connections can use but not set.
@@ -209,18 +211,11 @@ impl Store {
         self.shared.committed.load(Ordering::Acquire)
     }
 
-    /// Refreshes the query planner's statistics where they went stale. Cheap (`analysis_limit`);
-    /// SQLite recommends it every few hours for a long-running process, and at close.
-    pub async fn optimize(&self) {
-        optimize(&self.shared.writer, "PRAGMA optimize").await;
-    }
-
     /// Closes both pools and the checkpointer, waiting for checked-out connections. The writer
     /// closes last so that its close checkpoints the WAL into the main file.
     pub async fn close(&self) {
         self.shared.readers.close().await;
         self.stop_checkpointer().await;
-        self.optimize().await;
         self.shared.writer.close().await;
     }
 }
@@ -264,9 +259,7 @@ async fn connect_writer(common: &SqliteConnectOptions) -> Result<SqlitePool, Sto
         // sqlx's worker thread hands rows to the async side through a channel of 50 by
         // default, and stops every 50 rows until this task has drained them: room for
         // more (a batch read back after duplicates, a reorg's rows) before it stops.
-        .row_buffer_size(statements::ROW_BUFFER)
-        // Bounds the work of `PRAGMA optimize` (run at open and close) on large tables.
-        .analysis_limit(400);
+        .row_buffer_size(statements::ROW_BUFFER);
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
@@ -278,13 +271,6 @@ async fn connect_writer(common: &SqliteConnectOptions) -> Result<SqlitePool, Sto
         .connect_with(writer_options)
         .await?;
     Ok(writer)
-}
-
-/// Runs a `PRAGMA optimize` variant; a failure only costs plan quality, so it is logged.
-async fn optimize(writer: &SqlitePool, pragma: &'static str) {
-    if let Err(err) = sqlx::query(pragma).execute(writer).await {
-        tracing::debug!(error = %err, "{pragma} failed");
-    }
 }
 
 #[cfg(test)]

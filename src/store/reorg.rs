@@ -71,11 +71,11 @@ async fn foreign_hashes(
     canonical: &[B256],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     // Almost every range finds nothing to flip, and this is on the write path of every range:
-    // look for orphans in the identity index alone (no table row is read), and for removed rows
-    // in the small partial index of removed rows (`V3__removed_index.sql`).
+    // look for orphans among the range's headers (one row per stored block), and for removed
+    // rows in the small partial index of removed rows (`V3__removed_index.sql`).
     let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT DISTINCT block_number, block_hash FROM events INDEXED BY events_identity \
-         WHERE chain = ? AND block_number BETWEEN ? AND ?",
+        "SELECT block_number, block_hash FROM headers \
+         WHERE chain = (SELECT id FROM names WHERE name = ?) AND block_number BETWEEN ? AND ?",
     )
     .bind(heights.chain)
     .bind(heights.first)
@@ -109,8 +109,9 @@ async fn flip(
     }
     sql.push("SET removed = ");
     sql.push(if restore { "0" } else { "1" });
-    sql.push(" WHERE chain = ")
-        .push_bind(heights.chain.to_owned());
+    sql.push(" WHERE chain = (SELECT id FROM names WHERE name = ")
+        .push_bind(heights.chain.to_owned())
+        .push(")");
     sql.push(" AND block_number BETWEEN ")
         .push_bind(heights.first);
     sql.push(" AND ").push_bind(heights.last);

@@ -37,8 +37,8 @@ impl Store {
         // Removals in the order the events were added, numbered after the last cursor.
         let retracted = sqlx::query(
             "INSERT INTO changes (cursor, chain, kind, event_cursor, created_at) \
-             SELECT ? + row_number() OVER (ORDER BY cursor), chain, 'removed', cursor, ? \
-             FROM events WHERE chain = ? AND removed = 0",
+             SELECT ?1 + row_number() OVER (ORDER BY cursor), ?3, 'removed', cursor, ?2 \
+             FROM events WHERE chain = (SELECT id FROM names WHERE name = ?3) AND removed = 0",
         )
         .bind(last)
         .bind(now)
@@ -46,7 +46,9 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("UPDATE events SET removed = 1 WHERE chain = ? AND removed = 0")
+        sqlx::query(
+            "UPDATE events SET removed = 1 WHERE chain = (SELECT id FROM names WHERE name = ?) AND removed = 0",
+        )
             .bind(chain)
             .execute(&mut *tx)
             .await?;

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use super::rows::{EVENT_COLUMNS, EVENT_FROM};
 
 /// Columns bound per event by the multi-row insert.
-pub(super) const COLUMNS_PER_ROW: usize = 20;
+pub(super) const COLUMNS_PER_ROW: usize = 17;
+/// Columns bound per `headers` row and per `header_groups` row.
+pub(super) const HEADER_COLUMNS: usize = 8;
+pub(super) const GROUP_COLUMNS: usize = 5;
 /// Rows per INSERT (and redelivery UPDATE) statement, largest first. A batch of n rows is cut
 /// greedily into these sizes: ten statement texts of each kind, each prepared once and cached by
 /// sqlx, and a batch below 512 rows takes one statement per bit of its size (a 100-event block:
@@ -21,10 +24,9 @@ pub(crate) const ROW_BUFFER: usize = 1024;
 pub(crate) struct Statements {
     pub(super) inserts: [Arc<str>; CHUNK_SIZES.len()],
     pub(super) redeliveries: [Arc<str>; CHUNK_SIZES.len()],
+    pub(super) headers: [Arc<str>; CHUNK_SIZES.len()],
+    pub(super) groups: [Arc<str>; CHUNK_SIZES.len()],
     pub(super) event_by_cursor: Arc<str>,
-    /// Bound as `kind` without allocating per row.
-    pub(super) block: Arc<str>,
-    pub(super) log: Arc<str>,
 }
 
 impl Statements {
@@ -32,28 +34,58 @@ impl Statements {
         Statements {
             inserts: CHUNK_SIZES.map(|n| Arc::from(insert_sql(n))),
             redeliveries: CHUNK_SIZES.map(|n| Arc::from(redelivery_sql(n))),
+            headers: CHUNK_SIZES.map(|n| Arc::from(headers_sql(n))),
+            groups: CHUNK_SIZES.map(|n| Arc::from(groups_sql(n))),
             event_by_cursor: Arc::from(format!(
                 "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE e.cursor = ?"
             )),
-            block: Arc::from("block"),
-            log: Arc::from("log"),
         }
     }
 }
 
 fn insert_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; COLUMNS_PER_ROW].join(","));
-    let values = vec![row.as_str(); rows].join(",");
+    let values = values(rows, COLUMNS_PER_ROW);
     // OR IGNORE rather than an upsert: SQLite runs an `ON CONFLICT DO UPDATE` under a statement
     // journal (its UPDATE may abort midway), copying every page the statement touches and
     // allocating for it. A row this statement ignores is merged afterwards (see `insert_events`), and one that merges
     // nowhere broke a constraint: the batch fails. No RETURNING: sqlx hands each returned row
     // across threads as a message of its own; which rows are new is counted afterwards.
     format!(
-        "INSERT OR IGNORE INTO events (cursor, chain, kind, block_number, block_hash, \
-             parent_hash, block_timestamp, tx_hash, tx_index, log_index, address, topic0, topic1, \
-             topic2, topic3, data, first_provider, received_at, providers_seen, providers_mask) \
+        "INSERT OR IGNORE INTO events (cursor, chain, block_number, block_hash, log_index, \
+             tx_hash, tx_index, address, topic0, topic1, topic2, topic3, data, first_provider, \
+             received_at, providers_seen, providers_mask) \
          VALUES {values}"
+    )
+}
+
+fn values(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(","));
+    vec![row.as_str(); rows].join(",")
+}
+
+/// Records blocks' headers and cursor spans (`spans::record`): a block seen again in a later
+/// batch (more of its logs, a restored reorg) widens its span and adds to its count.
+fn headers_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO headers (chain, block_number, block_hash, parent_hash, block_timestamp, \
+             first_cursor, last_cursor, events) VALUES {} \
+         ON CONFLICT (chain, block_number, block_hash) DO UPDATE SET \
+             first_cursor = min(first_cursor, excluded.first_cursor), \
+             last_cursor = max(last_cursor, excluded.last_cursor), \
+             events = events + excluded.events",
+        values(rows, HEADER_COLUMNS)
+    )
+}
+
+/// The same for groups of heights.
+fn groups_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO header_groups (chain, grp, first_cursor, last_cursor, events) VALUES {} \
+         ON CONFLICT (chain, grp) DO UPDATE SET \
+             first_cursor = min(first_cursor, excluded.first_cursor), \
+             last_cursor = max(last_cursor, excluded.last_cursor), \
+             events = events + excluded.events",
+        values(rows, GROUP_COLUMNS)
     )
 }
 
@@ -63,8 +95,7 @@ pub(super) const REDELIVERY_COLUMNS: usize = 5;
 /// Merges the masks of `rows` redeliveries into their rows in one statement: the bound rows
 /// are a table joined to `events` on its identity index (one index search per redelivery).
 pub(crate) fn redelivery_sql(rows: usize) -> String {
-    let row = format!("({})", ["?"; REDELIVERY_COLUMNS].join(","));
-    let values = vec![row.as_str(); rows].join(",");
+    let values = values(rows, REDELIVERY_COLUMNS);
     format!(
         "UPDATE events SET {merge} FROM (VALUES {values}) AS r \
          WHERE events.chain = r.column2 AND events.block_number = r.column3 \
@@ -111,6 +142,8 @@ mod tests {
             assert_eq!(sql.matches('?').count(), n * COLUMNS_PER_ROW, "{n} rows");
             let sql = redelivery_sql(n);
             assert_eq!(sql.matches('?').count(), n * REDELIVERY_COLUMNS, "{n} rows");
+            assert_eq!(headers_sql(n).matches('?').count(), n * HEADER_COLUMNS);
+            assert_eq!(groups_sql(n).matches('?').count(), n * GROUP_COLUMNS);
         }
         assert!(CHUNK_SIZES.windows(2).all(|w| w[0] > w[1]));
         assert_eq!(CHUNK_SIZES.last(), Some(&1));

@@ -9,6 +9,7 @@ use sqlx::{Arguments, AssertSqlSafe, SqliteConnection};
 
 use super::StoreError;
 use super::events::{NewEvent, Redelivery, cursor_count};
+use super::names::Resolved;
 use super::rows::{BLOCK_LOG_INDEX, to_sql_int};
 use super::statements::{COLUMNS_PER_ROW, REDELIVERY_COLUMNS, Statements, chunk_size};
 use crate::domain::{ChainName, Cursor, EventKey};
@@ -33,6 +34,7 @@ pub(super) struct Upserted {
 pub(super) async fn insert_events(
     conn: &mut SqliteConnection,
     statements: &Statements,
+    names: &Resolved<'_>,
     first: Cursor,
     events: &[NewEvent],
 ) -> Result<Vec<Upserted>, StoreError> {
@@ -48,7 +50,7 @@ pub(super) async fn insert_events(
         args.reserve(size * COLUMNS_PER_ROW, 0);
         for (offset, new) in chunk.iter().enumerate() {
             let cursor = first + cursor_count(done + offset)?;
-            bind_event(&mut args, statements, cursor, new)?;
+            bind_event(&mut args, names, cursor, new)?;
         }
         let sql = AssertSqlSafe(statements.inserts[size_index].clone());
         // An ignored row is not counted: the batch's rows made, without a query.
@@ -83,7 +85,7 @@ pub(super) async fn insert_events(
             upserted.inserted = true;
         }
     }
-    merge_ignored(conn, statements, events, &seen).await?;
+    merge_ignored(conn, statements, names, events, &seen).await?;
     let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT cursor, providers_seen FROM events WHERE cursor BETWEEN ? AND ?")
             .bind(first)
@@ -107,6 +109,7 @@ pub(super) async fn insert_events(
 async fn merge_ignored(
     conn: &mut SqliteConnection,
     statements: &Statements,
+    names: &Resolved<'_>,
     events: &[NewEvent],
     seen: &[Upserted],
 ) -> Result<(), StoreError> {
@@ -127,13 +130,13 @@ async fn merge_ignored(
             }
         }
     }
-    let merged = merge_masks(conn, statements, &merges).await?;
+    let merged = merge_masks(conn, statements, names, &merges).await?;
     if merged == merges.len() as u64 {
         return Ok(());
     }
     // Rare (a constraint broken): find which, to name it.
     for merge in &merges {
-        if merge_masks(conn, statements, std::slice::from_ref(merge)).await? == 0 {
+        if merge_masks(conn, statements, names, std::slice::from_ref(merge)).await? == 0 {
             let what = match merge.key.log_index {
                 Some(i) => format!("log {i} of block {}", merge.block_number),
                 None => format!("block {}", merge.block_number),
@@ -154,32 +157,24 @@ async fn merge_ignored(
 /// Binds one event's [`COLUMNS_PER_ROW`] columns in the order of [`insert_sql`].
 fn bind_event(
     args: &mut SqliteArguments,
-    statements: &Statements,
+    names: &Resolved<'_>,
     cursor: Cursor,
     new: &NewEvent,
 ) -> Result<(), StoreError> {
     let event = &new.event;
     let block = &event.block;
-    let kind = if event.log.is_some() {
-        &statements.log
-    } else {
-        &statements.block
-    };
     let bound = |r: Result<(), sqlx::error::BoxDynError>| {
         r.map_err(|e| StoreError::Invalid(format!("cannot bind event: {e}")))
     };
     bound(args.add(cursor))?;
-    bound(args.add(event.chain.clone()))?;
-    bound(args.add(kind.clone()))?;
+    bound(args.add(names.id(&event.chain)?))?;
     bound(args.add(to_sql_int(block.number, "block_number")?))?;
     bound(args.add(block.hash.as_slice()))?;
-    bound(args.add(block.parent_hash.as_slice()))?;
-    bound(args.add(to_sql_int(event.block_timestamp, "block_timestamp")?))?;
     match &event.log {
         None => {
+            bound(args.add(BLOCK_LOG_INDEX))?;
             bound(args.add(None::<&[u8]>))?; // tx_hash
             bound(args.add(None::<i64>))?; // tx_index
-            bound(args.add(BLOCK_LOG_INDEX))?;
             for _ in 0..6 {
                 bound(args.add(None::<&[u8]>))?; // address, topic0..3, data
             }
@@ -193,9 +188,9 @@ fn bind_event(
                     log.topics.len()
                 )));
             }
+            bound(args.add(to_sql_int(log.log_index, "log_index")?))?;
             bound(args.add(log.tx_hash.as_slice()))?;
             bound(args.add(to_sql_int(log.tx_index, "tx_index")?))?;
-            bound(args.add(to_sql_int(log.log_index, "log_index")?))?;
             bound(args.add(log.address.as_slice()))?;
             for i in 0..4 {
                 bound(args.add(log.topics.get(i).map(|t| t.as_slice())))?;
@@ -203,7 +198,7 @@ fn bind_event(
             bound(args.add(log.data.as_ref()))?;
         }
     }
-    bound(args.add(new.provider.as_str()))?;
+    bound(args.add(names.id(&new.provider)?))?;
     bound(args.add(new.received_at_ms))?;
     bound(args.add(i64::from(new.providers_mask.count_ones().max(1))))?;
     // The mask's bits as SQLite's signed 64-bit integer (bit 63 makes it negative).
@@ -217,6 +212,7 @@ fn bind_event(
 pub(super) async fn merge_masks(
     conn: &mut SqliteConnection,
     statements: &Statements,
+    names: &Resolved<'_>,
     redeliveries: &[Redelivery],
 ) -> Result<u64, StoreError> {
     let mut merged = 0;
@@ -234,7 +230,7 @@ pub(super) async fn merge_masks(
                 None => BLOCK_LOG_INDEX,
             };
             bound(args.add(i64::from_ne_bytes(r.providers_mask.to_ne_bytes())))?;
-            bound(args.add(r.chain.clone()))?;
+            bound(args.add(names.id(&r.chain)?))?;
             bound(args.add(to_sql_int(r.block_number, "block_number")?))?;
             bound(args.add(r.key.block_hash.as_slice()))?;
             bound(args.add(log_index))?;

@@ -178,9 +178,12 @@ async fn committed_checkpoint(db: &Path) -> Option<u64> {
 async fn db_rows(db: &Path) -> Vec<Stored> {
     let mut conn = open_db(db).await;
     let rows = sqlx::query(
-        "SELECT cursor, block_number, block_hash, log_index, parent_hash, block_timestamp, \
-         tx_hash, tx_index, address, topic0, topic1, topic2, topic3, data, removed, \
-         providers_seen FROM events WHERE chain = ? ORDER BY cursor",
+        "SELECT e.cursor, e.block_number, e.block_hash, e.log_index, h.parent_hash, \
+         h.block_timestamp, e.tx_hash, e.tx_index, e.address, e.topic0, e.topic1, e.topic2, \
+         e.topic3, e.data, e.removed, e.providers_seen FROM events e \
+         JOIN headers h ON h.chain = e.chain AND h.block_number = e.block_number \
+             AND h.block_hash = e.block_hash \
+         WHERE e.chain = (SELECT id FROM names WHERE name = ?) ORDER BY e.cursor",
     )
     .bind(CHAIN)
     .fetch_all(&mut conn)

@@ -19,6 +19,7 @@ use crate::telemetry::metrics as m;
 
 use super::events::{NewEvent, Redelivery, now_ms};
 use super::rows::to_sql_int;
+use super::spans;
 use super::{Store, StoreError};
 use cut::{age_cut, count_cut, heights_below};
 
@@ -285,12 +286,9 @@ impl Store {
     }
 }
 
+/// Rows held for `chain`, from its header groups' counts (no scan of `events`).
 async fn count_rows(conn: &mut SqliteConnection, chain: &str) -> Result<u64, StoreError> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE chain = ?")
-        .bind(chain)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(u64::try_from(count).unwrap_or_default())
+    spans::count(conn, chain).await
 }
 
 /// The highest block `chain` may prune: its finalized height, else its checkpoint less
@@ -320,23 +318,34 @@ async fn oldest_rows(
     chain: &str,
     max_rows: u64,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT block_number, block_timestamp FROM events WHERE chain = ? \
+    // One header row per block, each with at least one event: as many blocks as rows wanted
+    // are always enough.
+    let wanted = max_rows.saturating_add(1);
+    let blocks: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT block_number, block_timestamp, events FROM headers WHERE chain = (SELECT id FROM names WHERE name = ?) \
          ORDER BY block_number LIMIT ?",
     )
     .bind(chain)
-    .bind(to_sql_int(max_rows.saturating_add(1), "max_rows")?)
+    .bind(to_sql_int(wanted, "max_rows")?)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(n, ts)| {
-            (
-                u64::try_from(n).unwrap_or_default(),
-                u64::try_from(ts).unwrap_or_default(),
-            )
-        })
-        .collect())
+    let mut rows = Vec::new();
+    for (n, ts, events) in blocks {
+        let row = (
+            u64::try_from(n).unwrap_or_default(),
+            u64::try_from(ts).unwrap_or_default(),
+        );
+        let left = wanted.saturating_sub(rows.len() as u64);
+        let take = u64::try_from(events).unwrap_or_default().min(left);
+        rows.extend(std::iter::repeat_n(
+            row,
+            usize::try_from(take).unwrap_or_default(),
+        ));
+        if rows.len() as u64 >= wanted {
+            break;
+        }
+    }
+    Ok(rows)
 }
 
 /// Deletes `chain`'s rows below `cut`, their removals and restorations (the foreign key's
@@ -352,9 +361,11 @@ async fn delete_below(
     let highest: Option<i64> = sqlx::query_scalar(
         // (The scalar max() of several values is NULL if any is: each is coalesced.)
         "SELECT max( \
-           coalesce((SELECT max(cursor) FROM events WHERE chain = ?1 AND block_number < ?2), 0), \
+           coalesce((SELECT max(last_cursor) FROM headers \
+              WHERE chain = (SELECT id FROM names WHERE name = ?1) AND block_number < ?2), 0), \
            coalesce((SELECT max(x.cursor) FROM changes x WHERE x.event_cursor IN \
-              (SELECT cursor FROM events WHERE chain = ?1 AND block_number < ?2)), 0), \
+              (SELECT cursor FROM events \
+               WHERE chain = (SELECT id FROM names WHERE name = ?1) AND block_number < ?2)), 0), \
            coalesce((SELECT max(cursor) FROM changes \
               WHERE kind = 'finality' AND chain = ?1 AND to_block < ?2), 0))",
     )
@@ -367,12 +378,15 @@ async fn delete_below(
         .bind(cut)
         .execute(&mut *conn)
         .await?;
-    let events = sqlx::query("DELETE FROM events WHERE chain = ? AND block_number < ?")
-        .bind(chain)
-        .bind(cut)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let events = sqlx::query(
+        "DELETE FROM events WHERE chain = (SELECT id FROM names WHERE name = ?) AND block_number < ?",
+    )
+    .bind(chain)
+    .bind(cut)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    spans::prune_below(conn, chain, u64::try_from(cut).unwrap_or_default()).await?;
     Ok((events, highest.unwrap_or(0)))
 }
 

@@ -12,7 +12,7 @@ impl Store {
     /// `chain`'s oldest stored block and its timestamp (Unix seconds), `None` when it has none.
     pub async fn oldest_block(&self, chain: &str) -> Result<Option<(u64, u64)>, StoreError> {
         let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT block_number, block_timestamp FROM events WHERE chain = ? \
+            "SELECT block_number, block_timestamp FROM headers WHERE chain = (SELECT id FROM names WHERE name = ?) \
              ORDER BY block_number LIMIT 1",
         )
         .bind(chain)
@@ -26,13 +26,14 @@ impl Store {
         let mut tx = self.shared.readers.begin().await?;
         let first: Option<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT block_number, block_hash FROM events \
-             WHERE chain = ? AND log_index = -1 AND removed = 0 ORDER BY block_number LIMIT 1",
+             WHERE chain = (SELECT id FROM names WHERE name = ?) AND log_index = -1 AND removed = 0 \
+             ORDER BY block_number LIMIT 1",
         )
         .bind(chain)
         .fetch_optional(&mut *tx)
         .await?;
         let (oldest, newest): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT min(cursor), max(cursor) FROM events WHERE chain = ?")
+            sqlx::query_as("SELECT min(cursor), max(cursor) FROM events WHERE chain = (SELECT id FROM names WHERE name = ?)")
                 .bind(chain)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -66,7 +67,7 @@ impl Store {
     pub async fn block_hash_at(&self, chain: &str, n: u64) -> Result<Option<B256>, StoreError> {
         let hash: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT block_hash FROM events \
-             WHERE chain = ? AND block_number = ? AND log_index = -1 AND removed = 0",
+             WHERE chain = (SELECT id FROM names WHERE name = ?) AND block_number = ? AND log_index = -1 AND removed = 0",
         )
         .bind(chain)
         .bind(to_sql_int(n, "block_number")?)

@@ -32,7 +32,7 @@ async fn stored_blocks(db: &Path, from: u64, to: u64) -> i64 {
         .await
         .expect("open");
     sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE chain = 'devnet' AND log_index = -1 \
+        "SELECT count(*) FROM events WHERE chain = (SELECT id FROM names WHERE name = 'devnet') AND log_index = -1 \
          AND removed = 0 AND block_number BETWEEN ? AND ?",
     )
     .bind(from as i64)

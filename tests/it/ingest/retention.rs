@@ -25,7 +25,7 @@ fn yaml_with_retention(devnet: &TestDevnet, db: &Path, retention: &str) -> Strin
 async fn window(db: &Path) -> (i64, Option<i64>, Option<i64>, i64, u64) {
     let mut conn = open_db(db).await;
     let (rows, lowest): (i64, Option<i64>) =
-        sqlx::query_as("SELECT count(*), min(block_number) FROM events WHERE chain = ?")
+        sqlx::query_as("SELECT count(*), min(block_number) FROM events WHERE chain = (SELECT id FROM names WHERE name = ?)")
             .bind(CHAIN)
             .fetch_one(&mut conn)
             .await
@@ -55,8 +55,8 @@ async fn whole_blocks(db: &Path) -> (u64, u64) {
     let checkpoint = committed_checkpoint(db).await.expect("a checkpoint");
     let mut conn = open_db(db).await;
     let per_block: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT block_number, sum(kind = 'block'), sum(kind = 'log') FROM events \
-         WHERE chain = ? AND removed = 0 AND block_number <= ? \
+        "SELECT block_number, sum(log_index = -1), sum(log_index >= 0) FROM events \
+         WHERE chain = (SELECT id FROM names WHERE name = ?) AND removed = 0 AND block_number <= ? \
          GROUP BY block_number ORDER BY block_number",
     )
     .bind(CHAIN)
@@ -299,7 +299,8 @@ async fn a_late_provider_below_the_mark_is_dropped_and_counted() {
     let counted = counted.expect("deliveries below the mark are counted");
     let mut conn = open_db(&db).await;
     let (lowest, mark): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT min(block_number) FROM events WHERE chain = 'late'), \
+        "SELECT (SELECT min(block_number) FROM events \
+                 WHERE chain = (SELECT id FROM names WHERE name = 'late')), \
                 (SELECT low_block FROM retention WHERE chain = 'late')",
     )
     .fetch_one(&mut conn)

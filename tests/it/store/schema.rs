@@ -17,7 +17,8 @@ async fn migrations_apply_on_a_fresh_file_and_are_a_no_op_on_reopen() {
             "V1__initial",
             "V2__providers_mask",
             "V3__removed_index",
-            "V4__retention"
+            "V4__retention",
+            "V5__compact_events"
         ]
     );
     let version = store.schema_version().await.unwrap();
@@ -50,6 +51,9 @@ async fn tables_columns_and_journal_mode_are_as_specified() {
     let expected = [
         ("events", true, false),
         ("changes", true, false),
+        ("names", true, false),
+        ("headers", true, true),
+        ("header_groups", true, true),
         ("cursor_sequence", true, false),
         ("checkpoints", true, true),
         ("breakers", true, true),
@@ -77,9 +81,9 @@ async fn tables_columns_and_journal_mode_are_as_specified() {
             .bind(table)
     };
     let events: Vec<String> = columns("events").fetch_all(&mut conn).await.unwrap();
-    let want = "cursor chain kind block_number block_hash parent_hash block_timestamp tx_hash \
-                tx_index log_index address topic0 topic1 topic2 topic3 data removed \
-                first_provider providers_seen received_at providers_mask";
+    let want = "cursor chain block_number block_hash log_index tx_hash tx_index address topic0 \
+                topic1 topic2 topic3 data removed first_provider providers_seen providers_mask \
+                received_at";
     assert_eq!(
         events.join(" "),
         want.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -89,6 +93,13 @@ async fn tables_columns_and_journal_mode_are_as_specified() {
             "changes",
             "cursor chain kind event_cursor finality to_block created_at",
         ),
+        ("names", "id name"),
+        (
+            "headers",
+            "chain block_number block_hash parent_hash block_timestamp first_cursor last_cursor \
+             events",
+        ),
+        ("header_groups", "chain grp first_cursor last_cursor events"),
         (
             "checkpoints",
             "chain block_number block_hash safe_block finalized_block updated_at",

@@ -1,0 +1,297 @@
+//! How one `GET /v1/events` page is read: which index walks the rows, between which cursors.
+//!
+//! Every page is read in cursor order from an index whose entries are already in cursor order
+//! for the filter's leading term (each index ends in the rowid, the cursor), so a page stops
+//! after `limit` matches and never sorts the table:
+//! - a value filter (address, topic, tx_hash) seeks its 8-byte prefix index;
+//! - otherwise a chain's rows walk `events_chain` (its blocks `events_chain_blocks`), one arm
+//!   per chain when no chain is named, merged by cursor;
+//! - a block hash is found in `headers`, and each block it names is one arm on the identity
+//!   index; several addresses are one arm each, merged.
+//!
+//! A block range (`from_block`, `to_block`, `finality`) never drives the read: it becomes the
+//! cursor span its blocks' events took (`spans::bounds`), which bounds the walk at both ends,
+//! and each row's height is checked beside it. The heights are written `+e.block_number` so
+//! that SQLite cannot choose the identity index for them (a range scan plus a sort by cursor,
+//! bounded by the size of the range rather than the page).
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use super::super::StoreError;
+use super::super::rows::{EVENT_COLUMNS, EVENT_FROM, EVENT_JOINS, to_sql_int};
+use super::super::spans;
+use super::{EventQuery, Order};
+use crate::domain::{Cursor, EventKind, Finality};
+
+/// `events e` and its chain's checkpoint `c`, for the `finality` terms of an arm.
+const SETTLED_FROM: &str = "events e LEFT JOIN names cn ON cn.id = e.chain \
+     LEFT JOIN checkpoints c ON c.chain = cn.name";
+
+/// A chain the page may read, with the cursor span its block range allows.
+#[derive(Debug, Clone, Copy)]
+struct Scope {
+    chain: i64,
+    /// `None`: no block range was asked, every cursor.
+    span: Option<(Cursor, Cursor)>,
+}
+
+/// One index walk in cursor order; a page of several arms merges them.
+#[derive(Debug, Clone)]
+enum Arm {
+    /// The filter's own terms on every chain in scope (a value index leads).
+    Filter { chain: Option<i64> },
+    /// One chain's rows.
+    Chain(Scope),
+    /// One of several addresses.
+    Address { chain: Option<i64>, index: usize },
+    /// The rows of one stored block (a `block_hash` filter).
+    Block { chain: i64, number: i64 },
+}
+
+/// The SQL of a page, or `None` when the filters cannot match a stored row.
+pub(super) async fn build(
+    conn: &mut SqliteConnection,
+    q: &EventQuery,
+) -> Result<Option<QueryBuilder<Sqlite>>, StoreError> {
+    build_after(conn, q, "").await
+}
+
+/// [`build`] after `prefix` (`EXPLAIN QUERY PLAN `, in the plan tests).
+pub(super) async fn build_after(
+    conn: &mut SqliteConnection,
+    q: &EventQuery,
+    prefix: &'static str,
+) -> Result<Option<QueryBuilder<Sqlite>>, StoreError> {
+    let scopes = scopes(conn, q).await?;
+    if scopes.is_empty() {
+        return Ok(None);
+    }
+    let f = &q.filter;
+    // The widest span of the scopes: the bounds of a walk over several chains.
+    let span = scopes
+        .iter()
+        .map(|s| s.span)
+        .reduce(|a, b| Some((a?.0.min(b?.0), a?.1.max(b?.1))))
+        .flatten();
+    let chain = f.chain.as_ref().map(|_| scopes[0].chain);
+    let arms: Vec<(Arm, Option<(Cursor, Cursor)>)> = if let Some(hash) = &f.block_hash {
+        let blocks: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT chain, block_number FROM headers WHERE block_hash = ?")
+                .bind(hash.as_slice().to_vec())
+                .fetch_all(&mut *conn)
+                .await?;
+        blocks
+            .into_iter()
+            .filter(|(c, _)| scopes.iter().any(|s| s.chain == *c))
+            .map(|(chain, number)| (Arm::Block { chain, number }, None))
+            .collect()
+    } else if f.addresses.len() > 1 && f.tx_hash.is_none() {
+        (0..f.addresses.len())
+            .map(|index| (Arm::Address { chain, index }, span))
+            .collect()
+    } else if !f.addresses.is_empty() || f.tx_hash.is_some() || f.topics.iter().any(Option::is_some)
+    {
+        vec![(Arm::Filter { chain }, span)]
+    } else {
+        scopes.iter().map(|s| (Arm::Chain(*s), s.span)).collect()
+    };
+    if arms.is_empty() {
+        return Ok(None);
+    }
+    let mut sql = QueryBuilder::<Sqlite>::new(prefix);
+    let order = match q.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    if let [(arm, span)] = arms.as_slice() {
+        sql.push(format!(
+            "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE 1 = 1"
+        ));
+        push_arm(&mut sql, q, arm, *span)?;
+        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
+            .push_bind(i64::from(q.limit));
+        return Ok(Some(sql));
+    }
+    // Each arm its own page in cursor order, the best `limit` of them all, then their rows.
+    sql.push(format!("SELECT {EVENT_COLUMNS} FROM (SELECT cursor FROM ("));
+    for (i, (arm, span)) in arms.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL SELECT cursor FROM (");
+        }
+        // Only what the terms read: the row's columns, and the checkpoint for `finality`.
+        sql.push(match f.finality {
+            Some(_) => format!("SELECT e.cursor FROM {SETTLED_FROM} WHERE 1 = 1"),
+            None => "SELECT e.cursor FROM events e WHERE 1 = 1".to_owned(),
+        });
+        push_arm(&mut sql, q, arm, *span)?;
+        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
+            .push_bind(i64::from(q.limit))
+            .push(")");
+    }
+    sql.push(format!(" ORDER BY cursor {order} LIMIT "))
+        .push_bind(i64::from(q.limit))
+        .push(format!(
+            ") AS page JOIN events e ON e.cursor = page.cursor {EVENT_JOINS} \
+             ORDER BY e.cursor {order}"
+        ));
+    Ok(Some(sql))
+}
+
+/// The chains the page may read (the named one, or every chain with stored events) with the
+/// cursor spans of their block ranges; a chain whose range holds nothing is left out.
+async fn scopes(conn: &mut SqliteConnection, q: &EventQuery) -> Result<Vec<Scope>, StoreError> {
+    let f = &q.filter;
+    let chains: Vec<(i64, Option<i64>, Option<i64>)> = match &f.chain {
+        Some(name) => {
+            sqlx::query_as(
+                "SELECT n.id, c.safe_block, c.finalized_block FROM names n \
+                 LEFT JOIN checkpoints c ON c.chain = n.name WHERE n.name = ?",
+            )
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT n.id, c.safe_block, c.finalized_block FROM names n \
+                 LEFT JOIN checkpoints c ON c.chain = n.name \
+                 WHERE n.id IN (SELECT chain FROM header_groups)",
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let ranged = f.from_block.is_some() || f.to_block.is_some() || f.finality.is_some();
+    let mut scopes = Vec::with_capacity(chains.len());
+    for (chain, safe, finalized) in chains {
+        let height = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+        // The same rule as `rows::finality_of`: finalized implies safe.
+        let settled = match f.finality {
+            Some(Finality::Finalized) => Some(height(finalized)),
+            Some(Finality::Safe) => Some(height(safe).max(height(finalized))),
+            Some(Finality::Latest) | None => None,
+        };
+        let to = match (f.to_block, settled) {
+            (_, Some(None)) => continue, // nothing settled yet
+            (Some(to), Some(Some(s))) => Some(to.min(s)),
+            (to, Some(s)) => to.or(s),
+            (to, None) => to,
+        };
+        if !ranged {
+            scopes.push(Scope { chain, span: None });
+            continue;
+        }
+        if let Some(span) = spans::bounds(conn, chain, f.from_block.unwrap_or(0), to).await? {
+            scopes.push(Scope {
+                chain,
+                span: Some(span),
+            });
+        }
+    }
+    Ok(scopes)
+}
+
+/// The terms of one arm: its own leading term, then every filter as a check on the row.
+fn push_arm(
+    sql: &mut QueryBuilder<Sqlite>,
+    q: &EventQuery,
+    arm: &Arm,
+    span: Option<(Cursor, Cursor)>,
+) -> Result<(), StoreError> {
+    let f = &q.filter;
+    match arm {
+        Arm::Filter { chain } => {
+            if let Some(chain) = chain {
+                sql.push(" AND e.chain = ").push_bind(*chain);
+            }
+        }
+        Arm::Chain(scope) => {
+            sql.push(" AND e.chain = ").push_bind(scope.chain);
+        }
+        Arm::Address { chain, index } => {
+            if let Some(chain) = chain {
+                sql.push(" AND e.chain = ").push_bind(*chain);
+            }
+            if let Some(address) = f.addresses.get(*index) {
+                push_value(sql, "address", address.as_slice());
+            }
+        }
+        Arm::Block { chain, number } => {
+            sql.push(" AND e.chain = ").push_bind(*chain);
+            sql.push(" AND e.block_number = ").push_bind(*number);
+        }
+    }
+    if let Some(hash) = &f.block_hash {
+        sql.push(" AND e.block_hash = ")
+            .push_bind(hash.as_slice().to_vec());
+    }
+    // Literal, not bound: SQLite only proves the partial index `log_index = -1` applies when
+    // the query spells the same constant.
+    match f.kind {
+        Some(EventKind::Block) => sql.push(" AND e.log_index = -1"),
+        Some(EventKind::Log) => sql.push(" AND e.log_index >= 0"),
+        None => &mut *sql,
+    };
+    if let [address] = f.addresses.as_slice() {
+        push_value(sql, "address", address.as_slice());
+    } else if !f.addresses.is_empty() && !matches!(arm, Arm::Address { .. }) {
+        sql.push(" AND e.address IN (");
+        let mut list = sql.separated(", ");
+        for address in &f.addresses {
+            list.push_bind(address.as_slice().to_vec());
+        }
+        sql.push(")");
+    }
+    for (i, topic) in f.topics.iter().enumerate() {
+        if let Some(topic) = topic {
+            push_value(
+                sql,
+                ["topic0", "topic1", "topic2", "topic3"][i],
+                topic.as_slice(),
+            );
+        }
+    }
+    if let Some(tx) = &f.tx_hash {
+        push_value(sql, "tx_hash", tx.as_slice());
+    }
+    // Checked on the row only (see the module's note on `+`).
+    if let Some(from) = f.from_block {
+        sql.push(" AND +e.block_number >= ")
+            .push_bind(to_sql_int(from, "from_block")?);
+    }
+    if let Some(to) = f.to_block {
+        sql.push(" AND +e.block_number <= ")
+            .push_bind(to_sql_int(to, "to_block")?);
+    }
+    match f.finality {
+        Some(Finality::Finalized) => sql.push(" AND +e.block_number <= c.finalized_block"),
+        Some(Finality::Safe) => sql
+            .push(" AND (+e.block_number <= c.safe_block OR +e.block_number <= c.finalized_block)"),
+        Some(Finality::Latest) | None => &mut *sql,
+    };
+    if !q.include_removed {
+        sql.push(" AND e.removed = 0");
+    }
+    let (mut low, mut high) = span.unwrap_or((Cursor::MIN, Cursor::MAX));
+    match (q.order, q.after) {
+        (Order::Asc, Some(after)) => low = low.max(after.saturating_add(1)),
+        (Order::Desc, Some(after)) => high = high.min(after.saturating_sub(1)),
+        (_, None) => {}
+    }
+    if low > Cursor::MIN {
+        sql.push(" AND e.cursor >= ").push_bind(low);
+    }
+    if high < Cursor::MAX {
+        sql.push(" AND e.cursor <= ").push_bind(high);
+    }
+    Ok(())
+}
+
+/// `column = value`, sought on the column's 8-byte prefix index and checked in full.
+fn push_value(sql: &mut QueryBuilder<Sqlite>, column: &str, value: &[u8]) {
+    let prefix = value.get(..8).unwrap_or(value).to_vec();
+    sql.push(format!(" AND substr(e.{column}, 1, 8) = "))
+        .push_bind(prefix);
+    sql.push(format!(" AND e.{column} = "))
+        .push_bind(value.to_vec());
+}
