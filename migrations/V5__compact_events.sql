@@ -28,7 +28,7 @@ INSERT INTO names (name)
 -- fields every event of the block shares, and the span and count of the cursors its events
 -- took. `first_cursor` and `last_cursor` bound where a block range's events sit in the change
 -- feed, so a query on a range walks an index in cursor order between them instead of sorting
--- the range (`store/query.rs`). `events` counts the block's rows, for retention.
+-- the range (`store/query/plan.rs`). `events` counts the block's rows, for retention.
 CREATE TABLE headers (
     chain           INTEGER NOT NULL,
     block_number    INTEGER NOT NULL CHECK (block_number >= 0),

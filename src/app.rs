@@ -56,6 +56,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let store = Store::open(&config.database.path)
         .await
         .with_context(|| format!("opening database {}", config.database.path.display()))?;
+    store.set_max_wal_bytes(config.database.max_wal_mb << 20);
 
     let mut devnets = Vec::new();
     let mut endpoints = Vec::new();

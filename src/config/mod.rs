@@ -80,12 +80,20 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     /// Relative paths are relative to the working directory, not to the config file.
     pub path: PathBuf,
+    /// The write-ahead log's ceiling in MiB: past it the writer checkpoints before its next
+    /// transaction (`database.max_wal_mb`).
+    pub max_wal_mb: u64,
 }
+
+/// `database.max_wal_mb` when absent, and its bounds.
+pub const DEFAULT_MAX_WAL_MB: u64 = 256;
+pub const MAX_WAL_MB_RANGE: (u64, u64) = (16, 1 << 20);
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             path: PathBuf::from("data/livechain.db"),
+            max_wal_mb: DEFAULT_MAX_WAL_MB,
         }
     }
 }

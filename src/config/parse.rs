@@ -158,9 +158,13 @@ fn socket_addr(value: &Value, path: &str, issues: &mut Issues) -> Option<SocketA
 
 fn database(value: &Value, path: &str, issues: &mut Issues) -> DatabaseConfig {
     let mut out = DatabaseConfig::default();
-    let Some(m) = Map::read(value, path, &["path"], issues) else {
+    let Some(m) = Map::read(value, path, &["path", "max_wal_mb"], issues) else {
         return out;
     };
+    let (least, most) = super::MAX_WAL_MB_RANGE;
+    if let Some(n) = m.opt("max_wal_mb", issues, &walk::uint(least, most)) {
+        out.max_wal_mb = n;
+    }
     if let Some(text) = m.opt("path", issues, &walk::string) {
         if text.trim().is_empty() {
             issues.push(m.path_of("path"), "must not be empty");

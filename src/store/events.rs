@@ -166,6 +166,7 @@ impl Store {
             shared.committed.store(sequence.last, Ordering::Release);
             sequence.in_doubt = false;
         }
+        shared.wal_ceiling.hold(&mut conn).await?;
         let first = sequence.last + 1;
         sequence.in_doubt = true;
 

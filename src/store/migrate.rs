@@ -73,6 +73,25 @@ pub(crate) async fn run(conn: &mut SqliteConnection) -> Result<Vec<String>, Stor
         .collect())
 }
 
+/// Applies the embedded migrations up to `version` only, to a database file at `path` (created
+/// if missing): how the tests build a database as an older release left it.
+#[doc(hidden)]
+pub async fn migrate_until(path: &std::path::Path, version: i32) -> Result<(), StoreError> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .connect()
+        .await?;
+    runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut RefineryConn(&mut conn))
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// The highest version in refinery's history, `None` for a database never migrated.
 pub(crate) async fn applied_version(
     conn: &mut SqliteConnection,

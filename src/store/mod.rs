@@ -55,6 +55,8 @@ pub use checkpoint::{Checkpoint, FinalityAdvance};
 pub use error::StoreError;
 pub use events::{Committed, NewEvent, Redelivery, WriteBatch};
 pub use lock::DatabaseLock;
+#[doc(hidden)]
+pub use migrate::migrate_until;
 pub use query::{EventQuery, Order};
 pub use reorg::{Canonical, Retraction};
 pub use reset::Reset;
@@ -97,6 +99,8 @@ struct Shared {
     applied: Vec<String>,
     /// SQL texts built once (sqlx caches each prepared statement by its text).
     statements: statements::Statements,
+    /// The WAL size the writer checkpoints at itself ([`wal::Ceiling`]).
+    wal_ceiling: wal::Ceiling,
     /// Signalled after each commit: the WAL checkpointer's cue ([`wal`]).
     commits: Arc<Notify>,
     /// The checkpointer task, taken by `close` to wait for it; dropping the store stops it.
@@ -143,6 +147,9 @@ impl Store {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
+        if applied.iter().any(|m| m == REBUILDING_MIGRATION) {
+            give_back_free_pages(&writer).await;
+        }
         let last = events::load_last_cursor(&writer).await?;
         let windows = retention::load(&mut *writer.acquire().await?).await?;
         if let Err(err) = planner::pin(&mut *writer.acquire().await?).await {
@@ -183,12 +190,22 @@ impl Store {
                 committed: AtomicI64::new(last),
                 applied,
                 statements: statements::Statements::new(),
+                wal_ceiling: wal::Ceiling::new(
+                    wal::wal_path(path),
+                    crate::config::DEFAULT_MAX_WAL_MB << 20,
+                ),
                 commits,
                 checkpointer: std::sync::Mutex::new(Some(checkpointer)),
                 stop_checkpointer: stop.clone(),
                 _stop_checkpointer_on_drop: stop.drop_guard(),
             }),
         })
+    }
+
+    /// Sets the WAL size past which the writer checkpoints before its next transaction
+    /// (`database.max_wal_mb`).
+    pub fn set_max_wal_bytes(&self, bytes: u64) {
+        self.shared.wal_ceiling.set(bytes);
     }
 
     /// Names (`V1__initial`) of the migrations this `open` applied; empty on a current schema.
@@ -236,6 +253,27 @@ impl Store {
             && let Err(err) = task.await
         {
             tracing::warn!(error = %err, "the WAL checkpointer ended abnormally");
+        }
+    }
+}
+
+/// The migration that rebuilt `events`, leaving the old table's pages free.
+const REBUILDING_MIGRATION: &str = "V5__compact_events";
+
+/// Returns every free page to the file system in a database with incremental auto-vacuum (a
+/// no-op otherwise: such a file reuses them for new rows). Once, after a rebuild.
+async fn give_back_free_pages(writer: &SqlitePool) {
+    let started = std::time::Instant::now();
+    match sqlx::query("PRAGMA incremental_vacuum")
+        .execute(writer)
+        .await
+    {
+        Ok(_) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "returned the rebuilt table's free pages to the file system"
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, "returning free pages failed; they will be reused")
         }
     }
 }

@@ -203,3 +203,56 @@ async fn a_restart_gives_up_soon_on_a_reader_of_an_old_snapshot() {
     drop(checkpointing);
     store.close().await;
 }
+
+/// Under a writer that never pauses, the log stays within `database.max_wal_mb` plus one
+/// transaction: the writer checkpoints itself once past it. The ceiling here (2 MiB) is far
+/// below the background checkpointer's restart threshold (64 MiB), so without the writer's own
+/// checkpoint the log would grow to tens of MiB.
+#[tokio::test]
+async fn the_writer_holds_the_wal_under_its_ceiling() {
+    let (dir, store) = open_temp().await;
+    let ceiling: u64 = 2 << 20;
+    store.set_max_wal_bytes(ceiling);
+    let wal_path = wal::wal_path(&dir.path().join("nested/dir/livechain.db"));
+    let mut peak = 0u64;
+    let mut largest_batch = 0u64;
+    for batch in 0..60u64 {
+        let events = (0..500u64)
+            .map(|i| {
+                let n = batch * 500 + i;
+                NewEvent {
+                    event: crate::domain::Event {
+                        chain: "devnet".into(),
+                        block: crate::domain::BlockRef {
+                            number: n,
+                            hash: alloy_primitives::B256::left_padding_from(&n.to_be_bytes()),
+                            parent_hash: alloy_primitives::B256::ZERO,
+                        },
+                        block_timestamp: n,
+                        log: None,
+                    },
+                    provider: "p".into(),
+                    received_at_ms: 0,
+                    providers_mask: 1,
+                }
+            })
+            .collect();
+        let before = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+        store
+            .write_batch(WriteBatch {
+                chain_events: events,
+                ..WriteBatch::default()
+            })
+            .await
+            .expect("write");
+        let after = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+        largest_batch = largest_batch.max(after.saturating_sub(before));
+        peak = peak.max(after);
+    }
+    assert!(largest_batch > 0, "no batch grew the log");
+    assert!(
+        peak <= ceiling + 2 * largest_batch,
+        "the log reached {peak} bytes (ceiling {ceiling}, largest batch {largest_batch})"
+    );
+    store.close().await;
+}

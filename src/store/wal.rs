@@ -17,8 +17,15 @@
 //! since the passive one, and makes the next transaction start the log over: disk and recovery
 //! time stay bounded under any load, at the cost of a pause of a millisecond or two per
 //! `WAL_RESTART_PAGES` pages written.
+//!
+//! That restarting checkpoint still has to catch the writer between two transactions, and a
+//! writer that is never idle (a long backfill at full speed) leaves it no gap: the log grew to
+//! gigabytes that way. [`Ceiling`] is the backstop: before each transaction the writer looks at
+//! the log's size, and past `database.max_wal_mb` it runs the restarting checkpoint itself, on
+//! its own connection, so nothing it waits for is the writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqliteConnectOptions;
@@ -39,6 +46,68 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 /// older snapshots. It holds new transactions back while it waits, so it gives up soon (and
 /// tries again after a later commit) rather than stall the writer behind a long REST read.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The WAL size past which the writer checkpoints before its next transaction.
+#[derive(Debug)]
+pub(crate) struct Ceiling {
+    wal: PathBuf,
+    bytes: AtomicU64,
+    /// Whether the last attempt found readers holding the log (said once until it clears).
+    held: AtomicBool,
+}
+
+impl Ceiling {
+    pub(crate) fn new(wal: PathBuf, bytes: u64) -> Ceiling {
+        Ceiling {
+            wal,
+            bytes: AtomicU64::new(bytes),
+            held: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn set(&self, bytes: u64) {
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Called by the writer between transactions, on its connection: a restarting checkpoint
+    /// when the log is past the ceiling (the next transaction then starts the log over and
+    /// `journal_size_limit` truncates the file). It waits for readers of older snapshots up to
+    /// the connection's busy timeout; if they still hold the log, the writer goes on (a reader
+    /// ends within its query) and tries again before the next transaction.
+    pub(crate) async fn hold(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        let limit = self.bytes.load(Ordering::Relaxed);
+        let Some(size) = wal_bytes(&self.wal) else {
+            return Ok(());
+        };
+        if u64::try_from(size).unwrap_or_default() <= limit {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let outcome = pragma(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
+        let pause = started.elapsed();
+        metrics::counter!(m::WAL_CEILING_CHECKPOINTS).increment(1);
+        metrics::histogram!(m::WAL_CEILING_PAUSE).record(pause.as_secs_f64());
+        if outcome.busy {
+            if !self.held.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    wal_bytes = size,
+                    ceiling = limit,
+                    "the WAL is past its ceiling and readers hold it; checkpointing again \
+                     before each transaction"
+                );
+            }
+        } else if self.held.swap(false, Ordering::Relaxed) {
+            tracing::info!(wal_bytes = size, "the WAL is back under its ceiling");
+        }
+        tracing::debug!(
+            wal_bytes = size,
+            pause_ms = pause.as_millis() as u64,
+            busy = outcome.busy,
+            "WAL ceiling checkpoint"
+        );
+        Ok(())
+    }
+}
 
 /// What one `PRAGMA wal_checkpoint` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

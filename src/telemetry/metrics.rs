@@ -35,6 +35,8 @@ pub const WRITER_BATCH_DURATION: &str = "livechain_writer_batch_duration_seconds
 pub const WRITER_ERRORS: &str = "livechain_writer_errors_total";
 pub const WAL_CHECKPOINT_DURATION: &str = "livechain_wal_checkpoint_duration_seconds";
 pub const WAL_PAGES: &str = "livechain_wal_pages";
+pub const WAL_CEILING_CHECKPOINTS: &str = "livechain_wal_ceiling_checkpoints_total";
+pub const WAL_CEILING_PAUSE: &str = "livechain_wal_ceiling_pause_seconds";
 pub const CHAIN_HEAD: &str = "livechain_chain_head";
 pub const CHAIN_CHECKPOINT: &str = "livechain_chain_checkpoint";
 pub const CHAIN_LAG: &str = "livechain_chain_lag_blocks";
@@ -218,6 +220,15 @@ pub fn describe_all() {
     describe_gauge!(
         WAL_PAGES,
         "Pages in the SQLite write-ahead log at the last checkpoint"
+    );
+    describe_counter!(
+        WAL_CEILING_CHECKPOINTS,
+        "Checkpoints the writer ran itself because the WAL had passed database.max_wal_mb"
+    );
+    describe_histogram!(
+        WAL_CEILING_PAUSE,
+        Unit::Seconds,
+        "How long each of those checkpoints held the writer"
     );
     describe_gauge!(CHAIN_HEAD, "Best head block number seen, by chain");
     describe_gauge!(CHAIN_CHECKPOINT, "Last fully processed block, by chain");

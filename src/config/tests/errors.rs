@@ -142,6 +142,11 @@ fn each_error_kind_has_its_path_and_message() {
             &["breaker.failure_threshold: must be at least 1, got 0"],
         ),
         (
+            "a WAL ceiling below 16 MiB",
+            with("database: {max_wal_mb: 8}\n"),
+            &["database.max_wal_mb: must be at least 16, got 8"],
+        ),
+        (
             "negative integer",
             with("aggregation: {max_cache_size: -1}\n"),
             &["aggregation.max_cache_size: must not be negative"],

@@ -114,6 +114,7 @@ fn defaults_apply_when_sections_are_absent() {
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:4000");
     assert_eq!(config.server.max_stream_sessions, 1024);
     assert_eq!(config.database.path, PathBuf::from("data/livechain.db"));
+    assert_eq!(config.database.max_wal_mb, 256);
     assert_eq!(config.aggregation.max_cache_size, 10_000);
     assert_eq!(
         config.aggregation.deduplication_window,
@@ -188,10 +189,11 @@ fn variables_with_defaults_and_escapes() {
     let yaml = with(
         "server: {listen: \"${LISTEN:-0.0.0.0:9000}\"}\n\
          health: {max_lag_blocks: ${LAG:-7}}\n\
-         database: {path: \"/srv/$${HOME}/${DB:-db}.sqlite\"}\n",
+         database: {path: \"/srv/$${HOME}/${DB:-db}.sqlite\", max_wal_mb: ${WAL:-512}}\n",
     );
     let config = ok(&yaml, &[("DB", "main")]).config;
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.database.max_wal_mb, 512);
     assert_eq!(config.health.max_lag_blocks, 7);
     assert_eq!(
         config.database.path,

@@ -1,6 +1,7 @@
 //! Integration tests: the store on real SQLite files in temporary directories.
 //!
 //! - `schema`: migrations, tables and pragmas, refusing a newer schema, no rusqlite.
+//! - `upgrade`: a database of the previous schema rebuilt by this one, every row kept.
 //! - `writes`: exactly-once storage, cursors, transactions, round trips, finality.
 //! - `writer`: the ingest writer retrying a failing batch.
 //! - `bench`: an ignored micro-measurement of the write path.
@@ -9,6 +10,7 @@ mod bench;
 mod reorg;
 mod retention;
 mod schema;
+mod upgrade;
 mod writer;
 mod writes;
 
