@@ -9,7 +9,8 @@
 //!   the same rows into a fresh database through the store's write path alone.
 //!
 //! Printed (stdout, one line):
-//! `ingest: in=<msg/s> stored=<ev/s> raw_sqlite=<rows/s> ratio=<stored/raw> rss_mb=<peak>`
+//! `ingest: in=<msg/s> stored=<ev/s> raw_sqlite=<rows/s> ratio=<stored/raw> rss_mb=<peak>
+//! wal_peak_mb=<peak>`
 //! - `in`: provider notifications the service received per second (sum of
 //!   `livechain_events_received_total` over providers), over the measured window;
 //! - `stored`: unique events committed per second (`livechain_events_stored_total`), same window;
@@ -21,7 +22,9 @@
 //!   same rows into the same B-trees at the same sizes. It is the upper bound of our pipeline:
 //!   the service can only be slower, since it commits through this very function;
 //! - `ratio`: `stored / raw_sqlite`;
-//! - `rss_mb`: the service process's peak resident memory (`VmHWM`), in MiB.
+//! - `rss_mb`: the service process's peak resident memory (`VmHWM`), in MiB;
+//! - `wal_peak_mb`: the largest size of the service's WAL file, sampled every 20 ms over the
+//!   warm-up and the window.
 //!
 //! Diagnostics (CPU per process, checkpoint lag, provider traffic) go to stderr. The whole run
 //! is bounded in time (about 30 s), uses 127.0.0.1 only, and kills its child processes on every
@@ -125,9 +128,10 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         .no_proxy()
         .build()?;
 
-    tokio::time::sleep(warm_up).await;
+    let wal = dir.path().join("bench.db-wal");
+    let mut wal_peak = watch_wal(&wal, warm_up).await;
     let before = Sample::take(&http, &metrics_url, &service, &devnet).await?;
-    tokio::time::sleep(window).await;
+    wal_peak = wal_peak.max(watch_wal(&wal, window).await);
     let after = Sample::take(&http, &metrics_url, &service, &devnet).await?;
     let rss_mb = peak_rss_kib(service.pid()?)? as f64 / 1024.0;
     // Stop both before the replay, so that it has the machine to itself: the disk too. The
@@ -148,7 +152,9 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     let raw = replay(dir.path(), before.stored as usize, window_rows).await?;
     let ratio = if raw > 0.0 { stored / raw } else { 0.0 };
     println!(
-        "{label} in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} rss_mb={rss_mb:.0}"
+        "{label} in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} \
+         rss_mb={rss_mb:.0} wal_peak_mb={:.0}",
+        wal_peak as f64 / (1 << 20) as f64
     );
     eprintln!(
         "ingest diagnostics: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
@@ -163,6 +169,17 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         100.0 * rate(before.batch_seconds, after.batch_seconds),
     );
     Ok(())
+}
+
+/// The largest size of the service's WAL file seen over `period`, sampled every 20 ms.
+async fn watch_wal(wal: &Path, period: Duration) -> u64 {
+    let deadline = Instant::now() + period;
+    let mut peak = 0;
+    while Instant::now() < deadline {
+        peak = peak.max(std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    peak
 }
 
 fn service_yaml(db: &Path, endpoints: &[(String, String)]) -> String {

@@ -10,9 +10,11 @@
 --   repeated on every row and in every index entry that carries `chain`.
 -- * `kind` is gone: a block is `log_index = -1`, which the table already enforced.
 -- * `parent_hash` and `block_timestamp` live once per block in `headers`, not on every log.
--- * The value indexes (address, topics, tx_hash) hold the first 8 bytes of the value instead of
---   all 20 or 32: a seek on the prefix finds the rows, the full value is checked on the row that
---   is read anyway. A 64-bit prefix shared by two different values only costs a row read.
+-- * The value indexes (address, topics, tx_hash) hold the last 8 bytes of the value instead of
+--   all 20 or 32: a seek on them finds the rows, the full value is checked on the row that is
+--   read anyway. The last bytes, not the first: an address in a topic is padded with 12 zero
+--   bytes in front, and vanity addresses start with zeros. Two values sharing their last 64
+--   bits only cost a row read.
 -- * `events_block_hash` is gone: a block hash is looked up in `headers` (one row per block),
 --   which gives the height, and the identity index finds its rows.
 
@@ -133,13 +135,13 @@ CREATE UNIQUE INDEX events_identity ON events (chain, block_number, block_hash, 
 CREATE INDEX events_chain ON events (chain);
 -- A chain's block rows in cursor order. Queries spell `log_index = -1` literally.
 CREATE INDEX events_chain_blocks ON events (chain) WHERE log_index = -1;
--- The value filters, on 8-byte prefixes (queries name the same expression and check the full
--- value beside it).
-CREATE INDEX events_address ON events (substr(address, 1, 8)) WHERE address IS NOT NULL;
-CREATE INDEX events_topic0 ON events (substr(topic0, 1, 8)) WHERE topic0 IS NOT NULL;
-CREATE INDEX events_topic1 ON events (substr(topic1, 1, 8)) WHERE topic1 IS NOT NULL;
-CREATE INDEX events_topic2 ON events (substr(topic2, 1, 8)) WHERE topic2 IS NOT NULL;
-CREATE INDEX events_topic3 ON events (substr(topic3, 1, 8)) WHERE topic3 IS NOT NULL;
-CREATE INDEX events_tx_hash ON events (substr(tx_hash, 1, 8)) WHERE tx_hash IS NOT NULL;
+-- The value filters, on their last 8 bytes (queries name the same expression and check the
+-- full value beside it).
+CREATE INDEX events_address ON events (substr(address, 13, 8)) WHERE address IS NOT NULL;
+CREATE INDEX events_topic0 ON events (substr(topic0, 25, 8)) WHERE topic0 IS NOT NULL;
+CREATE INDEX events_topic1 ON events (substr(topic1, 25, 8)) WHERE topic1 IS NOT NULL;
+CREATE INDEX events_topic2 ON events (substr(topic2, 25, 8)) WHERE topic2 IS NOT NULL;
+CREATE INDEX events_topic3 ON events (substr(topic3, 25, 8)) WHERE topic3 IS NOT NULL;
+CREATE INDEX events_tx_hash ON events (substr(tx_hash, 25, 8)) WHERE tx_hash IS NOT NULL;
 -- The rows a reorg removed (V3).
 CREATE INDEX events_removed ON events (chain, block_number) WHERE removed = 1;

@@ -69,6 +69,24 @@ impl Proc {
         }
     }
 
+    /// Sends SIGINT (the service's graceful shutdown, as an operator's Ctrl-C) and waits up to
+    /// `limit` for the process to exit; returns how long it took.
+    pub async fn interrupt(&mut self, limit: Duration) -> anyhow::Result<Duration> {
+        let pid = self.pid()?;
+        let started = std::time::Instant::now();
+        // SAFETY: kill(2) on a child we own and have not yet reaped.
+        if unsafe { libc::kill(pid as i32, libc::SIGINT) } != 0 {
+            bail!("could not signal the {}", self.name);
+        }
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => {
+                status.with_context(|| format!("waiting for the {}", self.name))?;
+                Ok(started.elapsed())
+            }
+            Err(_) => bail!("the {} did not exit within {limit:?} of SIGINT", self.name),
+        }
+    }
+
     pub fn pid(&self) -> anyhow::Result<u32> {
         self.child
             .id()

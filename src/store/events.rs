@@ -166,7 +166,7 @@ impl Store {
             shared.committed.store(sequence.last, Ordering::Release);
             sequence.in_doubt = false;
         }
-        shared.wal_ceiling.hold(&mut conn).await?;
+        let wal_before = shared.wal_ceiling.hold(&mut conn).await?;
         let first = sequence.last + 1;
         sequence.in_doubt = true;
 
@@ -207,6 +207,7 @@ impl Store {
         }
         tx.commit().await?;
         self.wrote();
+        shared.wal_ceiling.committed(wal_before);
         sequence.names.keep(added);
 
         if last >= first {

@@ -177,10 +177,13 @@ impl Store {
 
         let commits = Arc::new(Notify::new());
         let stop = CancellationToken::new();
+        let wal_ceiling =
+            wal::Ceiling::new(wal::wal_path(path), crate::config::DEFAULT_MAX_WAL_MB << 20);
         let checkpointer = tokio::spawn({
             let (commits, stop) = (commits.clone(), stop.clone());
             let wal_path = wal::wal_path(path);
-            async move { wal::run(checkpointing, &wal_path, &commits, stop).await }
+            let turn = wal_ceiling.turn();
+            async move { wal::run(checkpointing, turn, &wal_path, &commits, stop).await }
         });
         Ok(Store {
             shared: Arc::new(Shared {
@@ -190,10 +193,7 @@ impl Store {
                 committed: AtomicI64::new(last),
                 applied,
                 statements: statements::Statements::new(),
-                wal_ceiling: wal::Ceiling::new(
-                    wal::wal_path(path),
-                    crate::config::DEFAULT_MAX_WAL_MB << 20,
-                ),
+                wal_ceiling,
                 commits,
                 checkpointer: std::sync::Mutex::new(Some(checkpointer)),
                 stop_checkpointer: stop.clone(),

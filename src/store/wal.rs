@@ -21,10 +21,12 @@
 //! That restarting checkpoint still has to catch the writer between two transactions, and a
 //! writer that is never idle (a long backfill at full speed) leaves it no gap: the log grew to
 //! gigabytes that way. [`Ceiling`] is the backstop: before each transaction the writer looks at
-//! the log's size, and past `database.max_wal_mb` it runs the restarting checkpoint itself, on
-//! its own connection, so nothing it waits for is the writer.
+//! the log's size, and when its next transaction would pass `database.max_wal_mb` (by the
+//! growth of the recent ones) it runs a truncating checkpoint itself, on its own connection, so
+//! nothing it waits for is the writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,15 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct Ceiling {
     wal: PathBuf,
+    /// Held by whichever checkpoint runs (the checkpointer's or the writer's): SQLite refuses a
+    /// checkpoint at once, without waiting, while another connection runs one, and the
+    /// checkpointer runs one after nearly every commit.
+    turn: Arc<tokio::sync::Mutex<()>>,
     bytes: AtomicU64,
+    /// How much one transaction grows the log, as the recent ones did: the writer checkpoints
+    /// when the next one would pass the ceiling, not after it has. A transaction dirties pages
+    /// all over the random-keyed indexes, so this reaches tens of MiB on a large database.
+    growth: AtomicU64,
     /// Whether the last attempt found readers holding the log (said once until it clears).
     held: AtomicBool,
 }
@@ -60,7 +70,9 @@ impl Ceiling {
     pub(crate) fn new(wal: PathBuf, bytes: u64) -> Ceiling {
         Ceiling {
             wal,
+            turn: Arc::default(),
             bytes: AtomicU64::new(bytes),
+            growth: AtomicU64::new(0),
             held: AtomicBool::new(false),
         }
     }
@@ -69,21 +81,34 @@ impl Ceiling {
         self.bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// The turn the checkpointer takes for each of its checkpoints.
+    pub(crate) fn turn(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.turn.clone()
+    }
+
     /// Called by the writer between transactions, on its connection: a restarting checkpoint
     /// when the log is past the ceiling (the next transaction then starts the log over and
     /// `journal_size_limit` truncates the file). It waits for readers of older snapshots up to
     /// the connection's busy timeout; if they still hold the log, the writer goes on (a reader
     /// ends within its query) and tries again before the next transaction.
-    pub(crate) async fn hold(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    /// Returns the log's size before the transaction, for [`Ceiling::committed`].
+    pub(crate) async fn hold(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError> {
         let limit = self.bytes.load(Ordering::Relaxed);
-        let Some(size) = wal_bytes(&self.wal) else {
-            return Ok(());
+        let Some(size) = wal_bytes(&self.wal).and_then(|s| u64::try_from(s).ok()) else {
+            return Ok(0);
         };
-        if u64::try_from(size).unwrap_or_default() <= limit {
-            return Ok(());
+        // A quarter more than the recent growth: transactions vary in size.
+        let growth = self.growth.load(Ordering::Relaxed);
+        if size.saturating_add(growth + growth / 4) <= limit {
+            return Ok(size);
         }
         let started = Instant::now();
-        let outcome = pragma(conn, "PRAGMA wal_checkpoint(RESTART)").await?;
+        let outcome = {
+            let _turn = self.turn.lock().await;
+            // TRUNCATE: RESTART, and the file cut to nothing, so that its size is the log's
+            // again (a restarted log is rewritten from the start of a file that kept its size).
+            pragma(conn, "PRAGMA wal_checkpoint(TRUNCATE)").await?
+        };
         let pause = started.elapsed();
         metrics::counter!(m::WAL_CEILING_CHECKPOINTS).increment(1);
         metrics::histogram!(m::WAL_CEILING_PAUSE).record(pause.as_secs_f64());
@@ -105,7 +130,24 @@ impl Ceiling {
             busy = outcome.busy,
             "WAL ceiling checkpoint"
         );
-        Ok(())
+        Ok(wal_bytes(&self.wal)
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0))
+    }
+
+    /// After a commit: how much it grew the file (`before` from [`Ceiling::hold`]) becomes the
+    /// estimate when larger, and otherwise lowers it by a sixteenth. A transaction written
+    /// inside a file that a restarted log left long says nothing, and changes nothing.
+    pub(crate) fn committed(&self, before: u64) {
+        let after = wal_bytes(&self.wal)
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0);
+        let grew = after.saturating_sub(before);
+        if grew > 0 {
+            let old = self.growth.load(Ordering::Relaxed);
+            self.growth
+                .store(grew.max(old - old / 16), Ordering::Relaxed);
+        }
     }
 }
 
@@ -138,6 +180,7 @@ pub(crate) async fn connect(
 /// the rest.
 pub(crate) async fn run(
     mut conn: SqliteConnection,
+    turn: Arc<tokio::sync::Mutex<()>>,
     wal_path: &Path,
     commits: &Notify,
     stop: CancellationToken,
@@ -152,7 +195,11 @@ pub(crate) async fn run(
             _ = commits.notified() => {}
         }
         let started = Instant::now();
-        match checkpoint(&mut conn).await {
+        let done = {
+            let _turn = turn.lock().await;
+            checkpoint(&mut conn).await
+        };
+        match done {
             Ok(outcome) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!(pages = outcome.log, "WAL checkpoints work again");

@@ -3,7 +3,7 @@
 //! Every page is read in cursor order from an index whose entries are already in cursor order
 //! for the filter's leading term (each index ends in the rowid, the cursor), so a page stops
 //! after `limit` matches and never sorts the table:
-//! - a value filter (address, topic, tx_hash) seeks its 8-byte prefix index;
+//! - a value filter (address, topic, tx_hash) seeks its index of the value's last 8 bytes;
 //! - otherwise a chain's rows walk `events_chain` (its blocks `events_chain_blocks`), one arm
 //!   per chain when no chain is named, merged by cursor;
 //! - a block hash is found in `headers`, and each block it names is one arm on the identity
@@ -27,12 +27,15 @@ use crate::domain::{Cursor, EventKind, Finality};
 const SETTLED_FROM: &str = "events e LEFT JOIN names cn ON cn.id = e.chain \
      LEFT JOIN checkpoints c ON c.chain = cn.name";
 
+/// The cursors a walk is bounded by, both inclusive.
+type Span = (Cursor, Cursor);
+
 /// A chain the page may read, with the cursor span its block range allows.
 #[derive(Debug, Clone, Copy)]
 struct Scope {
     chain: i64,
     /// `None`: no block range was asked, every cursor.
-    span: Option<(Cursor, Cursor)>,
+    span: Option<Span>,
 }
 
 /// One index walk in cursor order; a page of several arms merges them.
@@ -67,14 +70,17 @@ pub(super) async fn build_after(
         return Ok(None);
     }
     let f = &q.filter;
-    // The widest span of the scopes: the bounds of a walk over several chains.
-    let span = scopes
-        .iter()
-        .map(|s| s.span)
-        .reduce(|a, b| Some((a?.0.min(b?.0), a?.1.max(b?.1))))
-        .flatten();
-    let chain = f.chain.as_ref().map(|_| scopes[0].chain);
-    let arms: Vec<(Arm, Option<(Cursor, Cursor)>)> = if let Some(hash) = &f.block_hash {
+    // Where a value index leads: on one chain (the named one), or across every chain in one
+    // walk; but a block range is a different cursor span on each chain (their blocks were
+    // written at different times), and one walk from the lowest to the highest would read
+    // everything written in between: then one walk per chain, each in its own span.
+    let ranged = scopes.iter().any(|s| s.span.is_some());
+    let walks: Vec<(Option<i64>, Option<Span>)> = if ranged {
+        scopes.iter().map(|s| (Some(s.chain), s.span)).collect()
+    } else {
+        vec![(f.chain.as_ref().map(|_| scopes[0].chain), None)]
+    };
+    let arms: Vec<(Arm, Option<Span>)> = if let Some(hash) = &f.block_hash {
         let blocks: Vec<(i64, i64)> =
             sqlx::query_as("SELECT chain, block_number FROM headers WHERE block_hash = ?")
                 .bind(hash.as_slice().to_vec())
@@ -86,12 +92,18 @@ pub(super) async fn build_after(
             .map(|(chain, number)| (Arm::Block { chain, number }, None))
             .collect()
     } else if f.addresses.len() > 1 && f.tx_hash.is_none() {
-        (0..f.addresses.len())
-            .map(|index| (Arm::Address { chain, index }, span))
+        walks
+            .iter()
+            .flat_map(|&(chain, span)| {
+                (0..f.addresses.len()).map(move |index| (Arm::Address { chain, index }, span))
+            })
             .collect()
     } else if !f.addresses.is_empty() || f.tx_hash.is_some() || f.topics.iter().any(Option::is_some)
     {
-        vec![(Arm::Filter { chain }, span)]
+        walks
+            .iter()
+            .map(|&(chain, span)| (Arm::Filter { chain }, span))
+            .collect()
     } else {
         scopes.iter().map(|s| (Arm::Chain(*s), s.span)).collect()
     };
@@ -196,7 +208,7 @@ fn push_arm(
     sql: &mut QueryBuilder<Sqlite>,
     q: &EventQuery,
     arm: &Arm,
-    span: Option<(Cursor, Cursor)>,
+    span: Option<Span>,
 ) -> Result<(), StoreError> {
     let f = &q.filter;
     match arm {
@@ -287,11 +299,18 @@ fn push_arm(
     Ok(())
 }
 
-/// `column = value`, sought on the column's 8-byte prefix index and checked in full.
+/// `column = value`, sought on the column's index of its last 8 bytes and checked in full.
 fn push_value(sql: &mut QueryBuilder<Sqlite>, column: &str, value: &[u8]) {
-    let prefix = value.get(..8).unwrap_or(value).to_vec();
-    sql.push(format!(" AND substr(e.{column}, 1, 8) = "))
-        .push_bind(prefix);
+    let (start, key) = index_key(value);
+    sql.push(format!(" AND substr(e.{column}, {start}, 8) = "))
+        .push_bind(key.to_vec());
     sql.push(format!(" AND e.{column} = "))
         .push_bind(value.to_vec());
+}
+
+/// What the value indexes hold of a value: its last 8 bytes, and where they start (1-based, as
+/// `substr` counts), the expression `V5__compact_events.sql` indexes.
+pub(super) fn index_key(value: &[u8]) -> (usize, &[u8]) {
+    let start = value.len().saturating_sub(8);
+    (start + 1, &value[start..])
 }

@@ -389,6 +389,41 @@ fn queries() -> Vec<(String, &'static str, EventQuery)> {
     out
 }
 
+/// The indexed part of a value tells apart what real chains put there: addresses padded to a
+/// topic (12 zero bytes first), vanity addresses (zeros first), hashes, small numbers.
+#[test]
+fn index_keys_tell_real_values_apart() {
+    let padded = |a: Address| B256::left_padding_from(a.as_slice());
+    let vanity = Address::from_slice(&[[0u8; 6].as_slice(), &[0x5e; 14]].concat());
+    // Values of one column: 32-byte topics, then 20-byte addresses.
+    let topics: Vec<Vec<u8>> = vec![
+        padded(hot_address()).to_vec(),
+        padded(rare_address(7)).to_vec(),
+        padded(vanity).to_vec(),
+        B256::left_padding_from(&1u64.to_be_bytes()).to_vec(),
+        B256::left_padding_from(&2u64.to_be_bytes()).to_vec(),
+        hot_topic().to_vec(),
+    ];
+    let addresses: Vec<Vec<u8>> = vec![
+        vanity.to_vec(),
+        rare_address(7).to_vec(),
+        hot_address().to_vec(),
+        Address::ZERO.to_vec(),
+    ];
+    for values in [topics, addresses] {
+        let keys: Vec<&[u8]> = values.iter().map(|v| plan::index_key(v).1).collect();
+        for (i, a) in keys.iter().enumerate() {
+            assert_eq!(a.len(), 8);
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b, "two values of one column share an index key");
+            }
+        }
+    }
+    // The expression's start matches the columns' sizes.
+    assert_eq!(plan::index_key(&[0u8; 32]).0, 25);
+    assert_eq!(plan::index_key(&[0u8; 20]).0, 13);
+}
+
 /// The index a shape's page must walk.
 fn index_of(shape: &str) -> &'static str {
     match shape {
