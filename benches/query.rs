@@ -43,7 +43,7 @@ const SEED: u64 = 7;
 const EVENTS: u64 = 10_000_000;
 const SMOKE_EVENTS: u64 = 60_000;
 /// Bumped when the bench's data or the schema changes, so an old cached file is not reused.
-const FORMAT: u32 = 7;
+const FORMAT: u32 = 6;
 const LOGS_PER_BLOCK: u64 = 24;
 const ADDRESSES: u64 = 5_000;
 const SIGNATURES: u64 = 200;

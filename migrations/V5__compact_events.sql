@@ -136,15 +136,12 @@ CREATE INDEX events_chain ON events (chain);
 -- A chain's block rows in cursor order. Queries spell `log_index = -1` literally.
 CREATE INDEX events_chain_blocks ON events (chain) WHERE log_index = -1;
 -- The value filters, on their last 8 bytes (queries name the same expression and check the
--- full value beside it), led by the chain: a page walks one chain's rows of that value, never
--- another chain's (without a `chain` filter, one walk per chain, merged by cursor). One byte
--- more per entry than without the chain; without it, a walk on a chain that holds a tenth of
--- the rows would read ten rows for each it returns.
-CREATE INDEX events_address ON events (chain, substr(address, 13, 8)) WHERE address IS NOT NULL;
-CREATE INDEX events_topic0 ON events (chain, substr(topic0, 25, 8)) WHERE topic0 IS NOT NULL;
-CREATE INDEX events_topic1 ON events (chain, substr(topic1, 25, 8)) WHERE topic1 IS NOT NULL;
-CREATE INDEX events_topic2 ON events (chain, substr(topic2, 25, 8)) WHERE topic2 IS NOT NULL;
-CREATE INDEX events_topic3 ON events (chain, substr(topic3, 25, 8)) WHERE topic3 IS NOT NULL;
-CREATE INDEX events_tx_hash ON events (chain, substr(tx_hash, 25, 8)) WHERE tx_hash IS NOT NULL;
+-- full value beside it).
+CREATE INDEX events_address ON events (substr(address, 13, 8)) WHERE address IS NOT NULL;
+CREATE INDEX events_topic0 ON events (substr(topic0, 25, 8)) WHERE topic0 IS NOT NULL;
+CREATE INDEX events_topic1 ON events (substr(topic1, 25, 8)) WHERE topic1 IS NOT NULL;
+CREATE INDEX events_topic2 ON events (substr(topic2, 25, 8)) WHERE topic2 IS NOT NULL;
+CREATE INDEX events_topic3 ON events (substr(topic3, 25, 8)) WHERE topic3 IS NOT NULL;
+CREATE INDEX events_tx_hash ON events (substr(tx_hash, 25, 8)) WHERE tx_hash IS NOT NULL;
 -- The rows a reorg removed (V3).
 CREATE INDEX events_removed ON events (chain, block_number) WHERE removed = 1;

@@ -24,12 +24,12 @@ const STAT1: &[(&str, Option<&str>, &str)] = &[
     ),
     ("events", Some("events_chain"), "10000000 2000000"),
     ("events", Some("events_chain_blocks"), "400000 80000"),
-    ("events", Some("events_address"), "9600000 1920000 2000"),
-    ("events", Some("events_topic0"), "9600000 1920000 20000"),
-    ("events", Some("events_topic1"), "7000000 1400000 200"),
-    ("events", Some("events_topic2"), "5000000 1000000 200"),
-    ("events", Some("events_topic3"), "2000000 400000 200"),
-    ("events", Some("events_tx_hash"), "9600000 1920000 4"),
+    ("events", Some("events_address"), "9600000 2000"),
+    ("events", Some("events_topic0"), "9600000 20000"),
+    ("events", Some("events_topic1"), "7000000 200"),
+    ("events", Some("events_topic2"), "5000000 200"),
+    ("events", Some("events_topic3"), "2000000 200"),
+    ("events", Some("events_tx_hash"), "9600000 4"),
     ("events", Some("events_removed"), "1000 200 10"),
     // A header is found by its whole key (or its hash), one row.
     (

@@ -3,10 +3,9 @@
 //! Every page is read in cursor order from an index whose entries are already in cursor order
 //! for the filter's leading term (each index ends in the rowid, the cursor), so a page stops
 //! after `limit` matches and never sorts the table:
-//! - a value filter (address, topic, tx_hash) seeks its index of the chain and the value's
-//!   last 8 bytes; otherwise the chain's rows walk `events_chain` (its blocks
-//!   `events_chain_blocks`). Every index leads with the chain: with no chain named, one arm per
-//!   chain, merged by cursor;
+//! - a value filter (address, topic, tx_hash) seeks its index of the value's last 8 bytes;
+//! - otherwise a chain's rows walk `events_chain` (its blocks `events_chain_blocks`), one arm
+//!   per chain when no chain is named, merged by cursor;
 //! - a block hash is found in `headers`, and each block it names is one arm on the identity
 //!   index; several addresses are one arm each, merged.
 //!
@@ -42,12 +41,12 @@ struct Scope {
 /// One index walk in cursor order; a page of several arms merges them.
 #[derive(Debug, Clone)]
 enum Arm {
-    /// The filter's own terms on one chain (a value index leads).
-    Filter { chain: i64 },
+    /// The filter's own terms on every chain in scope (a value index leads).
+    Filter { chain: Option<i64> },
     /// One chain's rows.
     Chain(Scope),
     /// One of several addresses.
-    Address { chain: i64, index: usize },
+    Address { chain: Option<i64>, index: usize },
     /// The rows of one stored block (a `block_hash` filter).
     Block { chain: i64, number: i64 },
 }
@@ -71,10 +70,16 @@ pub(super) async fn build_after(
         return Ok(None);
     }
     let f = &q.filter;
-    // Every index leads with the chain: one walk per chain in scope (the named one, or every
-    // chain holding events), each within its own cursor span (a block range is a different
-    // span on each chain: their blocks were written at different times).
-    let walks: Vec<(i64, Option<Span>)> = scopes.iter().map(|s| (s.chain, s.span)).collect();
+    // Where a value index leads: on one chain (the named one), or across every chain in one
+    // walk; but a block range is a different cursor span on each chain (their blocks were
+    // written at different times), and one walk from the lowest to the highest would read
+    // everything written in between: then one walk per chain, each in its own span.
+    let ranged = scopes.iter().any(|s| s.span.is_some());
+    let walks: Vec<(Option<i64>, Option<Span>)> = if ranged {
+        scopes.iter().map(|s| (Some(s.chain), s.span)).collect()
+    } else {
+        vec![(f.chain.as_ref().map(|_| scopes[0].chain), None)]
+    };
     let arms: Vec<(Arm, Option<Span>)> = if let Some(hash) = &f.block_hash {
         let blocks: Vec<(i64, i64)> =
             sqlx::query_as("SELECT chain, block_number FROM headers WHERE block_hash = ?")
@@ -208,13 +213,17 @@ fn push_arm(
     let f = &q.filter;
     match arm {
         Arm::Filter { chain } => {
-            sql.push(" AND e.chain = ").push_bind(*chain);
+            if let Some(chain) = chain {
+                sql.push(" AND e.chain = ").push_bind(*chain);
+            }
         }
         Arm::Chain(scope) => {
             sql.push(" AND e.chain = ").push_bind(scope.chain);
         }
         Arm::Address { chain, index } => {
-            sql.push(" AND e.chain = ").push_bind(*chain);
+            if let Some(chain) = chain {
+                sql.push(" AND e.chain = ").push_bind(*chain);
+            }
             if let Some(address) = f.addresses.get(*index) {
                 push_value(sql, "address", address.as_slice());
             }
