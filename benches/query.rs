@@ -121,41 +121,8 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         .ok()
         .map(|list| list.split(',').map(str::to_owned).collect());
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
-    // Untimed first: each reader connection's page cache and prepared statements warm up on
-    // every shape, as they are in a service that has been serving for a while.
-    for shape in SHAPES.iter().filter(|s| wanted(s.name)) {
-        for with_chain in [false, true] {
-            load(
-                &http,
-                &api,
-                shape,
-                with_chain,
-                &heads,
-                4,
-                scale.requests_c1 / 5,
-            )
-            .await
-            .with_context(|| format!("warming up {}", shape.name))?;
-        }
-    }
-    let mut worst_p99_c1: f64 = 0.0;
-    for shape in SHAPES.iter().filter(|s| wanted(s.name)) {
-        for with_chain in [false, true] {
-            let name = format!("{}{}", shape.name, if with_chain { "+chain" } else { "" });
-            for (concurrency, total) in [(1usize, scale.requests_c1), (16, scale.requests_c16)] {
-                let timing = load(&http, &api, shape, with_chain, &heads, concurrency, total)
-                    .await
-                    .with_context(|| format!("shape {name}"))?;
-                if concurrency == 1 {
-                    worst_p99_c1 = worst_p99_c1.max(timing.p99_ms);
-                }
-                println!(
-                    "{} shape={name} c={concurrency} p50_ms={:.2} p99_ms={:.2} rps={:.0}",
-                    scale.label, timing.p50_ms, timing.p99_ms, timing.rps
-                );
-            }
-        }
-    }
+    let shapes: Vec<&Shape> = SHAPES.iter().filter(|s| wanted(s.name)).collect();
+    let worst_p99_c1 = time_shapes(&http, &api, &heads, &scale, &shapes).await?;
     if wanted("catchup") {
         let (during, catchup_rate) = catchup(&http, &api, scale.catchup).await?;
         println!(
@@ -174,6 +141,52 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Warms every shape up (untimed: each reader connection's page cache and prepared statements,
+/// as in a service that has been serving for a while), then times each with and without
+/// `chain` at concurrency 1 and 16, printing a line each; returns the worst p99 at c=1.
+async fn time_shapes(
+    http: &reqwest::Client,
+    api: &str,
+    heads: &Heads,
+    scale: &Scale,
+    shapes: &[&Shape],
+) -> anyhow::Result<f64> {
+    for shape in shapes {
+        for with_chain in [false, true] {
+            load(
+                http,
+                api,
+                shape,
+                with_chain,
+                heads,
+                4,
+                scale.requests_c1 / 5,
+            )
+            .await
+            .with_context(|| format!("warming up {}", shape.name))?;
+        }
+    }
+    let mut worst_p99_c1: f64 = 0.0;
+    for shape in shapes {
+        for with_chain in [false, true] {
+            let name = format!("{}{}", shape.name, if with_chain { "+chain" } else { "" });
+            for (concurrency, total) in [(1usize, scale.requests_c1), (16, scale.requests_c16)] {
+                let timing = load(http, api, shape, with_chain, heads, concurrency, total)
+                    .await
+                    .with_context(|| format!("shape {name}"))?;
+                if concurrency == 1 {
+                    worst_p99_c1 = worst_p99_c1.max(timing.p99_ms);
+                }
+                println!(
+                    "{} shape={name} c={concurrency} p50_ms={:.2} p99_ms={:.2} rps={:.0}",
+                    scale.label, timing.p50_ms, timing.p99_ms, timing.rps
+                );
+            }
+        }
+    }
+    Ok(worst_p99_c1)
+}
+
 /// The database's blocks per chain, events, and the WAL's peak while it was built.
 struct Built {
     events: u64,
@@ -183,22 +196,33 @@ struct Built {
 
 const CHAINS: [&str; 2] = ["main", "side"];
 
+/// What a previous build recorded beside its file: `events main_blocks side_blocks wal_peak`.
+fn reuse(record: &Path) -> Option<Built> {
+    let text = std::fs::read_to_string(record).ok()?;
+    let n: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match n[..] {
+        [events, main, side, wal_peak] => Some(Built {
+            events,
+            blocks: [main, side],
+            wal_peak,
+        }),
+        _ => None,
+    }
+}
+
 /// Builds the database at `path` unless a complete one is there (its record beside it).
 async fn build(path: &Path, events: u64) -> anyhow::Result<Built> {
     let record = path.with_extension("built");
-    if let Ok(text) = std::fs::read_to_string(&record) {
-        let n: Vec<u64> = text
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        if let [events, main, side, wal_peak] = n[..] {
-            eprintln!("query: reusing {} ({events} events)", path.display());
-            return Ok(Built {
-                events,
-                blocks: [main, side],
-                wal_peak,
-            });
-        }
+    if let Some(built) = reuse(&record) {
+        eprintln!(
+            "query: reusing {} ({} events)",
+            path.display(),
+            built.events
+        );
+        return Ok(built);
     }
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();

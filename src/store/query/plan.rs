@@ -21,7 +21,7 @@ use super::super::StoreError;
 use super::super::rows::{EVENT_COLUMNS, EVENT_FROM, EVENT_JOINS, to_sql_int};
 use super::super::spans;
 use super::{EventQuery, Order};
-use crate::domain::{Cursor, EventKind, Finality};
+use crate::domain::{Cursor, EventFilter, EventKind, Finality};
 
 /// `events e` and its chain's checkpoint `c`, for the `finality` terms of an arm.
 const SETTLED_FROM: &str = "events e LEFT JOIN names cn ON cn.id = e.chain \
@@ -69,6 +69,56 @@ pub(super) async fn build_after(
     if scopes.is_empty() {
         return Ok(None);
     }
+    let arms = arms(conn, q, &scopes).await?;
+    if arms.is_empty() {
+        return Ok(None);
+    }
+    let mut sql = QueryBuilder::<Sqlite>::new(prefix);
+    let order = match q.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    if let [(arm, span)] = arms.as_slice() {
+        sql.push(format!(
+            "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE 1 = 1"
+        ));
+        push_arm(&mut sql, q, arm, *span)?;
+        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
+            .push_bind(i64::from(q.limit));
+        return Ok(Some(sql));
+    }
+    // Each arm its own page in cursor order, the best `limit` of them all, then their rows.
+    sql.push(format!("SELECT {EVENT_COLUMNS} FROM (SELECT cursor FROM ("));
+    for (i, (arm, span)) in arms.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL SELECT cursor FROM (");
+        }
+        // Only what the terms read: the row's columns, and the checkpoint for `finality`.
+        sql.push(match q.filter.finality {
+            Some(_) => format!("SELECT e.cursor FROM {SETTLED_FROM} WHERE 1 = 1"),
+            None => "SELECT e.cursor FROM events e WHERE 1 = 1".to_owned(),
+        });
+        push_arm(&mut sql, q, arm, *span)?;
+        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
+            .push_bind(i64::from(q.limit))
+            .push(")");
+    }
+    sql.push(format!(" ORDER BY cursor {order} LIMIT "))
+        .push_bind(i64::from(q.limit))
+        .push(format!(
+            ") AS page JOIN events e ON e.cursor = page.cursor {EVENT_JOINS} \
+             ORDER BY e.cursor {order}"
+        ));
+    Ok(Some(sql))
+}
+
+/// The index walks of a page: one per block of a `block_hash`, per address of several, per
+/// chain when a block range spans chains differently or no value index leads; else one.
+async fn arms(
+    conn: &mut SqliteConnection,
+    q: &EventQuery,
+    scopes: &[Scope],
+) -> Result<Vec<(Arm, Option<Span>)>, StoreError> {
     let f = &q.filter;
     // Where a value index leads: on one chain (the named one), or across every chain in one
     // walk; but a block range is a different cursor span on each chain (their blocks were
@@ -80,7 +130,7 @@ pub(super) async fn build_after(
     } else {
         vec![(f.chain.as_ref().map(|_| scopes[0].chain), None)]
     };
-    let arms: Vec<(Arm, Option<Span>)> = if let Some(hash) = &f.block_hash {
+    let arms = if let Some(hash) = &f.block_hash {
         let blocks: Vec<(i64, i64)> =
             sqlx::query_as("SELECT chain, block_number FROM headers WHERE block_hash = ?")
                 .bind(hash.as_slice().to_vec())
@@ -107,46 +157,7 @@ pub(super) async fn build_after(
     } else {
         scopes.iter().map(|s| (Arm::Chain(*s), s.span)).collect()
     };
-    if arms.is_empty() {
-        return Ok(None);
-    }
-    let mut sql = QueryBuilder::<Sqlite>::new(prefix);
-    let order = match q.order {
-        Order::Asc => "ASC",
-        Order::Desc => "DESC",
-    };
-    if let [(arm, span)] = arms.as_slice() {
-        sql.push(format!(
-            "SELECT {EVENT_COLUMNS} FROM {EVENT_FROM} WHERE 1 = 1"
-        ));
-        push_arm(&mut sql, q, arm, *span)?;
-        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
-            .push_bind(i64::from(q.limit));
-        return Ok(Some(sql));
-    }
-    // Each arm its own page in cursor order, the best `limit` of them all, then their rows.
-    sql.push(format!("SELECT {EVENT_COLUMNS} FROM (SELECT cursor FROM ("));
-    for (i, (arm, span)) in arms.iter().enumerate() {
-        if i > 0 {
-            sql.push(" UNION ALL SELECT cursor FROM (");
-        }
-        // Only what the terms read: the row's columns, and the checkpoint for `finality`.
-        sql.push(match f.finality {
-            Some(_) => format!("SELECT e.cursor FROM {SETTLED_FROM} WHERE 1 = 1"),
-            None => "SELECT e.cursor FROM events e WHERE 1 = 1".to_owned(),
-        });
-        push_arm(&mut sql, q, arm, *span)?;
-        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
-            .push_bind(i64::from(q.limit))
-            .push(")");
-    }
-    sql.push(format!(" ORDER BY cursor {order} LIMIT "))
-        .push_bind(i64::from(q.limit))
-        .push(format!(
-            ") AS page JOIN events e ON e.cursor = page.cursor {EVENT_JOINS} \
-             ORDER BY e.cursor {order}"
-        ));
-    Ok(Some(sql))
+    Ok(arms)
 }
 
 /// The chains the page may read (the named one, or every chain with stored events) with the
@@ -237,6 +248,31 @@ fn push_arm(
         sql.push(" AND e.block_hash = ")
             .push_bind(hash.as_slice().to_vec());
     }
+    push_values(sql, f, arm);
+    // Checked on the row only (see the module's note on `+`).
+    if let Some(from) = f.from_block {
+        sql.push(" AND +e.block_number >= ")
+            .push_bind(to_sql_int(from, "from_block")?);
+    }
+    if let Some(to) = f.to_block {
+        sql.push(" AND +e.block_number <= ")
+            .push_bind(to_sql_int(to, "to_block")?);
+    }
+    match f.finality {
+        Some(Finality::Finalized) => sql.push(" AND +e.block_number <= c.finalized_block"),
+        Some(Finality::Safe) => sql
+            .push(" AND (+e.block_number <= c.safe_block OR +e.block_number <= c.finalized_block)"),
+        Some(Finality::Latest) | None => &mut *sql,
+    };
+    if !q.include_removed {
+        sql.push(" AND e.removed = 0");
+    }
+    push_bounds(sql, q, span);
+    Ok(())
+}
+
+/// The filter's value terms, each checked on the row (the arm's own leading term is already in).
+fn push_values(sql: &mut QueryBuilder<Sqlite>, f: &EventFilter, arm: &Arm) {
     // Literal, not bound: SQLite only proves the partial index `log_index = -1` applies when
     // the query spells the same constant.
     match f.kind {
@@ -266,24 +302,10 @@ fn push_arm(
     if let Some(tx) = &f.tx_hash {
         push_value(sql, "tx_hash", tx.as_slice());
     }
-    // Checked on the row only (see the module's note on `+`).
-    if let Some(from) = f.from_block {
-        sql.push(" AND +e.block_number >= ")
-            .push_bind(to_sql_int(from, "from_block")?);
-    }
-    if let Some(to) = f.to_block {
-        sql.push(" AND +e.block_number <= ")
-            .push_bind(to_sql_int(to, "to_block")?);
-    }
-    match f.finality {
-        Some(Finality::Finalized) => sql.push(" AND +e.block_number <= c.finalized_block"),
-        Some(Finality::Safe) => sql
-            .push(" AND (+e.block_number <= c.safe_block OR +e.block_number <= c.finalized_block)"),
-        Some(Finality::Latest) | None => &mut *sql,
-    };
-    if !q.include_removed {
-        sql.push(" AND e.removed = 0");
-    }
+}
+
+/// The walk's cursor bounds: its span, narrowed by `after` in the page's direction.
+fn push_bounds(sql: &mut QueryBuilder<Sqlite>, q: &EventQuery, span: Option<Span>) {
     let (mut low, mut high) = span.unwrap_or((Cursor::MIN, Cursor::MAX));
     match (q.order, q.after) {
         (Order::Asc, Some(after)) => low = low.max(after.saturating_add(1)),
@@ -296,7 +318,6 @@ fn push_arm(
     if high < Cursor::MAX {
         sql.push(" AND e.cursor <= ").push_bind(high);
     }
-    Ok(())
 }
 
 /// `column = value`, sought on the column's index of its last 8 bytes and checked in full.
