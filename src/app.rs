@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::config::{ChainConfig, Config, DevnetChainConfig};
 use crate::devnet::{Devnet, DevnetConfig};
+use crate::gateway::Gateway;
 use crate::ingest::{self, Endpoint, Ingest};
 use crate::publish::{self, Hub, Render};
 use crate::registry::{Supervisor, SupervisorConfig};
@@ -101,6 +102,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         hub,
         stream_slots: api::StreamSlots::new(config.server.max_stream_sessions),
         shutdown: shutdown.child_token(),
+        gateways: gateways(&config, &ingest.chains),
     };
     let api_failure = Arc::new(OnceLock::new());
     let server = api::serve(listener, state, shutdown.child_token());
@@ -123,6 +125,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         api_failure,
         lock,
     })
+}
+
+/// Each chain's JSON-RPC gateway over the providers ingestion ranks; none when disabled.
+fn gateways(config: &Config, chains: &[ingest::ChainHandle]) -> Arc<[Gateway]> {
+    if !config.gateway.enabled {
+        return Arc::from([]);
+    }
+    chains
+        .iter()
+        .map(|c| {
+            Gateway::new(
+                &c.name,
+                c.chain_id,
+                c.providers.clone(),
+                config.gateway.clone(),
+            )
+        })
+        .collect()
 }
 
 /// A configured chain's providers as the ingest sees them.

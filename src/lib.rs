@@ -13,6 +13,7 @@
 //! - [`publish`]: committed changes to live subscribers, after commit only; the replay.
 //! - [`retention`]: each chain's history kept within its limits, oldest whole blocks first.
 //! - [`api`]: the axum HTTP API; the only module that knows HTTP and response JSON.
+//! - [`gateway`]: callers' JSON-RPC (`/rpc/{chain}`) forwarded to the providers with failover.
 //! - [`telemetry`]: tracing setup and every metric name.
 //! - [`app`]: wiring and shutdown; [`cli`]: the command line; [`shutdown`]: signals;
 //!   [`console`]: what the binary prints for people, never panicking on a closed pipe.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod console;
 pub mod devnet;
 pub mod domain;
+pub mod gateway;
 pub mod health;
 pub mod ingest;
 pub mod provider;

@@ -10,6 +10,7 @@ mod health;
 pub mod json;
 mod processes;
 mod providers;
+pub mod rpc;
 mod slots;
 pub mod stream;
 mod ws;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub stream_slots: StreamSlots,
     /// Fires when the service stops: open streams close cleanly.
     pub shutdown: CancellationToken,
+    /// The JSON-RPC gateway of each chain (`/rpc/{chain}`); empty when `gateway.enabled` is off.
+    pub gateways: Arc<[crate::gateway::Gateway]>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(processes::router())
         .merge(providers::router())
+        .merge(rpc::router())
         .merge(stream::router())
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
@@ -99,7 +103,9 @@ pub async fn serve(
             tracing::debug!(error = %err, "setting TCP_NODELAY on an API connection failed");
         }
     });
-    axum::serve(listener, router(state))
+    // The gateway keeps each caller's view of the chain by address.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

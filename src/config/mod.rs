@@ -15,6 +15,7 @@
 mod chain;
 mod duration;
 mod env;
+mod gateway;
 mod parse;
 mod redact;
 mod report;
@@ -52,8 +53,50 @@ pub struct Config {
     pub breaker: BreakerConfig,
     pub retention: RetentionConfig,
     pub health: HealthConfig,
+    /// The JSON-RPC gateway (`/rpc/{chain}`).
+    pub gateway: GatewayConfig,
     /// By chain name (`[a-z0-9_-]+`); never empty.
     pub chains: BTreeMap<String, ChainConfig>,
+}
+
+/// `gateway`: how `/rpc/{chain}` forwards callers' JSON-RPC to the chain's providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Off: `/rpc/{chain}` answers 404.
+    pub enabled: bool,
+    /// A larger request body is refused with 413 (a node's limit: 5 MiB).
+    pub max_body_bytes: usize,
+    /// Requests in one batch at most; a longer batch is refused whole.
+    pub max_batch: usize,
+    /// How long one provider may take to answer a call.
+    pub timeout: Duration,
+    /// Per method, instead of `timeout` (a batch gets the longest of its methods').
+    pub method_timeouts: BTreeMap<String, Duration>,
+    /// When not empty, the only methods forwarded.
+    pub allow_methods: Vec<String>,
+    /// Methods never forwarded (e.g. `eth_sendRawTransaction`), whatever `allow_methods` says.
+    pub deny_methods: Vec<String>,
+    /// Name the provider that answered in an `x-livechain-provider` response header.
+    pub provider_header: bool,
+}
+
+/// The largest `gateway.max_body_bytes` and `gateway.max_batch` accepted.
+pub const MAX_GATEWAY_BODY: usize = 1 << 30;
+pub const MAX_GATEWAY_BATCH: usize = 100_000;
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            enabled: true,
+            max_body_bytes: 5 << 20,
+            max_batch: 1000,
+            timeout: Duration::from_secs(10),
+            method_timeouts: BTreeMap::new(),
+            allow_methods: Vec::new(),
+            deny_methods: Vec::new(),
+            provider_header: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

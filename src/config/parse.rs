@@ -12,7 +12,7 @@ use super::walk::{self, Issues, Map};
 use super::{
     AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
     HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, ServerConfig,
-    chain, env, sections,
+    chain, env, gateway, sections,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -22,6 +22,7 @@ const ROOT_KEYS: &[&str] = &[
     "breaker",
     "retention",
     "health",
+    "gateway",
     "chains",
 ];
 
@@ -100,6 +101,7 @@ fn config(value: &Value, issues: &mut Issues, warnings: &mut Vec<String>) -> Con
         breaker,
         retention,
         health: section(&root, "health", issues, health),
+        gateway: section(&root, "gateway", issues, gateway::gateway),
         chains: chain::chains(root.get("chains"), "chains", &defaults, issues, warnings),
     }
 }
@@ -113,6 +115,7 @@ fn placeholder() -> Config {
         breaker: BreakerConfig::default(),
         retention: RetentionConfig::default(),
         health: HealthConfig::default(),
+        gateway: Default::default(),
         chains: Default::default(),
     }
 }

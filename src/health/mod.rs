@@ -158,6 +158,14 @@ impl ChainHealth {
         self.inner.slots.get(index).map_or("unknown", |s| &s.id)
     }
 
+    /// The highest head `index` is known to have reached (streamed or polled).
+    pub fn head(&self, index: usize) -> Option<u64> {
+        self.inner
+            .slots
+            .get(index)
+            .and_then(|slot| lock(slot).stats.head)
+    }
+
     pub fn best_head(&self) -> u64 {
         self.inner.best_head.load(Ordering::Relaxed)
     }
@@ -325,13 +333,23 @@ impl ChainHealth {
     /// The order HTTP work tries providers in: healthy ones first, then by priority, then by
     /// latency EWMA (unmeasured last within a priority), then by position.
     pub fn ranked(&self) -> Vec<usize> {
+        let best = self.best_head();
+        let now = self.inner.clock.now();
+        let config = &self.inner.config;
         let mut keyed: Vec<(bool, u32, u64, usize)> = (0..self.len())
-            .filter_map(|i| self.report_one(i).map(|r| (i, r)))
-            .map(|(i, r)| {
-                let latency = r
-                    .latency_ewma_ms
+            .filter_map(|i| {
+                let slot = self.inner.slots.get(i)?;
+                let state = lock(slot);
+                let breaker = state.breaker.state(&*self.inner.clock);
+                let healthy = breaker != BreakerState::Open
+                    && !state.breaker.unreachable()
+                    && !state.stats.stalled(best, config.stall_timeout, now)
+                    && state.stats.lag(best) <= config.max_lag_blocks;
+                let latency = state
+                    .stats
+                    .latency_ewma_ms()
                     .map_or(u64::MAX, |ms| (ms * 1000.0) as u64);
-                (!r.healthy, r.priority, latency, i)
+                Some((!healthy, slot.priority, latency, i))
             })
             .collect();
         keyed.sort_unstable();

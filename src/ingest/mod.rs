@@ -119,6 +119,8 @@ pub struct ChainHandle {
     pub race: Arc<race::RaceBoard>,
     /// What the chain indexes (`GET /v1/coverage` reports each).
     pub subscriptions: Vec<crate::config::Subscription>,
+    /// The providers with their clients, in failover order (the JSON-RPC gateway's).
+    pub providers: providers::ProviderSet,
 }
 
 /// The running pipeline.
@@ -264,6 +266,7 @@ async fn start_chain(
         progress: progress_rx,
         health,
         race,
+        providers: providers.clone(),
     };
     Ok((handle, parts))
 }

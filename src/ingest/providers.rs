@@ -65,6 +65,11 @@ impl ProviderSet {
             .map_or("unknown", |p| p.id.as_str())
     }
 
+    /// Every provider in the order calls try them: [`ChainHealth::ranked`].
+    pub fn ranked(&self) -> Vec<&ChainProvider> {
+        self.order(None)
+    }
+
     fn by_index(&self, index: usize) -> Option<&ChainProvider> {
         self.providers
             .iter()

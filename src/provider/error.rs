@@ -9,6 +9,9 @@ pub enum ProviderError {
     /// Connecting, sending or receiving failed (refused, reset, TLS, socket closed).
     #[error("transport: {0}")]
     Transport(String),
+    /// Connecting failed: the request was never sent (safe to send elsewhere, even a write).
+    #[error("connecting: {0}")]
+    Connect(String),
     /// No answer within the deadline.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -38,6 +41,7 @@ impl ProviderError {
     pub fn is_fault(&self) -> bool {
         match self {
             ProviderError::Transport(_)
+            | ProviderError::Connect(_)
             | ProviderError::Timeout(_)
             | ProviderError::Malformed(_)
             | ProviderError::Closed => true,

@@ -164,11 +164,31 @@ impl HttpClient {
         read: impl FnOnce(Vec<Incoming<'_>>) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
         let started = Instant::now();
-        let result = match self.send(body).await {
+        let result = match self.send(body, self.inner.timeout).await {
             Ok(text) => jsonrpc::parse_frame(&text).and_then(read),
             Err(err) => Err(err),
         };
-        let outcome = match &result {
+        self.count(method, started, &result);
+        result
+    }
+
+    /// Sends a body the gateway built (a caller's calls, renumbered) with its own deadline; the
+    /// response's text, which the gateway reads itself. Counted under `method` as every call is.
+    pub async fn forward(
+        &self,
+        method: &str,
+        body: String,
+        timeout: Duration,
+    ) -> Result<String, ProviderError> {
+        let started = Instant::now();
+        let result = self.send(body, timeout).await;
+        self.count(method, started, &result);
+        result
+    }
+
+    /// Records a request's duration and outcome.
+    fn count<T>(&self, method: &str, started: Instant, result: &Result<T, ProviderError>) {
+        let outcome = match result {
             Ok(_) => "ok",
             Err(e) if e.is_rate_limit() => "rate_limited",
             Err(ProviderError::Timeout(_)) => "timeout",
@@ -190,19 +210,19 @@ impl HttpClient {
             ]
         )
         .increment(1);
-        result
     }
 
-    async fn send(&self, body: String) -> Result<String, ProviderError> {
+    async fn send(&self, body: String, timeout: Duration) -> Result<String, ProviderError> {
         let response = self
             .inner
             .client
             .post(self.inner.url.clone())
             .header(CONTENT_TYPE, "application/json")
+            .timeout(timeout)
             .body(body)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| transport_error(e, timeout))?;
         let status = response.status();
         if status.as_u16() == 429 {
             let retry_after = response
@@ -215,16 +235,21 @@ impl HttpClient {
         if !status.is_success() {
             return Err(ProviderError::Http(status.as_u16()));
         }
-        response.text().await.map_err(|e| self.transport_error(e))
+        response
+            .text()
+            .await
+            .map_err(|e| transport_error(e, timeout))
     }
+}
 
-    /// reqwest errors carry the URL, which may carry a key: keep only the kind.
-    fn transport_error(&self, err: reqwest::Error) -> ProviderError {
-        if err.is_timeout() {
-            ProviderError::Timeout(self.inner.timeout)
-        } else {
-            ProviderError::Transport(err.without_url().to_string())
-        }
+/// reqwest errors carry the URL, which may carry a key: keep only the kind.
+fn transport_error(err: reqwest::Error, timeout: Duration) -> ProviderError {
+    if err.is_timeout() {
+        ProviderError::Timeout(timeout)
+    } else if err.is_connect() {
+        ProviderError::Connect(err.without_url().to_string())
+    } else {
+        ProviderError::Transport(err.without_url().to_string())
     }
 }
 

@@ -64,6 +64,11 @@ pub const WS_RECONNECTS: &str = "livechain_ws_reconnects_total";
 pub const PROVIDER_DELIVERED_FIRST: &str = "livechain_provider_delivered_first_total";
 pub const PROVIDER_DELIVERED_LATE: &str = "livechain_provider_delivered_late_total";
 pub const PROVIDER_MISSED: &str = "livechain_provider_missed_total";
+// The JSON-RPC gateway.
+pub const GATEWAY_REQUESTS: &str = "livechain_gateway_requests_total";
+pub const GATEWAY_DURATION: &str = "livechain_gateway_request_duration_seconds";
+pub const GATEWAY_RETRIES: &str = "livechain_gateway_retries_total";
+pub const GATEWAY_FAILOVERS: &str = "livechain_gateway_failovers_total";
 // Registry.
 pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 // API and live streams.
@@ -303,6 +308,23 @@ pub fn describe_all() {
     describe_counter!(
         WS_RECONNECTS,
         "WebSocket reconnects to providers, by chain and provider"
+    );
+    describe_counter!(
+        GATEWAY_REQUESTS,
+        "Calls through /rpc/{chain}, by chain, method (`other` outside the standard set), answering provider and outcome (ok, caller_error, provider_error, unavailable, maybe_sent, refused, invalid)"
+    );
+    describe_histogram!(
+        GATEWAY_DURATION,
+        Unit::Seconds,
+        "Time to answer one /rpc/{chain} body, by chain and method (`batch` for batches)"
+    );
+    describe_counter!(
+        GATEWAY_RETRIES,
+        "Gateway calls passed on from a provider to the next, by chain, provider and reason"
+    );
+    describe_counter!(
+        GATEWAY_FAILOVERS,
+        "Gateway calls answered by another provider than the first asked (`from`), by chain and answering provider"
     );
     describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
     describe_counter!(HTTP_REQUESTS, "API requests, by route and status");

@@ -97,6 +97,7 @@ fn idle_chain(name: &str) -> ChainHandle {
         provider_ids: Vec::new(),
         best_head: watch::channel(0).1,
         progress: watch::channel(SyncProgress::default()).1,
+        providers: livechain::ingest::providers::ProviderSet::new(Vec::new(), health.clone()),
         health,
         race: Arc::new(RaceBoard::new(name, &[], &[])),
         subscriptions: Vec::new(),
@@ -121,6 +122,7 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         hub: livechain::publish::Hub::new(16),
         stream_slots: api::StreamSlots::new(64),
         shutdown: shutdown.clone(),
+        gateways: Arc::from([]),
     };
     let listener = api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

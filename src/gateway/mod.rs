@@ -1,0 +1,239 @@
+//! The JSON-RPC gateway: `/rpc/{chain}` forwards callers' requests to the chain's providers.
+//!
+//! A body (one request or a batch) is read without touching params (`request`), checked against
+//! the method lists, and sent whole to one provider at a time in the order ingestion's health
+//! ranking gives (`route`), renumbered upstream and matched back by id (`upstream`). Each answer
+//! is judged (`verdict`): the caller's errors pass through unchanged; a provider that is behind,
+//! limited or failing is passed over for the next. Tags (`latest`, `safe`, `finalized`) never
+//! move backwards for one caller (`floors`). Writes are sent once (see `route`). Knows no SQL
+//! and no HTTP server: `api::rpc` hands it bodies.
+
+mod blocks;
+mod floors;
+mod methods;
+mod reply;
+mod request;
+mod route;
+mod upstream;
+mod verdict;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+pub use floors::Caller;
+
+use self::floors::Floors;
+use self::reply::Reply;
+use self::request::{Body, Call, Entry};
+use crate::config::GatewayConfig;
+use crate::ingest::providers::ProviderSet;
+use crate::telemetry::metrics as m;
+
+/// One chain's gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    chain: String,
+    chain_id: u64,
+    providers: ProviderSet,
+    config: GatewayConfig,
+    floors: Floors,
+}
+
+/// What to send back: the JSON body (empty when every request was a notification) and the
+/// provider that answered, if one did.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: String,
+    pub provider: Option<String>,
+}
+
+impl Gateway {
+    pub fn new(
+        chain: &str,
+        chain_id: u64,
+        providers: ProviderSet,
+        config: GatewayConfig,
+    ) -> Gateway {
+        Gateway {
+            inner: Arc::new(Inner {
+                chain: chain.to_owned(),
+                chain_id,
+                providers,
+                config,
+                floors: Floors::new(),
+            }),
+        }
+    }
+
+    /// Whether `/rpc/{key}` names this chain: its configured name or its chain id in decimal.
+    pub fn answers_to(&self, key: &str) -> bool {
+        key == self.inner.chain || key.parse::<u64>().is_ok_and(|id| id == self.inner.chain_id)
+    }
+
+    pub fn chain(&self) -> &str {
+        &self.inner.chain
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// The answer to a whole body from `caller`.
+    pub async fn handle(&self, body: &[u8], caller: Caller) -> Answer {
+        let started = Instant::now();
+        let (label, answer) = match request::parse(body, self.inner.config.max_batch) {
+            Err(reply) => {
+                self.count("invalid", "none", "invalid");
+                ("invalid", one(reply))
+            }
+            Ok(Body::Single(Entry::Invalid(reply))) => {
+                self.count("invalid", "none", "invalid");
+                ("invalid", one(reply))
+            }
+            Ok(Body::Single(Entry::Call(call))) => {
+                let label = methods::label(&call.method);
+                let (mut replies, provider) = self.serve(vec![call], caller).await;
+                let body = replies.pop().flatten().map(|r| r.to_json());
+                (
+                    label,
+                    Answer {
+                        body: body.unwrap_or_default(),
+                        provider,
+                    },
+                )
+            }
+            Ok(Body::Batch(entries)) => ("batch", self.batch(entries, caller).await),
+        };
+        metrics::histogram!(m::GATEWAY_DURATION, "chain" => self.inner.chain.clone(), "method" => label)
+            .record(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    /// A batch: its valid calls served together, every answer in its entry's place.
+    async fn batch(&self, entries: Vec<Entry>, caller: Caller) -> Answer {
+        let mut slots: Vec<Option<Reply>> = Vec::with_capacity(entries.len());
+        let mut calls = Vec::new();
+        let mut places = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Invalid(reply) => {
+                    self.count("invalid", "none", "invalid");
+                    slots.push(Some(reply));
+                }
+                Entry::Call(call) => {
+                    places.push(slots.len());
+                    slots.push(None);
+                    calls.push(call);
+                }
+            }
+        }
+        let (replies, provider) = self.serve(calls, caller).await;
+        for (place, reply) in places.into_iter().zip(replies) {
+            slots[place] = reply;
+        }
+        let replies: Vec<Reply> = slots.into_iter().flatten().collect();
+        let body = if replies.is_empty() {
+            String::new()
+        } else {
+            reply::batch_json(&replies)
+        };
+        Answer { body, provider }
+    }
+
+    /// Serves `calls` (one provider answers them all); one reply per call, `None` for
+    /// notifications, and the provider's id.
+    async fn serve(
+        &self,
+        calls: Vec<Call>,
+        caller: Caller,
+    ) -> (Vec<Option<Reply>>, Option<String>) {
+        let mut replies: Vec<Option<Reply>> = (0..calls.len()).map(|_| None).collect();
+        let mut forwarded = Vec::new();
+        for (i, call) in calls.iter().enumerate() {
+            match methods::refusal(&self.inner.config, &call.method) {
+                Some(why) => {
+                    self.count(methods::label(&call.method), "none", "refused");
+                    replies[i] = Some(Reply::error(
+                        call.id.clone(),
+                        reply::METHOD_NOT_FOUND,
+                        &why,
+                        None,
+                    ));
+                }
+                None => forwarded.push(i),
+            }
+        }
+        if forwarded.is_empty() {
+            return (drop_notifications(&calls, replies), None);
+        }
+        let group: Vec<&Call> = forwarded.iter().map(|&i| &calls[i]).collect();
+        let served = route::serve(self, &group, caller).await;
+        for (&i, reply) in forwarded.iter().zip(served.replies) {
+            replies[i] = Some(reply);
+        }
+        (drop_notifications(&calls, replies), served.provider)
+    }
+
+    /// Counts one call by method label, provider and outcome.
+    fn count(&self, method: &'static str, provider: &str, outcome: &'static str) {
+        metrics::counter!(m::GATEWAY_REQUESTS, "chain" => self.inner.chain.clone(), "method" => method, "provider" => provider.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    /// How long one provider may take on `calls`: the longest of their methods' timeouts.
+    fn timeout_of(&self, calls: &[&Call]) -> Duration {
+        let config = &self.inner.config;
+        calls
+            .iter()
+            .map(|c| {
+                config
+                    .method_timeouts
+                    .get(&c.method)
+                    .copied()
+                    .unwrap_or(config.timeout)
+            })
+            .max()
+            .unwrap_or(config.timeout)
+    }
+}
+
+fn one(reply: Reply) -> Answer {
+    Answer {
+        body: reply.to_json(),
+        provider: None,
+    }
+}
+
+/// Notifications get no answer (JSON-RPC 2.0 §4.1).
+fn drop_notifications(calls: &[Call], replies: Vec<Option<Reply>>) -> Vec<Option<Reply>> {
+    calls
+        .iter()
+        .zip(replies)
+        .map(|(call, reply)| reply.filter(|_| call.id.is_some()))
+        .collect()
+}
+
+/// The caller behind an HTTP request: its address.
+pub fn caller_at(ip: IpAddr) -> Caller {
+    Caller::Address(ip)
+}
+
+/// A JSON-RPC error body for what is refused before any body is read (unknown chain, body too
+/// large), in the shape a node answers.
+pub fn refusal_body(code: i64, message: &str) -> String {
+    Reply::error(None, code, message, None).to_json()
+}
+
+pub use reply::{INVALID_REQUEST, METHOD_NOT_FOUND};
+
+/// The raw JSON of a height, as nodes write quantities.
+fn quantity_json(n: u64) -> Option<Box<RawValue>> {
+    RawValue::from_string(format!("\"0x{n:x}\"")).ok()
+}
