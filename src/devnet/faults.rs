@@ -65,6 +65,7 @@ pub struct Faults {
     drop_epoch: watch::Sender<u64>,
     stalled: watch::Sender<bool>,
     garbage_every: AtomicU64,
+    http_garbage: AtomicBool,
     rate_limited: AtomicBool,
     rate_limit_burst: AtomicU64,
     /// An HTTP status, 0 when off.
@@ -95,6 +96,7 @@ impl Faults {
             drop_epoch: watch::channel(0).0,
             stalled: watch::channel(false).0,
             garbage_every: AtomicU64::new(OFF),
+            http_garbage: AtomicBool::new(false),
             rate_limited: AtomicBool::new(false),
             rate_limit_burst: AtomicU64::new(0),
             server_error: AtomicU64::new(0),
@@ -191,6 +193,16 @@ impl Faults {
         }
     }
 
+    /// Garbage over HTTP: every HTTP request is answered 200 with an HTML page instead of
+    /// JSON-RPC (a misconfigured proxy in front of a node).
+    pub fn set_http_garbage(&self, on: bool) {
+        self.http_garbage.store(on, Ordering::Relaxed);
+    }
+
+    pub fn http_garbage(&self) -> bool {
+        self.http_garbage.load(Ordering::Relaxed)
+    }
+
     /// Rate limiting: HTTP requests get 429 with `Retry-After: 1`, WebSocket requests get
     /// JSON-RPC error `-32005` `"rate limit exceeded"`; notifications continue.
     pub fn set_rate_limited(&self, on: bool) {
@@ -277,6 +289,7 @@ impl Faults {
         self.set_omit_logs(false);
         self.set_stalled(false);
         self.set_garbage_every(None);
+        self.set_http_garbage(false);
         self.set_rate_limited(false);
         self.set_server_error(None);
         self.set_error_rate(0.0);

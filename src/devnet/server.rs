@@ -88,6 +88,10 @@ async fn http_rpc(State(port): State<PortState>, body: Body) -> Response {
     if let Some(fault) = faults.and_then(Faults::http_fault) {
         return fault_response(fault);
     }
+    if faults.is_some_and(Faults::http_garbage) {
+        let page = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], page).into_response();
+    }
     let answer = rpc::handle_payload(&port.ctx, &mut Session::Http, &bytes).await;
     let latency = faults.map(Faults::latency).unwrap_or_default();
     if !delay(latency, &port.shutdown).await {

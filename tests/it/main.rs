@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod config;
 mod devnet;
+mod gateway;
 mod health;
 mod ingest;
 mod reorg;
