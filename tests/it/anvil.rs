@@ -17,18 +17,18 @@ use crate::reorg::Collector;
 use crate::support::{self, all_events, checkpoint, parse_config, start_app, wait_for};
 
 /// A contract that emits, for every call, LOG1 with topic `0x…2a` and the calldata as data.
-const BYTECODE: &str = "0x600d600c600039600d6000f3366000600037602a366000a100";
+pub(crate) const BYTECODE: &str = "0x600d600c600039600d6000f3366000600037602a366000a100";
 /// Anvil's first unlocked account.
-const ACCOUNT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+pub(crate) const ACCOUNT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 
 /// A running Anvil on an ephemeral port of 127.0.0.1; killed on drop.
-struct Anvil {
+pub(crate) struct Anvil {
     _child: Child,
     addr: SocketAddr,
 }
 
 impl Anvil {
-    async fn start(bin: &Path) -> Anvil {
+    pub(crate) async fn start(bin: &Path) -> Anvil {
         let mut child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .stdout(Stdio::piped())
@@ -59,15 +59,15 @@ impl Anvil {
         }
     }
 
-    fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn ws(&self) -> String {
+    pub(crate) fn ws(&self) -> String {
         format!("ws://{}", self.addr)
     }
 
-    async fn rpc(&self, method: &str, params: Value) -> Value {
+    pub(crate) async fn rpc(&self, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let answer: Value = reqwest::Client::new()
             .post(self.http())
@@ -84,7 +84,7 @@ impl Anvil {
 
     /// The receipt of `tx` once mined: Anvil answers `eth_sendTransaction` with the hash and
     /// may mine a moment later (automine), so the receipt can be null at first.
-    async fn receipt(&self, tx: &Value) -> Value {
+    pub(crate) async fn receipt(&self, tx: &Value) -> Value {
         for _ in 0..200 {
             let receipt = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
             if !receipt.is_null() {
@@ -95,14 +95,14 @@ impl Anvil {
         panic!("no receipt for {tx} within 5 s");
     }
 
-    async fn head(&self) -> u64 {
+    pub(crate) async fn head(&self) -> u64 {
         let head = self.rpc("eth_blockNumber", json!([])).await;
         u64::from_str_radix(head.as_str().expect("hex").trim_start_matches("0x"), 16)
             .expect("a block number")
     }
 
     /// Calls the contract with `data` (Anvil mines one block per transaction).
-    async fn emit(&self, contract: &str, data: &str) {
+    pub(crate) async fn emit(&self, contract: &str, data: &str) {
         let tx = self
             .rpc(
                 "eth_sendTransaction",
@@ -217,7 +217,7 @@ async fn converge(anvil: &Anvil, base: &str, contract: &str, what: &str) {
     }
 }
 
-fn service_yaml(anvil: &Anvil, db: &Path, contract: &str) -> String {
+pub(crate) fn service_yaml(anvil: &Anvil, db: &Path, contract: &str) -> String {
     let mut providers = String::new();
     for id in ["first", "second"] {
         providers.push_str(&format!(

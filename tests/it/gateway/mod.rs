@@ -1,7 +1,9 @@
 //! The JSON-RPC gateway (`/rpc/{chain}`): transparency against recorded exchanges, failover
 //! under provider faults, the write rule, bad input, and real clients against Anvil.
 
+mod clients;
 mod conformance;
+mod failover;
 mod input;
 mod writes;
 

@@ -219,6 +219,25 @@ pub fn anvil() -> Option<PathBuf> {
     found
 }
 
+/// Foundry's `cast`, beside Anvil (scripts/test installs both) or on PATH; `None` when Anvil
+/// is absent (as [`anvil`] decides: skipped, or a failure under `LIVECHAIN_REQUIRE_ANVIL=1`).
+pub fn cast() -> Option<PathBuf> {
+    let anvil = anvil()?;
+    let beside = anvil.with_file_name("cast");
+    let found = Some(beside).filter(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("cast"))
+                .find(|p| p.exists())
+        })
+    });
+    assert!(
+        found.is_some(),
+        "Anvil is installed but cast is not (scripts/test installs both)"
+    );
+    found
+}
+
 /// The service's `/metrics` (Prometheus text).
 pub async fn metrics_text(app: &TestApp) -> String {
     reqwest::get(app.url("/metrics"))

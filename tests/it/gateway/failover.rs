@@ -1,0 +1,131 @@
+//! Failover: a client sends a steady stream of reads through the gateway while the preferred
+//! provider drops connections, stalls, answers 5xx, answers garbage or rate-limits. Not one
+//! read fails while the other provider is healthy; the breaker opens on the faults and closes
+//! again once they stop.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{self, TestApp, get_json, parse_config, start_app, wait_for};
+
+/// Reads sent per fault.
+const READS: usize = 24;
+
+async fn read(client: &reqwest::Client, rpc: &str, body: &Value) -> Value {
+    let response = client
+        .post(rpc)
+        .json(body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert_eq!(response.status().as_u16(), 200, "{body}");
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{body}: {e}"))
+}
+
+/// The reads of one round: the head, its block, and that block's logs in one batch.
+async fn round(client: &reqwest::Client, rpc: &str, fault: &str) {
+    let head = read(
+        client,
+        rpc,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"}),
+    )
+    .await;
+    let number = head["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{fault}: eth_blockNumber failed: {head}"))
+        .to_owned();
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "b", "method": "eth_getBlockByNumber", "params": [number, false]},
+        {"jsonrpc": "2.0", "id": "l", "method": "eth_getLogs", "params": [{"fromBlock": number, "toBlock": number}]},
+    ]);
+    let answers = read(client, rpc, &batch).await;
+    let answers = answers
+        .as_array()
+        .unwrap_or_else(|| panic!("{fault}: not a batch answer: {answers}"));
+    for answer in answers {
+        assert!(
+            answer.get("error").is_none(),
+            "{fault}: a read failed: {answer}"
+        );
+        assert!(
+            !answer["result"].is_null(),
+            "{fault}: block {number} not found: {answer}"
+        );
+    }
+}
+
+/// A provider's breaker state and whether it counts as healthy (`/v1/providers`).
+async fn breaker_state(app: &TestApp, id: &str) -> (String, bool) {
+    let (_, body) = get_json(&app.url("/v1/providers")).await;
+    let entry = body["providers"]
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["id"] == id))
+        .cloned()
+        .unwrap_or_default();
+    let state = entry["breaker"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (state, entry["healthy"] == true)
+}
+
+#[tokio::test]
+async fn reads_never_fail_while_one_provider_is_healthy() {
+    let devnet = support::devnet(2, 100, 2, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "{}breaker: {{ failure_threshold: 3, recovery_timeout: 1000 }}\n\
+         health: {{ stall_timeout: 2000 }}\n\
+         gateway: {{ timeout: 1000 }}\n",
+        support::service_yaml(&devnet, &dir.path().join("gw.db"))
+    );
+    let app = start_app(parse_config(&yaml)).await;
+    let rpc = app.url("/rpc/devnet");
+    let client = reqwest::Client::new();
+    round(&client, &rpc, "no fault").await;
+    let p0 = devnet.faults(0).expect("provider 0");
+    let faults: [(&str, &dyn Fn(bool)); 5] = [
+        ("refused connections", &|on| p0.set_refuse_connections(on)),
+        ("stall", &|on| p0.set_stalled(on)),
+        ("HTTP 503", &|on| p0.set_server_error(on.then_some(503))),
+        ("garbage", &|on| p0.set_http_garbage(on)),
+        ("429", &|on| p0.set_rate_limited(on)),
+    ];
+    for (name, set) in faults {
+        set(true);
+        for _ in 0..READS {
+            round(&client, &rpc, name).await;
+        }
+        if name == "HTTP 503" {
+            let (state, _) = breaker_state(&app, "p0").await;
+            assert_eq!(state, "open", "the breaker opened on 5xx");
+        }
+        set(false);
+        // Back to health: the breaker closes again (recovery 1 s, then a probe passes) and
+        // the provider catches up, so the next fault meets it first in line.
+        let closed = wait_for(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                (breaker_state(&app, "p0").await == ("closed".to_owned(), true)).then_some(())
+            },
+        )
+        .await;
+        assert!(
+            closed.is_some(),
+            "{name}: p0 did not recover: {:?}",
+            breaker_state(&app, "p0").await
+        );
+    }
+    let retried = support::provider_metric(&app, "livechain_gateway_retries_total", "p0").await;
+    assert!(
+        retried >= 5.0,
+        "calls passed on from p0 are counted: {retried}"
+    );
+    app.stop().await;
+}
