@@ -87,23 +87,23 @@ pub(super) async fn build_after(
             .push_bind(i64::from(q.limit));
         return Ok(Some(sql));
     }
-    // Each arm its own page in cursor order, the best `limit` of them all, then their rows.
-    sql.push(format!("SELECT {EVENT_COLUMNS} FROM (SELECT cursor FROM ("));
+    // The arms merged by cursor, lazily: each term of the compound walks its index in cursor
+    // order and is read only while its next row is the page's next (a term with its own
+    // ORDER BY ... LIMIT would be read to its limit and sorted before the merge). Then the
+    // page's rows.
+    sql.push(format!("SELECT {EVENT_COLUMNS} FROM ("));
     for (i, (arm, span)) in arms.iter().enumerate() {
         if i > 0 {
-            sql.push(" UNION ALL SELECT cursor FROM (");
+            sql.push(" UNION ALL ");
         }
         // Only what the terms read: the row's columns, and the checkpoint for `finality`.
         sql.push(match q.filter.finality {
-            Some(_) => format!("SELECT e.cursor FROM {SETTLED_FROM} WHERE 1 = 1"),
-            None => "SELECT e.cursor FROM events e WHERE 1 = 1".to_owned(),
+            Some(_) => format!("SELECT e.cursor AS cursor FROM {SETTLED_FROM} WHERE 1 = 1"),
+            None => "SELECT e.cursor AS cursor FROM events e WHERE 1 = 1".to_owned(),
         });
         push_arm(&mut sql, q, arm, *span)?;
-        sql.push(format!(" ORDER BY e.cursor {order} LIMIT "))
-            .push_bind(i64::from(q.limit))
-            .push(")");
     }
-    sql.push(format!(" ORDER BY cursor {order} LIMIT "))
+    sql.push(format!(" ORDER BY 1 {order} LIMIT "))
         .push_bind(i64::from(q.limit))
         .push(format!(
             ") AS page JOIN events e ON e.cursor = page.cursor {EVENT_JOINS} \
