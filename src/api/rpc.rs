@@ -1,23 +1,39 @@
-//! `POST /rpc/{chain}`: the JSON-RPC gateway over HTTP. The chain is named by its configured
-//! name or its chain id; the body goes to [`crate::gateway`] whole.
+//! `/rpc/{chain}`: the JSON-RPC gateway, over HTTP (`POST`) and WebSocket (`GET`, upgraded).
+//! The chain is named by its configured name or its chain id; each body goes to
+//! [`crate::gateway`] whole.
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::gateway::{self, Gateway};
+use crate::config::Subscription;
+use crate::gateway::{self, Gateway, Session};
+use crate::publish::Hub;
+
+/// Frames a WebSocket caller may have waiting to be written: a caller that does not read is
+/// cut off when its queue is full, never slowing the feed or anyone else.
+const WS_QUEUE: usize = 4096;
+/// How long one frame may take to be written before the caller counts as not reading.
+const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The response header naming the provider that answered (`gateway.provider_header`).
 pub const PROVIDER_HEADER: &str = "x-livechain-provider";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/rpc/{chain}", post(rpc))
+    Router::new().route("/rpc/{chain}", post(rpc).get(rpc_ws))
 }
 
 async fn rpc(
@@ -70,6 +86,94 @@ async fn rpc(
 
 fn find<'a>(state: &'a AppState, key: &str) -> Option<&'a Gateway> {
     state.gateways.iter().find(|g| g.answers_to(key))
+}
+
+fn unknown_chain(state: &AppState, chain: &str) -> Response {
+    let known: Vec<&str> = state.gateways.iter().map(Gateway::chain).collect();
+    let served = if known.is_empty() {
+        "no chain".to_owned()
+    } else {
+        known.join(", ")
+    };
+    let message =
+        format!("unknown chain {chain:?}: the gateway serves {served} (by name or chain id)");
+    json(
+        StatusCode::NOT_FOUND,
+        gateway::refusal_body(gateway::METHOD_NOT_FOUND, &message),
+    )
+}
+
+/// `GET /rpc/{chain}` upgraded: a JSON-RPC session over WebSocket.
+async fn rpc_ws(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(gateway) = find(&state, &chain).cloned() else {
+        return unknown_chain(&state, &chain);
+    };
+    let indexed: Arc<[Subscription]> = state
+        .chains
+        .iter()
+        .find(|c| &*c.name == gateway.chain())
+        .map(|c| c.subscriptions.clone().into())
+        .unwrap_or_else(|| Arc::from([]));
+    let limit = gateway.config().max_body_bytes;
+    let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| ws_session(socket, gateway, hub, indexed, shutdown))
+}
+
+/// Reads the caller's frames and answers each; a writer task drains the frames queued for it.
+async fn ws_session(
+    socket: WebSocket,
+    gateway: Gateway,
+    hub: Hub,
+    indexed: Arc<[Subscription]>,
+    shutdown: CancellationToken,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut queued) = mpsc::channel::<String>(WS_QUEUE);
+    let closing = CancellationToken::new();
+    let mut session = Session::new(gateway, hub, indexed, out.clone(), closing.clone());
+    let writer_closing = closing.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = tokio::select! {
+            next = queued.recv() => next,
+            _ = writer_closing.cancelled() => None,
+        } {
+            let sent =
+                tokio::time::timeout(WS_WRITE_TIMEOUT, sink.send(Message::Text(text.into())));
+            if !matches!(sent.await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        writer_closing.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    });
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = closing.cancelled() => break,
+            _ = shutdown.cancelled() => break,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+        };
+        if let Some(answer) = session.handle(&text).await
+            && out.try_send(answer).is_err()
+        {
+            break;
+        }
+    }
+    drop(session);
+    closing.cancel();
+    let _ = writer.await;
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -14,21 +14,28 @@ mod methods;
 mod reply;
 mod request;
 mod route;
+mod session;
+mod subscribe;
 mod upstream;
 mod verdict;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use alloy_primitives::B256;
+use lru::LruCache;
 use serde_json::value::RawValue;
 
 pub use floors::Caller;
+pub use session::Session;
 
 use self::floors::Floors;
 use self::reply::Reply;
 use self::request::{Body, Call, Entry};
 use crate::config::GatewayConfig;
+use crate::domain::StoredEvent;
 use crate::ingest::providers::ProviderSet;
 use crate::telemetry::metrics as m;
 
@@ -44,7 +51,12 @@ struct Inner {
     providers: ProviderSet,
     config: GatewayConfig,
     floors: Floors,
+    /// Recent blocks' headers by hash, for `newHeads` (a hash names one header for good).
+    headers: Mutex<LruCache<B256, Arc<str>>>,
 }
+
+/// Headers kept for `newHeads`: a few minutes of blocks on a fast chain.
+const HEADERS: usize = 1024;
 
 /// What to send back: the JSON body (empty when every request was a notification) and the
 /// provider that answered, if one did.
@@ -68,6 +80,9 @@ impl Gateway {
                 providers,
                 config,
                 floors: Floors::new(),
+                headers: Mutex::new(LruCache::new(
+                    NonZeroUsize::new(HEADERS).unwrap_or(NonZeroUsize::MIN),
+                )),
             }),
         }
     }
@@ -85,8 +100,29 @@ impl Gateway {
         &self.inner.config
     }
 
-    /// The answer to a whole body from `caller`.
+    /// The answer to a whole body from `caller` over HTTP (where subscriptions do not exist).
     pub async fn handle(&self, body: &[u8], caller: Caller) -> Answer {
+        self.handle_with(body, caller, &mut |call: &Call| {
+            matches!(call.method.as_str(), "eth_subscribe" | "eth_unsubscribe").then(|| {
+                Reply::error(
+                    call.id.clone(),
+                    reply::METHOD_NOT_FOUND,
+                    "notifications not supported: subscribe over a WebSocket on this path",
+                    None,
+                )
+            })
+        })
+        .await
+    }
+
+    /// [`Gateway::handle`], with `local` answering the calls it knows itself (the WebSocket
+    /// session's subscriptions) instead of a provider.
+    pub(crate) async fn handle_with(
+        &self,
+        body: &[u8],
+        caller: Caller,
+        local: &mut (dyn FnMut(&Call) -> Option<Reply> + Send),
+    ) -> Answer {
         let started = Instant::now();
         let (label, answer) = match request::parse(body, self.inner.config.max_batch) {
             Err(reply) => {
@@ -99,7 +135,7 @@ impl Gateway {
             }
             Ok(Body::Single(Entry::Call(call))) => {
                 let label = methods::label(&call.method);
-                let (mut replies, provider) = self.serve(vec![call], caller).await;
+                let (mut replies, provider) = self.serve(vec![call], caller, local).await;
                 let body = replies.pop().flatten().map(|r| r.to_json());
                 (
                     label,
@@ -109,7 +145,7 @@ impl Gateway {
                     },
                 )
             }
-            Ok(Body::Batch(entries)) => ("batch", self.batch(entries, caller).await),
+            Ok(Body::Batch(entries)) => ("batch", self.batch(entries, caller, local).await),
         };
         metrics::histogram!(m::GATEWAY_DURATION, "chain" => self.inner.chain.clone(), "method" => label)
             .record(started.elapsed().as_secs_f64());
@@ -117,7 +153,12 @@ impl Gateway {
     }
 
     /// A batch: its valid calls served together, every answer in its entry's place.
-    async fn batch(&self, entries: Vec<Entry>, caller: Caller) -> Answer {
+    async fn batch(
+        &self,
+        entries: Vec<Entry>,
+        caller: Caller,
+        local: &mut (dyn FnMut(&Call) -> Option<Reply> + Send),
+    ) -> Answer {
         let mut slots: Vec<Option<Reply>> = Vec::with_capacity(entries.len());
         let mut calls = Vec::new();
         let mut places = Vec::new();
@@ -134,7 +175,7 @@ impl Gateway {
                 }
             }
         }
-        let (replies, provider) = self.serve(calls, caller).await;
+        let (replies, provider) = self.serve(calls, caller, local).await;
         for (place, reply) in places.into_iter().zip(replies) {
             slots[place] = reply;
         }
@@ -153,10 +194,17 @@ impl Gateway {
         &self,
         calls: Vec<Call>,
         caller: Caller,
+        local: &mut (dyn FnMut(&Call) -> Option<Reply> + Send),
     ) -> (Vec<Option<Reply>>, Option<String>) {
         let mut replies: Vec<Option<Reply>> = (0..calls.len()).map(|_| None).collect();
         let mut forwarded = Vec::new();
         for (i, call) in calls.iter().enumerate() {
+            if let Some(reply) = local(call) {
+                let outcome = if reply.is_error() { "refused" } else { "ok" };
+                self.count(methods::label(&call.method), "none", outcome);
+                replies[i] = Some(reply);
+                continue;
+            }
             match methods::refusal(&self.inner.config, &call.method) {
                 Some(why) => {
                     self.count(methods::label(&call.method), "none", "refused");
@@ -232,6 +280,44 @@ pub fn refusal_body(code: i64, message: &str) -> String {
 }
 
 pub use reply::{INVALID_REQUEST, METHOD_NOT_FOUND};
+
+impl Gateway {
+    /// The `newHeads` notification's `result` for a stored block: its header as the providers
+    /// give it (asked once per block, then cached), or the fields Livechain stores when none
+    /// can give it.
+    async fn head_json(&self, event: &StoredEvent) -> String {
+        let hash = event.event.block.hash;
+        if let Some(header) = self.headers().get(&hash) {
+            return header.to_string();
+        }
+        let call = Call {
+            id: Some(RawValue::NULL.to_owned()),
+            method: "eth_getBlockByHash".to_owned(),
+            params: RawValue::from_string(format!("[\"{hash}\",false]")).ok(),
+        };
+        let served = route::serve(self, &[&call], Caller::Session(0)).await;
+        let fetched = served
+            .replies
+            .first()
+            .and_then(Reply::result_raw)
+            .and_then(subscribe::header_of);
+        match fetched {
+            Some(header) => {
+                let header: Arc<str> = header.into();
+                self.headers().put(hash, header.clone());
+                header.to_string()
+            }
+            None => subscribe::stored_head(event),
+        }
+    }
+
+    fn headers(&self) -> std::sync::MutexGuard<'_, LruCache<B256, Arc<str>>> {
+        self.inner
+            .headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// The raw JSON of a height, as nodes write quantities.
 fn quantity_json(n: u64) -> Option<Box<RawValue>> {

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// A server error (the implementation-defined range): no provider could answer.
 pub const UNAVAILABLE: i64 = -32000;
@@ -71,6 +72,18 @@ impl Reply {
             id,
             body: Outcome::Error(error),
         }
+    }
+
+    /// The `result` when this answer is one.
+    pub fn result_raw(&self) -> Option<&RawValue> {
+        match &self.body {
+            Outcome::Result(raw) => Some(raw),
+            Outcome::Error(_) => None,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self.body, Outcome::Error(_))
     }
 
     /// The answer's JSON text, `id` as the caller sent it (`null` when it could not be read).

@@ -5,6 +5,7 @@ mod clients;
 mod conformance;
 mod failover;
 mod input;
+mod subscriptions;
 mod writes;
 
 use std::sync::Arc;

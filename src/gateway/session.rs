@@ -1,0 +1,196 @@
+//! One WebSocket caller of the gateway: its calls proxied as over HTTP, its `eth_subscribe`s
+//! served from the change feed ([`super::subscribe`]). Knows no socket: the transport hands it
+//! each text frame and drains the bounded queue of frames it produces; a caller whose queue
+//! fills (it does not read) is cut off through `closing`, never slowing anyone else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::reply::{self, Reply};
+use super::request::Call;
+use super::subscribe::{self, HeadOrder, Kind};
+use super::{Caller, Gateway};
+use crate::config::Subscription as Indexed;
+use crate::domain::EventFilter;
+use crate::publish::{Hub, Subscription};
+
+/// Subscriptions one connection may hold at once.
+pub const MAX_SUBSCRIPTIONS: usize = 128;
+
+/// Numbers WebSocket callers (their floors are per connection).
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+pub struct Session {
+    gateway: Gateway,
+    hub: Hub,
+    /// What the chain indexes: a subscription is served only where this covers it.
+    indexed: Arc<[Indexed]>,
+    caller: Caller,
+    out: mpsc::Sender<String>,
+    closing: CancellationToken,
+    feeds: HashMap<String, JoinHandle<()>>,
+}
+
+impl Session {
+    /// `out` carries every frame for the caller (answers and notifications); `closing` fires
+    /// when the caller must be cut off.
+    pub fn new(
+        gateway: Gateway,
+        hub: Hub,
+        indexed: Arc<[Indexed]>,
+        out: mpsc::Sender<String>,
+        closing: CancellationToken,
+    ) -> Session {
+        Session {
+            gateway,
+            hub,
+            indexed,
+            caller: Caller::Session(SESSIONS.fetch_add(1, Ordering::Relaxed)),
+            out,
+            closing,
+            feeds: HashMap::new(),
+        }
+    }
+
+    /// The answer to one text frame (`None`: nothing to send, all notifications).
+    pub async fn handle(&mut self, text: &str) -> Option<String> {
+        let gateway = self.gateway.clone();
+        let caller = self.caller;
+        let answer = gateway
+            .handle_with(text.as_bytes(), caller, &mut |call| self.local(call))
+            .await;
+        (!answer.body.is_empty()).then_some(answer.body)
+    }
+
+    /// `eth_subscribe` and `eth_unsubscribe`, answered here; everything else goes upstream.
+    fn local(&mut self, call: &Call) -> Option<Reply> {
+        let id = call.id.clone();
+        match call.method.as_str() {
+            "eth_subscribe" => Some(match self.subscribe(call.params.as_deref()) {
+                Ok(sub) => Reply::result(id, sub),
+                Err((code, message)) => Reply::error(id, code, &message, None),
+            }),
+            "eth_unsubscribe" => {
+                let name: Option<String> = call
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Vec<String>>(p.get()).ok())
+                    .and_then(|list| list.into_iter().next());
+                let found = name.and_then(|n| self.feeds.remove(&n));
+                let was = found.is_some();
+                if let Some(feed) = found {
+                    feed.abort();
+                }
+                Some(Reply::result(id, json_bool(was)))
+            }
+            _ => None,
+        }
+    }
+
+    fn subscribe(&mut self, params: Option<&RawValue>) -> Result<Box<RawValue>, (i64, String)> {
+        let kind = subscribe::parse(params).map_err(|why| (reply::INVALID_PARAMS, why))?;
+        let chain = self.gateway.chain().to_owned();
+        if !subscribe::covered(&self.indexed, &kind) {
+            return Err((
+                reply::UNAVAILABLE,
+                format!(
+                    "chain {chain} does not index what this subscription asks for: live \
+                     subscriptions are served from the indexed feed (chains.{chain}.subscriptions)"
+                ),
+            ));
+        }
+        if self.feeds.len() >= MAX_SUBSCRIPTIONS {
+            return Err((
+                reply::UNAVAILABLE,
+                format!("too many subscriptions on this connection (at most {MAX_SUBSCRIPTIONS})"),
+            ));
+        }
+        let name = format!("0x{:032x}", rand::random::<u128>());
+        let filter = subscribe::feed_filter(&chain.as_str().into(), &kind);
+        let subscription = self.hub.subscribe(filter.clone());
+        let task = tokio::spawn(feed(
+            self.gateway.clone(),
+            kind,
+            subscription,
+            filter,
+            name.clone(),
+            self.out.clone(),
+            self.closing.clone(),
+        ));
+        self.feeds.insert(name.clone(), task);
+        RawValue::from_string(format!("\"{name}\""))
+            .map_err(|e| (reply::INTERNAL_ERROR, e.to_string()))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for feed in self.feeds.values() {
+            feed.abort();
+        }
+    }
+}
+
+fn json_bool(b: bool) -> Box<RawValue> {
+    let text = if b { "true" } else { "false" };
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// One subscription: the feed's matching items, as notifications, in feed order. The caller
+/// is cut off when it does not keep up, and when the hub drops this subscriber (it lagged):
+/// from then on it could not be given every event in order.
+async fn feed(
+    gateway: Gateway,
+    kind: Kind,
+    mut subscription: Subscription,
+    filter: EventFilter,
+    name: String,
+    out: mpsc::Sender<String>,
+    closing: CancellationToken,
+) {
+    let mut heads = HeadOrder::default();
+    while let Some(batch) = subscription.recv().await {
+        for published in batch.iter() {
+            let item = &published.item;
+            if !item.matches(&filter) {
+                continue;
+            }
+            let results = match &kind {
+                Kind::NewHeads => {
+                    let Some(event) = subscribe::new_head(item) else {
+                        continue;
+                    };
+                    let mut results = Vec::new();
+                    for head in heads.push(event.clone()) {
+                        results.push(gateway.head_json(&head).await);
+                    }
+                    results
+                }
+                Kind::Logs(logs) => match subscribe::log_result(logs, item) {
+                    Some(Ok(json)) => vec![json],
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "a log could not be rendered for a subscription");
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            for result in results {
+                if out
+                    .try_send(subscribe::notification(&name, &result))
+                    .is_err()
+                {
+                    closing.cancel();
+                    return;
+                }
+            }
+        }
+    }
+    closing.cancel();
+}
