@@ -6,6 +6,7 @@ mod conformance;
 mod failover;
 mod input;
 mod subscriptions;
+mod viem;
 mod writes;
 
 use std::sync::Arc;

@@ -172,7 +172,7 @@ async fn subscriptions_are_gapless_across_failover_and_reorgs() {
 
 /// Heads: every height from the first to `end` announced, each head's parent announced before
 /// it (one chain, no gap), and the last head announced at each height the devnet's.
-fn check_heads(heads: &[Value], devnet: &support::TestDevnet, end: u64) {
+pub(super) fn check_heads(heads: &[Value], devnet: &support::TestDevnet, end: u64) {
     assert!(heads.len() >= 20, "only {} heads", heads.len());
     let first = number(&heads[0]["number"]);
     let mut hashes = HashSet::new();
@@ -208,7 +208,7 @@ fn check_heads(heads: &[Value], devnet: &support::TestDevnet, end: u64) {
 
 /// Logs: each canonical log from the first full block to `end` once and not removed; every log
 /// of an orphaned block retracted once with `removed: true`.
-fn check_logs(logs: &[Value], devnet: &support::TestDevnet, end: u64) {
+pub(super) fn check_logs(logs: &[Value], devnet: &support::TestDevnet, end: u64) {
     let key = |l: &Value| (l["blockHash"].to_string(), l["logIndex"].to_string());
     let mut live: HashMap<(String, String), usize> = HashMap::new();
     let mut removed: HashMap<(String, String), usize> = HashMap::new();
@@ -238,7 +238,8 @@ fn check_logs(logs: &[Value], devnet: &support::TestDevnet, end: u64) {
     }
     let orphaned: HashSet<_> = logs
         .iter()
-        .filter(|l| number(&l["blockNumber"]) > first && !canonical.contains(&key(l)))
+        .filter(|l| (first + 1..=end).contains(&number(&l["blockNumber"])))
+        .filter(|l| !canonical.contains(&key(l)))
         .map(key)
         .collect();
     assert!(
