@@ -14,6 +14,9 @@ use super::methods::{self, Request};
 use super::{ProviderError, redact};
 use crate::telemetry::metrics as m;
 
+/// Idle keep-alive connections kept per provider.
+const IDLE_CONNECTIONS: usize = 256;
+
 /// A cheap-to-clone HTTP JSON-RPC client for one provider.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -48,7 +51,9 @@ impl HttpClient {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(8)
+            // The gateway may have many calls in flight to one provider: connections beyond
+            // this many idle ones are closed after each answer, and reopened for the next.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build()
             .map_err(|e| ProviderError::Transport(e.to_string()))?;
         Ok(HttpClient {
@@ -235,10 +240,13 @@ impl HttpClient {
         if !status.is_success() {
             return Err(ProviderError::Http(status.as_u16()));
         }
-        response
-            .text()
+        let bytes = response
+            .bytes()
             .await
-            .map_err(|e| transport_error(e, timeout))
+            .map_err(|e| transport_error(e, timeout))?;
+        // JSON is UTF-8: validated once, not decoded by a guessed charset.
+        String::from_utf8(bytes.into())
+            .map_err(|_| ProviderError::Malformed("the answer is not UTF-8".into()))
     }
 }
 
