@@ -85,8 +85,13 @@ mod tests {
                 ProviderError::from_rpc(-32603, "internal error"),
                 Outcome::Failure,
             ),
+            // Behind or pruned: lag is judged by heads, not held against the breaker.
             (
                 ProviderError::from_rpc(-32000, "header not found"),
+                Outcome::Neutral,
+            ),
+            (
+                ProviderError::from_rpc(-32010, "something broke"),
                 Outcome::Failure,
             ),
             (

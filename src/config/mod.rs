@@ -19,6 +19,7 @@ mod gateway;
 mod parse;
 mod redact;
 mod report;
+mod rules;
 mod sections;
 mod subscription;
 mod walk;
@@ -55,8 +56,48 @@ pub struct Config {
     pub health: HealthConfig,
     /// The JSON-RPC gateway (`/rpc/{chain}`).
     pub gateway: GatewayConfig,
+    /// How providers' error objects are classified before the built-in table (`error_rules`).
+    pub error_rules: Vec<ErrorRule>,
     /// By chain name (`[a-z0-9_-]+`); never empty.
     pub chains: BTreeMap<String, ChainConfig>,
+}
+
+/// What a provider's JSON-RPC error object says, and so what is done with it (by ingestion and
+/// by the gateway alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The provider failed: counts against its breaker; the call goes to another provider.
+    Fault,
+    /// Slow down: the provider cools down, never a failure.
+    RateLimit,
+    /// The request's range or result size was refused: split it, or ask another provider.
+    Range,
+    /// The provider lacks the block or state (behind, or pruned): ask another; not a failure.
+    Missing,
+    /// The request's own fault (bad params, a reverted call): passed back, nobody blamed.
+    Caller,
+}
+
+impl ErrorClass {
+    pub fn parse(name: &str) -> Option<ErrorClass> {
+        Some(match name {
+            "fault" => ErrorClass::Fault,
+            "rate_limit" => ErrorClass::RateLimit,
+            "range" => ErrorClass::Range,
+            "missing" => ErrorClass::Missing,
+            "caller" => ErrorClass::Caller,
+            _ => return None,
+        })
+    }
+}
+
+/// One `error_rules` entry: an error object with this code and/or a message containing this
+/// fragment (lower case) is of `class`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRule {
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub class: ErrorClass,
 }
 
 /// `gateway`: how `/rpc/{chain}` forwards callers' JSON-RPC to the chain's providers.

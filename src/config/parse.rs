@@ -12,7 +12,7 @@ use super::walk::{self, Issues, Map};
 use super::{
     AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
     HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, ServerConfig,
-    chain, env, gateway, sections,
+    chain, env, gateway, rules, sections,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -23,6 +23,7 @@ const ROOT_KEYS: &[&str] = &[
     "retention",
     "health",
     "gateway",
+    "error_rules",
     "chains",
 ];
 
@@ -102,6 +103,7 @@ fn config(value: &Value, issues: &mut Issues, warnings: &mut Vec<String>) -> Con
         retention,
         health: section(&root, "health", issues, health),
         gateway: section(&root, "gateway", issues, gateway::gateway),
+        error_rules: section(&root, "error_rules", issues, rules::error_rules),
         chains: chain::chains(root.get("chains"), "chains", &defaults, issues, warnings),
     }
 }
@@ -116,6 +118,7 @@ fn placeholder() -> Config {
         retention: RetentionConfig::default(),
         health: HealthConfig::default(),
         gateway: Default::default(),
+        error_rules: Vec::new(),
         chains: Default::default(),
     }
 }

@@ -108,7 +108,9 @@ async fn attempts(
                 let verdicts: Vec<Verdict> = answers
                     .iter()
                     .zip(needs)
-                    .map(|(answer, need)| verdict::of(answer, need, head, floor))
+                    .map(|(answer, need)| {
+                        verdict::of(answer, need, head, floor, provider.http.error_rules())
+                    })
                     .collect();
                 health.record(index, permit, verdict::outcome(&verdicts), elapsed);
                 let answered = Answered {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::request::Call;
 use crate::ingest::providers::ChainProvider;
-use crate::provider::ProviderError;
+use crate::provider::{ErrorRules, ProviderError};
 
 /// One call's answer from a provider.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ pub async fn send(
     let body = serde_json::to_string(&calls.iter().enumerate().map(outgoing).collect::<Vec<_>>())
         .map_err(|e| ProviderError::Malformed(format!("cannot encode the batch: {e}")))?;
     let text = provider.http.forward("batch", body, timeout).await?;
-    match read(&text, calls.len()) {
+    match read(&text, calls.len(), provider.http.error_rules()) {
         Err(err) if refuses_batch(&text) => {
             tracing::warn!(provider = %provider.id, error = %err, "provider refuses JSON-RPC batches; the gateway sends its calls one by one");
             provider.batches.store(false, Ordering::Relaxed);
@@ -97,7 +97,7 @@ async fn one_by_one(
                 .map_err(|e| ProviderError::Malformed(format!("cannot encode the call: {e}")))?;
             let label = if calls.len() == 1 { label } else { "batch" };
             let text = provider.http.forward(label, body, timeout).await?;
-            let mut one = read(&text, 1)?;
+            let mut one = read(&text, 1, provider.http.error_rules())?;
             one.pop()
                 .ok_or_else(|| ProviderError::Malformed("no answer".into()))
         });
@@ -118,7 +118,7 @@ fn outgoing<'a>((id, call): (usize, &&'a Call)) -> Outgoing<'a> {
 }
 
 /// The answers of a response to `n` calls numbered `0..n`, in that order.
-fn read(text: &str, n: usize) -> Result<Vec<Answer>, ProviderError> {
+fn read(text: &str, n: usize, rules: &ErrorRules) -> Result<Vec<Answer>, ProviderError> {
     let malformed = |e: serde_json::Error| ProviderError::Malformed(e.to_string());
     let trimmed = text.trim_start();
     let frames: Vec<Incoming> = if trimmed.starts_with('[') {
@@ -135,7 +135,7 @@ fn read(text: &str, n: usize) -> Result<Vec<Answer>, ProviderError> {
             .filter(|&i| i < n);
         let Some(slot) = slot else {
             if let (true, Some(error)) = (n > 1, frame.error) {
-                return Err(whole_batch_error(&error));
+                return Err(whole_batch_error(&error, rules));
             }
             continue;
         };
@@ -168,9 +168,9 @@ fn answer(frame: Incoming) -> Result<Answer, ProviderError> {
 }
 
 /// One error object answering a whole batch (a provider without batches, or at its limit).
-fn whole_batch_error(error: &RawValue) -> ProviderError {
+fn whole_batch_error(error: &RawValue, rules: &ErrorRules) -> ProviderError {
     match serde_json::from_str::<ErrorFields>(error.get()) {
-        Ok(fields) => ProviderError::from_rpc(fields.code, &fields.message),
+        Ok(fields) => rules.error(fields.code, &fields.message),
         Err(e) => ProviderError::Malformed(e.to_string()),
     }
 }
@@ -191,7 +191,7 @@ mod tests {
         let text = r#"[{"jsonrpc":"2.0","id":2,"result":"c"},
             {"jsonrpc":"2.0","id":0,"error":{"code":3,"message":"execution reverted","data":"0x"}},
             {"jsonrpc":"2.0","id":1,"result":null}]"#;
-        let answers = read(text, 3).expect("answers");
+        let answers = read(text, 3, &ErrorRules::default()).expect("answers");
         assert!(matches!(&answers[0], Answer::Error { code: 3, raw, .. }
             if raw.get() == r#"{"code":3,"message":"execution reverted","data":"0x"}"#));
         assert!(matches!(&answers[1], Answer::Result(r) if r.get() == "null"));
@@ -201,15 +201,21 @@ mod tests {
     #[test]
     fn a_short_or_broken_answer_is_the_providers_fault() {
         let missing = r#"[{"jsonrpc":"2.0","id":0,"result":"a"}]"#;
-        assert!(matches!(read(missing, 2), Err(ProviderError::Malformed(_))));
         assert!(matches!(
-            read("<html>", 1),
+            read(missing, 2, &ErrorRules::default()),
+            Err(ProviderError::Malformed(_))
+        ));
+        assert!(matches!(
+            read("<html>", 1, &ErrorRules::default()),
             Err(ProviderError::Malformed(_))
         ));
         let neither = r#"{"jsonrpc":"2.0","id":0}"#;
-        assert!(matches!(read(neither, 1), Err(ProviderError::Malformed(_))));
+        assert!(matches!(
+            read(neither, 1, &ErrorRules::default()),
+            Err(ProviderError::Malformed(_))
+        ));
         let whole = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"batches not supported"}}"#;
-        assert!(read(whole, 2).is_err());
+        assert!(read(whole, 2, &ErrorRules::default()).is_err());
         assert!(refuses_batch(whole));
     }
 }

@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 use super::blocks::{self, Need};
 use super::upstream::Answer;
 use crate::breaker::Outcome;
-use crate::provider::ProviderError;
+use crate::config::ErrorClass;
+use crate::provider::ErrorRules;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -51,34 +52,18 @@ impl Verdict {
     }
 }
 
-/// Messages of a provider that does not have the block or state asked for (yet, or pruned).
-const MISSING_HINTS: &[&str] = &[
-    "header not found",
-    "unknown block",
-    "block not found",
-    "missing trie node",
-    "historical state",
-];
-/// Messages of a provider failing, whatever the code.
-const FAULT_HINTS: &[&str] = &[
-    "internal error",
-    "internal server error",
-    "timeout",
-    "timed out",
-    "overloaded",
-    "service unavailable",
-    "temporarily unavailable",
-    "try again later",
-    "upstream",
-    "bad gateway",
-];
-
-/// The verdict on `answer` to a call needing `need`, from a provider whose head is `head`, for a
-/// caller who has seen `floor` (per tag).
-pub fn of(answer: &Answer, need: &Need, head: Option<u64>, floor: &[u64; 3]) -> Verdict {
+/// The verdict on `answer` to a call needing `need`, from a provider whose head is `head` and
+/// whose error objects `rules` classify, for a caller who has seen `floor` (per tag).
+pub fn of(
+    answer: &Answer,
+    need: &Need,
+    head: Option<u64>,
+    floor: &[u64; 3],
+    rules: &ErrorRules,
+) -> Verdict {
     match answer {
         Answer::Result(result) => of_result(result, need, head, floor),
-        Answer::Error { code, message, .. } => of_error(*code, message),
+        Answer::Error { code, message, .. } => of_error(rules.class(*code, message)),
     }
 }
 
@@ -99,21 +84,15 @@ fn of_result(result: &RawValue, need: &Need, head: Option<u64>, floor: &[u64; 3]
     Verdict::Keep
 }
 
-/// An error object's verdict: the classification ingestion uses (rate limits, range refusals),
-/// then the hints above; anything else is the caller's.
-pub fn of_error(code: i64, message: &str) -> Verdict {
-    match ProviderError::from_rpc(code, message) {
-        ProviderError::RateLimited { retry_after } => return Verdict::RateLimited(retry_after),
-        ProviderError::RangeTooLarge { .. } => return Verdict::Range,
-        _ => {}
-    }
-    let lower = message.to_ascii_lowercase();
-    if MISSING_HINTS.iter().any(|h| lower.contains(h)) {
-        Verdict::Missing
-    } else if FAULT_HINTS.iter().any(|h| lower.contains(h)) {
-        Verdict::Fault
-    } else {
-        Verdict::Keep
+/// An error object's verdict, by the class ingestion gives it too (`error_rules`, then the
+/// built-in table): the caller's errors stand; the rest ask another provider.
+fn of_error(class: ErrorClass) -> Verdict {
+    match class {
+        ErrorClass::Caller => Verdict::Keep,
+        ErrorClass::Missing => Verdict::Missing,
+        ErrorClass::Range => Verdict::Range,
+        ErrorClass::RateLimit => Verdict::RateLimited(None),
+        ErrorClass::Fault => Verdict::Fault,
     }
 }
 
@@ -140,41 +119,27 @@ mod tests {
 
     #[test]
     fn the_callers_errors_stand_and_the_providers_move_on() {
+        let rules = ErrorRules::default();
         let cases: &[(i64, &str, Verdict)] = &[
             (3, "execution reverted", Verdict::Keep),
             (-32000, "execution reverted", Verdict::Keep),
-            (
-                -32602,
-                "invalid argument 0: hex string without 0x prefix",
-                Verdict::Keep,
-            ),
             (-32000, "nonce too low", Verdict::Keep),
-            (-32015, "out of gas", Verdict::Keep),
-            (
-                -38014,
-                "err: insufficient funds for gas * price + value",
-                Verdict::Keep,
-            ),
             (-32603, "err: nonce has max value", Verdict::Keep),
-            (
-                -32601,
-                "the method foo does not exist/is not available",
-                Verdict::Keep,
-            ),
             (-32000, "header not found", Verdict::Missing),
-            (-32000, "missing trie node abc (path )", Verdict::Missing),
             (-32603, "internal error", Verdict::Fault),
-            (-32000, "request timed out", Verdict::Fault),
             (
                 -32005,
                 "query returned more than 10000 results",
                 Verdict::Range,
             ),
-            (-32005, "limit exceeded", Verdict::RateLimited(None)),
             (429, "Too Many Requests", Verdict::RateLimited(None)),
         ];
         for (code, message, want) in cases {
-            assert_eq!(of_error(*code, message), *want, "{code} {message}");
+            assert_eq!(
+                of_error(rules.class(*code, message)),
+                *want,
+                "{code} {message}"
+            );
         }
     }
 
@@ -187,17 +152,30 @@ mod tests {
         });
         let answer = |s: &str| Answer::Result(RawValue::from_string(s.into()).expect("raw"));
         let floor = [10, 0, 0];
-        assert_eq!(of(&answer("\"0x9\""), &need, None, &floor), Verdict::Behind);
-        assert_eq!(of(&answer("\"0xa\""), &need, None, &floor), Verdict::Keep);
+        let rules = ErrorRules::default();
+        assert_eq!(
+            of(&answer("\"0x9\""), &need, None, &floor, &rules),
+            Verdict::Behind
+        );
+        assert_eq!(
+            of(&answer("\"0xa\""), &need, None, &floor, &rules),
+            Verdict::Keep
+        );
         let at_20 = Need {
             number: Some(20),
             ..Need::default()
         };
         assert_eq!(
-            of(&answer("null"), &at_20, Some(19), &floor),
+            of(&answer("null"), &at_20, Some(19), &floor, &rules),
             Verdict::Missing
         );
-        assert_eq!(of(&answer("null"), &at_20, Some(20), &floor), Verdict::Keep);
-        assert_eq!(of(&answer("null"), &at_20, None, &floor), Verdict::Keep);
+        assert_eq!(
+            of(&answer("null"), &at_20, Some(20), &floor, &rules),
+            Verdict::Keep
+        );
+        assert_eq!(
+            of(&answer("null"), &at_20, None, &floor, &rules),
+            Verdict::Keep
+        );
     }
 }

@@ -120,6 +120,7 @@ impl Listener {
         let options = WsOptions {
             connect_timeout: timeout,
             request_timeout: timeout,
+            rules: self.provider.http.error_rules().clone(),
             ..WsOptions::default()
         };
         let mut delays = RETRY.delays();

@@ -35,8 +35,8 @@ use crate::breaker::{Breaker, SystemClock};
 use crate::config::{ChainConfig, Config};
 use crate::domain::{BlockRef, ChainName, MAX_PROVIDERS, ProviderIndex};
 use crate::health::{ChainHealth, Member};
-use crate::provider::HttpClient;
 use crate::provider::decode::{Head, LogKey};
+use crate::provider::{ErrorRules, HttpClient};
 use crate::registry::{Criticality, ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use crate::telemetry::metrics as m;
@@ -230,7 +230,8 @@ async fn start_chain(
     supervisor: &Supervisor,
 ) -> anyhow::Result<(ChainHandle, pipeline::ChainParts)> {
     let chain_name: ChainName = ChainName::from(name);
-    let list = chain_providers(name, endpoints)?;
+    let rules = ErrorRules::new(&config.error_rules);
+    let list = chain_providers(name, endpoints, &rules)?;
     // Indexed by `ProviderIndex`, i.e. configuration order.
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     m::zero_chain_series(name, &ids);
@@ -272,7 +273,11 @@ async fn start_chain(
 }
 
 /// A chain's providers, numbered in configuration order, an HTTP client each.
-fn chain_providers(name: &str, endpoints: &[Endpoint]) -> anyhow::Result<Vec<ChainProvider>> {
+fn chain_providers(
+    name: &str,
+    endpoints: &[Endpoint],
+    rules: &ErrorRules,
+) -> anyhow::Result<Vec<ChainProvider>> {
     let mut list = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         // A chain's providers are the bits of a mask (who delivered what, `providers_seen`).
@@ -280,7 +285,8 @@ fn chain_providers(name: &str, endpoints: &[Endpoint]) -> anyhow::Result<Vec<Cha
             .ok()
             .filter(|_| i < MAX_PROVIDERS)
             .with_context(|| format!("chain {name} has more than {MAX_PROVIDERS} providers"))?;
-        let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?;
+        let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?
+            .with_error_rules(rules.clone());
         list.push(ChainProvider {
             index,
             id: endpoint.id.clone(),

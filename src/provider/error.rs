@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::config::ErrorClass;
+
 /// Why a request to a provider did not produce a usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
@@ -26,7 +28,13 @@ pub enum ProviderError {
     RangeTooLarge { message: String },
     /// A JSON-RPC error object the provider answered with.
     #[error("JSON-RPC error {code}: {message}")]
-    Rpc { code: i64, message: String },
+    Rpc {
+        code: i64,
+        message: String,
+        /// Fault, missing or caller ([`super::ErrorRules`] decided; rate limits and range
+        /// refusals have their own variants).
+        class: ErrorClass,
+    },
     /// The answer did not parse or broke the protocol.
     #[error("malformed response: {0}")]
     Malformed(String),
@@ -46,7 +54,7 @@ impl ProviderError {
             | ProviderError::Malformed(_)
             | ProviderError::Closed => true,
             ProviderError::Http(status) => *status >= 500,
-            ProviderError::Rpc { code, .. } => is_server_side_code(*code),
+            ProviderError::Rpc { class, .. } => *class == ErrorClass::Fault,
             ProviderError::RateLimited { .. } | ProviderError::RangeTooLarge { .. } => false,
         }
     }
@@ -54,7 +62,7 @@ impl ProviderError {
     /// Whether the same request may succeed if sent again (here or to another provider).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ProviderError::Rpc { code, .. } => is_server_side_code(*code),
+            ProviderError::Rpc { class, .. } => *class != ErrorClass::Caller,
             ProviderError::Http(status) => *status >= 500 || *status == 408,
             ProviderError::RangeTooLarge { .. } => false,
             _ => true,
@@ -69,75 +77,16 @@ impl ProviderError {
         matches!(self, ProviderError::RangeTooLarge { .. })
     }
 
-    /// Classifies a JSON-RPC error object. Range and result-size refusals are told apart from
-    /// rate limits by their message: providers reuse -32005 for both.
+    /// Classifies a JSON-RPC error object by the built-in table alone (see
+    /// [`super::ErrorRules`], which puts the configured rules first).
     pub fn from_rpc(code: i64, message: &str) -> ProviderError {
-        let lower = message.to_ascii_lowercase();
-        let range_hint = [
-            "range",
-            "more than",
-            "too many results",
-            "response size",
-            "result size",
-            "query returned",
-            "too large",
-        ];
-        let rate_hint = ["rate limit", "too many requests", "capacity", "throttl"];
-        if range_hint.iter().any(|h| lower.contains(h)) && !lower.contains("rate") {
-            return ProviderError::RangeTooLarge {
-                message: message.to_owned(),
-            };
-        }
-        if matches!(code, -32005 | -32029 | -32090 | 429)
-            || rate_hint.iter().any(|h| lower.contains(h))
-        {
-            return ProviderError::RateLimited { retry_after: None };
-        }
-        ProviderError::Rpc {
-            code,
-            message: message.to_owned(),
-        }
+        super::ErrorRules::default().error(code, message)
     }
-}
-
-/// JSON-RPC codes that blame the server rather than the request: -32603 internal error and
-/// the implementation-defined server range -32000..=-32099 (minus the limit codes above).
-fn is_server_side_code(code: i64) -> bool {
-    code == -32603 || (-32099..=-32000).contains(&code) && code != -32005
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classification_table() {
-        let cases: &[(i64, &str, &str)] = &[
-            (-32005, "query returned more than 10000 results", "range"),
-            (-32005, "query exceeds max block range 100", "range"),
-            (-32602, "block range is too wide", "range"),
-            (-32000, "Log response size exceeded", "range"),
-            (-32005, "limit exceeded", "rate"),
-            (-32016, "rate limit reached, slow down", "rate"),
-            (429, "Too Many Requests", "rate"),
-            (
-                -32602,
-                "invalid argument 0: hex string without 0x prefix",
-                "rpc",
-            ),
-            (3, "execution reverted", "rpc"),
-            (-32000, "header not found", "rpc"),
-        ];
-        for (code, message, want) in cases {
-            let got = match ProviderError::from_rpc(*code, message) {
-                ProviderError::RangeTooLarge { .. } => "range",
-                ProviderError::RateLimited { .. } => "rate",
-                ProviderError::Rpc { .. } => "rpc",
-                other => panic!("unexpected {other:?}"),
-            };
-            assert_eq!(got, *want, "{code} {message}");
-        }
-    }
 
     #[test]
     fn faults_are_what_the_breaker_counts() {
@@ -149,5 +98,8 @@ mod tests {
         assert!(!ProviderError::from_rpc(-32602, "invalid params").is_fault());
         assert!(!ProviderError::from_rpc(3, "execution reverted").is_fault());
         assert!(ProviderError::from_rpc(-32603, "internal error").is_fault());
+        // Behind or pruned: another provider is asked, nobody is blamed.
+        let missing = ProviderError::from_rpc(-32000, "header not found");
+        assert!(!missing.is_fault() && missing.is_retryable());
     }
 }

@@ -11,7 +11,7 @@ use url::Url;
 use super::decode::Head;
 use super::jsonrpc::{self, Incoming};
 use super::methods::{self, Request};
-use super::{ProviderError, redact};
+use super::{ErrorRules, ProviderError, redact};
 use crate::telemetry::metrics as m;
 
 /// Idle keep-alive connections kept per provider.
@@ -30,6 +30,7 @@ struct Inner {
     provider: String,
     timeout: Duration,
     next_id: AtomicU64,
+    rules: ErrorRules,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -64,8 +65,30 @@ impl HttpClient {
                 provider: provider.to_owned(),
                 timeout,
                 next_id: AtomicU64::new(1),
+                rules: ErrorRules::default(),
             }),
         })
+    }
+
+    /// The same client classifying error objects by `rules` (the configured `error_rules`).
+    pub fn with_error_rules(self, rules: ErrorRules) -> HttpClient {
+        let inner = &self.inner;
+        HttpClient {
+            inner: Arc::new(Inner {
+                client: inner.client.clone(),
+                url: inner.url.clone(),
+                chain: inner.chain.clone(),
+                provider: inner.provider.clone(),
+                timeout: inner.timeout,
+                next_id: AtomicU64::new(inner.next_id.load(Ordering::Relaxed)),
+                rules,
+            }),
+        }
+    }
+
+    /// How this client classifies error objects.
+    pub fn error_rules(&self) -> &ErrorRules {
+        &self.inner.rules
     }
 
     pub fn provider(&self) -> &str {
@@ -82,7 +105,7 @@ impl HttpClient {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = jsonrpc::request(id, method, params);
         self.post(method, body, |mut frames| match frames.pop() {
-            Some(frame) if frames.is_empty() => frame.into_outcome(),
+            Some(frame) if frames.is_empty() => frame.into_outcome(&self.inner.rules),
             _ => Err(ProviderError::Malformed(
                 "expected exactly one response".into(),
             )),
@@ -137,10 +160,13 @@ impl HttpClient {
                     .and_then(|i| usize::try_from(i).ok())
                     .filter(|&i| i < calls.len());
                 match slot {
-                    Some(i) => out[i] = Some(frame.into_outcome()),
+                    Some(i) => out[i] = Some(frame.into_outcome(&self.inner.rules)),
                     // A single error object for the whole batch (e.g. "batch not supported").
                     None if frame.error.is_some() => {
-                        return Err(frame.into_outcome().err().unwrap_or(ProviderError::Closed));
+                        return Err(frame
+                            .into_outcome(&self.inner.rules)
+                            .err()
+                            .unwrap_or(ProviderError::Closed));
                     }
                     None => {}
                 }

@@ -10,7 +10,7 @@ use serde::de::Deserializer;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use super::ProviderError;
+use super::{ErrorRules, ProviderError};
 
 /// Serialises one request. Parameters are already JSON so callers choose their own types.
 pub fn request(id: u64, method: &str, params: &RawValue) -> String {
@@ -85,10 +85,10 @@ impl Incoming<'_> {
         self.method.as_deref() == Some("eth_subscription")
     }
 
-    /// The response's outcome: its raw result (copied), or its error classified.
-    pub fn into_outcome(self) -> Result<Box<RawValue>, ProviderError> {
+    /// The response's outcome: its raw result (copied), or its error classified by `rules`.
+    pub fn into_outcome(self, rules: &ErrorRules) -> Result<Box<RawValue>, ProviderError> {
         if let Some(err) = self.error {
-            return Err(ProviderError::from_rpc(err.code, &err.message));
+            return Err(rules.error(err.code, &err.message));
         }
         self.result
             .map(RawValue::to_owned)
@@ -154,9 +154,14 @@ mod tests {
         .unwrap();
         assert_eq!(batch.len(), 2);
         let mut it = batch.into_iter();
-        assert!(it.next().unwrap().into_outcome().is_ok());
+        assert!(
+            it.next()
+                .unwrap()
+                .into_outcome(&ErrorRules::default())
+                .is_ok()
+        );
         assert!(matches!(
-            it.next().unwrap().into_outcome(),
+            it.next().unwrap().into_outcome(&ErrorRules::default()),
             Err(ProviderError::Rpc { code: -32601, .. })
         ));
     }
@@ -164,11 +169,20 @@ mod tests {
     #[test]
     fn a_null_result_is_a_result_and_a_missing_one_is_not() {
         let null = parse_frame(r#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap();
-        let raw = null.into_iter().next().unwrap().into_outcome().unwrap();
+        let raw = null
+            .into_iter()
+            .next()
+            .unwrap()
+            .into_outcome(&ErrorRules::default())
+            .unwrap();
         assert_eq!(raw.get(), "null");
         let missing = parse_frame(r#"{"jsonrpc":"2.0","id":2}"#).unwrap();
         assert!(matches!(
-            missing.into_iter().next().unwrap().into_outcome(),
+            missing
+                .into_iter()
+                .next()
+                .unwrap()
+                .into_outcome(&ErrorRules::default()),
             Err(ProviderError::Malformed(_))
         ));
     }

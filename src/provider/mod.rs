@@ -6,8 +6,10 @@
 //!   their answers read back ([`methods::read_blocks`] and the like).
 //! - [`LogFilter`]: a `logs` filter in the JSON shape nodes take.
 //! - [`decode`]: provider JSON to domain values, with a cheap identity-only read for dedupe.
-//! - [`ProviderError`]: errors that classify themselves (fault, rate limit, range, ...).
+//! - [`ProviderError`]: errors that classify themselves (fault, rate limit, range, ...), by
+//!   [`ErrorRules`]: the configured `error_rules`, then the built-in table.
 
+mod classify;
 pub mod decode;
 mod error;
 mod filter;
@@ -16,6 +18,7 @@ pub mod jsonrpc;
 pub mod methods;
 pub mod ws;
 
+pub use classify::ErrorRules;
 pub use error::ProviderError;
 pub use filter::LogFilter;
 pub use http::HttpClient;

@@ -21,7 +21,7 @@ use url::Url;
 
 use super::jsonrpc;
 use super::methods::Request;
-use super::{LogFilter, ProviderError, redact};
+use super::{ErrorRules, LogFilter, ProviderError, redact};
 
 /// Knobs of one connection.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct WsOptions {
     /// A ping goes out this often; a connection silent for three intervals is dead.
     pub ping_interval: Duration,
     pub max_message_bytes: usize,
+    /// How error objects are classified (the configured `error_rules`).
+    pub rules: ErrorRules,
 }
 
 impl Default for WsOptions {
@@ -40,6 +42,7 @@ impl Default for WsOptions {
             request_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             max_message_bytes: 16 << 20,
+            rules: ErrorRules::default(),
         }
     }
 }
@@ -317,7 +320,7 @@ impl Service {
             }
             match message.numeric_id().and_then(|id| self.pending.remove(&id)) {
                 Some(reply) => {
-                    let _ = reply.send(message.into_outcome());
+                    let _ = reply.send(message.into_outcome(&self.options.rules));
                 }
                 None if message.method.is_some() => {} // a notification of another kind
                 None => tracing::warn!("dropping a response to no pending request"),

@@ -336,3 +336,66 @@ fn error_report_lists_every_issue() {
          chains.main.providers: empty (a chain needs at least one provider, or a `devnet` section)\n"
     );
 }
+
+#[test]
+fn gateway_and_error_rule_errors() {
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            with("gateway: {max_batch: 0, timeout: 0, deny_methods: [\"eth call\"]}\n"),
+            &[
+                "gateway.max_batch: must be at least 1, got 0",
+                "gateway.timeout: must be greater than 0",
+                "gateway.deny_methods[0]: \"eth call\" is not a JSON-RPC method name (e.g. eth_getLogs)",
+            ],
+        ),
+        (
+            with("gateway: {method_timeouts: {eth_getLogs: soon}}\n"),
+            &[
+                "gateway.method_timeouts.eth_getLogs: not a duration: write milliseconds or a number with a unit, e.g. \"500ms\", \"30s\", \"30d\"",
+            ],
+        ),
+        (
+            with(
+                "error_rules: [{class: fault}, {code: -32000, class: broken}, {message: \"\", class: missing}]\n",
+            ),
+            &[
+                "error_rules[0]: a rule needs a code, a message fragment, or both",
+                "error_rules[1].class: \"broken\" is not a class: fault, rate_limit, range, missing or caller",
+                "error_rules[2].message: must not be empty",
+            ],
+        ),
+    ];
+    for (yaml, want) in cases {
+        let lines = error_lines(&yaml, &[]);
+        for line in want {
+            assert!(
+                lines.contains(*line),
+                "want {line:?} in {lines:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn error_rules_and_gateway_load() {
+    let yaml = with(
+        "gateway: {deny_methods: [eth_sendRawTransaction], method_timeouts: {eth_getLogs: 30s}, provider_header: true}\n\
+         error_rules:\n  - {code: -32000, message: \"Header Not Found\", class: fault}\n  - {code: -39001, class: rate_limit}\n",
+    );
+    let config = load(&yaml, &[]).expect("loads").config;
+    assert_eq!(config.gateway.deny_methods, ["eth_sendRawTransaction"]);
+    assert_eq!(
+        config.gateway.method_timeouts.get("eth_getLogs"),
+        Some(&std::time::Duration::from_secs(30))
+    );
+    assert!(config.gateway.provider_header);
+    assert_eq!(config.error_rules.len(), 2);
+    assert_eq!(
+        config.error_rules[0].message.as_deref(),
+        Some("header not found")
+    );
+    assert_eq!(
+        config.error_rules[1].class,
+        crate::config::ErrorClass::RateLimit
+    );
+}

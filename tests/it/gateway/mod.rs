@@ -14,16 +14,22 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use livechain::breaker::{Breaker, SystemClock};
-use livechain::config::{BreakerConfig, GatewayConfig, HealthConfig};
+use livechain::config::{BreakerConfig, ErrorRule, GatewayConfig, HealthConfig};
 use livechain::domain::{ChainName, ProviderIndex};
 use livechain::gateway::Gateway;
 use livechain::health::{ChainHealth, Member};
 use livechain::ingest::providers::{ChainProvider, ProviderSet};
-use livechain::provider::HttpClient;
+use livechain::provider::{ErrorRules, HttpClient};
 
 /// A gateway of chain `test` (chain id 1) over providers at `urls` (`u0`, `u1`, ...), with no
 /// ingestion behind it: the providers' heads are unknown, their breakers fresh.
 pub fn gateway_over(urls: &[String], config: GatewayConfig) -> Gateway {
+    gateway_with_rules(urls, config, &[])
+}
+
+/// [`gateway_over`], its providers classifying error objects by `rules` first.
+pub fn gateway_with_rules(urls: &[String], config: GatewayConfig, rules: &[ErrorRule]) -> Gateway {
+    let rules = ErrorRules::new(rules);
     let name = ChainName::from("test");
     let members = (0..urls.len())
         .map(|i| Member {
@@ -50,7 +56,8 @@ pub fn gateway_over(urls: &[String], config: GatewayConfig) -> Gateway {
                 url.parse().expect("url"),
                 Duration::from_secs(10),
             )
-            .expect("client"),
+            .expect("client")
+            .with_error_rules(rules.clone()),
             ws_url: None,
             priority: u32::try_from(i).expect("few providers"),
             batches: Arc::new(AtomicBool::new(true)),

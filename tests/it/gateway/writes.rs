@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::gateway_over;
+use super::{gateway_over, gateway_with_rules};
 
 /// Requests a fake provider received, by whether they held a write.
 #[derive(Default)]
@@ -21,10 +21,18 @@ struct Seen {
     reads: AtomicUsize,
 }
 
-/// A provider that reads each request whole and then, when `answer` is false, closes the
-/// connection without a word (the answer lost after the request arrived); else answers every
-/// call with a result.
-async fn provider(answer: bool) -> (SocketAddr, Arc<Seen>) {
+/// What a fake provider does with each request it read whole.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Closes the connection without a word (the answer lost after the request arrived).
+    Drop,
+    /// Answers every call with the result `"0xabc"`.
+    Answer,
+    /// Answers every call with the error object `-39001 custom busy`.
+    Odd,
+}
+
+async fn provider(mode: Mode) -> (SocketAddr, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Seen::default());
@@ -42,10 +50,15 @@ async fn provider(answer: bool) -> (SocketAddr, Arc<Seen>) {
                     &counts.reads
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
-                if !answer {
+                if mode == Mode::Drop {
                     return; // dropped: the connection closes unanswered
                 }
-                let result = |r: &Value| serde_json::json!({"jsonrpc": "2.0", "id": r["id"], "result": "0xabc"});
+                let result = |r: &Value| match mode {
+                    Mode::Odd => {
+                        serde_json::json!({"jsonrpc": "2.0", "id": r["id"], "error": {"code": -39001, "message": "custom busy"}})
+                    }
+                    _ => serde_json::json!({"jsonrpc": "2.0", "id": r["id"], "result": "0xabc"}),
+                };
                 let reply = match serde_json::from_str(&body).unwrap_or(Value::Null) {
                     Value::Array(calls) => Value::Array(calls.iter().map(result).collect()),
                     one => result(&one),
@@ -103,8 +116,8 @@ const READ: &str = r#"{"jsonrpc":"2.0","id":8,"method":"eth_getBalance","params"
 
 #[tokio::test]
 async fn a_write_whose_answer_was_lost_is_not_sent_again() {
-    let (lossy, lossy_seen) = provider(false).await;
-    let (good, good_seen) = provider(true).await;
+    let (lossy, lossy_seen) = provider(Mode::Drop).await;
+    let (good, good_seen) = provider(Mode::Answer).await;
     let gateway = gateway_over(
         &[format!("http://{lossy}/"), format!("http://{good}/")],
         GatewayConfig::default(),
@@ -147,7 +160,7 @@ async fn a_write_whose_answer_was_lost_is_not_sent_again() {
 #[tokio::test]
 async fn a_write_that_never_left_goes_to_the_next_provider() {
     let refused = closed_port().await;
-    let (good, good_seen) = provider(true).await;
+    let (good, good_seen) = provider(Mode::Answer).await;
     let gateway = gateway_over(
         &[format!("http://{refused}/"), format!("http://{good}/")],
         GatewayConfig::default(),
@@ -162,5 +175,35 @@ async fn a_write_that_never_left_goes_to_the_next_provider() {
         good_seen.writes.load(Ordering::SeqCst),
         1,
         "sent exactly once, to the second"
+    );
+}
+
+/// `error_rules` teach the gateway (and ingestion, which classifies with the same rules) a
+/// provider's odd error code: unknown, it is the caller's error and passed back; taught as a
+/// fault, the call goes to the next provider.
+#[tokio::test]
+async fn error_rules_teach_a_providers_odd_codes() {
+    let (odd, _) = provider(Mode::Odd).await;
+    let (good, _) = provider(Mode::Answer).await;
+    let urls = [format!("http://{odd}/"), format!("http://{good}/")];
+    let untaught = gateway_over(&urls, GatewayConfig::default());
+    let answer = untaught.handle(READ.as_bytes(), Caller::Session(1)).await;
+    let reply: Value = serde_json::from_str(&answer.body).expect("json");
+    assert_eq!(
+        reply["error"]["code"], -39001,
+        "passed back as the caller's: {reply}"
+    );
+
+    let rule = livechain::config::ErrorRule {
+        code: Some(-39001),
+        message: None,
+        class: livechain::config::ErrorClass::Fault,
+    };
+    let taught = gateway_with_rules(&urls, GatewayConfig::default(), &[rule]);
+    let answer = taught.handle(READ.as_bytes(), Caller::Session(1)).await;
+    let reply: Value = serde_json::from_str(&answer.body).expect("json");
+    assert_eq!(
+        reply["result"], "0xabc",
+        "asked of the next provider: {reply}"
     );
 }
