@@ -11,7 +11,10 @@
 //! answered 429). After that, a lost answer is the caller's to resolve (`eth_getTransactionByHash`
 //! tells whether the transaction arrived); resending blindly could send it twice.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use super::blocks::{self, Need, Reports};
 use super::reply::{self, Reply};
@@ -19,7 +22,7 @@ use super::request::Call;
 use super::upstream::{self, Answer};
 use super::verdict::{self, Verdict};
 use super::{Caller, Gateway, methods, quantity_json};
-use crate::breaker::Outcome;
+use crate::breaker::{Outcome, Permit};
 use crate::ingest::providers::ChainProvider;
 use crate::provider::ProviderError;
 use crate::telemetry::metrics as m;
@@ -44,7 +47,7 @@ enum Failure {
         error: ProviderError,
     },
     /// No provider answered; the last reason, if any was tried.
-    Unavailable(Option<ProviderError>),
+    Unavailable(Option<Judged>),
 }
 
 /// What the calls need, who to ask, and the replies.
@@ -57,81 +60,202 @@ pub async fn serve(gateway: &Gateway, calls: &[&Call], caller: Caller) -> Served
     }
 }
 
-/// Asks providers in turn until one answers every call with a verdict that stands.
+/// What the calls need of the attempts, fixed for all of them.
+struct Plan<'a> {
+    calls: &'a [&'a Call],
+    needs: &'a [Need],
+    floor: &'a [u64; 3],
+    write: bool,
+    timeout: Duration,
+    label: &'static str,
+}
+
+/// What one attempt's end means for the loop.
+enum Step {
+    Done(Answered),
+    Stop(Failure),
+    Next,
+}
+
+/// Asks providers in turn until one answers every call with a verdict that stands. Reads are
+/// hedged: an attempt still unanswered after its provider's hedge delay (a few times its p99,
+/// 250 ms to 2 s) is joined by one to the next provider, the first answer that stands wins,
+/// so a provider that hangs costs a read that delay rather than the timeout. Writes never are.
 async fn attempts(
     gateway: &Gateway,
     calls: &[&Call],
     needs: &[Need],
     floor: &[u64; 3],
 ) -> Result<Answered, Failure> {
-    let inner = &gateway.inner;
-    let health = inner.providers.health();
-    let write = calls.iter().any(|c| methods::is_write(&c.method));
-    let timeout = gateway.timeout_of(calls);
-    let label = match calls {
-        [one] => methods::label(&one.method),
-        _ => "batch",
+    let providers = &gateway.inner.providers;
+    let plan = Plan {
+        calls,
+        needs,
+        floor,
+        write: calls.iter().any(|c| methods::is_write(&c.method)),
+        timeout: gateway.timeout_of(calls),
+        label: match calls {
+            [one] => methods::label(&one.method),
+            _ => "batch",
+        },
     };
     let order = candidates(gateway, needs, floor);
     let first = order.first().map(|p| p.id.clone());
-    let mut fallback: Option<Answered> = None;
-    let mut last = None;
-    for provider in order {
-        let index = usize::from(provider.index);
-        let permit = match health.acquire(index) {
-            Ok(permit) => permit,
-            Err(retry_in) => {
-                last.get_or_insert(ProviderError::Transport(format!(
-                    "breaker open or cooling down; retry in {} ms",
-                    retry_in.as_millis()
-                )));
-                continue;
+    let mut candidates = order.into_iter();
+    let (mut fallback, mut last) = (None, None);
+    let mut permits: Vec<Option<(usize, Permit)>> = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut hedge_at: Option<Instant> = None;
+    // The provider of the latest attempt started: the slow one, when a hedge joins it.
+    let mut started: Option<&str> = None;
+    let outcome = loop {
+        if in_flight.is_empty() || hedge_at.is_some_and(|at| Instant::now() >= at) {
+            hedge_at = None;
+            if let Some((provider, permit)) = next_permit(gateway, &mut candidates, &mut last) {
+                if let Some(slow) = started.filter(|_| !in_flight.is_empty()) {
+                    gateway.retried(slow, "hedged");
+                }
+                started = Some(&provider.id);
+                let attempt = permits.len();
+                permits.push(Some((usize::from(provider.index), permit)));
+                if !plan.write {
+                    hedge_at = Some(Instant::now() + providers.hedge_after(provider.index));
+                }
+                let plan = &plan;
+                in_flight.push(async move {
+                    let started = Instant::now();
+                    let result =
+                        upstream::send(provider, plan.label, plan.calls, plan.timeout).await;
+                    (attempt, provider, started.elapsed(), result)
+                });
+            } else if in_flight.is_empty() {
+                break fallback.ok_or(Failure::Unavailable(last));
             }
+        }
+        let sleep_until = hedge_at.unwrap_or_else(Instant::now);
+        let (attempt, provider, elapsed, result) = tokio::select! {
+            Some(done) = in_flight.next() => done,
+            _ = tokio::time::sleep_until(sleep_until.into()), if hedge_at.is_some() => continue,
+            else => continue,
         };
-        let started = Instant::now();
-        let result = upstream::send(provider, label, calls, timeout).await;
-        let elapsed = Some(started.elapsed());
-        match result {
-            Err(error) => {
-                health.record(index, permit, Outcome::of_error(&error), elapsed);
-                if write && !never_sent(&error) {
-                    return Err(Failure::MaybeSent {
-                        provider: provider.id.clone(),
-                        error,
-                    });
-                }
-                gateway.retried(&provider.id, error_reason(&error));
-                last = Some(error);
+        let Some((index, permit)) = permits.get_mut(attempt).and_then(Option::take) else {
+            continue;
+        };
+        match judge(
+            gateway, &plan, provider, index, permit, elapsed, result, &mut last,
+        ) {
+            Step::Done(answered) => {
+                gateway.failover(first.as_deref(), &answered.provider);
+                break Ok(answered);
             }
-            Ok(answers) => {
-                let head = health.head(index);
-                let verdicts: Vec<Verdict> = answers
-                    .iter()
-                    .zip(needs)
-                    .map(|(answer, need)| {
-                        verdict::of(answer, need, head, floor, provider.http.error_rules())
-                    })
-                    .collect();
-                health.record(index, permit, verdict::outcome(&verdicts), elapsed);
-                let answered = Answered {
+            Step::Stop(failure) => break Err(failure),
+            Step::Next => {
+                fallback = take_fallback(fallback, &mut last);
+                // The next provider at once, hedging or not.
+                hedge_at = Some(Instant::now());
+            }
+        }
+    };
+    drop(in_flight);
+    // Attempts still in flight were cancelled: they say nothing of their providers.
+    for (index, permit) in permits.into_iter().flatten() {
+        providers
+            .health()
+            .record(index, permit, Outcome::Neutral, None);
+    }
+    outcome
+}
+
+/// Keeps the latest answer passed over (left in `last` by [`judge`]) as the fallback.
+fn take_fallback(fallback: Option<Answered>, last: &mut Option<Judged>) -> Option<Answered> {
+    match last.take() {
+        Some(Judged::Answered(answered)) => Some(answered),
+        Some(Judged::Error(error)) => {
+            *last = Some(Judged::Error(error));
+            fallback
+        }
+        None => fallback,
+    }
+}
+
+/// The last thing an attempt left: an answer passed over, or an error.
+enum Judged {
+    Answered(Answered),
+    Error(ProviderError),
+}
+
+/// Records one attempt's end on its provider and decides what it means.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    gateway: &Gateway,
+    plan: &Plan<'_>,
+    provider: &ChainProvider,
+    index: usize,
+    permit: Permit,
+    elapsed: Duration,
+    result: Result<Vec<Answer>, ProviderError>,
+    last: &mut Option<Judged>,
+) -> Step {
+    let health = gateway.inner.providers.health();
+    match result {
+        Err(error) => {
+            health.record(index, permit, Outcome::of_error(&error), Some(elapsed));
+            if plan.write && !never_sent(&error) {
+                return Step::Stop(Failure::MaybeSent {
                     provider: provider.id.clone(),
-                    answers,
-                    verdicts,
-                };
-                match answered.verdicts.iter().find(|v| v.retries()) {
-                    Some(v) if !write => {
-                        gateway.retried(&provider.id, v.reason());
-                        fallback = Some(answered);
-                    }
-                    _ => {
-                        gateway.failover(first.as_deref(), &answered.provider);
-                        return Ok(answered);
-                    }
+                    error,
+                });
+            }
+            gateway.retried(&provider.id, error_reason(&error));
+            *last = Some(Judged::Error(error));
+            Step::Next
+        }
+        Ok(answers) => {
+            let head = health.head(index);
+            let rules = provider.http.error_rules();
+            let verdicts: Vec<Verdict> = answers
+                .iter()
+                .zip(plan.needs)
+                .map(|(answer, need)| verdict::of(answer, need, head, plan.floor, rules))
+                .collect();
+            health.record(index, permit, verdict::outcome(&verdicts), Some(elapsed));
+            let answered = Answered {
+                provider: provider.id.clone(),
+                answers,
+                verdicts,
+            };
+            match answered.verdicts.iter().find(|v| v.retries()) {
+                Some(v) if !plan.write => {
+                    gateway.retried(&provider.id, v.reason());
+                    *last = Some(Judged::Answered(answered));
+                    Step::Next
                 }
+                _ => Step::Done(answered),
             }
         }
     }
-    fallback.ok_or(Failure::Unavailable(last))
+}
+
+/// The next candidate whose breaker grants a permit; a refusal is remembered as the reason if
+/// nothing better comes.
+fn next_permit<'a>(
+    gateway: &Gateway,
+    candidates: &mut impl Iterator<Item = &'a ChainProvider>,
+    last: &mut Option<Judged>,
+) -> Option<(&'a ChainProvider, Permit)> {
+    let health = gateway.inner.providers.health();
+    for provider in candidates.by_ref() {
+        match health.acquire(usize::from(provider.index)) {
+            Ok(permit) => return Some((provider, permit)),
+            Err(retry_in) => {
+                last.get_or_insert(Judged::Error(ProviderError::Transport(format!(
+                    "breaker open or cooling down; retry in {} ms",
+                    retry_in.as_millis()
+                ))));
+            }
+        }
+    }
+    None
 }
 
 /// The providers in the order to ask them: the ranking's, those known to have reached what the
@@ -255,10 +379,12 @@ fn failed(gateway: &Gateway, calls: &[&Call], failure: Failure) -> Served {
         ),
         Failure::Unavailable(last) => (
             match last {
-                Some(error) => {
+                Some(Judged::Error(error)) => {
                     format!("no provider of chain {chain} could answer; the last said: {error}")
                 }
-                None => format!("chain {chain} has no provider to ask"),
+                Some(Judged::Answered(_)) | None => {
+                    format!("chain {chain} has no provider to ask")
+                }
             },
             serde_json::json!({ "chain": chain }),
             "unavailable",

@@ -305,7 +305,7 @@ impl ProviderSet {
 
     /// How long an attempt on `index` may go unanswered before it is hedged: a few times its
     /// recent p99, within [`HEDGE_MIN`]..=[`HEDGE_MAX`] ([`HEDGE_MAX`] before any is measured).
-    fn hedge_after(&self, index: ProviderIndex) -> Duration {
+    pub fn hedge_after(&self, index: ProviderIndex) -> Duration {
         self.health
             .latency_p99(usize::from(index))
             .map_or(HEDGE_MAX, |p99| p99.saturating_mul(HEDGE_FACTOR))

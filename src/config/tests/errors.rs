@@ -368,10 +368,7 @@ fn gateway_and_error_rule_errors() {
     for (yaml, want) in cases {
         let lines = error_lines(&yaml, &[]);
         for line in want {
-            assert!(
-                lines.contains(*line),
-                "want {line:?} in {lines:?}"
-            );
+            assert!(lines.contains(*line), "want {line:?} in {lines:?}");
         }
     }
 }
@@ -379,13 +376,13 @@ fn gateway_and_error_rule_errors() {
 #[test]
 fn error_rules_and_gateway_load() {
     let yaml = with(
-        "gateway: {deny_methods: [eth_sendRawTransaction], method_timeouts: {eth_getLogs: 30s}, provider_header: true}\n\
+        "gateway: {deny_methods: [debug_traceCall], method_timeouts: {debug_getRawBlock: 30s}, provider_header: true}\n\
          error_rules:\n  - {code: -32000, message: \"Header Not Found\", class: fault}\n  - {code: -39001, class: rate_limit}\n",
     );
     let config = load(&yaml, &[]).expect("loads").config;
-    assert_eq!(config.gateway.deny_methods, ["eth_sendRawTransaction"]);
+    assert_eq!(config.gateway.deny_methods, ["debug_traceCall"]);
     assert_eq!(
-        config.gateway.method_timeouts.get("eth_getLogs"),
+        config.gateway.method_timeouts.get("debug_getRawBlock"),
         Some(&std::time::Duration::from_secs(30))
     );
     assert!(config.gateway.provider_header);

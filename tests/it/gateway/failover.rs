@@ -16,7 +16,7 @@ async fn read(client: &reqwest::Client, rpc: &str, body: &Value) -> Value {
     let response = client
         .post(rpc)
         .json(body)
-        .timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(10))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{body}: {e}"));
@@ -127,5 +127,38 @@ async fn reads_never_fail_while_one_provider_is_healthy() {
         retried >= 5.0,
         "calls passed on from p0 are counted: {retried}"
     );
+    app.stop().await;
+}
+
+/// A provider that hangs is hedged, not waited for: with a 30 s timeout, reads still come back
+/// from the other provider before the client's own 10 s deadline, and the hedges are counted.
+#[tokio::test]
+async fn a_hanging_provider_is_hedged_not_waited_for() {
+    let devnet = support::devnet(2, 100, 2, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "{}gateway: {{ timeout: 30000 }}\n",
+        support::service_yaml(&devnet, &dir.path().join("hedge.db"))
+    );
+    let app = start_app(parse_config(&yaml)).await;
+    let rpc = app.url("/rpc/devnet");
+    let client = reqwest::Client::new();
+    round(&client, &rpc, "no fault").await;
+    devnet.faults(0).expect("p0").set_stalled(true);
+    for i in 0..3 {
+        let body = json!({"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": ["0x1", false]});
+        let answer = read(&client, &rpc, &body).await;
+        assert!(answer["result"]["hash"].is_string(), "read {i}: {answer}");
+    }
+    devnet.faults(0).expect("p0").set_stalled(false);
+    let hedged = support::metrics_text(&app)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("livechain_gateway_retries_total{") && l.contains("reason=\"hedged\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(hedged >= 1.0, "hedges counted: {hedged}");
     app.stop().await;
 }
