@@ -10,6 +10,7 @@
 
 mod blocks;
 mod floors;
+mod latency;
 mod methods;
 mod reply;
 mod request;
@@ -51,6 +52,8 @@ struct Inner {
     providers: ProviderSet,
     config: GatewayConfig,
     floors: Floors,
+    /// Each provider's latency per method, for the ranking.
+    latency: latency::MethodLatency,
     /// Recent blocks' headers by hash, for `newHeads` (a hash names one header for good).
     headers: Mutex<LruCache<B256, Arc<str>>>,
 }
@@ -80,6 +83,7 @@ impl Gateway {
                 providers,
                 config,
                 floors: Floors::new(),
+                latency: latency::MethodLatency::default(),
                 headers: Mutex::new(LruCache::new(
                     NonZeroUsize::new(HEADERS).unwrap_or(NonZeroUsize::MIN),
                 )),

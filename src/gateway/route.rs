@@ -99,7 +99,7 @@ async fn attempts(
             _ => "batch",
         },
     };
-    let order = candidates(gateway, needs, floor);
+    let order = candidates(gateway, needs, floor, plan.label);
     let first = order.first().map(|p| p.id.clone());
     let mut candidates = order.into_iter();
     let (mut fallback, mut last) = (None, None);
@@ -211,6 +211,7 @@ fn judge(
             Step::Next
         }
         Ok(answers) => {
+            gateway.inner.latency.record(index, plan.label, elapsed);
             let head = health.head(index);
             let rules = provider.http.error_rules();
             let verdicts: Vec<Verdict> = answers
@@ -264,9 +265,10 @@ fn candidates<'a>(
     gateway: &'a Gateway,
     needs: &[Need],
     floor: &[u64; 3],
+    label: &'static str,
 ) -> Vec<&'a ChainProvider> {
     let providers = &gateway.inner.providers;
-    let ranked = providers.ranked();
+    let ranked = providers.ranked_by(|i| gateway.inner.latency.get(i, label));
     let number = needs.iter().filter_map(|n| n.number).max();
     let latest = needs
         .iter()

@@ -333,6 +333,12 @@ impl ChainHealth {
     /// The order HTTP work tries providers in: healthy ones first, then by priority, then by
     /// latency EWMA (unmeasured last within a priority), then by position.
     pub fn ranked(&self) -> Vec<usize> {
+        self.ranked_by(|_| None)
+    }
+
+    /// [`ChainHealth::ranked`] with `latency_ms(i)`, when it has one, standing for provider
+    /// `i`'s overall latency (the gateway ranks by the latency of the method at hand).
+    pub fn ranked_by(&self, latency_ms: impl Fn(usize) -> Option<f64>) -> Vec<usize> {
         let best = self.best_head();
         let now = self.inner.clock.now();
         let config = &self.inner.config;
@@ -345,9 +351,8 @@ impl ChainHealth {
                     && !state.breaker.unreachable()
                     && !state.stats.stalled(best, config.stall_timeout, now)
                     && state.stats.lag(best) <= config.max_lag_blocks;
-                let latency = state
-                    .stats
-                    .latency_ewma_ms()
+                let latency = latency_ms(i)
+                    .or_else(|| state.stats.latency_ewma_ms())
                     .map_or(u64::MAX, |ms| (ms * 1000.0) as u64);
                 Some((!healthy, slot.priority, latency, i))
             })

@@ -77,6 +77,21 @@ fn ranks_by_priority_then_latency_and_health_first() {
 }
 
 #[test]
+fn a_latency_per_method_ranks_within_a_priority_only() {
+    let (health, _) = health(&[1, 1, 0]);
+    answer(&health, 0, Outcome::Success, 5);
+    answer(&health, 1, Outcome::Success, 50);
+    assert_eq!(health.ranked(), vec![2, 0, 1]);
+    // For this method provider 1 is the quick one (and 0 unmeasured: its overall latency).
+    let per_method = |i: usize| (i == 1).then_some(1.0);
+    assert_eq!(
+        health.ranked_by(per_method),
+        vec![2, 1, 0],
+        "priority still first"
+    );
+}
+
+#[test]
 fn lagging_providers_are_unhealthy() {
     let (health, _) = health(&[1, 2]);
     health.observe_head(0, 100, true);

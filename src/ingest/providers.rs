@@ -70,6 +70,16 @@ impl ProviderSet {
         self.order(None)
     }
 
+    /// [`ProviderSet::ranked`], by `latency_ms` where it knows a provider's (see
+    /// [`ChainHealth::ranked_by`]).
+    pub fn ranked_by(&self, latency_ms: impl Fn(usize) -> Option<f64>) -> Vec<&ChainProvider> {
+        self.health
+            .ranked_by(latency_ms)
+            .into_iter()
+            .filter_map(|i| self.by_index(i))
+            .collect()
+    }
+
     fn by_index(&self, index: usize) -> Option<&ChainProvider> {
         self.providers
             .iter()

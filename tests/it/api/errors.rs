@@ -151,6 +151,7 @@ async fn wrong_methods_and_unknown_routes_answer_in_the_error_shape() {
         (Method::PUT, "/v1/chains"),
         (Method::POST, "/health"),
         (Method::POST, "/v1/stream"),
+        (Method::DELETE, "/rpc/devnet"),
     ] {
         let what = format!("{method} {path}");
         let (status, allow, body) = call(method.clone(), path).await;
@@ -168,7 +169,7 @@ async fn wrong_methods_and_unknown_routes_answer_in_the_error_shape() {
         (Method::GET, "/v1/events/1/more"),
         (Method::GET, "/v2/events"),
         (Method::POST, "/v1/nothing"),
-        (Method::DELETE, "/rpc/devnet"),
+        (Method::DELETE, "/rpc/devnet/more"),
     ] {
         let what = format!("{method} {path}");
         let (status, _, body) = call(method, path).await;
