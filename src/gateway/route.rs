@@ -70,6 +70,27 @@ struct Plan<'a> {
     label: &'static str,
 }
 
+impl<'a> Plan<'a> {
+    fn of(
+        gateway: &Gateway,
+        calls: &'a [&'a Call],
+        needs: &'a [Need],
+        floor: &'a [u64; 3],
+    ) -> Self {
+        Plan {
+            calls,
+            needs,
+            floor,
+            write: calls.iter().any(|c| methods::is_write(&c.method)),
+            timeout: gateway.timeout_of(calls),
+            label: match calls {
+                [one] => methods::label(&one.method),
+                _ => "batch",
+            },
+        }
+    }
+}
+
 /// What one attempt's end means for the loop.
 enum Step {
     Done(Answered),
@@ -88,17 +109,7 @@ async fn attempts(
     floor: &[u64; 3],
 ) -> Result<Answered, Failure> {
     let providers = &gateway.inner.providers;
-    let plan = Plan {
-        calls,
-        needs,
-        floor,
-        write: calls.iter().any(|c| methods::is_write(&c.method)),
-        timeout: gateway.timeout_of(calls),
-        label: match calls {
-            [one] => methods::label(&one.method),
-            _ => "batch",
-        },
-    };
+    let plan = Plan::of(gateway, calls, needs, floor);
     let order = candidates(gateway, needs, floor, plan.label);
     let first = order.first().map(|p| p.id.clone());
     let mut candidates = order.into_iter();
