@@ -4,10 +4,10 @@
 // JSON line per thing received. The Rust test (tests/it/gateway/viem.rs) drives the chain and
 // checks the lines; this script stops when its stdin closes.
 //
-// Usage: node viem-gateway.mjs <http url> <ws url> <chain id>
+// Usage: node viem-gateway.mjs <http url> <ws url> <chain id> [contract address for the logs]
 import { createPublicClient, http, webSocket, toHex } from 'viem';
 
-const [httpUrl, wsUrl, chainId] = process.argv.slice(2);
+const [httpUrl, wsUrl, chainId, address] = process.argv.slice(2);
 const chain = {
   id: Number(chainId),
   name: 'livechain',
@@ -37,6 +37,7 @@ await overWs.transport.subscribe({
   onError: fail('newHeads'),
 });
 overWs.watchEvent({
+  address: address || undefined,
   onLogs: (list) => {
     for (const l of list) {
       out({ type: 'log', blockHash: l.blockHash, blockNumber: toHex(l.blockNumber), logIndex: toHex(l.logIndex), removed: l.removed });
