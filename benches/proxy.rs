@@ -19,17 +19,14 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tokio_util::sync::CancellationToken;
-
-use common::tail::quantile;
+use common::tail::{DevnetThread, quantile};
 use common::{run_bounded, service_binary, start_service};
 use livechain::devnet::{Devnet, DevnetConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const INITIAL_BLOCKS: u64 = 200;
 const CONCURRENCY: usize = 64;
@@ -61,8 +58,16 @@ fn main() -> anyhow::Result<()> {
             label: "proxy (smoke, not a measurement)",
         }
     };
-    let devnet = DevnetThread::start()?;
-    run_bounded(TOTAL_TIMEOUT, run(plan, devnet.devnet.clone()))
+    // On a runtime thread of its own, so its answers do not wait on the load generator's tasks.
+    let devnet = DevnetThread::start_with(DevnetConfig {
+        listen: "127.0.0.1:0".parse()?,
+        providers: 1,
+        block_time_ms: 1_000,
+        logs_per_block: 20,
+        initial_blocks: INITIAL_BLOCKS,
+        ..DevnetConfig::default()
+    })?;
+    run_bounded(TOTAL_TIMEOUT, run(plan, devnet.devnet().clone()))
 }
 
 async fn run(plan: Plan, devnet: Devnet) -> anyhow::Result<()> {
@@ -215,53 +220,4 @@ async fn concurrent(
         outcome?;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
-}
-
-/// The devnet on a runtime thread of its own, so its answers do not wait on the load
-/// generator's task queue. Stopped when dropped.
-struct DevnetThread {
-    devnet: Devnet,
-    stop: CancellationToken,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DevnetThread {
-    fn start() -> anyhow::Result<DevnetThread> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the devnet's runtime")?;
-        let stop = CancellationToken::new();
-        let devnet = runtime.block_on(Devnet::start(
-            DevnetConfig {
-                listen: "127.0.0.1:0".parse()?,
-                providers: 1,
-                block_time_ms: 1_000,
-                logs_per_block: 20,
-                initial_blocks: INITIAL_BLOCKS,
-                ..DevnetConfig::default()
-            },
-            stop.clone(),
-        ))?;
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("devnet".into())
-                .spawn(move || runtime.block_on(stop.cancelled()))?
-        };
-        Ok(DevnetThread {
-            devnet,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for DevnetThread {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

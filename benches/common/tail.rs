@@ -40,23 +40,25 @@ pub struct DevnetThread {
 }
 
 impl DevnetThread {
+    /// The live-tail devnet: [`PROVIDERS`] ports, a block every [`BLOCK_TIME_MS`].
     pub fn start() -> anyhow::Result<DevnetThread> {
+        DevnetThread::start_with(DevnetConfig {
+            listen: "127.0.0.1:0".parse()?,
+            providers: PROVIDERS,
+            block_time_ms: BLOCK_TIME_MS,
+            logs_per_block: LOGS_PER_BLOCK,
+            chain_id: CHAIN_ID,
+            ..DevnetConfig::default()
+        })
+    }
+
+    pub fn start_with(config: DevnetConfig) -> anyhow::Result<DevnetThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the devnet's runtime")?;
         let stop = CancellationToken::new();
-        let devnet = runtime.block_on(Devnet::start(
-            DevnetConfig {
-                listen: "127.0.0.1:0".parse()?,
-                providers: PROVIDERS,
-                block_time_ms: BLOCK_TIME_MS,
-                logs_per_block: LOGS_PER_BLOCK,
-                chain_id: CHAIN_ID,
-                ..DevnetConfig::default()
-            },
-            stop.clone(),
-        ))?;
+        let devnet = runtime.block_on(Devnet::start(config, stop.clone()))?;
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()

@@ -95,6 +95,21 @@ impl Anvil {
         panic!("no receipt for {tx} within 5 s");
     }
 
+    /// Deploys the log-emitting contract ([`BYTECODE`]); its address.
+    pub(crate) async fn deploy(&self) -> String {
+        let deployed = self
+            .rpc(
+                "eth_sendTransaction",
+                json!([{"from": ACCOUNT, "data": BYTECODE}]),
+            )
+            .await;
+        let receipt = self.receipt(&deployed).await;
+        receipt["contractAddress"]
+            .as_str()
+            .expect("a contract address")
+            .to_owned()
+    }
+
     pub(crate) async fn head(&self) -> u64 {
         let head = self.rpc("eth_blockNumber", json!([])).await;
         u64::from_str_radix(head.as_str().expect("hex").trim_start_matches("0x"), 16)
@@ -242,17 +257,7 @@ pub(crate) fn service_yaml(anvil: &Anvil, db: &Path, contract: &str) -> String {
 async fn anvil_logs_indexed_once_and_reorgs_converge_on_anvils_chain() {
     let Some(bin) = support::anvil() else { return };
     let anvil = Anvil::start(&bin).await;
-    let deployed = anvil
-        .rpc(
-            "eth_sendTransaction",
-            json!([{"from": ACCOUNT, "data": BYTECODE}]),
-        )
-        .await;
-    let receipt = anvil.receipt(&deployed).await;
-    let contract = receipt["contractAddress"]
-        .as_str()
-        .expect("a contract address")
-        .to_owned();
+    let contract = anvil.deploy().await;
     for i in 0..10u32 {
         anvil.emit(&contract, &format!("0x{i:08x}")).await;
     }

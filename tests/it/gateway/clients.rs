@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::anvil::{ACCOUNT, Anvil, BYTECODE, service_yaml};
+use crate::anvil::{ACCOUNT, Anvil, service_yaml};
 use crate::support::{self, parse_config, start_app};
 
 /// Runs `cast args…` (bounded in time); its standard output, trimmed.
@@ -37,16 +37,7 @@ async fn cast_reads_and_sends_through_the_gateway() {
         return;
     };
     let anvil = Anvil::start(&anvil_bin).await;
-    let deployed = anvil
-        .rpc(
-            "eth_sendTransaction",
-            json!([{"from": ACCOUNT, "data": BYTECODE}]),
-        )
-        .await;
-    let contract = anvil.receipt(&deployed).await["contractAddress"]
-        .as_str()
-        .expect("a contract address")
-        .to_owned();
+    let contract = anvil.deploy().await;
     for i in 0..3u32 {
         anvil.emit(&contract, &format!("0x{i:08x}")).await;
     }

@@ -74,14 +74,19 @@ async fn breaker_state(app: &TestApp, id: &str) -> (String, bool) {
     (state, entry["healthy"] == true)
 }
 
+/// The service's YAML with p0 preferred by priority, so each fault meets it first whatever the
+/// latencies.
+fn p0_first(devnet: &support::TestDevnet, db: &std::path::Path) -> String {
+    support::service_yaml(devnet, db)
+        .replace("      - id: p0\n", "      - id: p0\n        priority: 0\n")
+        .replace("      - id: p1\n", "      - id: p1\n        priority: 1\n")
+}
+
 #[tokio::test]
 async fn reads_never_fail_while_one_provider_is_healthy() {
     let devnet = support::devnet(2, 100, 2, 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    // p0 preferred by priority, so each fault meets it first whatever the latencies.
-    let providers = support::service_yaml(&devnet, &dir.path().join("gw.db"))
-        .replace("      - id: p0\n", "      - id: p0\n        priority: 0\n")
-        .replace("      - id: p1\n", "      - id: p1\n        priority: 1\n");
+    let providers = p0_first(&devnet, &dir.path().join("gw.db"));
     let yaml = format!(
         "{providers}breaker: {{ failure_threshold: 3, recovery_timeout: 1000 }}\n\
          health: {{ stall_timeout: 2000, max_lag_blocks: 1000 }}\n\
@@ -144,9 +149,7 @@ async fn reads_never_fail_while_one_provider_is_healthy() {
 async fn a_hanging_provider_is_hedged_not_waited_for() {
     let devnet = support::devnet(2, 100, 2, 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let providers = support::service_yaml(&devnet, &dir.path().join("hedge.db"))
-        .replace("      - id: p0\n", "      - id: p0\n        priority: 0\n")
-        .replace("      - id: p1\n", "      - id: p1\n        priority: 1\n");
+    let providers = p0_first(&devnet, &dir.path().join("hedge.db"));
     let yaml = format!("{providers}gateway: {{ timeout: 30000 }}\n");
     let app = start_app(parse_config(&yaml)).await;
     let rpc = app.url("/rpc/devnet");

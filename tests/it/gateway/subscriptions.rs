@@ -119,27 +119,7 @@ async fn subscriptions_are_gapless_across_failover_and_reorgs() {
         .await
         .expect("send");
 
-    let start = devnet.head();
-    assert!(
-        devnet
-            .wait_for_head(start + 10, Duration::from_secs(20))
-            .await
-    );
-    // The preferred provider goes away mid-subscription.
-    devnet.faults(0).expect("p0").set_refuse_connections(true);
-    assert!(
-        devnet
-            .wait_for_head(start + 20, Duration::from_secs(20))
-            .await
-    );
-    let reorged = devnet.reorg(3);
-    assert!(
-        devnet
-            .wait_for_head(reorged + 8, Duration::from_secs(20))
-            .await
-    );
-    devnet.faults(0).expect("p0").set_refuse_connections(false);
-    let end = devnet.head();
+    let end = fail_over_and_reorg(&devnet).await;
     // Wait until the feed has announced the head the devnet reached.
     let seen = support::wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
         let got = client.of(&heads);
@@ -168,6 +148,21 @@ async fn subscriptions_are_gapless_across_failover_and_reorgs() {
         "nothing after eth_unsubscribe"
     );
     app.stop().await;
+}
+
+/// The chain's course while subscribed: blocks, the preferred provider refusing connections,
+/// more blocks, a reorg of depth 3, more blocks, the provider back. The head it reached.
+pub(super) async fn fail_over_and_reorg(devnet: &support::TestDevnet) -> u64 {
+    let wait = Duration::from_secs(20);
+    let start = devnet.head();
+    assert!(devnet.wait_for_head(start + 10, wait).await);
+    // The preferred provider goes away mid-subscription.
+    devnet.faults(0).expect("p0").set_refuse_connections(true);
+    assert!(devnet.wait_for_head(start + 20, wait).await);
+    let reorged = devnet.reorg(3);
+    assert!(devnet.wait_for_head(reorged + 8, wait).await);
+    devnet.faults(0).expect("p0").set_refuse_connections(false);
+    devnet.head()
 }
 
 /// Heads: every height from the first to `end` announced, each head's parent announced before

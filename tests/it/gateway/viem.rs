@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::subscriptions::{check_heads, check_logs};
-use crate::anvil::{ACCOUNT, Anvil, BYTECODE, service_yaml};
+use super::subscriptions::{check_heads, check_logs, fail_over_and_reorg};
+use crate::anvil::{Anvil, service_yaml};
 use crate::support::{self, parse_config, start_app};
 
 /// The npm prefix holding viem (`scripts/test` installs it into `.tools/npm`), or `None` with the
@@ -147,27 +147,8 @@ async fn viem_reads_and_subscribes_through_the_gateway() {
     let app = start_app(parse_config(&yaml)).await;
     let chain_id = devnet.config().chain_id;
     let viem = Viem::start(&prefix, &app.url("/rpc/devnet"), chain_id, "", dir.path()).await;
-    let start = devnet.head();
     let drive = async {
-        assert!(
-            devnet
-                .wait_for_head(start + 8, Duration::from_secs(20))
-                .await
-        );
-        devnet.faults(0).expect("p0").set_refuse_connections(true);
-        assert!(
-            devnet
-                .wait_for_head(start + 16, Duration::from_secs(20))
-                .await
-        );
-        let reorged = devnet.reorg(3);
-        assert!(
-            devnet
-                .wait_for_head(reorged + 8, Duration::from_secs(20))
-                .await
-        );
-        devnet.faults(0).expect("p0").set_refuse_connections(false);
-        let end = devnet.head();
+        let end = fail_over_and_reorg(&devnet).await;
         // Time for the feed to announce `end` and the client to print it.
         tokio::time::sleep(Duration::from_secs(2)).await;
         end
@@ -186,16 +167,7 @@ async fn viem_gets_removed_logs_across_anvil_reorg() {
         return;
     };
     let anvil = Anvil::start(&bin).await;
-    let deployed = anvil
-        .rpc(
-            "eth_sendTransaction",
-            json!([{"from": ACCOUNT, "data": BYTECODE}]),
-        )
-        .await;
-    let contract = anvil.receipt(&deployed).await["contractAddress"]
-        .as_str()
-        .expect("a contract address")
-        .to_owned();
+    let contract = anvil.deploy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let app = start_app(parse_config(&service_yaml(
         &anvil,
