@@ -90,13 +90,14 @@ fn find<'a>(state: &'a AppState, key: &str) -> Option<&'a Gateway> {
 
 fn unknown_chain(state: &AppState, chain: &str) -> Response {
     let known: Vec<&str> = state.gateways.iter().map(Gateway::chain).collect();
-    let served = if known.is_empty() {
-        "no chain".to_owned()
+    let message = if known.is_empty() {
+        "the JSON-RPC gateway is off (gateway.enabled: false)".to_owned()
     } else {
-        known.join(", ")
+        format!(
+            "unknown chain {chain:?}: the gateway serves {} (by name or chain id)",
+            known.join(", ")
+        )
     };
-    let message =
-        format!("unknown chain {chain:?}: the gateway serves {served} (by name or chain id)");
     json(
         StatusCode::NOT_FOUND,
         gateway::refusal_body(gateway::METHOD_NOT_FOUND, &message),

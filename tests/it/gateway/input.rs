@@ -89,3 +89,22 @@ async fn bad_bodies_get_a_nodes_errors_and_the_service_carries_on() {
     assert_eq!(status, 200, "the service carries on");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_disabled_gateway_says_so() {
+    let devnet = support::devnet(1, 200, 1, 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "{}gateway: {{ enabled: false }}\n",
+        support::service_yaml(&devnet, &dir.path().join("off.db"))
+    );
+    let app = start_app(parse_config(&yaml)).await;
+    let (status, body) = post(
+        &app.url("/rpc/devnet"),
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("gateway.enabled"), "{body}");
+    app.stop().await;
+}
