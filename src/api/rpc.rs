@@ -43,23 +43,7 @@ async fn rpc(
     body: Body,
 ) -> Response {
     let Some(gateway) = find(&state, &chain) else {
-        let known: Vec<String> = state
-            .gateways
-            .iter()
-            .map(|g| g.chain().to_owned())
-            .collect();
-        let message = format!(
-            "unknown chain {chain:?}: the gateway serves {} (by name or chain id)",
-            if known.is_empty() {
-                "no chain".to_owned()
-            } else {
-                known.join(", ")
-            }
-        );
-        return json(
-            StatusCode::NOT_FOUND,
-            gateway::refusal_body(gateway::METHOD_NOT_FOUND, &message),
-        );
+        return unknown_chain(&state, &chain);
     };
     let limit = gateway.config().max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
