@@ -173,3 +173,70 @@ async fn a_hanging_provider_is_hedged_not_waited_for() {
     assert!(hedged >= 1.0, "hedges counted: {hedged}");
     app.stop().await;
 }
+
+/// Consistency for a caller: `eth_blockNumber` never goes back for a caller when the provider
+/// ahead fails now and then and the one lagging 8 blocks is all that answers.
+#[tokio::test]
+async fn tags_never_go_back_for_a_caller() {
+    let devnet = support::devnet(2, 100, 1, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // p0 ahead and preferred; p1 behind, never unhealthy for its lag.
+    let providers = p0_first(&devnet, &dir.path().join("lag.db"));
+    let yaml = format!("{providers}health: {{ max_lag_blocks: 1000 }}\n");
+    let app = start_app(parse_config(&yaml)).await;
+    let rpc = app.url("/rpc/devnet");
+    let client = reqwest::Client::new();
+    let (p0, p1) = (devnet.faults(0).expect("p0"), devnet.faults(1).expect("p1"));
+    p1.set_lag_blocks(8);
+    assert!(
+        devnet
+            .wait_for_head(devnet.head() + 12, Duration::from_secs(20))
+            .await
+    );
+    let mut seen = 0;
+    for i in 0..40u64 {
+        p0.set_server_error((i % 4 == 3).then_some(503));
+        let body = json!({"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber"});
+        let head = read(&client, &rpc, &body).await;
+        let hex = head["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("call {i}: {head}"));
+        let n = u64::from_str_radix(hex.trim_start_matches("0x"), 16).expect("a quantity");
+        assert!(
+            n >= seen,
+            "call {i}: eth_blockNumber went back from {seen} to {n}"
+        );
+        seen = n;
+    }
+    app.stop().await;
+}
+
+/// A provider that has not reached the block asked for is passed over, not believed: with the
+/// lagging provider preferred, the newest block still comes back.
+#[tokio::test]
+async fn a_provider_behind_is_not_believed() {
+    let devnet = support::devnet(2, 100, 1, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // p0 behind and preferred; never unhealthy for its lag.
+    let providers = p0_first(&devnet, &dir.path().join("behind.db"));
+    let yaml = format!("{providers}health: {{ max_lag_blocks: 1000 }}\n");
+    let app = start_app(parse_config(&yaml)).await;
+    let rpc = app.url("/rpc/devnet");
+    let client = reqwest::Client::new();
+    devnet.faults(0).expect("p0").set_lag_blocks(8);
+    assert!(
+        devnet
+            .wait_for_head(devnet.head() + 12, Duration::from_secs(20))
+            .await
+    );
+    for i in 0..10u64 {
+        let n = devnet.head().saturating_sub(1);
+        let body = json!({"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [format!("0x{n:x}"), false]});
+        let block = read(&client, &rpc, &body).await;
+        assert!(
+            block["result"]["hash"].is_string(),
+            "block {n} believed missing: {block}"
+        );
+    }
+    app.stop().await;
+}
