@@ -122,8 +122,10 @@ async fn ws_session(
     let (mut sink, mut stream) = socket.split();
     let (out, mut queued) = mpsc::channel::<String>(WS_QUEUE);
     let closing = CancellationToken::new();
+    let chain = gateway.chain().to_owned();
     let mut session = Session::new(gateway, hub, indexed, out.clone(), closing.clone());
     let writer_closing = closing.clone();
+    let writer_chain = chain.clone();
     let writer = tokio::spawn(async move {
         while let Some(text) = tokio::select! {
             next = queued.recv() => next,
@@ -131,8 +133,13 @@ async fn ws_session(
         } {
             let sent =
                 tokio::time::timeout(WS_WRITE_TIMEOUT, sink.send(Message::Text(text.into())));
-            if !matches!(sent.await, Ok(Ok(()))) {
-                break;
+            match sent.await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break, // the caller went away
+                Err(_) => {
+                    gateway::cut_off(&writer_chain, "write_timeout", &writer_closing);
+                    break;
+                }
             }
         }
         writer_closing.cancel();
@@ -153,6 +160,7 @@ async fn ws_session(
         if let Some(answer) = session.handle(&text).await
             && out.try_send(answer).is_err()
         {
+            gateway::cut_off(&chain, "queue_full", &closing);
             break;
         }
     }

@@ -30,7 +30,7 @@ use lru::LruCache;
 use serde_json::value::RawValue;
 
 pub use floors::Caller;
-pub use session::Session;
+pub use session::{Session, cut_off};
 
 use self::floors::Floors;
 use self::reply::Reply;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,7 @@ use super::{Caller, Gateway};
 use crate::config::Subscription as Indexed;
 use crate::domain::EventFilter;
 use crate::publish::{Hub, Subscription};
+use crate::telemetry::metrics as m;
 
 /// Subscriptions one connection may hold at once.
 pub const MAX_SUBSCRIPTIONS: usize = 128;
@@ -182,15 +184,30 @@ async fn feed(
                 },
             };
             for result in results {
-                if out
-                    .try_send(subscribe::notification(&name, &result))
-                    .is_err()
-                {
-                    closing.cancel();
-                    return;
+                match out.try_send(subscribe::notification(&name, &result)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        cut_off(gateway.chain(), "queue_full", &closing);
+                        return;
+                    }
+                    Err(TrySendError::Closed(_)) => return, // the session ended
                 }
             }
         }
+    }
+    if subscription.lagged() {
+        cut_off(gateway.chain(), "lagged", &closing);
+    } else {
+        closing.cancel();
+    }
+}
+
+/// Cuts a WebSocket caller off, counted by `why` (`queue_full`, `lagged`, `write_timeout`).
+pub fn cut_off(chain: &str, why: &'static str, closing: &CancellationToken) {
+    if !closing.is_cancelled() {
+        tracing::info!(chain, reason = why, "a gateway WebSocket caller is cut off");
+        metrics::counter!(m::GATEWAY_WS_CUT_OFF, "chain" => chain.to_owned(), "reason" => why)
+            .increment(1);
     }
     closing.cancel();
 }

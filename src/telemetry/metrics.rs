@@ -69,6 +69,7 @@ pub const GATEWAY_REQUESTS: &str = "livechain_gateway_requests_total";
 pub const GATEWAY_DURATION: &str = "livechain_gateway_request_duration_seconds";
 pub const GATEWAY_RETRIES: &str = "livechain_gateway_retries_total";
 pub const GATEWAY_FAILOVERS: &str = "livechain_gateway_failovers_total";
+pub const GATEWAY_WS_CUT_OFF: &str = "livechain_gateway_ws_cut_off_total";
 // Registry.
 pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 // API and live streams.
@@ -325,6 +326,10 @@ pub fn describe_all() {
     describe_counter!(
         GATEWAY_FAILOVERS,
         "Gateway calls answered by another provider than the first asked (`from`), by chain and answering provider"
+    );
+    describe_counter!(
+        GATEWAY_WS_CUT_OFF,
+        "Gateway WebSocket callers cut off for not keeping up, by chain and reason (queue_full, write_timeout, lagged)"
     );
     describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
     describe_counter!(HTTP_REQUESTS, "API requests, by route and status");

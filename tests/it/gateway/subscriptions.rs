@@ -252,3 +252,52 @@ pub(super) fn check_logs(logs: &[Value], devnet: &support::TestDevnet, end: u64)
         );
     }
 }
+
+/// A caller that subscribes and never reads is cut off (counted), while a caller beside it that
+/// reads keeps receiving.
+#[tokio::test]
+async fn a_caller_that_never_reads_is_cut_off_and_others_carry_on() {
+    let devnet = support::devnet(1, 5, 20, 3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start_app(parse_config(&support::service_yaml(
+        &devnet,
+        &dir.path().join("cut.db"),
+    )))
+    .await;
+    let url = app.url("/rpc/devnet").replacen("http://", "ws://", 1);
+    let (idle, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("idle connects");
+    let (mut idle_tx, _idle_rx) = idle.split();
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]});
+    idle_tx
+        .send(Message::Text(body.to_string().into()))
+        .await
+        .expect("send");
+    let mut reader = Client::connect(&url).await;
+    let logs = reader.call(1, "eth_subscribe", json!(["logs", {}])).await["result"].clone();
+    let cut = support::wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let text = support::metrics_text(&app).await;
+            text.lines()
+                .any(|l| l.starts_with("livechain_gateway_ws_cut_off_total{") && !l.ends_with(" 0"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(cut.is_some(), "the caller that never reads was not cut off");
+    let before = reader.of(&logs).len();
+    let grew = support::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        let now = reader.of(&logs).len();
+        async move { (now > before).then_some(()) }
+    })
+    .await;
+    assert!(
+        grew.is_some(),
+        "the reading caller carries on after the cut-off ({before} logs)"
+    );
+    app.stop().await;
+}
