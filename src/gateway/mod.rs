@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use alloy_primitives::B256;
 use lru::LruCache;
 use serde_json::value::RawValue;
+use tokio::sync::OnceCell;
 
 pub use floors::Caller;
 pub use session::{Session, cut_off};
@@ -55,7 +56,7 @@ struct Inner {
     /// Each provider's latency per method, for the ranking.
     latency: latency::MethodLatency,
     /// Recent blocks' headers by hash, for `newHeads` (a hash names one header for good).
-    headers: Mutex<LruCache<B256, Arc<str>>>,
+    headers: Mutex<LruCache<B256, HeaderCell>>,
 }
 
 /// Headers kept for `newHeads`: a few minutes of blocks on a fast chain.
@@ -291,37 +292,49 @@ impl Gateway {
     /// can give it.
     async fn head_json(&self, event: &StoredEvent) -> String {
         let hash = event.event.block.hash;
-        if let Some(header) = self.headers().get(&hash) {
-            return header.to_string();
+        // One fetch per block whatever the number of sessions: the first to ask creates the
+        // cell, the others wait on it.
+        let cell = self
+            .headers()
+            .get_or_insert(hash, || Arc::new(OnceCell::new()))
+            .clone();
+        let header = cell.get_or_init(|| self.fetch_header(hash)).await.clone();
+        match header {
+            Some(header) => header.to_string(),
+            None => {
+                // Not kept: a later block's subscriber may find a provider that has it.
+                self.headers().pop(&hash);
+                subscribe::stored_head(event)
+            }
         }
+    }
+
+    /// The block's header by hash from the providers (`None` when none gives it).
+    async fn fetch_header(&self, hash: B256) -> Option<Arc<str>> {
         let call = Call {
             id: Some(RawValue::NULL.to_owned()),
             method: "eth_getBlockByHash".to_owned(),
             params: RawValue::from_string(format!("[\"{hash}\",false]")).ok(),
         };
         let served = route::serve(self, &[&call], Caller::Session(0)).await;
-        let fetched = served
+        served
             .replies
             .first()
             .and_then(Reply::result_raw)
-            .and_then(subscribe::header_of);
-        match fetched {
-            Some(header) => {
-                let header: Arc<str> = header.into();
-                self.headers().put(hash, header.clone());
-                header.to_string()
-            }
-            None => subscribe::stored_head(event),
-        }
+            .and_then(subscribe::header_of)
+            .map(Arc::from)
     }
 
-    fn headers(&self) -> std::sync::MutexGuard<'_, LruCache<B256, Arc<str>>> {
+    fn headers(&self) -> std::sync::MutexGuard<'_, LruCache<B256, HeaderCell>> {
         self.inner
             .headers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// A block's header, fetched once: `None` inside when no provider gave it.
+type HeaderCell = Arc<OnceCell<Option<Arc<str>>>>;
 
 /// The raw JSON of a height, as nodes write quantities.
 fn quantity_json(n: u64) -> Option<Box<RawValue>> {

@@ -259,12 +259,11 @@ pub(super) fn check_logs(logs: &[Value], devnet: &support::TestDevnet, end: u64)
 async fn a_caller_that_never_reads_is_cut_off_and_others_carry_on() {
     let devnet = support::devnet(1, 5, 20, 3).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = start_app(parse_config(&support::service_yaml(
-        &devnet,
-        &dir.path().join("cut.db"),
-    )))
-    .await;
-    let url = app.url("/rpc/devnet").replacen("http://", "ws://", 1);
+    // A chain name of its own: metrics are one registry for every test of this process.
+    let yaml = support::service_yaml(&devnet, &dir.path().join("cut.db"))
+        .replace("  devnet:\n", "  cut:\n");
+    let app = start_app(parse_config(&yaml)).await;
+    let url = app.url("/rpc/cut").replacen("http://", "ws://", 1);
     let (idle, _) = tokio_tungstenite::connect_async(&url)
         .await
         .expect("idle connects");
@@ -283,7 +282,11 @@ async fn a_caller_that_never_reads_is_cut_off_and_others_carry_on() {
         || async {
             let text = support::metrics_text(&app).await;
             text.lines()
-                .any(|l| l.starts_with("livechain_gateway_ws_cut_off_total{") && !l.ends_with(" 0"))
+                .any(|l| {
+                    l.starts_with("livechain_gateway_ws_cut_off_total{")
+                        && l.contains("chain=\"cut\"")
+                        && !l.ends_with(" 0")
+                })
                 .then_some(())
         },
     )
@@ -298,6 +301,58 @@ async fn a_caller_that_never_reads_is_cut_off_and_others_carry_on() {
     assert!(
         grew.is_some(),
         "the reading caller carries on after the cut-off ({before} logs)"
+    );
+    app.stop().await;
+}
+
+/// Sessions subscribed to `newHeads` share one header fetch per block.
+#[tokio::test]
+async fn new_heads_fetch_each_header_once_for_all_sessions() {
+    let devnet = support::devnet(1, 100, 1, 3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A chain name of its own: metrics are one registry for every test of this process.
+    let yaml = support::service_yaml(&devnet, &dir.path().join("h.db"))
+        .replace("  devnet:\n", "  heads:\n");
+    let app = start_app(parse_config(&yaml)).await;
+    let url = app.url("/rpc/heads").replacen("http://", "ws://", 1);
+    let mut clients = Vec::new();
+    let mut subscriptions = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(&url).await;
+        subscriptions
+            .push(client.call(1, "eth_subscribe", json!(["newHeads"])).await["result"].clone());
+        clients.push(client);
+    }
+    let start = devnet.head();
+    assert!(
+        devnet
+            .wait_for_head(start + 10, Duration::from_secs(20))
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heads: Vec<usize> = clients
+        .iter()
+        .zip(&subscriptions)
+        .map(|(c, s)| c.of(s).len())
+        .collect();
+    assert!(
+        heads.iter().all(|&n| n >= 8),
+        "every session got the heads: {heads:?}"
+    );
+    let fetches = support::metrics_text(&app)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("livechain_rpc_requests_total{")
+                && l.contains("chain=\"heads\"")
+                && l.contains("method=\"eth_getBlockByHash\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    let most = heads.iter().max().copied().unwrap_or_default() as f64;
+    assert!(
+        fetches <= most + 2.0,
+        "{fetches} header fetches for {most} heads and 3 sessions"
     );
     app.stop().await;
 }
