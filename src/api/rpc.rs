@@ -58,7 +58,9 @@ async fn rpc(
             );
         }
     };
-    let answer = gateway.handle(&bytes, gateway::caller_at(peer.ip())).await;
+    let answer = gateway
+        .handle(&bytes, gateway::Caller::Address(peer.ip()))
+        .await;
     let mut response = json(StatusCode::OK, answer.body);
     if gateway.config().provider_header
         && let Some(provider) = answer.provider.and_then(|p| HeaderValue::from_str(&p).ok())

@@ -20,7 +20,6 @@ mod subscribe;
 mod upstream;
 mod verdict;
 
-use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -271,11 +270,6 @@ fn drop_notifications(calls: &[Call], replies: Vec<Option<Reply>>) -> Vec<Option
         .zip(replies)
         .map(|(call, reply)| reply.filter(|_| call.id.is_some()))
         .collect()
-}
-
-/// The caller behind an HTTP request: its address.
-pub fn caller_at(ip: IpAddr) -> Caller {
-    Caller::Address(ip)
 }
 
 /// A JSON-RPC error body for what is refused before any body is read (unknown chain, body too

@@ -75,6 +75,19 @@ impl Client {
     }
 }
 
+/// A caller that subscribes to every log and never reads; kept open while the socket lives.
+async fn idle_subscriber(url: &str) -> Socket {
+    let (mut idle, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("idle connects");
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]});
+    idle.send(Message::Text(body.to_string().into()))
+        .await
+        .expect("send");
+    idle
+}
+
 fn number(v: &Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0)
 }
@@ -108,16 +121,7 @@ async fn subscriptions_are_gapless_across_failover_and_reorgs() {
     assert_eq!(uncovered["error"]["code"], -32602, "{uncovered}");
 
     // A caller that subscribes and never reads: it must not hold anyone up.
-    let (idle, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .expect("idle connects");
-    let (mut idle_tx, _idle_rx) = idle.split();
-    let body =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]});
-    idle_tx
-        .send(Message::Text(body.to_string().into()))
-        .await
-        .expect("send");
+    let _idle = idle_subscriber(&url).await;
 
     let end = fail_over_and_reorg(&devnet).await;
     // Wait until the feed has announced the head the devnet reached.
@@ -264,16 +268,7 @@ async fn a_caller_that_never_reads_is_cut_off_and_others_carry_on() {
         .replace("  devnet:\n", "  cut:\n");
     let app = start_app(parse_config(&yaml)).await;
     let url = app.url("/rpc/cut").replacen("http://", "ws://", 1);
-    let (idle, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .expect("idle connects");
-    let (mut idle_tx, _idle_rx) = idle.split();
-    let body =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]});
-    idle_tx
-        .send(Message::Text(body.to_string().into()))
-        .await
-        .expect("send");
+    let _idle = idle_subscriber(&url).await;
     let mut reader = Client::connect(&url).await;
     let logs = reader.call(1, "eth_subscribe", json!(["logs", {}])).await["result"].clone();
     let cut = support::wait_for(
