@@ -135,11 +135,13 @@ fn gateways(config: &Config, chains: &[ingest::ChainHandle]) -> Arc<[Gateway]> {
     chains
         .iter()
         .map(|c| {
-            Gateway::new(
+            Gateway::with_feed(
                 &c.name,
                 c.chain_id,
                 c.providers.clone(),
                 config.gateway.clone(),
+                c.subscriptions.clone().into(),
+                c.filters.clone(),
             )
         })
         .collect()

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +18,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::config::Subscription;
 use crate::gateway::{self, Gateway, Session};
 use crate::publish::Hub;
 
@@ -99,33 +97,21 @@ async fn rpc_ws(
     let Some(gateway) = find(&state, &chain).cloned() else {
         return unknown_chain(&state, &chain);
     };
-    let indexed: Arc<[Subscription]> = state
-        .chains
-        .iter()
-        .find(|c| &*c.name == gateway.chain())
-        .map(|c| c.subscriptions.clone().into())
-        .unwrap_or_else(|| Arc::from([]));
     let limit = gateway.config().max_body_bytes;
     let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| ws_session(socket, gateway, hub, indexed, shutdown))
+        .on_upgrade(move |socket| ws_session(socket, gateway, hub, shutdown))
 }
 
 /// Reads the caller's frames and answers each; a writer task drains the frames queued for it.
-async fn ws_session(
-    socket: WebSocket,
-    gateway: Gateway,
-    hub: Hub,
-    indexed: Arc<[Subscription]>,
-    shutdown: CancellationToken,
-) {
+async fn ws_session(socket: WebSocket, gateway: Gateway, hub: Hub, shutdown: CancellationToken) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut queued) = mpsc::channel::<String>(WS_QUEUE);
     let closing = CancellationToken::new();
     let chain = gateway.chain().to_owned();
-    let mut session = Session::new(gateway, hub, indexed, out.clone(), closing.clone());
+    let mut session = Session::new(gateway, hub, out.clone(), closing.clone());
     let writer_closing = closing.clone();
     let writer_chain = chain.clone();
     let writer = tokio::spawn(async move {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_norway::Value;
 
 use super::walk::{self, Issues, Map};
-use super::{GatewayConfig, MAX_GATEWAY_BATCH, MAX_GATEWAY_BODY};
+use super::{GatewayConfig, MAX_DYNAMIC_FILTERS, MAX_GATEWAY_BATCH, MAX_GATEWAY_BODY};
 
 const KEYS: &[&str] = &[
     "enabled",
@@ -17,6 +17,7 @@ const KEYS: &[&str] = &[
     "allow_methods",
     "deny_methods",
     "provider_header",
+    "max_dynamic_filters",
 ];
 
 /// The smallest body limit accepted: room for one ordinary call.
@@ -54,6 +55,13 @@ pub(super) fn gateway(value: &Value, path: &str, issues: &mut Issues) -> Gateway
     }
     if let Some(on) = m.opt("provider_header", issues, &walk::boolean) {
         out.provider_header = on;
+    }
+    if let Some(n) = m.opt(
+        "max_dynamic_filters",
+        issues,
+        &walk::size(0, MAX_DYNAMIC_FILTERS),
+    ) {
+        out.max_dynamic_filters = n;
     }
     out
 }

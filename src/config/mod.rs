@@ -119,11 +119,17 @@ pub struct GatewayConfig {
     pub deny_methods: Vec<String>,
     /// Name the provider that answered in an `x-livechain-provider` response header.
     pub provider_header: bool,
+    /// Log filters the chain's configured subscriptions do not cover that WebSocket callers may
+    /// have the chain follow at once (each an upstream subscription per provider and a
+    /// `eth_getLogs` per range); 0 refuses them.
+    pub max_dynamic_filters: usize,
 }
 
 /// The largest `gateway.max_body_bytes` and `gateway.max_batch` accepted.
 pub const MAX_GATEWAY_BODY: usize = 1 << 30;
 pub const MAX_GATEWAY_BATCH: usize = 100_000;
+/// The largest `gateway.max_dynamic_filters` accepted.
+pub const MAX_DYNAMIC_FILTERS: usize = 10_000;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -136,6 +142,7 @@ impl Default for GatewayConfig {
             allow_methods: Vec::new(),
             deny_methods: Vec::new(),
             provider_header: false,
+            max_dynamic_filters: 64,
         }
     }
 }

@@ -36,7 +36,9 @@ use self::floors::Floors;
 use self::reply::Reply;
 use self::request::{Body, Call, Entry};
 use crate::config::GatewayConfig;
+use crate::config::Subscription;
 use crate::domain::StoredEvent;
+use crate::ingest::filters::ChainFilters;
 use crate::ingest::providers::ProviderSet;
 use crate::telemetry::metrics as m;
 
@@ -56,6 +58,10 @@ struct Inner {
     latency: latency::MethodLatency,
     /// Recent blocks' headers by hash, for `newHeads` (a hash names one header for good).
     headers: Mutex<LruCache<B256, HeaderCell>>,
+    /// What the chain indexes: a `logs` subscription these cover is served from the feed as
+    /// it is; another one has the chain follow its filter for as long as it is held.
+    indexed: Arc<[Subscription]>,
+    filters: ChainFilters,
 }
 
 /// Headers kept for `newHeads`: a few minutes of blocks on a fast chain.
@@ -76,12 +82,28 @@ impl Gateway {
         providers: ProviderSet,
         config: GatewayConfig,
     ) -> Gateway {
+        let filters = ChainFilters::new(chain, Vec::new(), config.max_dynamic_filters);
+        Gateway::with_feed(chain, chain_id, providers, config, Arc::from([]), filters)
+    }
+
+    /// A gateway whose `logs` subscriptions are served as the chain's `indexed` subscriptions
+    /// and dynamic `filters` allow.
+    pub fn with_feed(
+        chain: &str,
+        chain_id: u64,
+        providers: ProviderSet,
+        config: GatewayConfig,
+        indexed: Arc<[Subscription]>,
+        filters: ChainFilters,
+    ) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 chain: chain.to_owned(),
                 chain_id,
                 providers,
                 config,
+                indexed,
+                filters,
                 floors: Floors::new(),
                 latency: latency::MethodLatency::default(),
                 headers: Mutex::new(LruCache::new(
@@ -98,6 +120,22 @@ impl Gateway {
 
     pub fn chain(&self) -> &str {
         &self.inner.chain
+    }
+
+    /// The chain's configured subscriptions.
+    pub fn indexed(&self) -> &[Subscription] {
+        &self.inner.indexed
+    }
+
+    /// The chain's log filters, where a `logs` subscription the configured ones do not cover
+    /// takes a lease.
+    pub fn filters(&self) -> &ChainFilters {
+        &self.inner.filters
+    }
+
+    /// The best head any provider of the chain has shown.
+    pub fn best_head(&self) -> u64 {
+        self.inner.providers.health().best_head()
     }
 
     pub fn config(&self) -> &GatewayConfig {

@@ -12,6 +12,8 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// A server error (the implementation-defined range): no provider could answer.
 pub const UNAVAILABLE: i64 = -32000;
+/// EIP-1474's "limit exceeded".
+pub const LIMIT_EXCEEDED: i64 = -32005;
 
 /// One answer, to one call.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@
 //! fills (it does not read) is cut off through `closing`, never slowing anyone else.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
@@ -17,8 +16,8 @@ use super::reply::{self, Reply};
 use super::request::Call;
 use super::subscribe::{self, HeadOrder, Kind};
 use super::{Caller, Gateway};
-use crate::config::Subscription as Indexed;
 use crate::domain::EventFilter;
+use crate::ingest::filters::{self, Lease};
 use crate::publish::{Hub, Subscription};
 use crate::telemetry::metrics as m;
 
@@ -31,12 +30,11 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 pub struct Session {
     gateway: Gateway,
     hub: Hub,
-    /// What the chain indexes: a subscription is served only where this covers it.
-    indexed: Arc<[Indexed]>,
     caller: Caller,
     out: mpsc::Sender<String>,
     closing: CancellationToken,
-    feeds: HashMap<String, JoinHandle<()>>,
+    /// Each subscription's task, and the dynamic filter it holds (released with it).
+    feeds: HashMap<String, (JoinHandle<()>, Option<Lease>)>,
 }
 
 impl Session {
@@ -45,14 +43,12 @@ impl Session {
     pub fn new(
         gateway: Gateway,
         hub: Hub,
-        indexed: Arc<[Indexed]>,
         out: mpsc::Sender<String>,
         closing: CancellationToken,
     ) -> Session {
         Session {
             gateway,
             hub,
-            indexed,
             caller: Caller::Session(SESSIONS.fetch_add(1, Ordering::Relaxed)),
             out,
             closing,
@@ -86,7 +82,7 @@ impl Session {
                     .and_then(|list| list.into_iter().next());
                 let found = name.and_then(|n| self.feeds.remove(&n));
                 let was = found.is_some();
-                if let Some(feed) = found {
+                if let Some((feed, _lease)) = found {
                     feed.abort();
                 }
                 Some(Reply::result(id, json_bool(was)))
@@ -97,43 +93,68 @@ impl Session {
 
     fn subscribe(&mut self, params: Option<&RawValue>) -> Result<Box<RawValue>, (i64, String)> {
         let kind = subscribe::parse(params).map_err(|why| (reply::INVALID_PARAMS, why))?;
-        let chain = self.gateway.chain().to_owned();
-        if !subscribe::covered(&self.indexed, &kind) {
-            return Err((
-                reply::UNAVAILABLE,
-                format!(
-                    "chain {chain} does not index what this subscription asks for: live \
-                     subscriptions are served from the indexed feed (chains.{chain}.subscriptions)"
-                ),
-            ));
-        }
         if self.feeds.len() >= MAX_SUBSCRIPTIONS {
             return Err((
-                reply::UNAVAILABLE,
+                reply::LIMIT_EXCEEDED,
                 format!("too many subscriptions on this connection (at most {MAX_SUBSCRIPTIONS})"),
             ));
         }
+        let chain = self.gateway.chain().to_owned();
         let name = format!("0x{:032x}", rand::random::<u128>());
         let filter = subscribe::feed_filter(&chain.as_str().into(), &kind);
+        // The hub first: whatever is committed from here on reaches this subscription.
         let subscription = self.hub.subscribe(filter.clone());
-        let task = tokio::spawn(feed(
-            self.gateway.clone(),
+        let (lease, from) = match &kind {
+            Kind::Logs(logs) if !subscribe::covered(self.gateway.indexed(), logs) => {
+                let (lease, from) = self.dynamic(logs)?;
+                (Some(lease), from)
+            }
+            _ => (None, 0),
+        };
+        let feed = Feed {
+            gateway: self.gateway.clone(),
             kind,
-            subscription,
             filter,
-            name.clone(),
-            self.out.clone(),
-            self.closing.clone(),
-        ));
-        self.feeds.insert(name.clone(), task);
+            name: name.clone(),
+            out: self.out.clone(),
+            closing: self.closing.clone(),
+            from,
+        };
+        let task = tokio::spawn(feed.run(subscription));
+        self.feeds.insert(name.clone(), (task, lease));
         RawValue::from_string(format!("\"{name}\""))
             .map_err(|e| (reply::INTERNAL_ERROR, e.to_string()))
+    }
+
+    /// Has the chain follow a `logs` filter its configured subscriptions do not cover, for as
+    /// long as the lease is held; and the first block the subscription sends logs of: the first
+    /// the range sync asks for with the filter, and past every block seen so far (an earlier
+    /// one may have had logs stored before the filter was followed, so only some of its logs
+    /// would be sent).
+    fn dynamic(&self, logs: &alloy_rpc_types_eth::Filter) -> Result<(Lease, u64), (i64, String)> {
+        let chain = self.gateway.chain();
+        let lease = self
+            .gateway
+            .filters()
+            .lease(filters::from_request(logs))
+            .map_err(|full| {
+                (
+                    reply::LIMIT_EXCEEDED,
+                    format!(
+                        "chain {chain}: {full} (gateway.max_dynamic_filters); subscribe to a \
+                         filter another caller uses, or index it (chains.{chain}.subscriptions)"
+                    ),
+                )
+            })?;
+        let from = lease.start.max(self.gateway.best_head() + 1);
+        tracing::debug!(chain, from, filter = ?lease.filter(), "a gateway subscription follows a dynamic log filter");
+        Ok((lease, from))
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for feed in self.feeds.values() {
+        for (feed, _) in self.feeds.values() {
             feed.abort();
         }
     }
@@ -144,61 +165,79 @@ fn json_bool(b: bool) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-/// One subscription: the feed's matching items, as notifications, in feed order. The caller
-/// is cut off when it does not keep up, and when the hub drops this subscriber (it lagged):
-/// from then on it could not be given every event in order.
-async fn feed(
+/// One subscription: the feed's matching items, as notifications, in feed order.
+struct Feed {
     gateway: Gateway,
     kind: Kind,
-    mut subscription: Subscription,
     filter: EventFilter,
     name: String,
     out: mpsc::Sender<String>,
     closing: CancellationToken,
-) {
-    let mut heads = HeadOrder::default();
-    while let Some(batch) = subscription.recv().await {
-        for published in batch.iter() {
-            let item = &published.item;
-            if !item.matches(&filter) {
-                continue;
-            }
-            let results = match &kind {
-                Kind::NewHeads => {
-                    let Some(event) = subscribe::new_head(item) else {
-                        continue;
-                    };
-                    let mut results = Vec::new();
-                    for head in heads.push(event.clone()) {
-                        results.push(gateway.head_json(&head).await);
-                    }
-                    results
+    /// The first block whose logs are sent.
+    from: u64,
+}
+
+impl Feed {
+    /// Sends until the caller goes. The caller is cut off when it does not keep up, and when
+    /// the hub drops this subscriber (it lagged): from then on it could not be given every
+    /// event in order.
+    async fn run(self, mut subscription: Subscription) {
+        let mut heads = HeadOrder::default();
+        while let Some(batch) = subscription.recv().await {
+            for published in batch.iter() {
+                let item = &published.item;
+                if !item.matches(&self.filter) {
+                    continue;
                 }
-                Kind::Logs(logs) => match subscribe::log_result(logs, item) {
-                    Some(Ok(json)) => vec![json],
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "a log could not be rendered for a subscription");
-                        continue;
+                let results = match &self.kind {
+                    Kind::NewHeads => {
+                        let Some(event) = subscribe::new_head(item) else {
+                            continue;
+                        };
+                        let mut results = Vec::new();
+                        for head in heads.push(event.clone()) {
+                            results.push(self.gateway.head_json(&head).await);
+                        }
+                        results
                     }
-                    None => continue,
-                },
-            };
-            for result in results {
-                match out.try_send(subscribe::notification(&name, &result)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        cut_off(gateway.chain(), "queue_full", &closing);
-                        return;
-                    }
-                    Err(TrySendError::Closed(_)) => return, // the session ended
+                    Kind::Logs(logs) => match subscribe::log_result(logs, item, self.from) {
+                        Some(Ok(json)) => vec![json],
+                        Some(Err(err)) => {
+                            tracing::warn!(error = %err, "a log could not be rendered for a subscription");
+                            continue;
+                        }
+                        None => continue,
+                    },
+                };
+                if !self.send(results) {
+                    return;
                 }
             }
         }
+        if subscription.lagged() {
+            cut_off(self.gateway.chain(), "lagged", &self.closing);
+        } else {
+            self.closing.cancel();
+        }
     }
-    if subscription.lagged() {
-        cut_off(gateway.chain(), "lagged", &closing);
-    } else {
-        closing.cancel();
+
+    /// Queues notifications for the caller; false when the subscription is over (the caller
+    /// is cut off or gone).
+    fn send(&self, results: Vec<String>) -> bool {
+        for result in results {
+            match self
+                .out
+                .try_send(subscribe::notification(&self.name, &result))
+            {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    cut_off(self.gateway.chain(), "queue_full", &self.closing);
+                    return false;
+                }
+                Err(TrySendError::Closed(_)) => return false, // the session ended
+            }
+        }
+        true
     }
 }
 

@@ -56,33 +56,28 @@ pub fn parse(params: Option<&RawValue>) -> Result<Kind, String> {
     }
 }
 
-/// Whether the chain's configured subscriptions store every event `kind` asks for.
-pub fn covered(subscriptions: &[Subscription], kind: &Kind) -> bool {
-    match kind {
-        Kind::NewHeads => subscriptions
-            .iter()
-            .any(|s| matches!(s, Subscription::Blocks)),
-        Kind::Logs(filter) => subscriptions.iter().any(|s| match s {
-            Subscription::Logs(sub) => {
-                let addresses_in = sub.address.is_empty()
-                    || (!filter.address.is_empty()
-                        && filter.address.iter().all(|a| sub.address.contains(a)));
-                let topics_in = sub
-                    .topics
-                    .iter()
-                    .enumerate()
-                    .all(|(i, wanted)| match wanted {
-                        None => true,
-                        Some(list) => {
-                            let asked = &filter.topics[i];
-                            !asked.is_empty() && asked.iter().all(|t| list.contains(t))
-                        }
-                    });
-                addresses_in && topics_in
-            }
-            Subscription::Blocks => false,
-        }),
-    }
+/// Whether the chain's configured subscriptions store every log `filter` asks for.
+pub fn covered(subscriptions: &[Subscription], filter: &Filter) -> bool {
+    subscriptions.iter().any(|s| match s {
+        Subscription::Logs(sub) => {
+            let addresses_in = sub.address.is_empty()
+                || (!filter.address.is_empty()
+                    && filter.address.iter().all(|a| sub.address.contains(a)));
+            let topics_in = sub
+                .topics
+                .iter()
+                .enumerate()
+                .all(|(i, wanted)| match wanted {
+                    None => true,
+                    Some(list) => {
+                        let asked = &filter.topics[i];
+                        !asked.is_empty() && asked.iter().all(|t| list.contains(t))
+                    }
+                });
+            addresses_in && topics_in
+        }
+        Subscription::Blocks => false,
+    })
 }
 
 /// What the feed is asked for: the chain's blocks, or its logs of the filter's single address
@@ -102,14 +97,22 @@ pub fn feed_filter(chain: &ChainName, kind: &Kind) -> EventFilter {
     filter
 }
 
-/// A `logs` notification's `result` for `item`, when the subscription sends one for it.
-pub fn log_result(filter: &Filter, item: &FeedItem) -> Option<Result<String, serde_json::Error>> {
+/// A `logs` notification's `result` for `item`, when the subscription sends one for it (a log
+/// of block `from` or later, matching `filter`).
+pub fn log_result(
+    filter: &Filter,
+    item: &FeedItem,
+    from: u64,
+) -> Option<Result<String, serde_json::Error>> {
     let (event, removed) = match item {
         FeedItem::Added(event) | FeedItem::Restored { event, .. } => (event, false),
         FeedItem::Removed { event, .. } => (event, true),
         FeedItem::Finality(_) => return None,
     };
     let log = event.event.log.as_ref()?;
+    if event.event.block.number < from {
+        return None;
+    }
     let wanted = filter.matches_address(log.address) && filter.matches_topics(&log.topics);
     wanted.then(|| log_json(event, removed))
 }

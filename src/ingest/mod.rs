@@ -40,7 +40,7 @@ use crate::provider::{ErrorRules, HttpClient};
 use crate::registry::{Criticality, ProcessKey, Supervisor};
 use crate::store::{Committed, Store};
 use crate::telemetry::metrics as m;
-use filters::LogFilter;
+use filters::ChainFilters;
 use providers::{ChainProvider, ProviderSet};
 pub use sync::SyncProgress;
 
@@ -121,6 +121,8 @@ pub struct ChainHandle {
     pub subscriptions: Vec<crate::config::Subscription>,
     /// The providers with their clients, in failover order (the JSON-RPC gateway's).
     pub providers: providers::ProviderSet,
+    /// The chain's log filters, configured and dynamic (the gateway's `eth_subscribe` adds).
+    pub filters: ChainFilters,
 }
 
 /// The running pipeline.
@@ -237,7 +239,8 @@ async fn start_chain(
     m::zero_chain_series(name, &ids);
     let health = chain_health(config, name, chain, endpoints, store).await?;
     let providers = ProviderSet::new(list, health.clone());
-    let (filters, start_block) = filters::log_filters(&chain.subscriptions);
+    let (configured, start_block) = filters::log_filters(&chain.subscriptions);
+    let filters = ChainFilters::new(name, configured, config.gateway.max_dynamic_filters);
     let queues = spawn_listeners(&chain_name, &providers, &filters, supervisor)?;
     spawn_monitor(name, &providers, store, supervisor)?;
     let race = spawn_race(&chain_name, &ids, store, supervisor).await?;
@@ -247,7 +250,7 @@ async fn start_chain(
     let parts = pipeline::ChainParts {
         name: chain_name.clone(),
         providers: providers.clone(),
-        filters,
+        filters: filters.clone(),
         start_block,
         listener_queues: Arc::new(std::sync::Mutex::new(queues)),
         best_head,
@@ -268,6 +271,7 @@ async fn start_chain(
         health,
         race,
         providers: providers.clone(),
+        filters,
     };
     Ok((handle, parts))
 }
@@ -305,7 +309,7 @@ fn chain_providers(
 fn spawn_listeners(
     chain: &ChainName,
     providers: &ProviderSet,
-    filters: &[LogFilter],
+    filters: &ChainFilters,
     supervisor: &Supervisor,
 ) -> anyhow::Result<Vec<mpsc::Receiver<ChainInput>>> {
     let mut queues = Vec::new();
@@ -315,7 +319,7 @@ fn spawn_listeners(
         let listener = listener::Listener {
             chain: chain.clone(),
             provider: provider.clone(),
-            filters: filters.to_vec(),
+            filters: filters.clone(),
             output,
             health: providers.health().clone(),
         };

@@ -24,7 +24,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::aggregator::Aggregator;
-use super::filters::LogFilter;
+use super::filters::ChainFilters;
 use super::merge::{self, Inputs};
 use super::providers::ProviderSet;
 use super::race::RaceBoard;
@@ -69,7 +69,7 @@ const LEND_RETRY: Duration = Duration::from_millis(10);
 pub struct ChainParts {
     pub name: ChainName,
     pub providers: ProviderSet,
-    pub filters: Vec<LogFilter>,
+    pub filters: ChainFilters,
     pub start_block: Option<u64>,
     pub listener_queues: merge::Home,
     pub best_head: watch::Sender<u64>,

@@ -70,6 +70,7 @@ pub const GATEWAY_DURATION: &str = "livechain_gateway_request_duration_seconds";
 pub const GATEWAY_RETRIES: &str = "livechain_gateway_retries_total";
 pub const GATEWAY_FAILOVERS: &str = "livechain_gateway_failovers_total";
 pub const GATEWAY_WS_CUT_OFF: &str = "livechain_gateway_ws_cut_off_total";
+pub const DYNAMIC_FILTERS: &str = "livechain_dynamic_log_filters";
 // Registry.
 pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 // API and live streams.
@@ -330,6 +331,10 @@ pub fn describe_all() {
     describe_counter!(
         GATEWAY_WS_CUT_OFF,
         "Gateway WebSocket callers cut off for not keeping up, by chain and reason (queue_full, write_timeout, lagged)"
+    );
+    describe_gauge!(
+        DYNAMIC_FILTERS,
+        "Log filters the chain follows for gateway subscribers beyond its configured subscriptions, by chain"
     );
     describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
     describe_counter!(HTTP_REQUESTS, "API requests, by route and status");

@@ -14,7 +14,7 @@ use super::{Failed, RangeError};
 use crate::domain::BlockRef;
 use crate::domain::ProviderIndex;
 use crate::ingest::RangeData;
-use crate::ingest::filters::LogFilter;
+use crate::ingest::filters::{ChainFilters, LogFilter};
 use crate::ingest::providers::ProviderSet;
 use crate::provider::decode::{Head, LogKey};
 use crate::provider::{FINALITY_TAGS, ProviderError, Request, decode, methods};
@@ -26,7 +26,7 @@ const CROSS_CHECK: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub(super) struct Fetcher {
     pub providers: ProviderSet,
-    pub filters: Arc<[LogFilter]>,
+    pub filters: ChainFilters,
 }
 
 impl Fetcher {
@@ -35,9 +35,10 @@ impl Fetcher {
     /// the range, each log naming the block the answer gives at its height. Linking the range
     /// to the blocks before it is the caller's check. A failure names the provider whose
     /// answer it was, if one answered.
-    pub async fn fetch(&self, ask: Ask) -> Result<RangeData, Failed> {
+    /// `filters` is the chain's set as it was when the range was asked for.
+    pub async fn fetch(&self, ask: Ask, filters: Arc<[LogFilter]>) -> Result<RangeData, Failed> {
         let mut answered = None;
-        self.fetch_from(ask, &mut answered)
+        self.fetch_from(ask, &filters, &mut answered)
             .await
             .map_err(|error| Failed {
                 error,
@@ -48,6 +49,7 @@ impl Fetcher {
     async fn fetch_from(
         &self,
         ask: Ask,
+        filters: &[LogFilter],
         answered: &mut Option<ProviderIndex>,
     ) -> Result<RangeData, RangeError> {
         let Ask {
@@ -56,14 +58,14 @@ impl Fetcher {
             turn,
             avoid,
         } = ask;
-        let (calls, with_tags) = self.requests(from, to, turn)?;
+        let (calls, with_tags) = self.requests(filters, from, to, turn)?;
         let (provider, answers) = self.providers.batch_from(turn, avoid, &calls).await?;
         *answered = Some(provider);
         let mut answers = answers.into_iter();
-        let logs = read_logs(self.filters.len(), &mut answers)?;
+        let logs = read_logs(filters.len(), &mut answers)?;
         let heads = methods::read_blocks(from, to, &mut answers)?;
         one_chain(from, &heads, &logs)?;
-        if self.filters.iter().any(LogFilter::takes_everything) {
+        if filters.iter().any(LogFilter::takes_everything) {
             bloom_agrees(&heads, &logs, from)?;
         }
         let last = heads
@@ -95,12 +97,13 @@ impl Fetcher {
     /// them); and whether the tags are in it.
     fn requests(
         &self,
+        filters: &[LogFilter],
         from: u64,
         to: u64,
         turn: usize,
     ) -> Result<(Vec<Request>, bool), ProviderError> {
-        let mut calls = Vec::with_capacity(self.filters.len() + (to - from) as usize + 3);
-        for filter in self.filters.iter() {
+        let mut calls = Vec::with_capacity(filters.len() + (to - from) as usize + 3);
+        for filter in filters {
             calls.push(Request::logs(filter, from, to)?);
         }
         calls.extend(Request::blocks(from..=to)?);

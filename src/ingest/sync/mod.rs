@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ChainInput;
-use super::filters::LogFilter;
+use super::filters::ChainFilters;
 use super::providers::ProviderSet;
 use crate::domain::{BlockRef, ChainName, ProviderIndex};
 use crate::provider::{BlocksError, ProviderError};
@@ -57,7 +57,8 @@ const HEAD_POLL: Duration = Duration::from_secs(2);
 pub struct RangeSync {
     pub chain: ChainName,
     pub providers: ProviderSet,
-    pub filters: Vec<LogFilter>,
+    /// The log filters, configured and dynamic.
+    pub filters: ChainFilters,
     /// The last block of the chain fully processed, if any.
     pub checkpoint: Option<BlockRef>,
     /// Where a chain with no checkpoint starts: the lowest `from_block` of its subscriptions,

@@ -96,7 +96,7 @@ impl Run {
         Run {
             fetcher: Fetcher {
                 providers: sync.providers.clone(),
-                filters: sync.filters.clone().into(),
+                filters: sync.filters.clone(),
             },
             tasks: shutdown.child_token(),
             schedule: Schedule::new(position.next(), sync.providers.all().len()),
@@ -217,10 +217,13 @@ impl Run {
         let (fetcher, tasks) = (&self.fetcher, &self.tasks);
         self.schedule.ask_all(target, now, live, |ask| {
             let (fetcher, stop) = (fetcher.clone(), tasks.clone());
+            // Taken now, not in the task: a filter added from here on is asked with the ranges
+            // after this one (see `ChainFilters::lease`).
+            let filters = fetcher.filters.for_range(ask.to);
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => Err(Failed::from(RangeError::Task("stopped".into()))),
-                    range = fetcher.fetch(ask) => range,
+                    range = fetcher.fetch(ask, filters) => range,
                 }
             })
         })

@@ -99,6 +99,7 @@ fn idle_chain(name: &str) -> ChainHandle {
         progress: watch::channel(SyncProgress::default()).1,
         providers: livechain::ingest::providers::ProviderSet::new(Vec::new(), health.clone()),
         health,
+        filters: livechain::ingest::filters::ChainFilters::new(&name, Vec::new(), 0),
         race: Arc::new(RaceBoard::new(name, &[], &[])),
         subscriptions: Vec::new(),
     }

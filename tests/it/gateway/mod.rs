@@ -3,6 +3,7 @@
 
 mod clients;
 mod conformance;
+mod dynamic;
 mod failover;
 mod input;
 mod subscriptions;

@@ -17,13 +17,14 @@
 //! The listener reads only what routing needs (a head's fields, a log's identity); the full
 //! parse of a log happens in the aggregator, and only for the first copy of it.
 
-use std::collections::VecDeque;
+mod routes;
+
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::filters::LogFilter;
+use super::filters::ChainFilters;
 use super::providers::ChainProvider;
 use super::{ChainInput, Live, LiveItem};
 use crate::backoff::{Delays, RETRY};
@@ -32,15 +33,14 @@ use crate::domain::ChainName;
 use crate::health::ChainHealth;
 use crate::provider::{Burst, Notification, ProviderError, WsClient, WsOptions, decode};
 use crate::telemetry::metrics as m;
+use routes::{Route, Routes};
 
-/// How long to wait for the best-effort `eth_unsubscribe`s at shutdown.
-const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
 /// Bursts (each at most [`crate::provider::ws::MAX_BURST`] frames) one connection may have
 /// read ahead of the listener; the socket's own buffers hold more. Past this the socket is not
 /// read, and TCP slows the provider down.
 const NOTIFICATION_QUEUE: usize = 8;
 /// Bursts kept while the subscriptions are being made (see [`Listener::subscribe`]).
-const EARLY_BURSTS: usize = 64;
+pub(super) const EARLY_BURSTS: usize = 64;
 /// A connection that lasted this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Longest wait for an open breaker before asking it again (it half-opens on its own clock).
@@ -50,7 +50,8 @@ const MAX_GATE_WAIT: Duration = Duration::from_secs(30);
 pub struct Listener {
     pub chain: ChainName,
     pub provider: ChainProvider,
-    pub filters: Vec<LogFilter>,
+    /// The chain's log filters, followed while connected.
+    pub filters: ChainFilters,
     pub output: mpsc::Sender<ChainInput>,
     pub health: ChainHealth,
 }
@@ -73,11 +74,6 @@ struct Tally {
     /// A fault since the last success: the next good notification records one, so that only
     /// consecutive bad frames add up to an open breaker.
     owe_success: bool,
-}
-
-enum Route {
-    Heads,
-    Logs,
 }
 
 /// Metric handles resolved once per connection, not per notification.
@@ -226,8 +222,12 @@ impl Listener {
             permit: Some(permit),
             owe_success: false,
         };
-        let (subscribed, early) = self.subscribe(&client, &mut notes).await;
-        let routes = match subscribed {
+        let mut filters = self.filters.watch();
+        let set = filters.borrow_and_update().clone();
+        let (subscribed, early) = self
+            .draining(&mut notes, self.subscribe_all(&client, &set))
+            .await;
+        let mut routes = match subscribed {
             Ok(routes) => routes,
             Err(err) => {
                 if let Some(permit) = tally.permit.take() {
@@ -254,7 +254,7 @@ impl Listener {
                 return Ok(Ended::Shutdown);
             }
         }
-        let ended = loop {
+        let ended = 'serve: loop {
             // Biased: shutdown first so unsubscribing is not starved by a busy socket; the
             // watchdog before notifications is harmless (it only reads the health record).
             tokio::select! {
@@ -272,6 +272,20 @@ impl Listener {
                         break Ended::Recycled("stream lagging behind the best head");
                     }
                     best_before = self.health.best_head();
+                }
+                changed = filters.changed() => {
+                    if changed.is_err() {
+                        break Ended::Shutdown; // the chain's filter set is gone with the service
+                    }
+                    let set = filters.borrow_and_update().clone();
+                    let ((), early) = self
+                        .draining(&mut notes, self.follow(&client, &mut routes, &set))
+                        .await;
+                    for burst in early {
+                        if self.forward(&meters, &routes, burst, &mut tally).await.is_err() {
+                            break 'serve Ended::Shutdown;
+                        }
+                    }
                 }
                 burst = notes.recv() => match burst {
                     Some(burst) => {
@@ -295,61 +309,12 @@ impl Listener {
         Ok(ended)
     }
 
-    /// Makes the subscriptions, keeping what they deliver meanwhile (returned with them).
-    ///
-    /// The replies come through the same socket as the notifications, behind them: a client
-    /// whose notification queue filled up would read no further, and wait for its reply
-    /// forever. So the queue is drained while the requests are under way, keeping at most
-    /// [`EARLY_BURSTS`] (the oldest are dropped: the range sync fetches their blocks again).
-    async fn subscribe(
-        &self,
-        client: &WsClient,
-        notes: &mut mpsc::Receiver<Burst>,
-    ) -> (Result<Vec<(String, Route)>, ProviderError>, VecDeque<Burst>) {
-        let mut early = VecDeque::new();
-        let subscribing = self.subscribe_all(client);
-        tokio::pin!(subscribing);
-        let subscribed = loop {
-            tokio::select! {
-                subscribed = &mut subscribing => break subscribed,
-                Some(burst) = notes.recv() => {
-                    if early.len() == EARLY_BURSTS {
-                        early.pop_front();
-                        tracing::debug!(chain = %self.chain, provider = %self.provider.id, "dropping notifications that came before the subscriptions were made");
-                    }
-                    early.push_back(burst);
-                }
-            }
-        };
-        (subscribed, early)
-    }
-
-    async fn subscribe_all(
-        &self,
-        client: &WsClient,
-    ) -> Result<Vec<(String, Route)>, ProviderError> {
-        let mut routes: Vec<(String, Route)> = Vec::with_capacity(1 + self.filters.len());
-        let heads = client.subscribe_heads().await?;
-        routes.push((heads, Route::Heads));
-        for filter in &self.filters {
-            match client.subscribe_logs(filter).await {
-                Ok(id) => routes.push((id, Route::Logs)),
-                Err(err) => {
-                    // Those already made would outlive this failed attempt at the provider.
-                    self.unsubscribe(client, &routes).await;
-                    return Err(err);
-                }
-            }
-        }
-        Ok(routes)
-    }
-
     /// Reads a burst's notifications and hands them on, a block's worth per input; malformed
     /// ones are counted and dropped. `Err` if the aggregator is gone.
     async fn forward(
         &self,
         meters: &Meters,
-        routes: &[(String, Route)],
+        routes: &Routes,
         burst: Burst,
         tally: &mut Tally,
     ) -> Result<(), ()> {
@@ -361,11 +326,7 @@ impl Listener {
         let mut group: Option<Live> = None;
         let mut logs = false;
         for note in burst {
-            let Some(route) = routes
-                .iter()
-                .find(|(id, _)| *id == note.subscription)
-                .map(|(_, route)| route)
-            else {
+            let Some(route) = routes.find(&note.subscription) else {
                 continue;
             };
             let (block, item) = match self.read(route, note) {
@@ -424,7 +385,7 @@ impl Listener {
                 let head = Box::new(head);
                 (block, LiveItem::Head { head, at })
             }),
-            Route::Logs => decode::log_key(&note.result).map(|key| {
+            Route::Logs(_) => decode::log_key(&note.result).map(|key| {
                 let raw = note.result;
                 (key.block_number, LiveItem::Log { key, raw, at })
             }),
@@ -449,20 +410,6 @@ impl Listener {
             self.health.record(index, permit, Outcome::Success, None);
         }
         tally.owe_success = false;
-    }
-
-    /// Best effort: a provider bills for open subscriptions, so close ours on the way out.
-    async fn unsubscribe(&self, client: &WsClient, routes: &[(String, Route)]) {
-        let started = Instant::now();
-        for (id, _) in routes {
-            let left = UNSUBSCRIBE_GRACE.saturating_sub(started.elapsed());
-            if tokio::time::timeout(left, client.unsubscribe(id))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
     }
 }
 
