@@ -8,10 +8,14 @@
 //! devnet and through `POST /rpc/bench`, alternating in rounds so both see the same machine:
 //! at concurrency 1 (latency) and 64 (throughput, over keep-alive connections).
 //!
+//! The gateway keeps final answers (blocks, logs below the finalized height): a second service
+//! with `gateway.cache_bytes: 0` measures its forwarding alone, in the same rounds.
+//!
 //! Prints one line:
 //! `proxy: direct_p50=… direct_p99=… proxied_p50=… proxied_p99=… added_p99_ms=…
-//! rps_c64_direct=… rps_c64_proxied=… ratio=…` (latencies in ms at c=1; `ratio` is proxied
-//! over direct throughput at c=64). Bars (issue 17): added p99 < 1 ms at c=1, ratio ≥ 0.7.
+//! rps_c64_direct=… rps_c64_proxied=… ratio=… uncached_p50=… uncached_p99=…
+//! rps_c64_uncached=… ratio_uncached=…` (latencies in ms at c=1; `ratio` is proxied over
+//! direct throughput at c=64). Bars (issue 17): added p99 < 1 ms at c=1, ratio ≥ 0.7.
 //! Bounded in time (about 40 s), 127.0.0.1 only. Run by `cargo test --all-targets` (without
 //! `--bench`) it only smoke-tests itself with a few requests, its line labelled as such.
 
@@ -88,29 +92,42 @@ async fn run(plan: Plan, devnet: Devnet) -> anyhow::Result<()> {
         endpoint.http_url,
         endpoint.ws_url,
     );
-    let (_service, api) = start_service(&service_binary(), dir.path(), &yaml, STEP_TIMEOUT).await?;
+    let binary = service_binary();
+    let (_service, api) = start_service(&binary, dir.path(), &yaml, STEP_TIMEOUT).await?;
+    // A second service keeping no answers: the gateway's forwarding alone.
+    let uncached_dir = tempfile::tempdir().context("a temporary directory")?;
+    let uncached_yaml = yaml.replace(
+        &dir.path().display().to_string(),
+        &uncached_dir.path().display().to_string(),
+    ) + "gateway: { cache_bytes: 0 }\n";
+    let (_uncached, uncached_api) =
+        start_service(&binary, uncached_dir.path(), &uncached_yaml, STEP_TIMEOUT).await?;
     let direct = endpoint.http_url.to_string();
     let proxied = format!("{api}/rpc/bench");
+    let uncached = format!("{uncached_api}/rpc/bench");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .tcp_nodelay(true)
         .build()?;
     let bodies = Bodies::new();
     // Warm both paths (connections, prepared caches) untimed.
-    for url in [&direct, &proxied] {
+    for url in [&direct, &proxied, &uncached] {
         sequential(&http, url, &bodies, 50.min(plan.sequential)).await?;
     }
-    let (mut d1, mut p1) = (Vec::new(), Vec::new());
-    let (mut d64, mut p64) = (0.0, 0.0);
+    let (mut d1, mut p1, mut u1) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d64, mut p64, mut u64_) = (0.0, 0.0, 0.0);
     for _ in 0..plan.rounds {
         d1.extend(sequential(&http, &direct, &bodies, plan.sequential).await?);
         p1.extend(sequential(&http, &proxied, &bodies, plan.sequential).await?);
+        u1.extend(sequential(&http, &uncached, &bodies, plan.sequential).await?);
         d64 += concurrent(&http, &direct, &bodies, plan.window).await?;
         p64 += concurrent(&http, &proxied, &bodies, plan.window).await?;
+        u64_ += concurrent(&http, &uncached, &bodies, plan.window).await?;
     }
-    for v in [&mut d1, &mut p1] {
+    for v in [&mut d1, &mut p1, &mut u1] {
         v.sort_by(f64::total_cmp);
     }
+    let ratio = |x: f64| if d64 > 0.0 { x / d64 } else { 0.0 };
     let (rounds, ms) = (plan.rounds as f64, |s: f64| s * 1e3);
     let (dp50, dp99, pp50, pp99) = (
         ms(quantile(&d1, 0.5)),
@@ -120,12 +137,17 @@ async fn run(plan: Plan, devnet: Devnet) -> anyhow::Result<()> {
     );
     println!(
         "{}: direct_p50={dp50:.3} direct_p99={dp99:.3} proxied_p50={pp50:.3} proxied_p99={pp99:.3} \
-         added_p99_ms={:.3} rps_c64_direct={:.0} rps_c64_proxied={:.0} ratio={:.2}",
+         added_p99_ms={:.3} rps_c64_direct={:.0} rps_c64_proxied={:.0} ratio={:.2} \
+         uncached_p50={:.3} uncached_p99={:.3} rps_c64_uncached={:.0} ratio_uncached={:.2}",
         plan.label,
         pp99 - dp99,
         d64 / rounds,
         p64 / rounds,
-        if d64 > 0.0 { p64 / d64 } else { 0.0 }
+        ratio(p64),
+        ms(quantile(&u1, 0.5)),
+        ms(quantile(&u1, 0.99)),
+        u64_ / rounds,
+        ratio(u64_),
     );
     Ok(())
 }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::config::{ChainConfig, Config, DevnetChainConfig};
 use crate::devnet::{Devnet, DevnetConfig};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Indexing};
 use crate::ingest::{self, Endpoint, Ingest};
 use crate::publish::{self, Hub, Render};
 use crate::registry::{Supervisor, SupervisorConfig};
@@ -135,13 +135,16 @@ fn gateways(config: &Config, chains: &[ingest::ChainHandle]) -> Arc<[Gateway]> {
     chains
         .iter()
         .map(|c| {
-            Gateway::with_feed(
+            Gateway::with_indexing(
                 &c.name,
                 c.chain_id,
                 c.providers.clone(),
                 config.gateway.clone(),
-                c.subscriptions.clone().into(),
-                c.filters.clone(),
+                Indexing {
+                    subscriptions: c.subscriptions.clone().into(),
+                    filters: c.filters.clone(),
+                    progress: c.progress.clone(),
+                },
             )
         })
         .collect()

@@ -29,6 +29,8 @@ const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The response header naming the provider that answered (`gateway.provider_header`).
 pub const PROVIDER_HEADER: &str = "x-livechain-provider";
+/// `hit` or `partial`: every call, or some, answered from the gateway's kept final answers.
+pub const CACHE_HEADER: &str = "x-livechain-cache";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/rpc/{chain}", post(rpc).get(rpc_ws))
@@ -64,6 +66,11 @@ async fn rpc(
         && let Some(provider) = answer.provider.and_then(|p| HeaderValue::from_str(&p).ok())
     {
         response.headers_mut().insert(PROVIDER_HEADER, provider);
+    }
+    if let Some(cache) = answer.cache {
+        response
+            .headers_mut()
+            .insert(CACHE_HEADER, HeaderValue::from_static(cache));
     }
     response
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_norway::Value;
 
 use super::walk::{self, Issues, Map};
-use super::{GatewayConfig, MAX_DYNAMIC_FILTERS, MAX_GATEWAY_BATCH, MAX_GATEWAY_BODY};
+use super::{
+    GatewayConfig, MAX_DYNAMIC_FILTERS, MAX_GATEWAY_BATCH, MAX_GATEWAY_BODY, MAX_GATEWAY_CACHE,
+};
 
 const KEYS: &[&str] = &[
     "enabled",
@@ -18,6 +20,7 @@ const KEYS: &[&str] = &[
     "deny_methods",
     "provider_header",
     "max_dynamic_filters",
+    "cache_bytes",
 ];
 
 /// The smallest body limit accepted: room for one ordinary call.
@@ -62,6 +65,9 @@ pub(super) fn gateway(value: &Value, path: &str, issues: &mut Issues) -> Gateway
         &walk::size(0, MAX_DYNAMIC_FILTERS),
     ) {
         out.max_dynamic_filters = n;
+    }
+    if let Some(n) = m.opt("cache_bytes", issues, &walk::size(0, MAX_GATEWAY_CACHE)) {
+        out.cache_bytes = n;
     }
     out
 }

@@ -123,6 +123,9 @@ pub struct GatewayConfig {
     /// have the chain follow at once (each an upstream subscription per provider and a
     /// `eth_getLogs` per range); 0 refuses them.
     pub max_dynamic_filters: usize,
+    /// Bytes of answers that cannot change (finalized blocks, logs and state, anything by
+    /// block hash) kept per chain and given again without a provider; 0 keeps none.
+    pub cache_bytes: usize,
 }
 
 /// The largest `gateway.max_body_bytes` and `gateway.max_batch` accepted.
@@ -130,6 +133,8 @@ pub const MAX_GATEWAY_BODY: usize = 1 << 30;
 pub const MAX_GATEWAY_BATCH: usize = 100_000;
 /// The largest `gateway.max_dynamic_filters` accepted.
 pub const MAX_DYNAMIC_FILTERS: usize = 10_000;
+/// The largest `gateway.cache_bytes` accepted.
+pub const MAX_GATEWAY_CACHE: usize = 1 << 36;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -143,6 +148,7 @@ impl Default for GatewayConfig {
             deny_methods: Vec::new(),
             provider_header: false,
             max_dynamic_filters: 64,
+            cache_bytes: 64 << 20,
         }
     }
 }

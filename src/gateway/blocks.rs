@@ -65,6 +65,11 @@ fn block_param(method: &str) -> Option<usize> {
     })
 }
 
+/// Whether `method` reads the chain at a block parameter.
+pub fn reads_block(method: &str) -> bool {
+    block_param(method).is_some()
+}
+
 /// Methods whose block parameter is required: its absence is the node's error, not `latest`.
 fn param_required(method: &str) -> bool {
     block_param(method) == Some(0) || method == "eth_feeHistory"

@@ -9,6 +9,7 @@
 //! and no HTTP server: `api::rpc` hands it bodies.
 
 mod blocks;
+mod cache;
 mod floors;
 mod latency;
 mod methods;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use alloy_primitives::B256;
 use lru::LruCache;
 use serde_json::value::RawValue;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 
 pub use floors::Caller;
 pub use session::{Session, cut_off};
@@ -40,6 +41,7 @@ use crate::config::Subscription;
 use crate::domain::StoredEvent;
 use crate::ingest::filters::ChainFilters;
 use crate::ingest::providers::ProviderSet;
+use crate::ingest::sync::SyncProgress;
 use crate::telemetry::metrics as m;
 
 /// One chain's gateway; cheap to clone.
@@ -58,10 +60,19 @@ struct Inner {
     latency: latency::MethodLatency,
     /// Recent blocks' headers by hash, for `newHeads` (a hash names one header for good).
     headers: Mutex<LruCache<B256, HeaderCell>>,
+    indexing: Indexing,
+    /// Answers that cannot change.
+    answers: cache::Answers,
+}
+
+/// What the gateway knows of its chain's ingestion.
+pub struct Indexing {
     /// What the chain indexes: a `logs` subscription these cover is served from the feed as
     /// it is; another one has the chain follow its filter for as long as it is held.
-    indexed: Arc<[Subscription]>,
-    filters: ChainFilters,
+    pub subscriptions: Arc<[Subscription]>,
+    pub filters: ChainFilters,
+    /// The range sync's progress: the finalized height, below which answers are kept.
+    pub progress: watch::Receiver<SyncProgress>,
 }
 
 /// Headers kept for `newHeads`: a few minutes of blocks on a fast chain.
@@ -73,6 +84,15 @@ const HEADERS: usize = 1024;
 pub struct Answer {
     pub body: String,
     pub provider: Option<String>,
+    /// `hit` when every call was answered from the kept answers, `partial` when some were.
+    pub cache: Option<&'static str>,
+}
+
+/// The replies to a body's calls, in their order.
+struct Served {
+    replies: Vec<Option<Reply>>,
+    provider: Option<String>,
+    cache: Option<&'static str>,
 }
 
 impl Gateway {
@@ -82,28 +102,31 @@ impl Gateway {
         providers: ProviderSet,
         config: GatewayConfig,
     ) -> Gateway {
-        let filters = ChainFilters::new(chain, Vec::new(), config.max_dynamic_filters);
-        Gateway::with_feed(chain, chain_id, providers, config, Arc::from([]), filters)
+        let indexing = Indexing {
+            subscriptions: Arc::from([]),
+            filters: ChainFilters::new(chain, Vec::new(), config.max_dynamic_filters),
+            progress: watch::channel(SyncProgress::default()).1,
+        };
+        Gateway::with_indexing(chain, chain_id, providers, config, indexing)
     }
 
-    /// A gateway whose `logs` subscriptions are served as the chain's `indexed` subscriptions
-    /// and dynamic `filters` allow.
-    pub fn with_feed(
+    /// A gateway that knows its chain's ingestion: `logs` subscriptions are served as its
+    /// subscriptions and dynamic filters allow, answers kept below its finalized height.
+    pub fn with_indexing(
         chain: &str,
         chain_id: u64,
         providers: ProviderSet,
         config: GatewayConfig,
-        indexed: Arc<[Subscription]>,
-        filters: ChainFilters,
+        indexing: Indexing,
     ) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 chain: chain.to_owned(),
                 chain_id,
                 providers,
+                answers: cache::Answers::new(config.cache_bytes),
                 config,
-                indexed,
-                filters,
+                indexing,
                 floors: Floors::new(),
                 latency: latency::MethodLatency::default(),
                 headers: Mutex::new(LruCache::new(
@@ -124,13 +147,18 @@ impl Gateway {
 
     /// The chain's configured subscriptions.
     pub fn indexed(&self) -> &[Subscription] {
-        &self.inner.indexed
+        &self.inner.indexing.subscriptions
     }
 
     /// The chain's log filters, where a `logs` subscription the configured ones do not cover
     /// takes a lease.
     pub fn filters(&self) -> &ChainFilters {
-        &self.inner.filters
+        &self.inner.indexing.filters
+    }
+
+    /// The chain's finalized height, as the range sync last read it.
+    fn finalized(&self) -> Option<u64> {
+        self.inner.indexing.progress.borrow().finalized
     }
 
     /// The best head any provider of the chain has shown.
@@ -177,13 +205,14 @@ impl Gateway {
             }
             Ok(Body::Single(Entry::Call(call))) => {
                 let label = methods::label(&call.method);
-                let (mut replies, provider) = self.serve(vec![call], caller, local).await;
-                let body = replies.pop().flatten().map(|r| r.to_json());
+                let mut served = self.serve(vec![call], caller, local).await;
+                let body = served.replies.pop().flatten().map(|r| r.to_json());
                 (
                     label,
                     Answer {
                         body: body.unwrap_or_default(),
-                        provider,
+                        provider: served.provider,
+                        cache: served.cache,
                     },
                 )
             }
@@ -217,8 +246,8 @@ impl Gateway {
                 }
             }
         }
-        let (replies, provider) = self.serve(calls, caller, local).await;
-        for (place, reply) in places.into_iter().zip(replies) {
+        let served = self.serve(calls, caller, local).await;
+        for (place, reply) in places.into_iter().zip(served.replies) {
             slots[place] = reply;
         }
         let replies: Vec<Reply> = slots.into_iter().flatten().collect();
@@ -227,7 +256,11 @@ impl Gateway {
         } else {
             reply::batch_json(&replies)
         };
-        Answer { body, provider }
+        Answer {
+            body,
+            provider: served.provider,
+            cache: served.cache,
+        }
     }
 
     /// Serves `calls` (one provider answers them all); one reply per call, `None` for
@@ -237,9 +270,10 @@ impl Gateway {
         calls: Vec<Call>,
         caller: Caller,
         local: &mut (dyn FnMut(&Call) -> Option<Reply> + Send),
-    ) -> (Vec<Option<Reply>>, Option<String>) {
+    ) -> Served {
         let mut replies: Vec<Option<Reply>> = (0..calls.len()).map(|_| None).collect();
         let mut forwarded = Vec::new();
+        let mut kept = 0;
         for (i, call) in calls.iter().enumerate() {
             if let Some(reply) = local(call) {
                 let outcome = if reply.is_error() { "refused" } else { "ok" };
@@ -257,18 +291,58 @@ impl Gateway {
                         None,
                     ));
                 }
-                None => forwarded.push(i),
+                None => match self.inner.answers.get(call) {
+                    Some(result) => {
+                        self.count(methods::label(&call.method), "cache", "ok");
+                        replies[i] = Some(Reply::result(call.id.clone(), result));
+                        kept += 1;
+                    }
+                    None => forwarded.push(i),
+                },
             }
         }
+        let cache = match (kept, forwarded.is_empty()) {
+            (0, _) => None,
+            (_, true) => Some("hit"),
+            (_, false) => Some("partial"),
+        };
         if forwarded.is_empty() {
-            return (drop_notifications(&calls, replies), None);
+            let replies = drop_notifications(&calls, replies);
+            return Served {
+                replies,
+                provider: None,
+                cache,
+            };
         }
         let group: Vec<&Call> = forwarded.iter().map(|&i| &calls[i]).collect();
         let served = route::serve(self, &group, caller).await;
         for (&i, reply) in forwarded.iter().zip(served.replies) {
+            self.keep(&calls[i], &reply);
             replies[i] = Some(reply);
         }
-        (drop_notifications(&calls, replies), served.provider)
+        Served {
+            replies: drop_notifications(&calls, replies),
+            provider: served.provider,
+            cache,
+        }
+    }
+
+    /// Keeps a provider's answer to `call` if it can never change.
+    fn keep(&self, call: &Call, reply: &Reply) {
+        let Some(result) = reply.result_raw() else {
+            return;
+        };
+        let finalized = self.finalized();
+        let keep = match cache::finality(call, finalized) {
+            Some(cache::Final::Always) => true,
+            Some(cache::Final::IfItsBlockIs) => cache::answer_final(result, finalized),
+            None => false,
+        };
+        if keep {
+            self.inner.answers.put(call, result);
+            metrics::gauge!(m::GATEWAY_CACHE_BYTES, "chain" => self.inner.chain.clone())
+                .set(self.inner.answers.bytes() as f64);
+        }
     }
 
     /// Counts one call by method label, provider and outcome.
@@ -298,6 +372,7 @@ fn one(reply: Reply) -> Answer {
     Answer {
         body: reply.to_json(),
         provider: None,
+        cache: None,
     }
 }
 

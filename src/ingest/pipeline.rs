@@ -218,6 +218,7 @@ impl Pipeline {
             confirmations: chain.confirmations,
             recent,
             reorg_hints: hint_rx,
+            finalized: chain.progress.borrow().finalized,
         };
         parts.spawn(
             format!("the range sync of {}", chain.name),

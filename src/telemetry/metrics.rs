@@ -71,6 +71,7 @@ pub const GATEWAY_RETRIES: &str = "livechain_gateway_retries_total";
 pub const GATEWAY_FAILOVERS: &str = "livechain_gateway_failovers_total";
 pub const GATEWAY_WS_CUT_OFF: &str = "livechain_gateway_ws_cut_off_total";
 pub const DYNAMIC_FILTERS: &str = "livechain_dynamic_log_filters";
+pub const GATEWAY_CACHE_BYTES: &str = "livechain_gateway_cache_bytes";
 // Registry.
 pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 // API and live streams.
@@ -331,6 +332,11 @@ pub fn describe_all() {
     describe_counter!(
         GATEWAY_WS_CUT_OFF,
         "Gateway WebSocket callers cut off for not keeping up, by chain and reason (queue_full, write_timeout, lagged)"
+    );
+    describe_gauge!(
+        GATEWAY_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of final answers the gateway keeps, by chain (their hits: livechain_gateway_requests_total{provider=\"cache\"})"
     );
     describe_gauge!(
         DYNAMIC_FILTERS,

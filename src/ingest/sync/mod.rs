@@ -73,6 +73,8 @@ pub struct RangeSync {
     pub recent: Vec<(u64, alloy_primitives::B256)>,
     /// Heights the aggregator suspects were reorganised below the checkpoint.
     pub reorg_hints: mpsc::Receiver<u64>,
+    /// The highest finalized height a range handed on has shown (never moves back).
+    pub finalized: Option<u64>,
 }
 
 /// What `/v1/chains` shows of the sync.
@@ -87,6 +89,9 @@ pub struct SyncProgress {
     /// The blocks (`from`, `to`) whose fetch failed on its last try, on every provider tried:
     /// a hole `/v1/coverage` reports until a range is stored again.
     pub failing: Option<(u64, u64)>,
+    /// The highest block known final (the `finalized` tag, or `confirmations` deep), as the
+    /// last range handed on read it.
+    pub finalized: Option<u64>,
 }
 
 /// Why a range could not be used; it is fetched again (from another provider, if need be).
@@ -152,6 +157,7 @@ impl RangeSync {
             range_limit: span,
             stuck,
             failing,
+            finalized: self.finalized,
         };
         if *self.progress.borrow() == progress {
             return;

@@ -274,6 +274,7 @@ impl Run {
     /// Hands a range that extends the checkpoint on to the aggregator.
     async fn hand_on(&mut self, ask: Ask, mut range: RangeData) -> Step {
         self.settle(&mut range);
+        self.sync.finalized = self.sync.finalized.max(range.finalized);
         metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.sync.chain.to_string())
             .increment(ask.len());
         self.position.hand_on(&range);

@@ -1,6 +1,7 @@
 //! The JSON-RPC gateway (`/rpc/{chain}`): transparency against recorded exchanges, failover
 //! under provider faults, the write rule, bad input, and real clients against Anvil.
 
+mod cache;
 mod clients;
 mod conformance;
 mod dynamic;
