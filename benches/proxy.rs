@@ -8,13 +8,14 @@
 //! devnet and through `POST /rpc/bench`, alternating in rounds so both see the same machine:
 //! at concurrency 1 (latency) and 64 (throughput, over keep-alive connections).
 //!
-//! The gateway keeps final answers (blocks, logs below the finalized height): a second service
-//! with `gateway.cache_bytes: 0` measures its forwarding alone, in the same rounds.
+//! The gateway answers some calls itself (final blocks and logs it keeps, `eth_blockNumber` from
+//! the streams' heads): a second service with `gateway.cache_bytes: 0` and
+//! `gateway.head_from_streams: false` measures its forwarding alone, in the same rounds.
 //!
 //! Prints one line:
 //! `proxy: direct_p50=… direct_p99=… proxied_p50=… proxied_p99=… added_p99_ms=…
-//! rps_c64_direct=… rps_c64_proxied=… ratio=… uncached_p50=… uncached_p99=…
-//! rps_c64_uncached=… ratio_uncached=…` (latencies in ms at c=1; `ratio` is proxied over
+//! rps_c64_direct=… rps_c64_proxied=… ratio=… forwarded_p50=… forwarded_p99=…
+//! rps_c64_forwarded=… ratio_forwarded=…` (latencies in ms at c=1; `ratio` is proxied over
 //! direct throughput at c=64). Bars (issue 17): added p99 < 1 ms at c=1, ratio ≥ 0.7.
 //! Bounded in time (about 40 s), 127.0.0.1 only. Run by `cargo test --all-targets` (without
 //! `--bench`) it only smoke-tests itself with a few requests, its line labelled as such.
@@ -94,12 +95,12 @@ async fn run(plan: Plan, devnet: Devnet) -> anyhow::Result<()> {
     );
     let binary = service_binary();
     let (_service, api) = start_service(&binary, dir.path(), &yaml, STEP_TIMEOUT).await?;
-    // A second service keeping no answers: the gateway's forwarding alone.
+    // A second service answering nothing itself: the gateway's forwarding alone.
     let uncached_dir = tempfile::tempdir().context("a temporary directory")?;
     let uncached_yaml = yaml.replace(
         &dir.path().display().to_string(),
         &uncached_dir.path().display().to_string(),
-    ) + "gateway: { cache_bytes: 0 }\n";
+    ) + "gateway: { cache_bytes: 0, head_from_streams: false }\n";
     let (_uncached, uncached_api) =
         start_service(&binary, uncached_dir.path(), &uncached_yaml, STEP_TIMEOUT).await?;
     let direct = endpoint.http_url.to_string();
@@ -138,7 +139,7 @@ async fn run(plan: Plan, devnet: Devnet) -> anyhow::Result<()> {
     println!(
         "{}: direct_p50={dp50:.3} direct_p99={dp99:.3} proxied_p50={pp50:.3} proxied_p99={pp99:.3} \
          added_p99_ms={:.3} rps_c64_direct={:.0} rps_c64_proxied={:.0} ratio={:.2} \
-         uncached_p50={:.3} uncached_p99={:.3} rps_c64_uncached={:.0} ratio_uncached={:.2}",
+         forwarded_p50={:.3} forwarded_p99={:.3} rps_c64_forwarded={:.0} ratio_forwarded={:.2}",
         plan.label,
         pp99 - dp99,
         d64 / rounds,

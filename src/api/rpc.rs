@@ -29,7 +29,8 @@ const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The response header naming the provider that answered (`gateway.provider_header`).
 pub const PROVIDER_HEADER: &str = "x-livechain-provider";
-/// `hit` or `partial`: every call, or some, answered from the gateway's kept final answers.
+/// `hit` or `partial`: every call, or some, answered without a provider (kept final answers, the
+/// streamed head).
 pub const CACHE_HEADER: &str = "x-livechain-cache";
 
 pub fn router() -> Router<AppState> {

@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "provider_header",
     "max_dynamic_filters",
     "cache_bytes",
+    "head_from_streams",
 ];
 
 /// The smallest body limit accepted: room for one ordinary call.
@@ -68,6 +69,9 @@ pub(super) fn gateway(value: &Value, path: &str, issues: &mut Issues) -> Gateway
     }
     if let Some(n) = m.opt("cache_bytes", issues, &walk::size(0, MAX_GATEWAY_CACHE)) {
         out.cache_bytes = n;
+    }
+    if let Some(on) = m.opt("head_from_streams", issues, &walk::boolean) {
+        out.head_from_streams = on;
     }
     out
 }

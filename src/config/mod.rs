@@ -126,6 +126,9 @@ pub struct GatewayConfig {
     /// Bytes of answers that cannot change (finalized blocks, logs and state, anything by
     /// block hash) kept per chain and given again without a provider; 0 keeps none.
     pub cache_bytes: usize,
+    /// Answer `eth_blockNumber` from the head the healthy providers' streams delivered last
+    /// (forwarded when none streams).
+    pub head_from_streams: bool,
 }
 
 /// The largest `gateway.max_body_bytes` and `gateway.max_batch` accepted.
@@ -149,6 +152,7 @@ impl Default for GatewayConfig {
             provider_header: false,
             max_dynamic_filters: 64,
             cache_bytes: 64 << 20,
+            head_from_streams: true,
         }
     }
 }

@@ -84,7 +84,7 @@ const HEADERS: usize = 1024;
 pub struct Answer {
     pub body: String,
     pub provider: Option<String>,
-    /// `hit` when every call was answered from the kept answers, `partial` when some were.
+    /// `hit` when every call was answered without a provider, `partial` when some were.
     pub cache: Option<&'static str>,
 }
 
@@ -291,9 +291,9 @@ impl Gateway {
                         None,
                     ));
                 }
-                None => match self.inner.answers.get(call) {
-                    Some(result) => {
-                        self.count(methods::label(&call.method), "cache", "ok");
+                None => match self.without_provider(call, caller) {
+                    Some((result, source)) => {
+                        self.count(methods::label(&call.method), source, "ok");
                         replies[i] = Some(Reply::result(call.id.clone(), result));
                         kept += 1;
                     }
@@ -325,6 +325,28 @@ impl Gateway {
             provider: served.provider,
             cache,
         }
+    }
+
+    /// The answer to `call` no provider need be asked for, and where it came from: a kept
+    /// final answer (`cache`), or for `eth_blockNumber` the head the healthy providers'
+    /// streams delivered last (`stream`), never below what the caller was told before.
+    fn without_provider(
+        &self,
+        call: &Call,
+        caller: Caller,
+    ) -> Option<(Box<RawValue>, &'static str)> {
+        let no_params = call
+            .params
+            .as_deref()
+            .is_none_or(|p| p.get().trim_start().starts_with("[]"));
+        if call.method == "eth_blockNumber" && no_params && self.inner.config.head_from_streams {
+            let head = self.inner.providers.health().streamed_head()?;
+            let floor = self.inner.floors.get(caller)[blocks::Tag::Latest.slot()];
+            let head = head.max(floor);
+            self.inner.floors.raise(caller, blocks::Tag::Latest, head);
+            return quantity_json(head).map(|q| (q, "stream"));
+        }
+        self.inner.answers.get(call).map(|a| (a, "cache"))
     }
 
     /// Keeps a provider's answer to `call` if it can never change.

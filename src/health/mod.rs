@@ -322,7 +322,36 @@ impl ChainHealth {
     }
 
     pub fn is_healthy(&self, index: usize) -> bool {
-        self.report_one(index).is_some_and(|r| r.healthy)
+        let (best, now) = (self.best_head(), self.inner.clock.now());
+        self.inner
+            .slots
+            .get(index)
+            .is_some_and(|slot| self.healthy(&lock(slot), best, now))
+    }
+
+    /// The highest head a healthy provider's open, unstalled stream delivered last: what the
+    /// chain's `eth_blockNumber` says now, without asking a provider. `None` when none streams.
+    pub fn streamed_head(&self) -> Option<u64> {
+        let (best, now) = (self.best_head(), self.inner.clock.now());
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let state = lock(slot);
+                let live = state.stats.connected_since.is_some() && self.healthy(&state, best, now);
+                state.stats.stream_head.filter(|_| live).map(|(n, _)| n)
+            })
+            .max()
+    }
+
+    /// Whether a provider in `state` is healthy: its breaker lets requests through, its
+    /// stream is not stalled and its head is within `max_lag_blocks` of `best`.
+    fn healthy(&self, state: &SlotState, best: u64, now: Instant) -> bool {
+        let config = &self.inner.config;
+        state.breaker.state(&*self.inner.clock) != BreakerState::Open
+            && !state.breaker.unreachable()
+            && !state.stats.stalled(best, config.stall_timeout, now)
+            && state.stats.lag(best) <= config.max_lag_blocks
     }
 
     /// Whether at least one provider is healthy (`/ready`).
@@ -341,16 +370,11 @@ impl ChainHealth {
     pub fn ranked_by(&self, latency_ms: impl Fn(usize) -> Option<f64>) -> Vec<usize> {
         let best = self.best_head();
         let now = self.inner.clock.now();
-        let config = &self.inner.config;
         let mut keyed: Vec<(bool, u32, u64, usize)> = (0..self.len())
             .filter_map(|i| {
                 let slot = self.inner.slots.get(i)?;
                 let state = lock(slot);
-                let breaker = state.breaker.state(&*self.inner.clock);
-                let healthy = breaker != BreakerState::Open
-                    && !state.breaker.unreachable()
-                    && !state.stats.stalled(best, config.stall_timeout, now)
-                    && state.stats.lag(best) <= config.max_lag_blocks;
+                let healthy = self.healthy(&state, best, now);
                 let latency = latency_ms(i)
                     .or_else(|| state.stats.latency_ewma_ms())
                     .map_or(u64::MAX, |ms| (ms * 1000.0) as u64);
@@ -403,10 +427,7 @@ impl ChainHealth {
         Some(ProviderReport {
             id: slot.id.clone(),
             priority: slot.priority,
-            healthy: breaker != BreakerState::Open
-                && !state.breaker.unreachable()
-                && !stalled
-                && lag <= config.max_lag_blocks,
+            healthy: self.healthy(&state, best, now),
             stalled,
             head: state.stats.head,
             lag_blocks: lag,

@@ -82,7 +82,6 @@ async fn final_answers_are_kept_and_nothing_else() {
     // Never at a tag, never above the finalized height.
     for body in [
         call(5, "eth_getBlockByNumber", json!(["latest", false])),
-        call(6, "eth_blockNumber", json!([])),
         call(7, "eth_getLogs", json!([{"fromBlock": "0x5"}])),
     ] {
         ask(&url, &body).await;
@@ -103,11 +102,14 @@ async fn final_answers_are_kept_and_nothing_else() {
     );
 
     // A batch of a kept answer and another: partial, each in its place.
-    let batch = json!([block, call(9, "eth_blockNumber", json!([]))]);
+    let batch = json!([
+        block,
+        call(9, "eth_getBlockByNumber", json!(["latest", false]))
+    ]);
     let (cache, answers) = ask(&url, &batch).await;
     assert_eq!(cache.as_deref(), Some("partial"));
     assert_eq!(answers[0]["result"]["number"], "0x5");
-    assert!(answers[1]["result"].is_string(), "{answers}");
+    assert!(answers[1]["result"]["number"].is_string(), "{answers}");
 
     let hits = support::metrics_text(&app)
         .await
@@ -146,5 +148,63 @@ async fn a_cache_of_zero_bytes_keeps_nothing() {
             "{answer}"
         );
     }
+    app.stop().await;
+}
+
+/// `eth_blockNumber` is the head the healthy providers' streams delivered last, answered
+/// without a provider (`hit`); with no healthy stream it is forwarded; either way it never
+/// goes back for a caller.
+#[tokio::test]
+async fn the_head_comes_from_the_streams_while_one_is_healthy() {
+    let devnet = support::devnet(2, 100, 1, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = support::service_yaml(&devnet, &dir.path().join("h.db"));
+    let app = start_app(parse_config(&yaml)).await;
+    let url = app.url("/rpc/devnet");
+    let p1 = devnet.faults(1).expect("p1");
+    // p0 lags 8 blocks: unhealthy (max_lag_blocks 5), its stream's head not believed.
+    devnet.faults(0).expect("p0").set_lag_blocks(8);
+    let head = call(1, "eth_blockNumber", json!([]));
+    let number = |answer: &Value| {
+        let hex = answer["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        u64::from_str_radix(hex.trim_start_matches("0x"), 16).expect("a quantity")
+    };
+    let streamed = support::wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        let (url, head) = (url.clone(), head.clone());
+        async move {
+            let (cache, answer) = ask(&url, &head).await;
+            (cache.as_deref() == Some("hit")).then_some(answer)
+        }
+    })
+    .await
+    .expect("answered from the streams");
+    let at = devnet.head();
+    assert!(number(&streamed) + 2 >= at, "{streamed} at head {at}");
+
+    let mut seen = number(&streamed);
+    let mut forwarded = 0;
+    for phase in [true, false] {
+        p1.set_refuse_connections(phase);
+        for _ in 0..30 {
+            let (cache, answer) = ask(&url, &head).await;
+            let n = number(&answer);
+            assert!(n >= seen, "went back from {seen} to {n}");
+            seen = n;
+            forwarded += usize::from(cache.is_none());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        forwarded > 0,
+        "forwarded while no healthy provider streamed"
+    );
+    let back = support::wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        let (url, head) = (url.clone(), head.clone());
+        async move { (ask(&url, &head).await.0.as_deref() == Some("hit")).then_some(()) }
+    })
+    .await;
+    assert!(back.is_some(), "from the streams again once p1 is back");
     app.stop().await;
 }

@@ -202,7 +202,10 @@ async fn tags_never_go_back_for_a_caller() {
     let dir = tempfile::tempdir().expect("tempdir");
     // p0 ahead and preferred; p1 behind, never unhealthy for its lag.
     let providers = p0_first(&devnet, &dir.path().join("lag.db"), "tags");
-    let yaml = format!("{providers}health: {{ max_lag_blocks: 1000 }}\n");
+    // Heads forwarded, not taken from the streams: the providers' answers are the point.
+    let yaml = format!(
+        "{providers}health: {{ max_lag_blocks: 1000 }}\ngateway: {{ head_from_streams: false }}\n"
+    );
     let app = start_app(parse_config(&yaml)).await;
     let rpc = app.url("/rpc/tags");
     let client = reqwest::Client::new();
@@ -239,7 +242,10 @@ async fn a_provider_behind_is_not_believed() {
     let dir = tempfile::tempdir().expect("tempdir");
     // p0 behind and preferred; never unhealthy for its lag.
     let providers = p0_first(&devnet, &dir.path().join("behind.db"), "behind");
-    let yaml = format!("{providers}health: {{ max_lag_blocks: 1000 }}\n");
+    // Heads forwarded, not taken from the streams: the providers' answers are the point.
+    let yaml = format!(
+        "{providers}health: {{ max_lag_blocks: 1000 }}\ngateway: {{ head_from_streams: false }}\n"
+    );
     let app = start_app(parse_config(&yaml)).await;
     let rpc = app.url("/rpc/behind");
     let client = reqwest::Client::new();
