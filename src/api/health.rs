@@ -23,6 +23,7 @@ async fn health() -> impl IntoResponse {
 
 /// Prometheus text exposition of every recorded metric.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::telemetry::collect_process_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

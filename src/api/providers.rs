@@ -26,8 +26,12 @@ struct ProviderJson {
     chain: String,
     priority: u32,
     healthy: bool,
+    /// Why not, when not healthy: `breaker_open`, `unreachable`, `stalled`, `lagging`.
+    unhealthy_reason: Option<&'static str>,
     /// Its stream is open but silent while the chain moved on.
     stalled: bool,
+    /// Its WebSocket stream is connected.
+    connected: bool,
     head: Option<u64>,
     lag_blocks: u64,
     breaker: BreakerJson,
@@ -72,7 +76,9 @@ impl ProviderJson {
             chain: chain.to_owned(),
             priority: report.priority,
             healthy: report.healthy,
+            unhealthy_reason: report.unhealthy.map(|u| u.as_str()),
             stalled: report.stalled,
+            connected: report.connected,
             head: report.head,
             lag_blocks: report.lag_blocks,
             breaker: BreakerJson {

@@ -18,7 +18,9 @@
 //! polled over HTTP: behind the best head when it was asked), and its stream (if up) is not
 //! stalled.
 
+mod report;
 mod stats;
+mod verdict;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use stats::Stats;
+pub use verdict::Unhealthy;
 
 use crate::breaker::{Breaker, BreakerState, Clock, Outcome, Permit, Snapshot, Transition};
 use crate::config::HealthConfig;
@@ -81,6 +84,8 @@ struct Slot {
 struct SlotState {
     breaker: Breaker,
     stats: Stats,
+    /// The verdict the last [`ChainHealth::tick`] published.
+    verdict: verdict::LastVerdict,
 }
 
 /// One provider's health as `/v1/providers` shows it.
@@ -89,7 +94,11 @@ pub struct ProviderReport {
     pub id: String,
     pub priority: u32,
     pub healthy: bool,
+    /// Why not, when not healthy.
+    pub unhealthy: Option<Unhealthy>,
     pub stalled: bool,
+    /// Whether its stream's socket is up.
+    pub connected: bool,
     pub head: Option<u64>,
     pub lag_blocks: u64,
     pub breaker: BreakerState,
@@ -118,6 +127,7 @@ impl ChainHealth {
                 state: Mutex::new(SlotState {
                     breaker: member.breaker,
                     stats: Stats::default(),
+                    verdict: verdict::LastVerdict::default(),
                 }),
                 dirty: AtomicBool::new(false),
             })
@@ -261,6 +271,8 @@ impl ChainHealth {
     pub fn connection(&self, index: usize, up: bool) {
         if let Some(slot) = self.inner.slots.get(index) {
             lock(slot).stats.connection(up, self.inner.clock.now());
+            metrics::gauge!(m::PROVIDER_CONNECTED, "chain" => self.inner.chain.to_string(), "provider" => slot.id.clone())
+                .set(f64::from(u8::from(up)));
         }
     }
 
@@ -347,11 +359,13 @@ impl ChainHealth {
     /// Whether a provider in `state` is healthy: its breaker lets requests through, its
     /// stream is not stalled and its head is within `max_lag_blocks` of `best`.
     fn healthy(&self, state: &SlotState, best: u64, now: Instant) -> bool {
-        let config = &self.inner.config;
-        state.breaker.state(&*self.inner.clock) != BreakerState::Open
-            && !state.breaker.unreachable()
-            && !state.stats.stalled(best, config.stall_timeout, now)
-            && state.stats.lag(best) <= config.max_lag_blocks
+        self.verdict(state, best, now).is_none()
+    }
+
+    /// Why a provider in `state` is not healthy (`None`: it is).
+    fn verdict(&self, state: &SlotState, best: u64, now: Instant) -> Option<Unhealthy> {
+        let (clock, config) = (&*self.inner.clock, &self.inner.config);
+        verdict::judge(&state.breaker, &state.stats, clock, config, best, now)
     }
 
     /// Whether at least one provider is healthy (`/ready`).
@@ -388,59 +402,6 @@ impl ChainHealth {
     /// How many of [`ChainHealth::ranked`]'s first entries are healthy.
     pub fn healthy_count(&self) -> usize {
         (0..self.len()).filter(|&i| self.is_healthy(i)).count()
-    }
-
-    /// Makes due open → half-open changes, and refreshes the health gauges.
-    pub fn tick(&self) {
-        for (i, slot) in self.inner.slots.iter().enumerate() {
-            let transition = lock(slot).breaker.tick(&*self.inner.clock);
-            if let Some(transition) = transition {
-                self.transitioned(i, transition);
-            }
-            if let Some(report) = self.report_one(i) {
-                let labels = [
-                    ("chain", self.inner.chain.to_string()),
-                    ("provider", slot.id.clone()),
-                ];
-                metrics::gauge!(m::PROVIDER_HEALTHY, &labels)
-                    .set(f64::from(u8::from(report.healthy)));
-                metrics::gauge!(m::PROVIDER_LAG, &labels).set(report.lag_blocks as f64);
-            }
-        }
-    }
-
-    /// Every provider's health, in configuration order.
-    pub fn report(&self) -> Vec<ProviderReport> {
-        (0..self.len()).filter_map(|i| self.report_one(i)).collect()
-    }
-
-    fn report_one(&self, index: usize) -> Option<ProviderReport> {
-        let slot = self.inner.slots.get(index)?;
-        let best = self.best_head();
-        let now = self.inner.clock.now();
-        let config = &self.inner.config;
-        let state = lock(slot);
-        let breaker = state.breaker.state(&*self.inner.clock);
-        let snapshot = state.breaker.snapshot();
-        let stalled = state.stats.stalled(best, config.stall_timeout, now);
-        let lag = state.stats.lag(best);
-        Some(ProviderReport {
-            id: slot.id.clone(),
-            priority: slot.priority,
-            healthy: self.healthy(&state, best, now),
-            stalled,
-            head: state.stats.head,
-            lag_blocks: lag,
-            breaker,
-            consecutive_failures: snapshot.consecutive_failures,
-            opened_at_ms: snapshot.opened_at_wall_ms,
-            latency_ewma_ms: state.stats.latency_ewma_ms(),
-            latency_p50_ms: state.stats.latency_quantile_ms(0.5),
-            latency_p99_ms: state.stats.latency_quantile_ms(0.99),
-            error_rate: state.stats.error_rate(),
-            requests: state.stats.requests,
-            errors: state.stats.errors,
-        })
     }
 
     /// Breakers with a transition not yet persisted: `(provider id, snapshot)`, each once.

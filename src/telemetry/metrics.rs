@@ -27,6 +27,7 @@ pub const EVENTS_DEDUPLICATED: &str = "livechain_events_deduplicated_total";
 pub const EVENTS_STORED: &str = "livechain_events_stored_total";
 pub const EVENTS_REMOVED: &str = "livechain_events_removed_total";
 pub const CACHE_SIZE: &str = "livechain_dedupe_cache_size";
+pub const AGGREGATION_DURATION: &str = "livechain_aggregation_duration_seconds";
 pub const CACHE_HITS: &str = "livechain_dedupe_cache_hits_total";
 pub const CACHE_MISSES: &str = "livechain_dedupe_cache_misses_total";
 pub const CACHE_EVICTIONS: &str = "livechain_dedupe_cache_evictions_total";
@@ -58,6 +59,9 @@ pub const BREAKER_TRANSITIONS: &str = "livechain_breaker_transitions_total";
 pub const PROVIDER_HEALTHY: &str = "livechain_provider_healthy";
 pub const PROVIDER_LATENCY: &str = "livechain_provider_latency_seconds";
 pub const PROVIDER_LAG: &str = "livechain_provider_lag_blocks";
+pub const PROVIDER_CONNECTED: &str = "livechain_provider_connected";
+pub const PROVIDER_HEALTH_TRANSITIONS: &str = "livechain_provider_health_transitions_total";
+pub const BREAKER_CONSECUTIVE_FAILURES: &str = "livechain_breaker_consecutive_failures";
 pub const FAILOVERS: &str = "livechain_failovers_total";
 pub const HEDGES: &str = "livechain_hedged_requests_total";
 pub const WS_RECONNECTS: &str = "livechain_ws_reconnects_total";
@@ -207,6 +211,11 @@ pub fn describe_all() {
         "Live events a provider never delivered within the dedupe window, by chain and provider"
     );
     describe_gauge!(CACHE_SIZE, "Keys in the dedupe hot set, by chain");
+    describe_histogram!(
+        AGGREGATION_DURATION,
+        Unit::Seconds,
+        "Time the aggregator takes over one input (`input=live`: a provider's notifications of one block; `range`: a range the range sync read), waits for room in the writer's queue included, by chain"
+    );
     describe_counter!(CACHE_HITS, "Dedupe hot-set hits, by chain");
     describe_counter!(CACHE_MISSES, "Dedupe hot-set misses, by chain");
     describe_counter!(CACHE_EVICTIONS, "Dedupe hot-set evictions, by chain");
@@ -300,6 +309,18 @@ pub fn describe_all() {
         "Provider latency, by chain and provider"
     );
     describe_gauge!(PROVIDER_LAG, "Blocks the provider is behind the best head");
+    describe_gauge!(
+        PROVIDER_CONNECTED,
+        "1 while the provider's WebSocket stream is connected, 0 when not"
+    );
+    describe_counter!(
+        PROVIDER_HEALTH_TRANSITIONS,
+        "Providers turning unhealthy (`to=unhealthy`, `reason` why) or healthy again (`to=healthy`, `reason` why it was not), by chain and provider"
+    );
+    describe_gauge!(
+        BREAKER_CONSECUTIVE_FAILURES,
+        "Failures in a row the provider's breaker counts now"
+    );
     describe_counter!(
         FAILOVERS,
         "HTTP requests answered by another provider than the one preferred (`from`), by chain and answering provider"

@@ -82,3 +82,16 @@ pub async fn run_upkeep(handle: &'static PrometheusHandle, shutdown: Cancellatio
         }
     }
 }
+
+/// Refreshes the `process_*` gauges (memory, file descriptors, CPU, threads) from the
+/// operating system; called on each scrape of `/metrics`.
+pub fn collect_process_metrics() {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
+}

@@ -89,6 +89,9 @@ struct Meters {
     cache_size: metrics::Gauge,
     head: metrics::Gauge,
     orphans: metrics::Counter,
+    /// Time to handle one input, a live block's worth or a range.
+    live_time: metrics::Histogram,
+    range_time: metrics::Histogram,
 }
 
 impl Meters {
@@ -102,6 +105,8 @@ impl Meters {
             cache_size: metrics::gauge!(m::CACHE_SIZE, &label()),
             head: metrics::gauge!(m::CHAIN_HEAD, &label()),
             orphans: metrics::counter!(m::ORPHANS_DROPPED, &label()),
+            live_time: metrics::histogram!(m::AGGREGATION_DURATION, "chain" => chain.to_string(), "input" => "live"),
+            range_time: metrics::histogram!(m::AGGREGATION_DURATION, "chain" => chain.to_string(), "input" => "range"),
         }
     }
 }
@@ -165,13 +170,19 @@ impl Aggregator {
     }
 
     async fn handle(&mut self, input: ChainInput) -> Result<(), Closed> {
-        match input {
-            ChainInput::Live(live) => self.on_live(live).await?,
+        let started = std::time::Instant::now();
+        let timer = match input {
+            ChainInput::Live(live) => {
+                self.on_live(live).await?;
+                &self.meters.live_time
+            }
             ChainInput::Range(range) => {
                 self.live = false;
                 self.on_range(range).await?;
+                &self.meters.range_time
             }
-        }
+        };
+        timer.record(started.elapsed().as_secs_f64());
         self.flush().await?;
         self.meters.cache_size.set(self.hot.len() as f64);
         Ok(())
