@@ -4,6 +4,7 @@ mod anvil;
 mod api;
 mod cli;
 mod config;
+mod deploy;
 mod devnet;
 mod gateway;
 mod health;
