@@ -9,6 +9,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::error::ErrorBody;
+use super::openapi::Status;
 use super::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -17,12 +19,12 @@ pub fn router() -> Router<AppState> {
         .route("/ready", get(ready))
 }
 
-#[derive(Serialize)]
-struct ChainsJson {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ChainsJson {
     chains: Vec<ChainJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ChainJson {
     name: String,
     chain_id: u64,
@@ -38,7 +40,7 @@ struct ChainJson {
     retained: Option<RetainedJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RetainedJson {
     from_block: u64,
     to_block: u64,
@@ -46,7 +48,7 @@ struct RetainedJson {
     pruned_below: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BackfillJson {
     /// True while the checkpoint is more than one range behind the head.
     active: bool,
@@ -54,7 +56,12 @@ struct BackfillJson {
     range_limit: u64,
 }
 
-async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiError> {
+/// Each chain's head, checkpoint, lag, backfill and retained span.
+#[utoipa::path(get, path = "/v1/chains", tag = "state", responses(
+    (status = 200, description = "Every configured chain", body = ChainsJson),
+    (status = 503, description = "The database is busy: retry", body = ErrorBody),
+))]
+pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiError> {
     let mut chains = Vec::with_capacity(state.chains.len());
     for chain in state.chains.iter() {
         let progress = *chain.progress.borrow();
@@ -96,7 +103,13 @@ async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJson>, ApiEr
     Ok(Json(ChainsJson { chains }))
 }
 
-async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Readiness: the database takes writes, every chain has a healthy provider, no critical task
+/// failed for good.
+#[utoipa::path(get, path = "/ready", tag = "service", responses(
+    (status = 200, description = "Ready", body = Status),
+    (status = 503, description = "Not ready, and why (`not_ready`)", body = ErrorBody),
+))]
+pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     if !state.supervisor.healthy() {
         return Err(ApiError::NotReady(
             "a critical task keeps failing (see /v1/processes)".into(),
@@ -124,5 +137,5 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
             )));
         }
     }
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(Status { status: "ready" }))
 }

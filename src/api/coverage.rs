@@ -17,12 +17,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/coverage", get(coverage))
 }
 
-#[derive(Serialize)]
-struct CoverageJson {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct CoverageJson {
     chains: Vec<ChainCoverage>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ChainCoverage {
     name: String,
     head: u64,
@@ -36,13 +36,13 @@ struct ChainCoverage {
     subscriptions: Vec<SubscriptionCoverage>,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
 struct BlockJson {
     number: u64,
     hash: String,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
 struct RangeJson {
     from_block: u64,
     from_hash: Option<String>,
@@ -50,7 +50,7 @@ struct RangeJson {
     to_hash: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CursorsJson {
     /// The chain's oldest and newest stored event.
     oldest: Cursor,
@@ -59,14 +59,14 @@ struct CursorsJson {
     resume_after: Cursor,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PrunedJson {
     /// Every block below this one was pruned.
     below_block: u64,
     events: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SubscriptionCoverage {
     subscription: serde_json::Value,
     /// The range stored completely for this subscription (none before the first range).
@@ -74,7 +74,7 @@ struct SubscriptionCoverage {
     holes: Vec<Hole>,
 }
 
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 struct Hole {
     /// Null when unknown (the chain's first indexed block was pruned).
     from_block: Option<u64>,
@@ -96,7 +96,14 @@ mod reason {
     pub const NOT_YET_SYNCED: &str = "not_yet_synced";
 }
 
-async fn coverage(State(state): State<AppState>) -> Result<Json<CoverageJson>, ApiError> {
+/// Per chain and subscription: the blocks stored whole, and every hole with its reason.
+#[utoipa::path(get, path = "/v1/coverage", tag = "state", responses(
+    (status = 200, description = "Every configured chain", body = CoverageJson),
+    (status = 503, description = "The database is busy: retry", body = super::error::ErrorBody),
+))]
+pub(super) async fn coverage(
+    State(state): State<AppState>,
+) -> Result<Json<CoverageJson>, ApiError> {
     let mut chains = Vec::with_capacity(state.chains.len());
     for chain in state.chains.iter() {
         chains.push(chain_coverage(&state, chain).await?);

@@ -66,10 +66,14 @@ impl From<StoreError> for ApiError {
 
 /// What the JSON error shape says about an error (REST body and the stream's `error` message).
 /// Building it logs an internal error with its whole cause chain, since the client never sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// `bad_request`, `not_found`, `method_not_allowed`, `upgrade_required`, `too_large`,
+    /// `cursor_expired`, `not_ready` or `internal`.
     pub code: &'static str,
+    /// What went wrong, for a person.
     pub message: String,
+    /// The parameter, path segment or field at fault (`bad_request`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// For `cursor_expired`: the lowest cursor to resume after without a gap.
@@ -162,8 +166,9 @@ fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
+/// Every error's JSON: `{"error": {"code", "message", "field"?, "oldest_cursor"?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
     error: ErrorDetail,
 }
 

@@ -21,13 +21,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/events/{cursor}", get(one))
 }
 
-#[derive(Serialize)]
-struct Page {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Page {
     events: Vec<EventJson>,
     next_cursor: Option<Cursor>,
 }
 
-async fn list(
+/// Stored events matching the filters, in cursor order, a page at a time.
+#[utoipa::path(get, path = "/v1/events", tag = "history",
+    params(super::openapi::FilterParams, super::openapi::PageParams),
+    responses(
+        (status = 200, description = "A page; `next_cursor` is null on the last", body = Page),
+        (status = 400, description = "A parameter is wrong (`field` names it)", body = super::error::ErrorBody),
+        (status = 410, description = "`after` is below the oldest retained cursor (`cursor_expired`)", body = super::error::ErrorBody),
+        (status = 503, description = "The database is busy: retry", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
@@ -55,7 +64,16 @@ async fn list(
     }))
 }
 
-async fn one(
+/// One stored event by its cursor.
+#[utoipa::path(get, path = "/v1/events/{cursor}", tag = "history",
+    params(("cursor" = i64, Path, description = "The event's cursor", minimum = 1)),
+    responses(
+        (status = 200, description = "The event", body = EventJson),
+        (status = 400, description = "Not a positive integer", body = super::error::ErrorBody),
+        (status = 404, description = "No event has this cursor", body = super::error::ErrorBody),
+        (status = 503, description = "The database is busy: retry", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn one(
     State(state): State<AppState>,
     Path(cursor): Path<String>,
 ) -> Result<Json<EventJson>, ApiError> {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
+use super::openapi::Status;
 use crate::telemetry::metrics as m;
 
 pub fn router() -> Router<AppState> {
@@ -17,12 +18,16 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Liveness: the process answers. Readiness (`/ready`) is a separate, stricter check.
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The process answers", body = Status)))]
+pub(super) async fn health() -> axum::Json<Status> {
+    axum::Json(Status { status: "ok" })
 }
 
 /// Prometheus text exposition of every recorded metric.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition (docs/operations.md lists the metrics)", body = String, content_type = "text/plain")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::telemetry::collect_process_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

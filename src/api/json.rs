@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::domain::{Cursor, StoredEvent};
 
 /// One event as the API shows it: blocks leave the log fields null; logs carry their block's.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventJson {
     pub cursor: Cursor,
     pub chain: String,

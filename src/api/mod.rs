@@ -8,6 +8,7 @@ mod error;
 pub mod events;
 mod health;
 pub mod json;
+pub mod openapi;
 mod processes;
 mod providers;
 pub mod rpc;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(providers::router())
         .merge(rpc::router())
         .merge(stream::router())
+        .merge(openapi::router())
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))

@@ -13,14 +13,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/processes", get(processes))
 }
 
-#[derive(Serialize)]
-struct ProcessesJson {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ProcessesJson {
     /// False once a critical task has failed for good (`/ready` is then false too).
     healthy: bool,
     processes: Vec<ProcessJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ProcessJson {
     kind: String,
     id: String,
@@ -44,7 +44,10 @@ impl From<ProcessInfo> for ProcessJson {
     }
 }
 
-async fn processes(State(state): State<AppState>) -> Json<ProcessesJson> {
+/// Every supervised task: status, restarts, last error.
+#[utoipa::path(get, path = "/v1/processes", tag = "state",
+    responses((status = 200, description = "The supervised tasks", body = ProcessesJson)))]
+pub(super) async fn processes(State(state): State<AppState>) -> Json<ProcessesJson> {
     Json(ProcessesJson {
         healthy: state.supervisor.healthy(),
         processes: state

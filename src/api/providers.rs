@@ -15,12 +15,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/providers", get(providers))
 }
 
-#[derive(Serialize)]
-struct ProvidersJson {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ProvidersJson {
     providers: Vec<ProviderJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ProviderJson {
     id: String,
     chain: String,
@@ -46,17 +46,37 @@ struct ProviderJson {
     delivered_late: u64,
     /// Live events it never delivered while they were in the dedupe window.
     missed: u64,
-    lateness_ms: Option<Lateness>,
+    lateness_ms: Option<LatenessJson>,
 }
 
-#[derive(Serialize)]
+/// How late a provider's late deliveries were, in milliseconds; null before any.
+#[derive(Serialize, utoipa::ToSchema)]
+struct LatenessJson {
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<u64>,
+    mean: Option<f64>,
+}
+
+impl From<Lateness> for LatenessJson {
+    fn from(l: Lateness) -> Self {
+        LatenessJson {
+            p50: l.p50,
+            p99: l.p99,
+            max: l.max,
+            mean: l.mean,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct BreakerJson {
     state: &'static str,
     consecutive_failures: u32,
     opened_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LatencyJson {
     p50: Option<f64>,
     p99: Option<f64>,
@@ -97,12 +117,15 @@ impl ProviderJson {
             delivered_first: race.as_ref().map_or(0, |r| r.delivered_first),
             delivered_late: race.as_ref().map_or(0, |r| r.delivered_late),
             missed: race.as_ref().map_or(0, |r| r.missed),
-            lateness_ms: race.map(|r| r.lateness_ms),
+            lateness_ms: race.map(|r| r.lateness_ms.into()),
         }
     }
 }
 
-async fn providers(State(state): State<AppState>) -> Json<ProvidersJson> {
+/// Per chain × provider: health, breaker, latency, and who delivers first.
+#[utoipa::path(get, path = "/v1/providers", tag = "state",
+    responses((status = 200, description = "Every provider of every chain", body = ProvidersJson)))]
+pub(super) async fn providers(State(state): State<AppState>) -> Json<ProvidersJson> {
     let mut providers = Vec::new();
     for chain in state.chains.iter() {
         let mut races = chain.race.snapshot();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -37,7 +38,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/rpc/{chain}", post(rpc).get(rpc_ws))
 }
 
-async fn rpc(
+/// JSON-RPC 2.0 to the chain's providers, one request or a batch (docs/api.md).
+#[utoipa::path(post, path = "/rpc/{chain}", tag = "gateway",
+    params(("chain" = String, Path, description = "The chain's configured name or decimal chain id")),
+    request_body(content = super::openapi::JsonRpcBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The JSON-RPC answer(s), errors included, ids as sent", body = super::openapi::JsonRpcBody),
+        (status = 404, description = "Unknown chain, or the gateway is off (-32601)", body = super::openapi::JsonRpcBody),
+        (status = 413, description = "Over `gateway.max_body_bytes` (-32600)", body = super::openapi::JsonRpcBody),
+    ))]
+pub(super) async fn rpc(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -96,14 +106,35 @@ fn unknown_chain(state: &AppState, chain: &str) -> Response {
     )
 }
 
-/// `GET /rpc/{chain}` upgraded: a JSON-RPC session over WebSocket.
-async fn rpc_ws(
+/// `GET /rpc/{chain}` upgraded: the same JSON-RPC over WebSocket, plus `eth_subscribe`
+/// `newHeads` / `logs` from the change feed.
+#[utoipa::path(get, path = "/rpc/{chain}", tag = "gateway",
+    params(("chain" = String, Path, description = "The chain's configured name or decimal chain id")),
+    responses(
+        (status = 101, description = "Upgraded: JSON-RPC frames follow"),
+        (status = 404, description = "Unknown chain (-32601)", body = super::openapi::JsonRpcBody),
+        (status = 426, description = "Not a WebSocket request: POST calls, or upgrade (-32600)", body = super::openapi::JsonRpcBody),
+    ))]
+pub(super) async fn rpc_ws(
     State(state): State<AppState>,
     Path(chain): Path<String>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(gateway) = find(&state, &chain).cloned() else {
         return unknown_chain(&state, &chain);
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            let message = format!(
+                "{}: GET /rpc/{chain} is the gateway's WebSocket; send calls with POST",
+                rejection.body_text()
+            );
+            return json(
+                StatusCode::UPGRADE_REQUIRED,
+                gateway::refusal_body(gateway::INVALID_REQUEST, &message),
+            );
+        }
     };
     let limit = gateway.config().max_body_bytes;
     let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());

@@ -16,6 +16,7 @@ mod errors;
 mod filters;
 mod fixture;
 mod paging;
+mod schema;
 mod shape;
 
 use std::collections::BTreeSet;

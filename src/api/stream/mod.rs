@@ -35,7 +35,7 @@ use crate::domain::{ChainName, Cursor, EventFilter, Finality};
 use crate::publish::{Batch, Subscription, Text};
 use crate::telemetry::metrics as m;
 use request::{Request, parse_request, parse_subscribe};
-use wire::ServerMessage;
+pub use wire::ServerMessage;
 
 /// Largest client message accepted: filters fit in a few KiB. A larger one is answered with an
 /// `error` and a close 1009, whether tungstenite read it whole or refused it (`ws::over_limit`).
@@ -70,7 +70,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/stream", get(upgrade))
 }
 
-async fn upgrade(
+/// The change feed over WebSocket: replay after `since`, then the live tail. Server messages
+/// are `ServerMessage`s; a client may send one `SubscribeMessage` instead of the query.
+#[utoipa::path(get, path = "/v1/stream", tag = "stream",
+    params(super::openapi::StreamParams, super::openapi::FilterParams),
+    responses(
+        (status = 101, description = "Upgraded: server messages follow (schema ServerMessage)"),
+        (status = 426, description = "Not a WebSocket request (`upgrade_required`)", body = super::error::ErrorBody),
+        (status = 503, description = "At `server.max_stream_sessions` (`not_ready`)", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

@@ -11,9 +11,9 @@ use crate::domain::{Cursor, StoredEvent};
 use crate::publish::{FeedItem, Text};
 
 /// A message `/v1/stream` sends, tagged by its `type`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub(super) enum ServerMessage<'a> {
+pub enum ServerMessage<'a> {
     /// An event (added, restored, or newly settled for a settled-only subscriber).
     Event { cursor: Cursor, event: EventJson },
     /// A reorg retracted `event`; `cursor` is the removal's own.
