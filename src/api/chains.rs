@@ -38,6 +38,24 @@ struct ChainJson {
     problem: Option<String>,
     /// The blocks held whole, lowest to checkpoint (`/v1/coverage` has the detail).
     retained: Option<RetainedJson>,
+    /// The highest blocks the chain calls `safe` and `finalized` (as stored with the
+    /// checkpoint); null until known.
+    safe_block: Option<u64>,
+    finalized_block: Option<u64>,
+    /// The latest reorgs walked back from since start, oldest first (at most 32).
+    recent_reorgs: Vec<ReorgJson>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ReorgJson {
+    /// Blocks replaced.
+    depth: u64,
+    /// The highest block both branches share.
+    ancestor_block: u64,
+    /// Deeper than the kept window: the chain was read again from its start.
+    too_deep: bool,
+    /// When it was found, RFC 3339.
+    at: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -68,11 +86,8 @@ pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJ
         let head = progress.head.max(*chain.best_head.borrow());
         // The committed checkpoint, not the sync's: a range sent to the writer but not yet
         // committed must not be reported, or a client reading up to it would miss events.
-        let checkpoint = state
-            .store
-            .checkpoint(&chain.name)
-            .await?
-            .map(|cp| cp.block_number);
+        let stored = state.store.checkpoint(&chain.name).await?;
+        let checkpoint = stored.as_ref().map(|cp| cp.block_number);
         let lag = head.saturating_sub(checkpoint.unwrap_or(0));
         let held = state.store.held(&chain.name).await?;
         let retained = match (held.first_block, checkpoint) {
@@ -98,6 +113,19 @@ pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJ
             providers: chain.provider_ids.clone(),
             problem: progress.stuck.map(|stuck| stuck.reason(&chain.name)),
             retained,
+            safe_block: stored.as_ref().and_then(|cp| cp.safe_block),
+            finalized_block: stored.as_ref().and_then(|cp| cp.finalized_block),
+            recent_reorgs: chain
+                .reorgs
+                .recent()
+                .into_iter()
+                .map(|r| ReorgJson {
+                    depth: r.depth,
+                    ancestor_block: r.ancestor,
+                    too_deep: r.too_deep,
+                    at: super::json::rfc3339_ms(r.at_ms),
+                })
+                .collect(),
         });
     }
     Ok(Json(ChainsJson { chains }))

@@ -74,6 +74,16 @@ struct BreakerJson {
     state: &'static str,
     consecutive_failures: u32,
     opened_at: Option<String>,
+    /// Its latest transitions since start, oldest first (at most 16).
+    history: Vec<TransitionJson>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct TransitionJson {
+    from: &'static str,
+    to: &'static str,
+    /// When, RFC 3339.
+    at: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -105,6 +115,15 @@ impl ProviderJson {
                 state: report.breaker.as_str(),
                 consecutive_failures: report.consecutive_failures,
                 opened_at: report.opened_at_ms.map(rfc3339_ms),
+                history: report
+                    .transitions
+                    .iter()
+                    .map(|t| TransitionJson {
+                        from: t.from.as_str(),
+                        to: t.to.as_str(),
+                        at: rfc3339_ms(t.at_wall_ms),
+                    })
+                    .collect(),
             },
             latency_ms: LatencyJson {
                 p50: round(report.latency_p50_ms),

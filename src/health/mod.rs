@@ -86,7 +86,12 @@ struct SlotState {
     stats: Stats,
     /// The verdict the last [`ChainHealth::tick`] published.
     verdict: verdict::LastVerdict,
+    /// The breaker's latest transitions, oldest first (at most [`BREAKER_HISTORY`]).
+    transitions: std::collections::VecDeque<Transition>,
 }
+
+/// Breaker transitions remembered per provider for `/v1/providers` (the counter has them all).
+pub const BREAKER_HISTORY: usize = 16;
 
 /// One provider's health as `/v1/providers` shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +101,8 @@ pub struct ProviderReport {
     pub healthy: bool,
     /// Why not, when not healthy.
     pub unhealthy: Option<Unhealthy>,
+    /// The breaker's latest transitions, oldest first.
+    pub transitions: Vec<Transition>,
     pub stalled: bool,
     /// Whether its stream's socket is up.
     pub connected: bool,
@@ -128,6 +135,7 @@ impl ChainHealth {
                     breaker: member.breaker,
                     stats: Stats::default(),
                     verdict: verdict::LastVerdict::default(),
+                    transitions: std::collections::VecDeque::new(),
                 }),
                 dirty: AtomicBool::new(false),
             })
@@ -432,6 +440,13 @@ impl ChainHealth {
         }
         metrics::counter!(m::BREAKER_TRANSITIONS, "chain" => chain, "provider" => slot.id.clone(), "from" => transition.from.as_str(), "to" => transition.to.as_str())
             .increment(1);
+        {
+            let mut state = lock(slot);
+            if state.transitions.len() == BREAKER_HISTORY {
+                state.transitions.pop_front();
+            }
+            state.transitions.push_back(transition);
+        }
         self.publish_state(index);
         slot.dirty.store(true, Ordering::Release);
         // `notify_one` keeps a permit when nobody waits yet: the monitor cannot miss it.

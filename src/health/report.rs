@@ -69,6 +69,7 @@ impl ChainHealth {
             priority: slot.priority,
             healthy: unhealthy.is_none(),
             unhealthy,
+            transitions: state.transitions.iter().copied().collect(),
             stalled,
             connected: state.stats.connected_since.is_some(),
             head: state.stats.head,

@@ -42,7 +42,7 @@ use crate::store::{Committed, Store};
 use crate::telemetry::metrics as m;
 use filters::ChainFilters;
 use providers::{ChainProvider, ProviderSet};
-pub use sync::SyncProgress;
+pub use sync::{ReorgLog, ReorgNote, SyncProgress};
 
 /// What a chain's aggregator receives.
 #[derive(Debug)]
@@ -123,6 +123,8 @@ pub struct ChainHandle {
     pub providers: providers::ProviderSet,
     /// The chain's log filters, configured and dynamic (the gateway's `eth_subscribe` adds).
     pub filters: ChainFilters,
+    /// The latest reorgs the range sync walked back from.
+    pub reorgs: ReorgLog,
 }
 
 /// The running pipeline.
@@ -247,7 +249,9 @@ async fn start_chain(
 
     let (best_head, best_rx) = watch::channel(0u64);
     let (progress, progress_rx) = watch::channel(SyncProgress::default());
+    let reorgs = ReorgLog::default();
     let parts = pipeline::ChainParts {
+        reorgs: reorgs.clone(),
         name: chain_name.clone(),
         providers: providers.clone(),
         filters: filters.clone(),
@@ -272,6 +276,7 @@ async fn start_chain(
         race,
         providers: providers.clone(),
         filters,
+        reorgs,
     };
     Ok((handle, parts))
 }

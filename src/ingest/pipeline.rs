@@ -28,7 +28,7 @@ use super::filters::ChainFilters;
 use super::merge::{self, Inputs};
 use super::providers::ProviderSet;
 use super::race::RaceBoard;
-use super::sync::{RangeSync, SyncProgress};
+use super::sync::{RangeSync, ReorgLog, SyncProgress};
 use super::writer::{Writer, WriterInput};
 use super::{REORG_HINTS, SYNC_QUEUE, WRITER_QUEUE, sync};
 use crate::domain::{BlockRef, ChainName};
@@ -74,6 +74,7 @@ pub struct ChainParts {
     pub listener_queues: merge::Home,
     pub best_head: watch::Sender<u64>,
     pub progress: watch::Sender<SyncProgress>,
+    pub reorgs: ReorgLog,
     pub race: Arc<RaceBoard>,
     pub cache_capacity: NonZeroUsize,
     pub dedupe_window: Duration,
@@ -219,6 +220,7 @@ impl Pipeline {
             recent,
             reorg_hints: hint_rx,
             finalized: chain.progress.borrow().finalized,
+            reorgs: chain.reorgs.clone(),
         };
         parts.spawn(
             format!("the range sync of {}", chain.name),

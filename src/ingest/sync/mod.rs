@@ -38,6 +38,9 @@ pub mod stuck;
 
 use std::time::Duration;
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +78,43 @@ pub struct RangeSync {
     pub reorg_hints: mpsc::Receiver<u64>,
     /// The highest finalized height a range handed on has shown (never moves back).
     pub finalized: Option<u64>,
+    /// Where each reorg walked back from is noted.
+    pub reorgs: ReorgLog,
+}
+
+/// A reorg the range sync walked back from: how deep, to which common ancestor, when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReorgNote {
+    /// Blocks replaced (for one deeper than the kept window: the window's size).
+    pub depth: u64,
+    /// The highest block both branches share (the chain's start for one too deep).
+    pub ancestor: u64,
+    /// Deeper than the kept window: the chain is read again from its start.
+    pub too_deep: bool,
+    /// Wall-clock milliseconds when it was found.
+    pub at_ms: i64,
+}
+
+/// The chain's latest reorgs, oldest first, shared with the API; bounded.
+#[derive(Debug, Clone, Default)]
+pub struct ReorgLog(Arc<Mutex<VecDeque<ReorgNote>>>);
+
+/// Reorgs a [`ReorgLog`] keeps.
+const REORG_LOG: usize = 32;
+
+impl ReorgLog {
+    pub fn push(&self, note: ReorgNote) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() == REORG_LOG {
+            log.pop_front();
+        }
+        log.push_back(note);
+    }
+
+    pub fn recent(&self) -> Vec<ReorgNote> {
+        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.iter().copied().collect()
+    }
 }
 
 /// What `/v1/chains` shows of the sync.

@@ -163,6 +163,16 @@ impl RangeSync {
         votes.moved > votes.kept
     }
 
+    fn note_reorg(&self, depth: u64, ancestor: u64, too_deep: bool) {
+        use crate::breaker::Clock;
+        self.reorgs.push(super::ReorgNote {
+            depth,
+            ancestor,
+            too_deep,
+            at_ms: crate::breaker::SystemClock.wall_ms(),
+        });
+    }
+
     /// A confirmed fork below `top` (the last height handed on): walks back from `from`'s chain
     /// to the common ancestor. A failed walk is `No`: the next range or hint tries again.
     async fn walk_back(&self, recent: &Recent, top: u64, from: Option<ProviderIndex>) -> Rewind {
@@ -175,6 +185,7 @@ impl RangeSync {
             Ok(Ancestor::At(n, hash)) => {
                 let depth = top - n;
                 metrics::counter!(m::REORGS, "chain" => self.chain.to_string(), "depth" => reorg::depth_bucket(depth)).increment(1);
+                self.note_reorg(depth, n, false);
                 tracing::warn!(chain = %self.chain, provider, depth, ancestor = n, "reorg below the checkpoint: re-reading from the common ancestor");
                 Rewind::To(n, hash)
             }
@@ -182,6 +193,7 @@ impl RangeSync {
                 let from = self.start_block.or(recent.lowest()).unwrap_or(0);
                 metrics::counter!(m::REORGS_TOO_DEEP, "chain" => self.chain.to_string())
                     .increment(1);
+                self.note_reorg(reorg::WINDOW as u64, from, true);
                 tracing::error!(chain = %self.chain, provider, at = top, window = reorg::WINDOW, from, "reorg deeper than the kept window: re-backfilling");
                 Rewind::Rebackfill(from)
             }

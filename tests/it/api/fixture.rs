@@ -100,6 +100,7 @@ fn idle_chain(name: &str) -> ChainHandle {
         providers: livechain::ingest::providers::ProviderSet::new(Vec::new(), health.clone()),
         health,
         filters: livechain::ingest::filters::ChainFilters::new(&name, Vec::new(), 0),
+        reorgs: livechain::ingest::ReorgLog::default(),
         race: Arc::new(RaceBoard::new(name, &[], &[])),
         subscriptions: Vec::new(),
     }

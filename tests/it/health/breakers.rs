@@ -59,6 +59,15 @@ async fn an_open_breaker_stays_open_across_a_restart_until_its_recovery_time() {
         "opened at its threshold: {open}"
     );
     assert_eq!(open["healthy"], false);
+    assert_eq!(open["unhealthy_reason"], "breaker_open", "{open}");
+    let history = open["breaker"]["history"].as_array().expect("a history");
+    let last = history.last().expect("the transition that opened it");
+    assert_eq!(
+        (&last["from"], &last["to"]),
+        (&"closed".into(), &"open".into()),
+        "{open}"
+    );
+    assert_eq!(last["at"], open["breaker"]["opened_at"], "{open}");
     let opened_at = open["breaker"]["opened_at"].clone();
     // Persisted as it happened (the monitor saves each transition).
     let saved = support::wait_for(WAIT, POLL, || async {

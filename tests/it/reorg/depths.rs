@@ -68,6 +68,24 @@ async fn reorgs_of_depth_1_3_12_and_64(send_removed_logs: bool) {
         // Regrow past the old head, so the next reorg is not clamped.
         assert!(net.wait_for_head(head + 10, Duration::from_secs(30)).await);
     }
+    // Each reorg the range sync walked back from is listed, with its depth.
+    let listed = support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let (_, body) = support::get_json(&app.url("/v1/chains")).await;
+            let reorgs = body["chains"][0]["recent_reorgs"].as_array().cloned()?;
+            (reorgs.iter().any(|r| r["depth"].as_u64() >= Some(12))).then_some(reorgs)
+        },
+    )
+    .await
+    .expect("the reorgs are listed in /v1/chains");
+    assert!(
+        listed
+            .iter()
+            .all(|r| r["at"].is_string() && r["too_deep"] == false),
+        "{listed:?}"
+    );
     // The last reorged height is final once `finalized` (80 deep) passes it.
     let top = net.head() + 5;
     assert!(net.wait_for_head(top + 100, Duration::from_secs(60)).await);
