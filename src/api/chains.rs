@@ -44,6 +44,16 @@ struct ChainJson {
     finalized_block: Option<u64>,
     /// The latest reorgs walked back from since start, oldest first (at most 32).
     recent_reorgs: Vec<ReorgJson>,
+    /// Events committed since the service started (a client's rate is its change over time).
+    stored_since_start: StoredJson,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct StoredJson {
+    blocks: u64,
+    logs: u64,
+    /// Retracted by reorgs.
+    removed: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -126,6 +136,14 @@ pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJ
                     at: super::json::rfc3339_ms(r.at_ms),
                 })
                 .collect(),
+            stored_since_start: {
+                let s = chain.stored.get();
+                StoredJson {
+                    blocks: s.blocks,
+                    logs: s.logs,
+                    removed: s.removed,
+                }
+            },
         });
     }
     Ok(Json(ChainsJson { chains }))

@@ -18,6 +18,7 @@ mod pipeline;
 pub mod providers;
 pub mod race;
 pub mod sync;
+pub mod tally;
 pub mod writer;
 
 use std::num::NonZeroUsize;
@@ -125,6 +126,8 @@ pub struct ChainHandle {
     pub filters: ChainFilters,
     /// The latest reorgs the range sync walked back from.
     pub reorgs: ReorgLog,
+    /// Events committed since start.
+    pub stored: Arc<tally::StoredTally>,
 }
 
 /// The running pipeline.
@@ -250,8 +253,10 @@ async fn start_chain(
     let (best_head, best_rx) = watch::channel(0u64);
     let (progress, progress_rx) = watch::channel(SyncProgress::default());
     let reorgs = ReorgLog::default();
+    let stored = Arc::new(tally::StoredTally::default());
     let parts = pipeline::ChainParts {
         reorgs: reorgs.clone(),
+        stored: stored.clone(),
         name: chain_name.clone(),
         providers: providers.clone(),
         filters: filters.clone(),
@@ -277,6 +282,7 @@ async fn start_chain(
         providers: providers.clone(),
         filters,
         reorgs,
+        stored,
     };
     Ok((handle, parts))
 }

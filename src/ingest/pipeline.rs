@@ -29,6 +29,7 @@ use super::merge::{self, Inputs};
 use super::providers::ProviderSet;
 use super::race::RaceBoard;
 use super::sync::{RangeSync, ReorgLog, SyncProgress};
+use super::tally::StoredTally;
 use super::writer::{Writer, WriterInput};
 use super::{REORG_HINTS, SYNC_QUEUE, WRITER_QUEUE, sync};
 use crate::domain::{BlockRef, ChainName};
@@ -75,6 +76,8 @@ pub struct ChainParts {
     pub best_head: watch::Sender<u64>,
     pub progress: watch::Sender<SyncProgress>,
     pub reorgs: ReorgLog,
+    /// What the writer committed of this chain since start.
+    pub stored: Arc<StoredTally>,
     pub race: Arc<RaceBoard>,
     pub cache_capacity: NonZeroUsize,
     pub dedupe_window: Duration,
@@ -155,12 +158,18 @@ impl Pipeline {
             names: HashMap::new(),
         };
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let tallies = self
+            .chains
+            .iter()
+            .map(|c| (c.name.clone(), c.stored.clone()))
+            .collect();
         let writer = Writer::new(
             self.store.clone(),
             self.ready.clone(),
             self.committed.clone(),
             self.commits.clone(),
-        );
+        )
+        .with_tallies(Arc::new(tallies));
         parts.spawn("the writer".into(), writer.run(writer_rx));
         let stop = shutdown.child_token();
         for chain in &self.chains {

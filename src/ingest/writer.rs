@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
+use super::tally::Tallies;
 use crate::backoff::RETRY;
 use crate::domain::{ChainName, EventKey, EventKind};
 use crate::store::{Canonical, Checkpoint, Committed, NewEvent, Redelivery, Store, WriteBatch};
@@ -69,6 +70,8 @@ pub struct Writer {
     committed: broadcast::Sender<Arc<Committed>>,
     /// Where commits run ([`super::commits`]); `None`: in the writer's own task.
     commits: Option<tokio::runtime::Handle>,
+    /// Per chain, what was committed (for `/v1/chains`).
+    tallies: Tallies,
 }
 
 #[derive(Default)]
@@ -203,7 +206,13 @@ impl Writer {
             ready,
             committed,
             commits,
+            tallies: Tallies::default(),
         }
+    }
+
+    /// Counts what is committed per chain into `tallies` too.
+    pub fn with_tallies(self, tallies: Tallies) -> Writer {
+        Writer { tallies, ..self }
     }
 
     /// Runs until `input` closes, then commits what is left.
@@ -263,6 +272,7 @@ impl Writer {
     fn commit(&self, batch: WriteBatch) -> InFlight {
         let store = self.store.clone();
         let ready = self.ready.clone();
+        let tallies = self.tallies.clone();
         let commit = async move {
             let size = batch.chain_events.len();
             let checkpoints: Vec<(ChainName, u64)> = batch
@@ -279,7 +289,7 @@ impl Writer {
                         metrics::histogram!(m::WRITER_BATCH_SIZE).record(size as f64);
                         metrics::histogram!(m::WRITER_BATCH_DURATION)
                             .record(started.elapsed().as_secs_f64());
-                        count_stored(&committed);
+                        count_stored(&committed, &tallies);
                         for (chain, block) in checkpoints {
                             metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => chain.to_string())
                                 .set(block as f64);
@@ -351,7 +361,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// `EVENTS_STORED` by chain and kind: one counter update per label set and batch, not per event.
-fn count_stored(committed: &Committed) {
+fn count_stored(committed: &Committed, tallies: &Tallies) {
     let mut counts: Vec<(&ChainName, EventKind, u64)> = Vec::new();
     for stored in &committed.inserted {
         let (chain, kind) = (&stored.event.chain, stored.event.kind());
@@ -366,6 +376,9 @@ fn count_stored(committed: &Committed) {
     for (chain, kind, n) in counts {
         metrics::counter!(m::EVENTS_STORED, "chain" => chain.to_string(), "kind" => kind.as_str())
             .increment(n);
+        if let Some(tally) = tallies.get(chain) {
+            tally.add(kind, n);
+        }
     }
     let mut removed: Vec<(&ChainName, u64)> = Vec::new();
     for r in committed.retractions.iter().filter(|r| !r.restored) {
@@ -376,6 +389,9 @@ fn count_stored(committed: &Committed) {
     }
     for (chain, n) in removed {
         metrics::counter!(m::EVENTS_REMOVED, "chain" => chain.to_string()).increment(n);
+        if let Some(tally) = tallies.get(chain) {
+            tally.add_removed(n);
+        }
     }
 }
 

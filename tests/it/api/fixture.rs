@@ -101,6 +101,7 @@ fn idle_chain(name: &str) -> ChainHandle {
         health,
         filters: livechain::ingest::filters::ChainFilters::new(&name, Vec::new(), 0),
         reorgs: livechain::ingest::ReorgLog::default(),
+        stored: Default::default(),
         race: Arc::new(RaceBoard::new(name, &[], &[])),
         subscriptions: Vec::new(),
     }

@@ -168,6 +168,20 @@ async fn chains_health_ready_and_metrics_answer() {
     assert_eq!(backfill["active"], false, "{chain}");
     assert_eq!(backfill["remaining_blocks"], 0, "{chain}");
     assert!(backfill["range_limit"].as_u64().is_some_and(|n| n > 0));
+    // Everything stored was stored since this start: every block and log of the history once.
+    let logs: usize = (0..=HISTORY)
+        .map(|n| still.devnet.logs(n).map_or(0, |l| l.len()))
+        .sum();
+    assert_eq!(
+        chain["stored_since_start"],
+        serde_json::json!({"blocks": HISTORY + 1, "logs": logs, "removed": 0}),
+        "{chain}"
+    );
+    assert!(chain["recent_reorgs"].as_array().is_some_and(Vec::is_empty));
+    let finalized = chain["finalized_block"]
+        .as_u64()
+        .expect("a finalized height");
+    assert!(finalized <= HISTORY, "{chain}");
 
     let (status, body) = support::get_json(&app.url("/health")).await;
     assert_eq!((status, &body), (200, &serde_json::json!({"status": "ok"})));
