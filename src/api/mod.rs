@@ -13,6 +13,7 @@ mod processes;
 mod providers;
 pub mod rpc;
 mod slots;
+mod status;
 pub mod stream;
 mod ws;
 
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rpc::router())
         .merge(stream::router())
         .merge(openapi::router())
+        .merge(status::router())
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))

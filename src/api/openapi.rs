@@ -198,6 +198,7 @@ pub struct JsonRpcBody(serde_json::Value);
         super::rpc::rpc,
         super::rpc::rpc_ws,
         openapi,
+        super::status::index,
     ),
     components(schemas(
         super::stream::ServerMessage,
@@ -304,6 +305,7 @@ mod tests {
     fn every_route_is_described() {
         let doc = ApiDoc::openapi();
         for path in [
+            "/",
             "/health",
             "/ready",
             "/metrics",
