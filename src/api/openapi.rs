@@ -107,7 +107,7 @@ pub struct FilterParams {
     /// The block's hash.
     #[param(pattern = "^0x[0-9a-fA-F]{64}$")]
     block_hash: Option<String>,
-    /// `latest`, `safe` or `finalized`: events at exactly that finality.
+    /// `latest`, `safe` or `finalized`: events at least that settled.
     #[param(pattern = "^(latest|safe|finalized)$")]
     finality: Option<String>,
     /// Also events retracted by a reorg (`true`/`false`, default false).

@@ -10,6 +10,7 @@ mod gateway;
 mod health;
 mod ingest;
 mod reorg;
+mod status_page;
 mod store;
 mod stream;
 mod support;
