@@ -19,9 +19,9 @@ use crate::gateway::{Gateway, Indexing};
 use crate::ingest::{self, Endpoint, Ingest};
 use crate::publish::{self, Hub, Render};
 use crate::registry::{Supervisor, SupervisorConfig};
-use crate::retention;
 use crate::store::{DatabaseLock, Store};
 use crate::telemetry;
+use crate::{progress, retention};
 
 /// How long in-flight work may take to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -93,6 +93,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     publish::spawn_publisher(&supervisor, hub.clone(), ingest.committed.clone(), render)
         .context("starting the publisher")?;
     forget_unconfigured(&supervisor);
+    tracker.spawn(progress::follow(
+        ingest.chains.clone(),
+        shutdown.child_token(),
+    ));
     let state = AppState {
         store: store.clone(),
         metrics,

@@ -29,6 +29,10 @@ pub enum Command {
         /// The YAML config to run (default: the embedded config/default.yaml, a devnet chain).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// How often a long backfill's progress is logged when stderr is not a terminal (on a
+        /// terminal it is a bar), e.g. 5s, 500ms.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        progress_every: std::time::Duration,
     },
     /// Validate a config file: print every error with its path; exit non-zero on error.
     CheckConfig {
@@ -49,6 +53,12 @@ pub enum Command {
         /// The YAML config naming the database (default: the embedded config's).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Print a running service's chains, providers and supervised tasks as tables.
+    Status {
+        /// The service's API.
+        #[arg(long, default_value = "http://127.0.0.1:4000")]
+        url: String,
     },
     /// Apply database migrations and exit.
     Migrate {

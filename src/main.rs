@@ -27,11 +27,18 @@ async fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            progress_every,
+        } => {
+            livechain::progress::set_every(progress_every);
             let config = load(config.as_deref())?;
             let root = CancellationToken::new();
             shutdown::cancel_on_signal(root.clone());
             app::run(config, root).await?;
+        }
+        Command::Status { url } => {
+            console::out_raw(&livechain::status::render(&url).await?);
         }
         Command::CheckConfig { file } => {
             let result = Config::load(&file);

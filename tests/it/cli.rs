@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::support;
 
 mod pipes;
+mod progress;
 
 /// Longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -201,11 +202,18 @@ async fn wait_ok(child: &mut Running, url: &str) -> Value {
 }
 
 #[test]
-fn help_lists_the_four_commands() {
+fn help_lists_the_commands() {
     let output = run(livechain().arg("--help"));
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
-    for command in ["run", "check-config", "devnet", "migrate"] {
+    for command in [
+        "run",
+        "check-config",
+        "devnet",
+        "reset-chain",
+        "status",
+        "migrate",
+    ] {
         assert!(
             stdout
                 .lines()
@@ -216,6 +224,18 @@ fn help_lists_the_four_commands() {
     // Unknown commands are refused by clap with a non-zero exit.
     let output = run(livechain().arg("frobnicate"));
     assert!(!output.status.success());
+}
+
+#[test]
+fn status_names_the_url_it_cannot_reach() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let output = run(livechain().args(["status", "--url", &url]));
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(&url) && stderr.contains("is the service running"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -424,6 +444,21 @@ async fn run_with_a_config_serves_then_stops_gracefully_on_sigterm() {
         "the API URL is printed:\n{}",
         child.output()
     );
+    // `livechain status` prints the chain, its providers and the tasks from the API.
+    let output = run(livechain().args(["status", "--url", &base]));
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for expected in [
+        "devnet",
+        "p0",
+        "p1",
+        "healthy",
+        "closed",
+        "pipeline ingest",
+        "running",
+    ] {
+        assert!(stdout.contains(expected), "{expected} missing:\n{stdout}");
+    }
 
     let status = child.terminate().await;
     assert!(status.success(), "exited with {status}\n{}", child.output());
