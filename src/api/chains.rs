@@ -121,7 +121,14 @@ pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJ
                 range_limit: progress.range_limit,
             },
             providers: chain.provider_ids.clone(),
-            problem: progress.stuck.map(|stuck| stuck.reason(&chain.name)),
+            problem: if paused(chain) {
+                Some(format!(
+                    "chain {}: every provider is paused by an operator (POST /v1/chains/{}/resume)",
+                    chain.name, chain.name
+                ))
+            } else {
+                progress.stuck.map(|stuck| stuck.reason(&chain.name))
+            },
             retained,
             safe_block: stored.as_ref().and_then(|cp| cp.safe_block),
             finalized_block: stored.as_ref().and_then(|cp| cp.finalized_block),
@@ -149,6 +156,12 @@ pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJ
     Ok(Json(ChainsJson { chains }))
 }
 
+/// Whether an operator paused every provider of `chain` (its ingestion stands still).
+fn paused(chain: &crate::ingest::ChainHandle) -> bool {
+    let health = &chain.health;
+    !health.is_empty() && (0..health.len()).all(|i| health.is_paused(i))
+}
+
 /// Readiness: the database takes writes, every chain has a healthy provider, no critical task
 /// failed for good.
 #[utoipa::path(get, path = "/ready", tag = "service", responses(
@@ -167,6 +180,9 @@ pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<Status>,
         ));
     }
     for chain in state.chains.iter() {
+        if paused(chain) {
+            continue; // an operator's choice, not a failure
+        }
         if chain.progress.borrow().head == 0 && *chain.best_head.borrow() == 0 {
             return Err(ApiError::NotReady(format!(
                 "chain {} has no provider answering yet",

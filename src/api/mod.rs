@@ -3,6 +3,7 @@
 //! Each route module exposes `fn router() -> Router<AppState>`; [`router`] merges them.
 
 mod chains;
+mod control;
 mod coverage;
 mod error;
 pub mod events;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::router())
         .merge(openapi::router())
         .merge(status::router())
+        .merge(control::router())
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(axum::middleware::from_fn(health::count_requests))

@@ -199,6 +199,10 @@ pub struct JsonRpcBody(serde_json::Value);
         super::rpc::rpc_ws,
         openapi,
         super::status::index,
+        super::control::pause_provider,
+        super::control::resume_provider,
+        super::control::pause_chain,
+        super::control::resume_chain,
     ),
     components(schemas(
         super::stream::ServerMessage,
@@ -211,6 +215,7 @@ pub struct JsonRpcBody(serde_json::Value);
         (name = "state", description = "Chains, coverage, providers, supervised tasks"),
         (name = "stream", description = "The live tail over WebSocket"),
         (name = "gateway", description = "JSON-RPC to the chain's providers"),
+        (name = "control", description = "Pausing and resuming providers (loopback callers only)"),
     )
 )]
 pub struct ApiDoc;

@@ -40,9 +40,10 @@ pub(super) fn close_after(err: &ApiError) -> CloseFrame {
         ApiError::CursorExpired { .. } => close_frame(close_code::POLICY, "cursor expired"),
         ApiError::NotReady(_) | ApiError::Busy(_) => close_frame(close_code::AGAIN, "not ready"),
         ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
-        ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) | ApiError::UpgradeRequired(_) => {
-            close_frame(close_code::POLICY, err.code())
-        }
+        ApiError::NotFound(_)
+        | ApiError::Forbidden(_)
+        | ApiError::MethodNotAllowed(_)
+        | ApiError::UpgradeRequired(_) => close_frame(close_code::POLICY, err.code()),
     }
 }
 

@@ -18,6 +18,7 @@
 //! polled over HTTP: behind the best head when it was asked), and its stream (if up) is not
 //! stalled.
 
+mod pause;
 mod report;
 mod stats;
 mod verdict;
@@ -88,7 +89,12 @@ struct SlotState {
     verdict: verdict::LastVerdict,
     /// The breaker's latest transitions, oldest first (at most [`BREAKER_HISTORY`]).
     transitions: std::collections::VecDeque<Transition>,
+    /// Paused by an operator: no permit is granted.
+    paused: bool,
 }
+
+/// How long a paused provider's callers wait before asking again.
+const PAUSED_RETRY: Duration = Duration::from_secs(1);
 
 /// Breaker transitions remembered per provider for `/v1/providers` (the counter has them all).
 pub const BREAKER_HISTORY: usize = 16;
@@ -136,6 +142,7 @@ impl ChainHealth {
                     stats: Stats::default(),
                     verdict: verdict::LastVerdict::default(),
                     transitions: std::collections::VecDeque::new(),
+                    paused: false,
                 }),
                 dirty: AtomicBool::new(false),
             })
@@ -193,7 +200,13 @@ impl ChainHealth {
         let Some(slot) = self.inner.slots.get(index) else {
             return Err(Duration::MAX);
         };
-        let (permit, transition) = lock(slot).breaker.try_acquire(&*self.inner.clock);
+        let (permit, transition) = {
+            let mut state = lock(slot);
+            if state.paused {
+                return Err(PAUSED_RETRY);
+            }
+            state.breaker.try_acquire(&*self.inner.clock)
+        };
         if let Some(transition) = transition {
             self.transitioned(index, transition);
         }
@@ -373,7 +386,15 @@ impl ChainHealth {
     /// Why a provider in `state` is not healthy (`None`: it is).
     fn verdict(&self, state: &SlotState, best: u64, now: Instant) -> Option<Unhealthy> {
         let (clock, config) = (&*self.inner.clock, &self.inner.config);
-        verdict::judge(&state.breaker, &state.stats, clock, config, best, now)
+        verdict::judge(
+            state.paused,
+            &state.breaker,
+            &state.stats,
+            clock,
+            config,
+            best,
+            now,
+        )
     }
 
     /// Whether at least one provider is healthy (`/ready`).

@@ -12,6 +12,8 @@ use crate::config::HealthConfig;
 /// Why a provider is not healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unhealthy {
+    /// An operator paused it: nothing is asked of it until resumed.
+    Paused,
     /// Its breaker is open: too many failures in a row.
     BreakerOpen,
     /// It has failed since start without ever answering.
@@ -26,6 +28,7 @@ impl Unhealthy {
     /// A short label for metrics and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            Unhealthy::Paused => "paused",
             Unhealthy::BreakerOpen => "breaker_open",
             Unhealthy::Unreachable => "unreachable",
             Unhealthy::Stalled => "stalled",
@@ -37,6 +40,7 @@ impl Unhealthy {
 impl fmt::Display for Unhealthy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Unhealthy::Paused => f.write_str("an operator paused it"),
             Unhealthy::BreakerOpen => f.write_str("its breaker is open"),
             Unhealthy::Unreachable => f.write_str("it has not answered since start"),
             Unhealthy::Stalled => f.write_str("its stream is open but silent"),
@@ -47,6 +51,7 @@ impl fmt::Display for Unhealthy {
 
 /// The verdict on a provider with `breaker` and `stats`, the chain's best head at `best`.
 pub(super) fn judge(
+    paused: bool,
     breaker: &Breaker,
     stats: &Stats,
     clock: &dyn Clock,
@@ -54,6 +59,9 @@ pub(super) fn judge(
     best: u64,
     now: Instant,
 ) -> Option<Unhealthy> {
+    if paused {
+        return Some(Unhealthy::Paused);
+    }
     if breaker.state(clock) == BreakerState::Open {
         return Some(Unhealthy::BreakerOpen);
     }

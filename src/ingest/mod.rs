@@ -8,6 +8,7 @@
 pub mod aggregator;
 pub mod bursts;
 pub mod commits;
+pub mod control;
 pub mod dedupe;
 pub mod filters;
 pub mod forwarded;
@@ -128,6 +129,8 @@ pub struct ChainHandle {
     pub reorgs: ReorgLog,
     /// Events committed since start.
     pub stored: Arc<tally::StoredTally>,
+    /// Each provider's listener, to start again when an operator resumes it.
+    pub listeners: Arc<[listener::Listener]>,
 }
 
 /// The running pipeline.
@@ -246,7 +249,8 @@ async fn start_chain(
     let providers = ProviderSet::new(list, health.clone());
     let (configured, start_block) = filters::log_filters(&chain.subscriptions);
     let filters = ChainFilters::new(name, configured, config.gateway.max_dynamic_filters);
-    let queues = spawn_listeners(&chain_name, &providers, &filters, supervisor)?;
+    let (queues, listeners) =
+        spawn_listeners(&chain_name, &providers, &filters, supervisor).await?;
     spawn_monitor(name, &providers, store, supervisor)?;
     let race = spawn_race(&chain_name, &ids, store, supervisor).await?;
 
@@ -283,6 +287,7 @@ async fn start_chain(
         filters,
         reorgs,
         stored,
+        listeners: listeners.into(),
     };
     Ok((handle, parts))
 }
@@ -315,15 +320,19 @@ fn chain_providers(
     Ok(list)
 }
 
-/// Starts a listener per provider; returns their queues, which outlive every run of the
-/// pipeline (see `merge::Inputs::lend`).
-fn spawn_listeners(
+/// The listeners of a chain's providers and their queues (which outlive every run of the
+/// pipeline, see `merge::Inputs::lend`).
+type Listeners = (Vec<mpsc::Receiver<ChainInput>>, Vec<listener::Listener>);
+
+/// Starts a listener per provider. One an operator paused before the last stop starts
+/// stopped, its provider paused.
+async fn spawn_listeners(
     chain: &ChainName,
     providers: &ProviderSet,
     filters: &ChainFilters,
     supervisor: &Supervisor,
-) -> anyhow::Result<Vec<mpsc::Receiver<ChainInput>>> {
-    let mut queues = Vec::new();
+) -> anyhow::Result<Listeners> {
+    let (mut queues, mut listeners) = (Vec::new(), Vec::new());
     for provider in providers.all() {
         let (output, queue) = mpsc::channel(SOURCE_QUEUE);
         queues.push(queue);
@@ -334,22 +343,22 @@ fn spawn_listeners(
             output,
             health: providers.health().clone(),
         };
-        supervisor
-            .spawn(
-                ProcessKey::new("listener", format!("{chain}/{}", provider.id)),
-                json!({ "chain": chain, "provider": provider.id }),
-                Criticality::Ordinary,
-                move |token| {
-                    let listener = listener.clone();
-                    Box::pin(async move {
-                        listener.run(token).await;
-                        Ok(())
-                    })
-                },
-            )
+        listeners.push(listener.clone());
+        let key = control::listener_key(chain, &provider.id);
+        if supervisor.stopped_before(&key) {
+            providers
+                .health()
+                .set_paused(usize::from(provider.index), true);
+            tracing::info!(chain = %chain, provider = %provider.id, "provider paused by an operator before the restart: it stays paused");
+        }
+        control::spawn_listener(supervisor, listener, false)
+            .await
             .with_context(|| format!("starting the listener of {}", provider.id))?;
+        if supervisor.stopped_before(&key) {
+            supervisor.stop(&key);
+        }
     }
-    Ok(queues)
+    Ok((queues, listeners))
 }
 
 /// Starts the chain's health monitor.

@@ -164,6 +164,8 @@ pub enum RegistryError {
     Restore(String),
     #[error("the supervisor is shutting down; nothing new is spawned")]
     ShuttingDown,
+    #[error("cannot save the process's status: {0}")]
+    Save(String),
     #[error("{still_running} supervised tasks were still running when the shutdown bound passed")]
     ShutdownTimedOut { still_running: usize },
 }

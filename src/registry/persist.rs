@@ -74,9 +74,12 @@ impl ProcessStore for MemoryProcessStore {
 }
 
 /// The producer side, owned by the supervisor.
-#[derive(Debug)]
 pub(super) struct Persister {
     pending: Arc<Mutex<Pending>>,
+    store: Arc<dyn ProcessStore>,
+    /// Held by the writer while it saves a batch, and by [`Persister::save_now`]: a batch
+    /// taken before a change can never be written after that change's direct save.
+    writing: Arc<tokio::sync::Mutex<()>>,
     /// Capacity one: a wake already queued covers every change made before the writer takes
     /// the map, so a full channel loses nothing.
     wake: mpsc::Sender<()>,
@@ -91,8 +94,30 @@ impl Persister {
     ) -> (Persister, JoinHandle<()>) {
         let pending = Arc::new(Mutex::new(HashMap::new()));
         let (wake, woken) = mpsc::channel(1);
-        let writer = tokio::spawn(write(store, Arc::clone(&pending), woken, close));
-        (Persister { pending, wake }, writer)
+        let writing = Arc::new(tokio::sync::Mutex::new(()));
+        let writer = tokio::spawn(write(
+            Arc::clone(&store),
+            Arc::clone(&pending),
+            Arc::clone(&writing),
+            woken,
+            close,
+        ));
+        let persister = Persister {
+            pending,
+            store,
+            writing,
+            wake,
+        };
+        (persister, writer)
+    }
+
+    /// Saves `snapshot` before returning (what an operator's change needs: acknowledged means
+    /// on disk). A queued older snapshot of the key is dropped; a batch being written finishes
+    /// first.
+    pub(super) async fn save_now(&self, snapshot: Snapshot) -> Result<(), String> {
+        let _writing = self.writing.lock().await;
+        lock(&self.pending).remove(&snapshot.key);
+        self.store.save(&snapshot.info()).await
     }
 
     /// Queues `snapshot` for saving, replacing any unsaved one of the same key. Never waits.
@@ -106,6 +131,7 @@ impl Persister {
 async fn write(
     store: Arc<dyn ProcessStore>,
     pending: Arc<Mutex<Pending>>,
+    writing: Arc<tokio::sync::Mutex<()>>,
     mut woken: mpsc::Receiver<()>,
     close: CancellationToken,
 ) {
@@ -117,7 +143,10 @@ async fn write(
             wake = woken.recv() => wake.is_some(),
             () = close.cancelled() => false,
         };
-        flush(store.as_ref(), &pending).await;
+        {
+            let _writing = writing.lock().await;
+            flush(store.as_ref(), &pending).await;
+        }
         if !open {
             return;
         }

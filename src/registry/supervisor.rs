@@ -67,6 +67,8 @@ struct Shared {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The desired set loaded at start.
     restored: Vec<ProcessInfo>,
+    /// The processes stored as not desired at start: stopped by an operator, to stay stopped.
+    undesired: Vec<ProcessKey>,
 }
 
 impl Shared {
@@ -88,6 +90,11 @@ impl Supervisor {
         // A load failure is an error, not an empty set: starting without the desired set would
         // silently drop every process added at run time.
         let mut restored = store.load().await.map_err(RegistryError::Restore)?;
+        let undesired = restored
+            .iter()
+            .filter(|info| !info.desired)
+            .map(ProcessInfo::key)
+            .collect();
         restored.retain(|info| info.desired);
         restored.sort_unstable_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
         let close_writer = CancellationToken::new();
@@ -103,6 +110,7 @@ impl Supervisor {
                 close_writer,
                 writer: Mutex::new(Some(writer)),
                 restored,
+                undesired,
             }),
         })
     }
@@ -111,6 +119,12 @@ impl Supervisor {
     /// The app re-spawns those whose spec it still understands.
     pub fn restore(&self) -> Vec<ProcessInfo> {
         self.shared.restored.clone()
+    }
+
+    /// Whether `key` was stored as not desired when the service started (an operator stopped
+    /// it): the app starts such a task stopped.
+    pub fn stopped_before(&self, key: &ProcessKey) -> bool {
+        self.shared.undesired.contains(key)
     }
 
     /// Registers `key` and runs `factory`'s future under it until stopped, restarting it after
@@ -130,6 +144,25 @@ impl Supervisor {
             + Sync
             + 'static,
     {
+        let snapshot = self.spawn_inner(key, spec, criticality, factory)?;
+        self.shared.persist(snapshot);
+        Ok(())
+    }
+
+    /// Registers and starts `key`'s task; the snapshot of its row to save.
+    fn spawn_inner<F>(
+        &self,
+        key: ProcessKey,
+        spec: serde_json::Value,
+        criticality: Criticality,
+        factory: F,
+    ) -> Result<Option<Snapshot>, RegistryError>
+    where
+        F: Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>>
+            + Send
+            + Sync
+            + 'static,
+    {
         if self.shared.root.is_cancelled() {
             return Err(RegistryError::ShuttingDown);
         }
@@ -138,7 +171,7 @@ impl Supervisor {
             .shared
             .registry
             .register_with(key, spec, token.clone())?;
-        self.shared.persist(registration.running());
+        let snapshot = registration.running();
         let shared = Arc::clone(&self.shared);
         self.shared.tracker.spawn(supervise(
             shared,
@@ -147,7 +180,7 @@ impl Supervisor {
             criticality == Criticality::Critical,
             factory,
         ));
-        Ok(())
+        Ok(snapshot)
     }
 
     /// Stops the task under `key` for good: clears `desired` (persisted, so a restore leaves it
@@ -157,6 +190,45 @@ impl Supervisor {
         let found = snapshot.is_some();
         self.shared.persist(snapshot);
         found
+    }
+
+    /// [`Supervisor::stop`], the cleared `desired` saved before returning (an operator's
+    /// pause survives a kill the moment after). False if no live task has the key.
+    pub async fn stop_saved(&self, key: &ProcessKey) -> Result<bool, RegistryError> {
+        let Some(snapshot) = self.shared.registry.stop(key) else {
+            return Ok(false);
+        };
+        self.shared
+            .persister
+            .save_now(snapshot)
+            .await
+            .map_err(RegistryError::Save)?;
+        Ok(true)
+    }
+
+    /// [`Supervisor::spawn`], the task's row (desired, running) saved before returning.
+    pub async fn spawn_saved<F>(
+        &self,
+        key: ProcessKey,
+        spec: serde_json::Value,
+        criticality: Criticality,
+        factory: F,
+    ) -> Result<(), RegistryError>
+    where
+        F: Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let snapshot = self.spawn_inner(key, spec, criticality, factory)?;
+        if let Some(snapshot) = snapshot {
+            self.shared
+                .persister
+                .save_now(snapshot)
+                .await
+                .map_err(RegistryError::Save)?;
+        }
+        Ok(())
     }
 
     /// Ends the current run of `key` as a death: the run is cancelled (given `stop_grace` to

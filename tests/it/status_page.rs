@@ -188,6 +188,7 @@ async fn the_status_page_shows_the_service_live_in_a_browser() {
     devnet.faults(1).expect("p1").set_stalled(false);
     page.say("unstalled");
     page.expect("healthy");
+    page.expect("paused and resumed");
 
     service.stop();
     page.say("stopped");

@@ -109,7 +109,17 @@ await next("unstalled");
 await until(`${stalled} healthy again`, async () => !(await health.textContent()).includes("unhealthy"));
 console.log("ok healthy");
 
-// 4. The service restarts under the page: it reconnects by itself and the tail carries on.
+// 4. Paused and resumed from the page: the API agrees.
+const control = page.locator(`#providers tr[data-provider="${stalled}"] [data-field="control"] button`);
+await control.click();
+await until(`${stalled} paused`, async () => (await health.textContent()).includes("paused"));
+const pausedThere = (await api("/v1/providers")).providers.find((p) => p.id === stalled);
+if (pausedThere.unhealthy_reason !== "paused") fail(`the API does not say ${stalled} is paused`);
+await control.click();
+await until(`${stalled} resumed`, async () => !(await health.textContent()).includes("unhealthy"));
+console.log("ok paused and resumed");
+
+// 5. The service restarts under the page: it reconnects by itself and the tail carries on.
 await next("stopped");
 await until("the reconnecting badge", async () => badges.includes("reconnecting"));
 console.log("ok offline");

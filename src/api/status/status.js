@@ -180,6 +180,13 @@ function renderProviders(providers) {
         .map((t) => `${t.from}→${t.to} ${fmt.ago(t.at)}`)
         .join(", ");
       const errors = `${fmt.num(p.errors)} of ${fmt.num(p.requests)} (${(100 * p.error_rate).toFixed(1)} %)`;
+      const paused = p.unhealthy_reason === "paused";
+      const control = el(
+        "button",
+        { type: "button", "data-action": paused ? "resume" : "pause" },
+        paused ? "resume" : "pause",
+      );
+      control.addEventListener("click", () => act(`/v1/providers/${p.chain}/${p.id}/${paused ? "resume" : "pause"}`));
       return el(
         "tr",
         { "data-provider": p.id, "data-chain": p.chain },
@@ -196,6 +203,7 @@ function renderProviders(providers) {
         el("td", { "data-field": "latency" }, `${fmt.ms(p.latency_ms.p50)} / ${fmt.ms(p.latency_ms.p99)}`),
         el("td", { "data-field": "race" }, raceBar(p), `${fmt.num(p.delivered_first)} · ${fmt.num(p.delivered_late)} · ${fmt.num(p.missed)}`),
         el("td", { "data-field": "errors" }, errors),
+        el("td", { "data-field": "control" }, control),
       );
     }),
   );
@@ -214,6 +222,19 @@ function renderProcesses(body) {
       ),
     ),
   );
+}
+
+// An operator's pause or resume; the next poll shows the result.
+async function act(path) {
+  try {
+    const response = await fetch(path, { method: "POST" });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      $("#problems").textContent = body?.error?.message ?? `${path}: ${response.status}`;
+    }
+  } catch (err) {
+    $("#problems").textContent = `${path}: ${err}`;
+  }
 }
 
 // --- polling -----------------------------------------------------------------------------

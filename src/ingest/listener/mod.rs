@@ -46,7 +46,7 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Longest wait for an open breaker before asking it again (it half-opens on its own clock).
 const MAX_GATE_WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Listener {
     pub chain: ChainName,
     pub provider: ChainProvider,

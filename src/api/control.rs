@@ -1,0 +1,170 @@
+//! Admin routes: pause and resume a provider, or every provider of a chain (`ingest::control`).
+//! A pause is saved before the answer and survives restarts. Only callers on loopback may use
+//! them (a service bound elsewhere exposes its reads, not its controls).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::ingest::ChainHandle;
+use crate::ingest::control::{self, ControlError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/providers/{chain}/{provider}/pause",
+            post(pause_provider),
+        )
+        .route(
+            "/v1/providers/{chain}/{provider}/resume",
+            post(resume_provider),
+        )
+        .route("/v1/chains/{chain}/pause", post(pause_chain))
+        .route("/v1/chains/{chain}/resume", post(resume_chain))
+}
+
+/// What a pause or resume did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ControlJson {
+    chain: String,
+    providers: Vec<ControlledJson>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ControlledJson {
+    id: String,
+    /// Paused now.
+    paused: bool,
+    /// False when it already was as asked.
+    changed: bool,
+}
+
+fn admin_only(peer: SocketAddr) -> Result<(), ApiError> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "pausing and resuming is for callers on this host (loopback) only".into(),
+        ))
+    }
+}
+
+fn chain<'a>(state: &'a AppState, name: &str) -> Result<&'a ChainHandle, ApiError> {
+    state
+        .chains
+        .iter()
+        .find(|c| &*c.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no chain {name:?}")))
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> Self {
+        match err {
+            ControlError::UnknownProvider { .. } => ApiError::NotFound(err.to_string()),
+            ControlError::Registry(err) => ApiError::Internal(Box::new(err)),
+        }
+    }
+}
+
+/// Pauses or resumes `providers` of `chain`.
+async fn set(
+    state: &AppState,
+    chain: &ChainHandle,
+    providers: Vec<String>,
+    paused: bool,
+) -> Result<Json<ControlJson>, ApiError> {
+    let mut out = Vec::with_capacity(providers.len());
+    for id in providers {
+        let changed = if paused {
+            control::pause(&state.supervisor, chain, &id).await?
+        } else {
+            control::resume(&state.supervisor, chain, &id).await?
+        };
+        out.push(ControlledJson {
+            id,
+            paused,
+            changed,
+        });
+    }
+    Ok(Json(ControlJson {
+        chain: chain.name.to_string(),
+        providers: out,
+    }))
+}
+
+/// Pauses a provider: nothing is asked of it (stream, ranges, gateway calls, probes) until
+/// resumed, across restarts.
+#[utoipa::path(post, path = "/v1/providers/{chain}/{provider}/pause", tag = "control",
+    params(("chain" = String, Path), ("provider" = String, Path)),
+    responses(
+        (status = 200, description = "Paused (saved before this answer)", body = ControlJson),
+        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
+        (status = 404, description = "No such chain or provider", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn pause_provider(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((chain_name, provider)): Path<(String, String)>,
+) -> Result<Json<ControlJson>, ApiError> {
+    admin_only(peer)?;
+    let chain = chain(&state, &chain_name)?;
+    set(&state, chain, vec![provider], true).await
+}
+
+/// Resumes a paused provider.
+#[utoipa::path(post, path = "/v1/providers/{chain}/{provider}/resume", tag = "control",
+    params(("chain" = String, Path), ("provider" = String, Path)),
+    responses(
+        (status = 200, description = "Resumed (saved before this answer)", body = ControlJson),
+        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
+        (status = 404, description = "No such chain or provider", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn resume_provider(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((chain_name, provider)): Path<(String, String)>,
+) -> Result<Json<ControlJson>, ApiError> {
+    admin_only(peer)?;
+    let chain = chain(&state, &chain_name)?;
+    set(&state, chain, vec![provider], false).await
+}
+
+/// Pauses a chain's ingestion: every one of its providers.
+#[utoipa::path(post, path = "/v1/chains/{chain}/pause", tag = "control",
+    params(("chain" = String, Path)),
+    responses(
+        (status = 200, description = "Every provider paused", body = ControlJson),
+        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
+        (status = 404, description = "No such chain", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn pause_chain(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(chain_name): Path<String>,
+) -> Result<Json<ControlJson>, ApiError> {
+    admin_only(peer)?;
+    let chain = chain(&state, &chain_name)?;
+    set(&state, chain, chain.provider_ids.clone(), true).await
+}
+
+/// Resumes every provider of a chain.
+#[utoipa::path(post, path = "/v1/chains/{chain}/resume", tag = "control",
+    params(("chain" = String, Path)),
+    responses(
+        (status = 200, description = "Every provider resumed", body = ControlJson),
+        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
+        (status = 404, description = "No such chain", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn resume_chain(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(chain_name): Path<String>,
+) -> Result<Json<ControlJson>, ApiError> {
+    admin_only(peer)?;
+    let chain = chain(&state, &chain_name)?;
+    set(&state, chain, chain.provider_ids.clone(), false).await
+}
