@@ -266,7 +266,8 @@ const tail = {
   socket: null,
   paused: false,
   cursor: null, // the last change shown: a resume starts right after it
-  filters: new URLSearchParams(),
+  // Blocks by default: a page left open on a busy chain need not carry every log.
+  filters: new URLSearchParams({ kind: "block" }),
   retries: 0,
 };
 
@@ -284,9 +285,32 @@ function subscribeMessage() {
   return JSON.stringify(message);
 }
 
+// Rows wait here and are drawn once per frame (at most TAIL_ROWS of them), so a fast chain
+// costs the page one redraw a frame, not one per event.
+let queued = [];
+let drawing = false;
+
 function addTailRow(message) {
+  queued.push(message);
+  if (queued.length > TAIL_ROWS) queued = queued.slice(-TAIL_ROWS);
+  if (!drawing) {
+    drawing = true;
+    requestAnimationFrame(drawTail);
+  }
+}
+
+function drawTail() {
+  drawing = false;
+  const body = $("#tail tbody");
+  const rows = queued.map(tailRow).reverse();
+  queued = [];
+  body.prepend(...rows);
+  while (body.rows.length > TAIL_ROWS) body.deleteRow(body.rows.length - 1);
+}
+
+function tailRow(message) {
   const e = message.event;
-  const row = el(
+  return el(
     "tr",
     { class: message.type === "removed" ? "removed" : "", "data-cursor": message.cursor },
     el("td", {}, message.cursor),
@@ -297,9 +321,6 @@ function addTailRow(message) {
     el("td", {}, fmt.short(e.address)),
     el("td", {}, message.type === "removed" ? "removed" : e.finality),
   );
-  const body = $("#tail tbody");
-  body.prepend(row);
-  while (body.rows.length > TAIL_ROWS) body.deleteRow(body.rows.length - 1);
 }
 
 function openTail() {
