@@ -122,6 +122,11 @@ async fn run(measured: bool) -> anyhow::Result<()> {
 
     let yaml = service_yaml(&dir.path().join("bench.db"), &endpoints);
     let (service, api) = start_service(&binary, dir.path(), &yaml, STEP_TIMEOUT).await?;
+    // The status page open and live in Chromium through the run, if asked (its cost budget).
+    let page = match std::env::var_os("LIVECHAIN_BENCH_PAGE") {
+        Some(_) => Some(open_page(&api).await?),
+        None => None,
+    };
     let metrics_url = format!("{api}/metrics");
     let http = reqwest::Client::builder()
         .timeout(STEP_TIMEOUT)
@@ -137,6 +142,7 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     // Stop both before the replay, so that it has the machine to itself: the disk too. The
     // service leaves hundreds of MiB of dirty pages behind, which the kernel would otherwise
     // write back during the replay, at a moment that varies from run to run.
+    drop(page);
     drop(service);
     drop(devnet);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -153,8 +159,13 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     let ratio = if raw > 0.0 { stored / raw } else { 0.0 };
     println!(
         "{label} in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} \
-         rss_mb={rss_mb:.0} wal_peak_mb={:.0}",
-        wal_peak as f64 / (1 << 20) as f64
+         rss_mb={rss_mb:.0} wal_peak_mb={:.0}{}",
+        wal_peak as f64 / (1 << 20) as f64,
+        if std::env::var_os("LIVECHAIN_BENCH_PAGE").is_some() {
+            " page=open"
+        } else {
+            ""
+        }
     );
     eprintln!(
         "ingest diagnostics: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
@@ -343,4 +354,39 @@ fn block_rows(devnet: &Devnet, n: u64) -> Vec<NewEvent> {
         }));
     }
     rows
+}
+
+/// Opens the status page at `api` in headless Chromium (niced) (playwright-core from
+/// `LIVECHAIN_NPM_PREFIX`, Chromium from `LIVECHAIN_CHROMIUM` or /usr/bin/chromium) and waits
+/// until it is live; the browser is killed when the returned child is dropped.
+async fn open_page(api: &str) -> anyhow::Result<tokio::process::Child> {
+    use tokio::io::AsyncBufReadExt;
+    let prefix = std::env::var("LIVECHAIN_NPM_PREFIX").context("LIVECHAIN_NPM_PREFIX")?;
+    let chromium =
+        std::env::var("LIVECHAIN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let script = Path::new(&prefix).join("livechain-page-open.mjs");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/page-open.mjs"),
+        &script,
+    )?;
+    // Niced: the browser stands for one on the operator's machine, not a second service on
+    // this one; what is measured is what serving the page costs the service.
+    let mut child = Command::new("nice")
+        .args(["-n", "19", "node"])
+        .arg(&script)
+        .args([api, &chromium])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node")?;
+    let stdout = child.stdout.take().context("node's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(STEP_TIMEOUT * 4, lines.next_line())
+        .await
+        .context("the page did not open in time")??;
+    anyhow::ensure!(
+        line.as_deref() == Some("open"),
+        "the page did not open: {line:?}"
+    );
+    Ok(child)
 }

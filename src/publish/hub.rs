@@ -211,10 +211,7 @@ impl Hub {
                     }
                     let batch: Batch = FeedItem::all_of(&batch)
                         .into_iter()
-                        .map(|item| {
-                            let text = render(&item);
-                            Published { item, text }
-                        })
+                        .map(|item| Published::new(item, render.clone()))
                         .collect();
                     self.publish(&batch);
                 }
@@ -268,9 +265,9 @@ mod tests {
 
     fn batch(cursors: std::ops::RangeInclusive<Cursor>, chain: &str) -> Batch {
         cursors
-            .map(|c| Published {
-                item: FeedItem::Added(stored(c, chain)),
-                text: format!("{c}").into(),
+            .map(|c| {
+                let render: Render = Arc::new(move |_: &FeedItem| format!("{c}").into());
+                Published::new(FeedItem::Added(stored(c, chain)), render)
             })
             .collect()
     }
@@ -364,5 +361,45 @@ mod tests {
         hub.clone().run(rx, render, CancellationToken::new()).await;
         assert_eq!(rendered.load(Ordering::Relaxed), 0);
         assert_eq!(hub.published(), 3, "the published cursor still advances");
+    }
+
+    #[tokio::test]
+    async fn only_what_a_subscriber_takes_is_rendered_and_only_once() {
+        let hub = Hub::new(1024);
+        let (tx, rx) = broadcast::channel(8);
+        let rendered = Arc::new(AtomicUsize::new(0));
+        let count = rendered.clone();
+        let render: Render = Arc::new(move |item: &FeedItem| {
+            count.fetch_add(1, Ordering::Relaxed);
+            format!("c{}", item.cursor()).into()
+        });
+        let only_a = EventFilter {
+            chain: Some("a".into()),
+            ..EventFilter::default()
+        };
+        let mut subs = [hub.subscribe(only_a.clone()), hub.subscribe(only_a.clone())];
+        let committed = Committed {
+            inserted: (1..=6)
+                .map(|c| stored(c, if c % 2 == 0 { "a" } else { "b" }))
+                .collect(),
+            ..Committed::default()
+        };
+        tx.send(Arc::new(committed)).unwrap();
+        drop(tx);
+        hub.clone().run(rx, render, CancellationToken::new()).await;
+        for sub in &mut subs {
+            let batch = sub.recv().await.expect("a batch");
+            let texts: Vec<String> = batch
+                .iter()
+                .filter(|p| p.item.matches(&only_a))
+                .map(|p| p.text().to_string())
+                .collect();
+            assert_eq!(texts, ["c2", "c4", "c6"]);
+        }
+        assert_eq!(
+            rendered.load(Ordering::Relaxed),
+            3,
+            "chain b's items never rendered"
+        );
     }
 }

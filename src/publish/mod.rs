@@ -81,11 +81,35 @@ impl FeedItem {
 /// subscriber's frame shares the one rendering instead of copying it.
 pub type Text = axum::extract::ws::Utf8Bytes;
 
-/// A feed item with its wire form, rendered once and shared by every subscriber.
-#[derive(Debug)]
+/// A feed item with its wire form, rendered once — when the first subscriber that wants it
+/// asks, so items no filter takes are never rendered — and shared by every subscriber.
 pub struct Published {
     pub item: FeedItem,
-    pub text: Text,
+    text: std::sync::OnceLock<Text>,
+    render: Render,
+}
+
+impl Published {
+    pub fn new(item: FeedItem, render: Render) -> Published {
+        Published {
+            item,
+            text: std::sync::OnceLock::new(),
+            render,
+        }
+    }
+
+    /// The item's wire form.
+    pub fn text(&self) -> Text {
+        self.text.get_or_init(|| (self.render)(&self.item)).clone()
+    }
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("item", &self.item)
+            .finish()
+    }
 }
 
 /// One committed batch as published: its items in cursor order, shared by every queue.

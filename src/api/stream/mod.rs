@@ -332,7 +332,7 @@ impl Session {
                 }
             }
             None => {
-                let texts: Vec<Text> = fresh.map(|p| p.text.clone()).collect();
+                let texts: Vec<Text> = fresh.map(|p| p.text()).collect();
                 self.send_all(texts).await?;
             }
         }
