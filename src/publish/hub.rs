@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Batch, FeedItem, Published, Text};
 use crate::domain::Cursor;
-use crate::domain::EventFilter;
+use crate::domain::{EventFilter, EventKind};
 use crate::store::Committed;
 use crate::telemetry::metrics as m;
 
@@ -145,7 +145,22 @@ impl Hub {
     /// Offers `batch` (cursor order) to every subscriber with a matching item. One that already
     /// has items waiting and would go past the limit is cut off; nobody waits.
     pub fn publish(&self, batch: &Batch) {
+        self.publish_if(batch, Wants::ALL);
+        self.advance(batch.last().map(|p| p.item.cursor()));
+    }
+
+    /// What the subscribers' filters take, all together.
+    fn wants(&self) -> Wants {
+        Wants::of(self.table().entries.values().map(|e| &e.filter))
+    }
+
+    /// [`Hub::publish`] of a batch built for `wants`, unless a subscriber that wants more came
+    /// meanwhile (then nothing is sent: the caller builds the batch again).
+    fn publish_if(&self, batch: &Batch, wants: Wants) -> bool {
         let mut table = self.table();
+        if !wants.covers(Wants::of(table.entries.values().map(|e| &e.filter))) {
+            return false;
+        }
         let mut cut = Vec::new();
         for (&id, entry) in table.entries.iter() {
             if !batch.iter().any(|p| p.item.matches(&entry.filter)) {
@@ -166,8 +181,7 @@ impl Hub {
         for id in cut {
             table.entries.remove(&id);
         }
-        drop(table);
-        self.advance(batch.last().map(|p| p.item.cursor()));
+        true
     }
 
     fn advance(&self, last: Option<Cursor>) {
@@ -209,11 +223,20 @@ impl Hub {
                         self.advance(last_cursor(&batch));
                         continue;
                     }
-                    let batch: Batch = FeedItem::all_of(&batch)
-                        .into_iter()
-                        .map(|item| Published::new(item, render.clone()))
-                        .collect();
-                    self.publish(&batch);
+                    // Built of the kinds some subscriber takes (a page following blocks costs
+                    // no log), again if a subscriber wanting more arrived meanwhile.
+                    loop {
+                        let wants = self.wants();
+                        let items: Batch = FeedItem::all_of(&batch)
+                            .into_iter()
+                            .filter(|item| wants.takes(item))
+                            .map(|item| Published::new(item, render.clone()))
+                            .collect();
+                        if self.publish_if(&items, wants) {
+                            break;
+                        }
+                    }
+                    self.advance(last_cursor(&batch));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -224,6 +247,51 @@ impl Hub {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+}
+
+/// The kinds of events the subscribers take (finality advances always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wants {
+    blocks: bool,
+    logs: bool,
+}
+
+impl Wants {
+    const ALL: Wants = Wants {
+        blocks: true,
+        logs: true,
+    };
+
+    fn of<'a>(filters: impl Iterator<Item = &'a EventFilter>) -> Wants {
+        let mut wants = Wants {
+            blocks: false,
+            logs: false,
+        };
+        for filter in filters {
+            wants.blocks |= filter.kind != Some(EventKind::Log);
+            wants.logs |= filter.kind != Some(EventKind::Block);
+        }
+        wants
+    }
+
+    /// Whether everything `other` takes, this takes too.
+    fn covers(self, other: Wants) -> bool {
+        (self.blocks || !other.blocks) && (self.logs || !other.logs)
+    }
+
+    fn takes(self, item: &FeedItem) -> bool {
+        let event = match item {
+            FeedItem::Added(event)
+            | FeedItem::Removed { event, .. }
+            | FeedItem::Restored { event, .. } => event,
+            FeedItem::Finality(_) => return true,
+        };
+        if event.event.log.is_some() {
+            self.logs
+        } else {
+            self.blocks
         }
     }
 }
@@ -401,5 +469,42 @@ mod tests {
             3,
             "chain b's items never rendered"
         );
+    }
+
+    #[test]
+    fn wants_follow_the_subscribers_kinds() {
+        let kind = |k: Option<EventKind>| EventFilter {
+            kind: k,
+            ..EventFilter::default()
+        };
+        let blocks = [kind(Some(EventKind::Block))];
+        let wants = Wants::of(blocks.iter());
+        assert_eq!(
+            wants,
+            Wants {
+                blocks: true,
+                logs: false
+            }
+        );
+        let mut log = stored(2, "a");
+        log.event.log = Some(crate::domain::LogFields {
+            tx_hash: B256::ZERO,
+            tx_index: 0,
+            log_index: 0,
+            address: alloy_primitives::Address::ZERO,
+            topics: Vec::new(),
+            data: alloy_primitives::Bytes::new(),
+        });
+        assert!(wants.takes(&FeedItem::Added(stored(1, "a"))));
+        assert!(
+            !wants.takes(&FeedItem::Added(log)),
+            "no subscriber takes logs"
+        );
+        let both = [kind(Some(EventKind::Block)), kind(None)];
+        assert!(
+            !wants.covers(Wants::of(both.iter())),
+            "a new subscriber wants more"
+        );
+        assert!(Wants::ALL.covers(Wants::of(both.iter())));
     }
 }
