@@ -123,7 +123,17 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     let yaml = service_yaml(&dir.path().join("bench.db"), &endpoints);
     let (service, api) = start_service(&binary, dir.path(), &yaml, STEP_TIMEOUT).await?;
     // The status page open and live in Chromium through the run, if asked (its cost budget).
-    let page = match std::env::var_os("LIVECHAIN_BENCH_PAGE") {
+    // `poll` and `tail` play one half of the page's traffic each, in this process.
+    let mode = std::env::var("LIVECHAIN_BENCH_PAGE").ok();
+    let page = match mode.as_deref() {
+        Some("poll") => {
+            tokio::spawn(poll_like_the_page(api.clone()));
+            None
+        }
+        Some("tail") => {
+            tokio::spawn(tail_like_the_page(api.clone()));
+            None
+        }
         Some(_) => Some(open_page(&api).await?),
         None => None,
     };
@@ -161,10 +171,11 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         "{label} in={received:.0} stored={stored:.0} raw_sqlite={raw:.0} ratio={ratio:.2} \
          rss_mb={rss_mb:.0} wal_peak_mb={:.0}{}",
         wal_peak as f64 / (1 << 20) as f64,
-        if std::env::var_os("LIVECHAIN_BENCH_PAGE").is_some() {
-            " page=open"
-        } else {
-            ""
+        match std::env::var("LIVECHAIN_BENCH_PAGE").as_deref() {
+            Ok("poll") => " page=poll",
+            Ok("tail") => " page=tail",
+            Ok(_) => " page=open",
+            Err(_) => "",
         }
     );
     eprintln!(
@@ -389,4 +400,29 @@ async fn open_page(api: &str) -> anyhow::Result<tokio::process::Child> {
         "the page did not open: {line:?}"
     );
     Ok(child)
+}
+
+/// The page's polling alone: the three routes it reads, once a second.
+async fn poll_like_the_page(api: String) {
+    let http = reqwest::Client::new();
+    loop {
+        for path in ["/v1/chains", "/v1/providers", "/v1/processes"] {
+            let _ = http.get(format!("{api}{path}")).send().await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The page's live tail alone: a `/v1/stream` subscriber taking blocks.
+async fn tail_like_the_page(api: String) {
+    use futures_util::{SinkExt, StreamExt};
+    let url = format!("{}/v1/stream", api.replacen("http://", "ws://", 1));
+    let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
+        return;
+    };
+    let subscribe = r#"{"type":"subscribe","kind":"block"}"#;
+    if socket.send(subscribe.into()).await.is_err() {
+        return;
+    }
+    while let Some(Ok(_)) = socket.next().await {}
 }
