@@ -15,16 +15,8 @@ use crate::ingest::control::{self, ControlError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/providers/{chain}/{provider}/pause",
-            post(pause_provider),
-        )
-        .route(
-            "/v1/providers/{chain}/{provider}/resume",
-            post(resume_provider),
-        )
-        .route("/v1/chains/{chain}/pause", post(pause_chain))
-        .route("/v1/chains/{chain}/resume", post(resume_chain))
+        .route("/v1/providers/{chain}/{provider}/{action}", post(provider))
+        .route("/v1/chains/{chain}/{action}", post(whole_chain))
 }
 
 /// What a pause or resume did.
@@ -96,75 +88,60 @@ async fn set(
     }))
 }
 
-/// Pauses a provider: nothing is asked of it (stream, ranges, gateway calls, probes) until
-/// resumed, across restarts.
-#[utoipa::path(post, path = "/v1/providers/{chain}/{provider}/pause", tag = "control",
-    params(("chain" = String, Path), ("provider" = String, Path)),
-    responses(
-        (status = 200, description = "Paused (saved before this answer)", body = ControlJson),
-        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
-        (status = 404, description = "No such chain or provider", body = super::error::ErrorBody),
-    ))]
-pub(super) async fn pause_provider(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((chain_name, provider)): Path<(String, String)>,
-) -> Result<Json<ControlJson>, ApiError> {
-    admin_only(peer)?;
-    let chain = chain(&state, &chain_name)?;
-    set(&state, chain, vec![provider], true).await
+/// `pause` or `resume`.
+#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Action {
+    Pause,
+    Resume,
 }
 
-/// Resumes a paused provider.
-#[utoipa::path(post, path = "/v1/providers/{chain}/{provider}/resume", tag = "control",
-    params(("chain" = String, Path), ("provider" = String, Path)),
+/// Pauses a provider (nothing is asked of it — stream, ranges, gateway calls, probes — until
+/// resumed, across restarts) or resumes it.
+#[utoipa::path(post, path = "/v1/providers/{chain}/{provider}/{action}", tag = "control",
+    params(("chain" = String, Path), ("provider" = String, Path), ("action" = Action, Path)),
     responses(
-        (status = 200, description = "Resumed (saved before this answer)", body = ControlJson),
+        (status = 200, description = "Done, and saved before this answer", body = ControlJson),
         (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
-        (status = 404, description = "No such chain or provider", body = super::error::ErrorBody),
+        (status = 404, description = "No such chain, provider or action", body = super::error::ErrorBody),
     ))]
-pub(super) async fn resume_provider(
+pub(super) async fn provider(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((chain_name, provider)): Path<(String, String)>,
+    Path((chain_name, provider, action)): Path<(String, String, String)>,
 ) -> Result<Json<ControlJson>, ApiError> {
     admin_only(peer)?;
+    let paused = pausing(&action)?;
     let chain = chain(&state, &chain_name)?;
-    set(&state, chain, vec![provider], false).await
+    set(&state, chain, vec![provider], paused).await
 }
 
-/// Pauses a chain's ingestion: every one of its providers.
-#[utoipa::path(post, path = "/v1/chains/{chain}/pause", tag = "control",
-    params(("chain" = String, Path)),
+/// Pauses or resumes a chain's ingestion: every one of its providers.
+#[utoipa::path(post, path = "/v1/chains/{chain}/{action}", tag = "control",
+    params(("chain" = String, Path), ("action" = Action, Path)),
     responses(
-        (status = 200, description = "Every provider paused", body = ControlJson),
+        (status = 200, description = "Done for every provider, saved before this answer", body = ControlJson),
         (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
-        (status = 404, description = "No such chain", body = super::error::ErrorBody),
+        (status = 404, description = "No such chain or action", body = super::error::ErrorBody),
     ))]
-pub(super) async fn pause_chain(
+pub(super) async fn whole_chain(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(chain_name): Path<String>,
+    Path((chain_name, action)): Path<(String, String)>,
 ) -> Result<Json<ControlJson>, ApiError> {
     admin_only(peer)?;
+    let paused = pausing(&action)?;
     let chain = chain(&state, &chain_name)?;
-    set(&state, chain, chain.provider_ids.clone(), true).await
+    set(&state, chain, chain.provider_ids.clone(), paused).await
 }
 
-/// Resumes every provider of a chain.
-#[utoipa::path(post, path = "/v1/chains/{chain}/resume", tag = "control",
-    params(("chain" = String, Path)),
-    responses(
-        (status = 200, description = "Every provider resumed", body = ControlJson),
-        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
-        (status = 404, description = "No such chain", body = super::error::ErrorBody),
-    ))]
-pub(super) async fn resume_chain(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(chain_name): Path<String>,
-) -> Result<Json<ControlJson>, ApiError> {
-    admin_only(peer)?;
-    let chain = chain(&state, &chain_name)?;
-    set(&state, chain, chain.provider_ids.clone(), false).await
+/// Whether `action` pauses (`pause`) or resumes (`resume`).
+fn pausing(action: &str) -> Result<bool, ApiError> {
+    match action {
+        "pause" => Ok(true),
+        "resume" => Ok(false),
+        other => Err(ApiError::NotFound(format!(
+            "no action {other:?}: pause or resume"
+        ))),
+    }
 }

@@ -199,15 +199,14 @@ pub struct JsonRpcBody(serde_json::Value);
         super::rpc::rpc_ws,
         openapi,
         super::status::index,
-        super::control::pause_provider,
-        super::control::resume_provider,
-        super::control::pause_chain,
-        super::control::resume_chain,
+        super::control::provider,
+        super::control::whole_chain,
     ),
     components(schemas(
         super::stream::ServerMessage,
         SubscribeMessage,
         super::error::ErrorBody,
+        super::control::Action,
     )),
     tags(
         (name = "service", description = "Liveness, readiness, metrics, this description"),
