@@ -71,6 +71,17 @@ struct Shared {
     undesired: Vec<ProcessKey>,
 }
 
+/// What a supervised task is made from: a fresh run per start, given the run's token.
+pub trait TaskFactory:
+    Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>> + Send + Sync + 'static
+{
+}
+
+impl<F> TaskFactory for F where
+    F: Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>> + Send + Sync + 'static
+{
+}
+
 impl Shared {
     fn persist(&self, snapshot: Option<Snapshot>) {
         if let Some(snapshot) = snapshot {
@@ -139,10 +150,7 @@ impl Supervisor {
         factory: F,
     ) -> Result<(), RegistryError>
     where
-        F: Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>>
-            + Send
-            + Sync
-            + 'static,
+        F: TaskFactory,
     {
         let snapshot = self.spawn_inner(key, spec, criticality, factory)?;
         self.shared.persist(snapshot);
@@ -158,10 +166,7 @@ impl Supervisor {
         factory: F,
     ) -> Result<Option<Snapshot>, RegistryError>
     where
-        F: Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>>
-            + Send
-            + Sync
-            + 'static,
+        F: TaskFactory,
     {
         if self.shared.root.is_cancelled() {
             return Err(RegistryError::ShuttingDown);
@@ -215,10 +220,7 @@ impl Supervisor {
         factory: F,
     ) -> Result<(), RegistryError>
     where
-        F: Fn(CancellationToken) -> BoxFuture<'static, Result<(), TaskError>>
-            + Send
-            + Sync
-            + 'static,
+        F: TaskFactory,
     {
         let snapshot = self.spawn_inner(key, spec, criticality, factory)?;
         if let Some(snapshot) = snapshot {
