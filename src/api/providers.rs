@@ -1,6 +1,8 @@
 //! `GET /v1/providers`: per chain × provider, its breaker, health, head, lag, latency, error
 //! rate and delivery race statistics (`docs/api.md`).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -10,6 +12,7 @@ use super::AppState;
 use super::json::rfc3339_ms;
 use crate::health::ProviderReport;
 use crate::ingest::race::{Lateness, ProviderRace};
+use crate::provider::{ERROR_KINDS, ErrorTally};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/providers", get(providers))
@@ -40,6 +43,11 @@ struct ProviderJson {
     error_rate: f64,
     requests: u64,
     errors: u64,
+    /// Every error met talking to it since start (its HTTP calls and its WebSocket), by kind:
+    /// `connect`, `transport`, `closed`, `timeout`, `http_status`, `malformed`,
+    /// `rate_limited`, `range`, `fault`, `missing`, `caller` (every kind listed, zeros
+    /// included).
+    errors_by_class: BTreeMap<&'static str, u64>,
     /// Live events it delivered before any other provider.
     delivered_first: u64,
     /// Live events it delivered after another provider had, and how late (`lateness_ms`).
@@ -100,7 +108,12 @@ fn round(ms: Option<f64>) -> Option<f64> {
 }
 
 impl ProviderJson {
-    fn new(chain: &str, report: ProviderReport, race: Option<ProviderRace>) -> ProviderJson {
+    fn new(
+        chain: &str,
+        report: ProviderReport,
+        race: Option<ProviderRace>,
+        errors: Option<&ErrorTally>,
+    ) -> ProviderJson {
         ProviderJson {
             id: report.id,
             chain: chain.to_owned(),
@@ -133,6 +146,10 @@ impl ProviderJson {
             error_rate: (report.error_rate * 1e4).round() / 1e4,
             requests: report.requests,
             errors: report.errors,
+            errors_by_class: match errors {
+                Some(tally) => tally.counts().into_iter().collect(),
+                None => ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
+            },
             delivered_first: race.as_ref().map_or(0, |r| r.delivered_first),
             delivered_late: race.as_ref().map_or(0, |r| r.delivered_late),
             missed: race.as_ref().map_or(0, |r| r.missed),
@@ -153,7 +170,13 @@ pub(super) async fn providers(State(state): State<AppState>) -> Json<ProvidersJs
                 .iter()
                 .position(|r| r.provider == report.id)
                 .map(|i| races.swap_remove(i));
-            providers.push(ProviderJson::new(&chain.name, report, race));
+            let errors = chain
+                .providers
+                .all()
+                .iter()
+                .find(|p| p.id == report.id)
+                .map(|p| p.http.errors());
+            providers.push(ProviderJson::new(&chain.name, report, race, errors));
         }
     }
     Json(ProvidersJson { providers })

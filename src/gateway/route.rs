@@ -231,6 +231,9 @@ fn judge(
                 .map(|(answer, need)| verdict::of(answer, need, head, plan.floor, rules))
                 .collect();
             health.record(index, permit, verdict::outcome(&verdicts), Some(elapsed));
+            for kind in verdicts.iter().filter_map(|v| v.error_kind()) {
+                provider.http.errors().count(kind);
+            }
             let answered = Answered {
                 provider: provider.id.clone(),
                 answers,

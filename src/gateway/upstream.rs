@@ -74,7 +74,7 @@ pub async fn send(
     let body = serde_json::to_string(&calls.iter().enumerate().map(outgoing).collect::<Vec<_>>())
         .map_err(|e| ProviderError::Malformed(format!("cannot encode the batch: {e}")))?;
     let text = provider.http.forward("batch", body, timeout).await?;
-    match read(&text, calls.len(), provider.http.error_rules()) {
+    match read_from(provider, &text, calls.len()) {
         Err(err) if refuses_batch(&text) => {
             tracing::warn!(provider = %provider.id, error = %err, "provider refuses JSON-RPC batches; the gateway sends its calls one by one");
             provider.batches.store(false, Ordering::Relaxed);
@@ -97,7 +97,7 @@ async fn one_by_one(
                 .map_err(|e| ProviderError::Malformed(format!("cannot encode the call: {e}")))?;
             let label = if calls.len() == 1 { label } else { "batch" };
             let text = provider.http.forward(label, body, timeout).await?;
-            let mut one = read(&text, 1, provider.http.error_rules())?;
+            let mut one = read_from(provider, &text, 1)?;
             one.pop()
                 .ok_or_else(|| ProviderError::Malformed("no answer".into()))
         });
@@ -115,6 +115,15 @@ fn outgoing<'a>((id, call): (usize, &&'a Call)) -> Outgoing<'a> {
         method: &call.method,
         params: call.params.as_deref(),
     }
+}
+
+/// [`read`] with `provider`'s rules, an answer that does not read counted against it.
+fn read_from(provider: &ChainProvider, text: &str, n: usize) -> Result<Vec<Answer>, ProviderError> {
+    let answers = read(text, n, provider.http.error_rules());
+    if let Err(error) = &answers {
+        provider.http.errors().record(error);
+    }
+    answers
 }
 
 /// The answers of a response to `n` calls numbered `0..n`, in that order.

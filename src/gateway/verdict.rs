@@ -39,6 +39,17 @@ impl Verdict {
         self != Verdict::Keep
     }
 
+    /// The kind of provider error this counts as ([`crate::provider::ERROR_KINDS`]), if any.
+    pub fn error_kind(self) -> Option<&'static str> {
+        match self {
+            Verdict::Keep => None,
+            Verdict::Missing | Verdict::Behind => Some("missing"),
+            Verdict::Range => Some("range"),
+            Verdict::RateLimited(_) => Some("rate_limited"),
+            Verdict::Fault => Some("fault"),
+        }
+    }
+
     /// The `reason` label of a retry.
     pub fn reason(self) -> &'static str {
         match self {

@@ -11,7 +11,7 @@ use url::Url;
 use super::decode::Head;
 use super::jsonrpc::{self, Incoming};
 use super::methods::{self, Request};
-use super::{ErrorRules, ProviderError, redact};
+use super::{ErrorRules, ErrorTally, ProviderError, redact};
 use crate::telemetry::metrics as m;
 
 /// Idle keep-alive connections kept per provider.
@@ -31,6 +31,7 @@ struct Inner {
     timeout: Duration,
     next_id: AtomicU64,
     rules: ErrorRules,
+    errors: ErrorTally,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -66,6 +67,7 @@ impl HttpClient {
                 timeout,
                 next_id: AtomicU64::new(1),
                 rules: ErrorRules::default(),
+                errors: ErrorTally::new(chain, provider),
             }),
         })
     }
@@ -82,6 +84,7 @@ impl HttpClient {
                 timeout: inner.timeout,
                 next_id: AtomicU64::new(inner.next_id.load(Ordering::Relaxed)),
                 rules,
+                errors: inner.errors.clone(),
             }),
         }
     }
@@ -93,6 +96,12 @@ impl HttpClient {
 
     pub fn provider(&self) -> &str {
         &self.inner.provider
+    }
+
+    /// The provider's error counts: this client's calls and (counted by its listener) its
+    /// WebSocket's.
+    pub fn errors(&self) -> &ErrorTally {
+        &self.inner.errors
     }
 
     /// One call of any method, unread: the raw `result` on success. Livechain's own calls go
@@ -150,39 +159,45 @@ impl HttpClient {
             first,
             calls.iter().map(|c| (c.method().as_str(), c.params())),
         );
-        self.post("batch", body, |frames| {
-            let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
-                (0..calls.len()).map(|_| None).collect();
-            for frame in frames {
-                let slot = frame
-                    .numeric_id()
-                    .and_then(|id| id.checked_sub(first))
-                    .and_then(|i| usize::try_from(i).ok())
-                    .filter(|&i| i < calls.len());
-                match slot {
-                    Some(i) => out[i] = Some(frame.into_outcome(&self.inner.rules)),
-                    // A single error object for the whole batch (e.g. "batch not supported").
-                    None if frame.error.is_some() => {
-                        return Err(frame
-                            .into_outcome(&self.inner.rules)
-                            .err()
-                            .unwrap_or(ProviderError::Closed));
+        let outcomes: Vec<Result<Box<RawValue>, ProviderError>> = self
+            .post("batch", body, |frames| {
+                let mut out: Vec<Option<Result<Box<RawValue>, ProviderError>>> =
+                    (0..calls.len()).map(|_| None).collect();
+                for frame in frames {
+                    let slot = frame
+                        .numeric_id()
+                        .and_then(|id| id.checked_sub(first))
+                        .and_then(|i| usize::try_from(i).ok())
+                        .filter(|&i| i < calls.len());
+                    match slot {
+                        Some(i) => out[i] = Some(frame.into_outcome(&self.inner.rules)),
+                        // A single error object for the whole batch (e.g. "batch not supported").
+                        None if frame.error.is_some() => {
+                            return Err(frame
+                                .into_outcome(&self.inner.rules)
+                                .err()
+                                .unwrap_or(ProviderError::Closed));
+                        }
+                        None => {}
                     }
-                    None => {}
                 }
-            }
-            Ok(out
-                .into_iter()
-                .map(|o| {
-                    o.unwrap_or_else(|| {
-                        Err(ProviderError::Malformed(
-                            "batch response missing an id".into(),
-                        ))
+                Ok(out
+                    .into_iter()
+                    .map(|o| {
+                        o.unwrap_or_else(|| {
+                            Err(ProviderError::Malformed(
+                                "batch response missing an id".into(),
+                            ))
+                        })
                     })
-                })
-                .collect())
-        })
-        .await
+                    .collect())
+            })
+            .await?;
+        // The batch as a whole counted as one request; its calls' own errors are counted here.
+        for error in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            self.inner.errors.record(error);
+        }
+        Ok(outcomes)
     }
 
     /// Sends `body` and reads the response, handing its messages (borrowed from its text) to
@@ -225,6 +240,9 @@ impl HttpClient {
             Err(ProviderError::Timeout(_)) => "timeout",
             Err(_) => "error",
         };
+        if let Err(error) = result {
+            self.inner.errors.record(error);
+        }
         let labels = [
             ("chain", self.inner.chain.clone()),
             ("provider", self.inner.provider.clone()),

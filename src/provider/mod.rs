@@ -8,6 +8,7 @@
 //! - [`decode`]: provider JSON to domain values, with a cheap identity-only read for dedupe.
 //! - [`ProviderError`]: errors that classify themselves (fault, rate limit, range, ...), by
 //!   [`ErrorRules`]: the configured `error_rules`, then the built-in table.
+//! - [`ErrorTally`]: a provider's errors counted by kind since start.
 
 mod classify;
 pub mod decode;
@@ -16,6 +17,7 @@ mod filter;
 pub mod http;
 pub mod jsonrpc;
 pub mod methods;
+mod tally;
 pub mod ws;
 
 pub use classify::ErrorRules;
@@ -23,6 +25,7 @@ pub use error::ProviderError;
 pub use filter::LogFilter;
 pub use http::HttpClient;
 pub use methods::{BlocksError, FINALITY_TAGS, Method, Request};
+pub use tally::{ERROR_KINDS, ErrorTally};
 pub use ws::{Burst, Notification, WsClient, WsOptions};
 
 /// A URL fit for logs: scheme and host only, since paths and queries carry API keys.

@@ -21,6 +21,7 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[
 pub const RPC_REQUESTS: &str = "livechain_rpc_requests_total";
 pub const RPC_DURATION: &str = "livechain_rpc_request_duration_seconds";
 pub const PROVIDER_MALFORMED: &str = "livechain_provider_malformed_total";
+pub const PROVIDER_ERRORS: &str = "livechain_provider_errors_total";
 // Ingest.
 pub const EVENTS_RECEIVED: &str = "livechain_events_received_total";
 pub const EVENTS_DEDUPLICATED: &str = "livechain_events_deduplicated_total";
@@ -183,6 +184,10 @@ pub fn describe_all() {
         RPC_DURATION,
         Unit::Seconds,
         "JSON-RPC request duration, by chain, provider and method"
+    );
+    describe_counter!(
+        PROVIDER_ERRORS,
+        "Errors met talking to a provider (HTTP calls and its WebSocket), by chain, provider and class (connect, transport, closed, timeout, http_status, malformed, rate_limited, range, fault, missing, caller)"
     );
     describe_counter!(
         PROVIDER_MALFORMED,

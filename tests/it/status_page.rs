@@ -2,8 +2,9 @@
 //! (playwright-core) against the real binary on a devnet: it loads with no console error and
 //! no request leaving 127.0.0.1, shows what `/v1/chains` and `/v1/providers` say, its live tail
 //! pauses and resumes from its cursor with nothing missed, a provider stalled through the
-//! devnet's fault control turns unhealthy on it and healthy again, and it recovers by itself
-//! when the service restarts under it. Screenshots go to `target/status-page/`.
+//! devnet's fault control turns unhealthy on it and healthy again, a dropped socket shows in
+//! its errors by class, and it recovers by itself when the service restarts under it.
+//! Screenshots go to `target/status-page/`.
 //!
 //! Skipped with a printed reason without Chromium or playwright-core, unless
 //! `LIVECHAIN_REQUIRE_BROWSER=1` (the README's test command installs both and sets that).
@@ -188,6 +189,9 @@ async fn the_status_page_shows_the_service_live_in_a_browser() {
     devnet.faults(1).expect("p1").set_stalled(false);
     page.say("unstalled");
     page.expect("healthy");
+    devnet.faults(1).expect("p1").drop_sockets();
+    page.say("dropped");
+    page.expect("errors");
     page.expect("paused and resumed");
 
     service.stop();

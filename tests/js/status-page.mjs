@@ -109,6 +109,15 @@ await next("unstalled");
 await until(`${stalled} healthy again`, async () => !(await health.textContent()).includes("unhealthy"));
 console.log("ok healthy");
 
+// Its socket dropped by the devnet: counted as `closed` on the page, as the API counts it.
+await next("dropped");
+const closed = page.locator(`#providers tr[data-provider="${stalled}"] [data-kind="closed"]`);
+await until(`${stalled}'s dropped socket shown`, async () => (await closed.count()) === 1);
+const shownClosed = number(await closed.textContent());
+const counted = (await api("/v1/providers")).providers.find((p) => p.id === stalled).errors_by_class.closed;
+if (!(shownClosed >= 1 && shownClosed <= counted)) fail(`the page shows ${shownClosed} closed, the API ${counted}`);
+console.log("ok errors");
+
 // 4. Paused and resumed from the page: the API agrees.
 const control = page.locator(`#providers tr[data-provider="${stalled}"] [data-field="control"] button`);
 await control.click();

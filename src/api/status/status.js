@@ -202,11 +202,24 @@ function renderProviders(providers) {
         el("td", { "data-field": "head" }, `${fmt.num(p.head)} / ${fmt.num(p.lag_blocks)}`),
         el("td", { "data-field": "latency" }, `${fmt.ms(p.latency_ms.p50)} / ${fmt.ms(p.latency_ms.p99)}`),
         el("td", { "data-field": "race" }, raceBar(p), `${fmt.num(p.delivered_first)} · ${fmt.num(p.delivered_late)} · ${fmt.num(p.missed)}`),
-        el("td", { "data-field": "errors" }, errors),
+        el("td", { "data-field": "errors" }, errors, errorKinds(p.errors_by_class)),
         el("td", { "data-field": "control" }, control),
       );
     }),
   );
+}
+
+// The kinds of error a provider met, most frequent first (none when it met none).
+function errorKinds(byClass) {
+  const kinds = Object.entries(byClass ?? {})
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1]);
+  const list = el("div", { class: "history muted" });
+  kinds.forEach(([kind, n], i) => {
+    if (i > 0) list.append(" · ");
+    list.append(el("span", { "data-kind": kind }, `${kind.replace("_", " ")} ${fmt.num(n)}`));
+  });
+  return list;
 }
 
 function renderProcesses(body) {

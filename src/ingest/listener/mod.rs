@@ -153,6 +153,7 @@ impl Listener {
                     served
                 }
                 Err(err) => {
+                    self.provider.http.errors().record(&err);
                     self.health
                         .record(index, permit, Outcome::of_error(&err), None);
                     Err(err)
@@ -230,6 +231,7 @@ impl Listener {
         let mut routes = match subscribed {
             Ok(routes) => routes,
             Err(err) => {
+                self.provider.http.errors().record(&err);
                 if let Some(permit) = tally.permit.take() {
                     self.health
                         .record(index, permit, Outcome::of_error(&err), None);
@@ -298,6 +300,9 @@ impl Listener {
                 _ = client.closed() => break Ended::Closed,
             }
         };
+        if matches!(ended, Ended::Closed) {
+            self.provider.http.errors().record(&ProviderError::Closed);
+        }
         match (tally.permit.take(), &ended) {
             (Some(permit), Ended::Shutdown) => {
                 self.health.record(index, permit, Outcome::Neutral, None)

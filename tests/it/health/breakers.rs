@@ -60,6 +60,23 @@ async fn an_open_breaker_stays_open_across_a_restart_until_its_recovery_time() {
     );
     assert_eq!(open["healthy"], false);
     assert_eq!(open["unhealthy_reason"], "breaker_open", "{open}");
+    // Its errors by kind: answered 503s and refused connections, nothing it never did.
+    let by_class = open["errors_by_class"]
+        .as_object()
+        .expect("errors_by_class");
+    assert_eq!(by_class.len(), 11, "every kind listed: {open}");
+    let count = |kind: &str| by_class[kind].as_u64().expect("a count");
+    let refused = ["http_status", "connect", "transport", "closed"];
+    assert!(refused.iter().map(|k| count(k)).sum::<u64>() > 0, "{open}");
+    assert_eq!(
+        count("rate_limited") + count("range") + count("caller"),
+        0,
+        "{open}"
+    );
+    assert!(
+        metric(&app, "livechain_provider_errors_total", "brk-p1").await > 0.0,
+        "the errors are in /metrics too"
+    );
     let history = open["breaker"]["history"].as_array().expect("a history");
     let last = history.last().expect("the transition that opened it");
     assert_eq!(
