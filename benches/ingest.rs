@@ -34,8 +34,8 @@
 mod common;
 
 use common::{
-    Proc, cpu_seconds, metric, metrics_text, peak_rss_kib, run_bounded, service_binary,
-    start_service,
+    Proc, cpu_seconds, group_cpu_seconds, metric, metrics_text, peak_rss_kib, run_bounded,
+    service_binary, start_service,
 };
 
 use std::path::Path;
@@ -125,6 +125,10 @@ async fn run(measured: bool) -> anyhow::Result<()> {
     // The status page open and live in Chromium through the run, if asked (its cost budget).
     // `poll` and `tail` play one half of the page's traffic each, in this process.
     let mode = std::env::var("LIVECHAIN_BENCH_PAGE").ok();
+    let page_http = reqwest::Client::builder()
+        .timeout(STEP_TIMEOUT)
+        .no_proxy()
+        .build()?;
     let page = match mode.as_deref() {
         Some("poll") => {
             tokio::spawn(poll_like_the_page(api.clone()));
@@ -134,7 +138,7 @@ async fn run(measured: bool) -> anyhow::Result<()> {
             tokio::spawn(tail_like_the_page(api.clone()));
             None
         }
-        Some(_) => Some(open_page(&api).await?),
+        Some(_) => Some(open_page(&api, dir.path(), &page_http).await?),
         None => None,
     };
     let metrics_url = format!("{api}/metrics");
@@ -145,9 +149,9 @@ async fn run(measured: bool) -> anyhow::Result<()> {
 
     let wal = dir.path().join("bench.db-wal");
     let mut wal_peak = watch_wal(&wal, warm_up).await;
-    let before = Sample::take(&http, &metrics_url, &service, &devnet).await?;
+    let before = Sample::take(&http, &metrics_url, &service, &devnet, page.as_ref()).await?;
     wal_peak = wal_peak.max(watch_wal(&wal, window).await);
-    let after = Sample::take(&http, &metrics_url, &service, &devnet).await?;
+    let after = Sample::take(&http, &metrics_url, &service, &devnet, page.as_ref()).await?;
     let rss_mb = peak_rss_kib(service.pid()?)? as f64 / 1024.0;
     // Stop both before the replay, so that it has the machine to itself: the disk too. The
     // service leaves hundreds of MiB of dirty pages behind, which the kernel would otherwise
@@ -179,10 +183,12 @@ async fn run(measured: bool) -> anyhow::Result<()> {
         }
     );
     eprintln!(
-        "ingest diagnostics: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} cores; \
+        "ingest diagnostics: window {seconds:.1}s: {window_rows} rows stored; cpu service={:.2} devnet={:.2} page={:.2} cores; stream catch-ups={}; \
          head={} checkpoint={} lag={}; http_requests={:.0}/s; batches={:.0}/s, writer in a commit {:.0}% of the time",
         (after.service_cpu - before.service_cpu) / seconds,
         (after.devnet_cpu - before.devnet_cpu) / seconds,
+        (after.page_cpu - before.page_cpu) / seconds,
+        after.catchups - before.catchups,
         after.head,
         after.checkpoint,
         after.head - after.checkpoint,
@@ -232,6 +238,9 @@ struct Sample {
     checkpoint: f64,
     service_cpu: f64,
     devnet_cpu: f64,
+    /// The browser's, when the page is open.
+    page_cpu: f64,
+    catchups: f64,
 }
 
 impl Sample {
@@ -240,6 +249,7 @@ impl Sample {
         url: &str,
         service: &Proc,
         devnet: &Proc,
+        page: Option<&PageGuard>,
     ) -> anyhow::Result<Sample> {
         let text = metrics_text(http, url).await?;
         Ok(Sample {
@@ -253,6 +263,8 @@ impl Sample {
             checkpoint: metric(&text, "livechain_chain_checkpoint"),
             service_cpu: cpu_seconds(service.pid()?)?,
             devnet_cpu: cpu_seconds(devnet.pid()?)?,
+            page_cpu: page.map_or(0.0, |p| group_cpu_seconds(p.0.id())),
+            catchups: metric(&text, "livechain_stream_catchups_total"),
         })
     }
 }
@@ -367,39 +379,71 @@ fn block_rows(devnet: &Devnet, n: u64) -> Vec<NewEvent> {
     rows
 }
 
-/// Opens the status page at `api` in headless Chromium (niced) (playwright-core from
-/// `LIVECHAIN_NPM_PREFIX`, Chromium from `LIVECHAIN_CHROMIUM` or /usr/bin/chromium) and waits
-/// until it is live; the browser is killed when the returned child is dropped.
-async fn open_page(api: &str) -> anyhow::Result<tokio::process::Child> {
-    use tokio::io::AsyncBufReadExt;
-    let prefix = std::env::var("LIVECHAIN_NPM_PREFIX").context("LIVECHAIN_NPM_PREFIX")?;
+/// The status page at `api` open in a plain headless Chromium (`LIVECHAIN_CHROMIUM` or
+/// /usr/bin/chromium), niced, with nothing attached to it (an automation protocol would report
+/// every WebSocket frame to its client and cost more than the page); open once the service
+/// counts the page's stream. The browser's process group is killed when the guard is dropped.
+async fn open_page(api: &str, dir: &Path, http: &reqwest::Client) -> anyhow::Result<PageGuard> {
+    use std::os::unix::process::CommandExt;
     let chromium =
         std::env::var("LIVECHAIN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    let script = Path::new(&prefix).join("livechain-page-open.mjs");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/page-open.mjs"),
-        &script,
-    )?;
     // Niced: the browser stands for one on the operator's machine, not a second service on
     // this one; what is measured is what serving the page costs the service.
-    let mut child = Command::new("nice")
-        .args(["-n", "19", "node"])
-        .arg(&script)
-        .args([api, &chromium])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
+    let child = std::process::Command::new("nice")
+        .args([
+            "-n",
+            "19",
+            &chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg("--window-size=1400,1100")
+        .arg(format!("{api}/"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
-        .context("starting node")?;
-    let stdout = child.stdout.take().context("node's stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(STEP_TIMEOUT * 4, lines.next_line())
-        .await
-        .context("the page did not open in time")??;
-    anyhow::ensure!(
-        line.as_deref() == Some("open"),
-        "the page did not open: {line:?}"
-    );
-    Ok(child)
+        .with_context(|| format!("starting {chromium}"))?;
+    let guard = PageGuard(child);
+    let deadline = Instant::now() + STEP_TIMEOUT * 4;
+    while Instant::now() < deadline {
+        let text = http
+            .get(format!("{api}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let streams = text
+            .lines()
+            .find_map(|l| l.strip_prefix("livechain_stream_connections "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if streams.is_some_and(|n| n >= 1.0) {
+            return Ok(guard);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the page did not open its stream within {:?}",
+        STEP_TIMEOUT * 4
+    )
+}
+
+/// Kills the browser's whole process group (its renderer, GPU and network processes).
+struct PageGuard(std::process::Child);
+
+impl Drop for PageGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on the process group of a child we spawned and have not reaped.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// The page's polling alone: the three routes it reads, once a second.

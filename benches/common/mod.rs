@@ -219,6 +219,33 @@ pub fn written_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// User plus system CPU time of `pid`, in seconds (assuming the usual 100 clock ticks a second).
+/// CPU seconds used so far by every live process of process group `pgid` (a browser's).
+pub fn group_cpu_seconds(pgid: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        // After the command name: state, ppid, pgrp.
+        let in_group = rest.split_whitespace().nth(2) == Some(pgid.to_string().as_str());
+        if in_group {
+            total += cpu_seconds(pid).unwrap_or(0.0);
+        }
+    }
+    total
+}
+
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.

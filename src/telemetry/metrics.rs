@@ -83,6 +83,7 @@ pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
+pub const STREAM_CATCHUPS: &str = "livechain_stream_catchups_total";
 pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
 
 /// The `depth` label of [`REORGS`]: reorganisation depths in blocks, bucketed.
@@ -113,6 +114,7 @@ pub fn zero_global_series() {
     use metrics::counter;
     counter!(WRITER_ERRORS).increment(0);
     counter!(STREAM_LAGGED).increment(0);
+    counter!(STREAM_CATCHUPS).increment(0);
     counter!(STREAM_REFUSED).increment(0);
     for kind in PROCESS_KINDS {
         counter!(PROCESS_RESTARTS, "kind" => kind).increment(0);
@@ -371,6 +373,10 @@ pub fn describe_all() {
     describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
     describe_counter!(HTTP_REQUESTS, "API requests, by route and status");
     describe_gauge!(STREAM_CONNECTIONS, "Open /v1/stream WebSocket connections");
+    describe_counter!(
+        STREAM_CATCHUPS,
+        "Stream subscribers that fell behind the live feed and caught up from the database"
+    );
     describe_counter!(
         STREAM_LAGGED,
         "Stream subscribers told they lagged and closed"

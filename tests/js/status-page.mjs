@@ -84,20 +84,30 @@ await page.screenshot({ path: `${shots}/status-page.png`, fullPage: false });
 console.log("ok loaded");
 
 // 2. Pause, then resume: the rows after the pause are exactly the stored events after its cursor.
-await page.click("#tail-toggle");
-const pausedText = await page.locator("#tail-state").textContent();
-const pausedAt = number(pausedText.replace(/.*cursor/, ""));
-if (!(pausedAt > 0)) fail(`no cursor when paused: "${pausedText}"`);
-await new Promise((r) => setTimeout(r, 1500));
-await page.click("#tail-toggle");
-const expected = (await api(`/v1/events?after=${pausedAt}&kind=block&limit=20&include_removed=true`)).events.map((e) => e.cursor);
-if (expected.length === 0) fail("nothing was stored while paused");
-await until("the events stored while paused", async () => {
-  const shown = await page.locator("#tail tbody tr").evaluateAll((rows) => rows.map((r) => Number(r.dataset.cursor)));
-  const after = shown.filter((c) => c > pausedAt).reverse();
-  return expected.every((c, i) => after[i] === c);
-});
+// The same when the page is hidden (a background tab asks nothing) and shown again.
+async function stopAndGoOn(what, stop, go) {
+  await stop();
+  const text = await page.locator("#tail-state").textContent();
+  const at = number(text.replace(/.*cursor/, ""));
+  if (!(at > 0)) fail(`no cursor when ${what}: "${text}"`);
+  await new Promise((r) => setTimeout(r, 1500));
+  await go();
+  const expected = (await api(`/v1/events?after=${at}&kind=block&limit=20&include_removed=true`)).events.map((e) => e.cursor);
+  if (expected.length === 0) fail(`nothing was stored while ${what}`);
+  await until(`the events stored while ${what}`, async () => {
+    const shown = await page.locator("#tail tbody tr").evaluateAll((rows) => rows.map((r) => Number(r.dataset.cursor)));
+    const after = shown.filter((c) => c > at).reverse();
+    return expected.every((c, i) => after[i] === c);
+  });
+}
+const visibility = (hidden) =>
+  page.evaluate((hidden) => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
+await stopAndGoOn("paused", () => page.click("#tail-toggle"), () => page.click("#tail-toggle"));
 console.log("ok resumed");
+await stopAndGoOn("hidden", () => visibility(true), () => visibility(false));
 
 // 3. A provider stalled turns unhealthy on the page, and healthy again after.
 const health = page.locator(`#providers tr[data-provider="${stalled}"] [data-field="health"]`);

@@ -1,13 +1,15 @@
-// Livechain's status page: polls the REST API every second (chains, providers, processes) and
+// Livechain's status page: polls the REST API every 2 s (chains, providers, processes) and
 // follows the change feed over /v1/stream for the live tail. No dependency, nothing fetched
 // from anywhere but this service. When the service goes away (a restart) every request keeps
-// being retried with a backoff and the tail resumes from the last cursor it showed.
+// being retried with a backoff and the tail resumes from the last cursor it showed. A hidden
+// page (a background tab) asks nothing of the service until it is shown again.
 "use strict";
 
-const POLL_MS = 1000;
+const POLL_MS = 2000;
 const MAX_BACKOFF_MS = 5000;
-const SPARK_POINTS = 180; // three minutes at one sample a second
-const TAIL_ROWS = 200;
+const SPARK_POINTS = 150; // five minutes at one sample every POLL_MS
+const TAIL_ROWS = 100;
+const TAIL_DRAW_MS = 500; // the tail is redrawn at most this often, however fast the chain
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -23,10 +25,14 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// One formatter for every number (toLocaleString would build one per call).
+const thousands = new Intl.NumberFormat("en");
+const clock = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+
 const fmt = {
-  num: (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en")),
+  num: (n) => (n === null || n === undefined ? "—" : thousands.format(Number(n))),
   ms: (n) => (n === null || n === undefined ? "—" : `${Number(n).toFixed(1)} ms`),
-  rate: (n) => (n === null || !isFinite(n) ? "—" : n >= 100 ? Math.round(n).toLocaleString("en") : n.toFixed(1)),
+  rate: (n) => (n === null || !isFinite(n) ? "—" : n >= 100 ? thousands.format(Math.round(n)) : n.toFixed(1)),
   ago: (iso) => {
     const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
     if (s < 90) return `${Math.round(s)} s ago`;
@@ -104,12 +110,26 @@ function sparkline(values) {
 
 // --- renderers ---------------------------------------------------------------------------
 
+// Puts `rows` in `body`, keeping every row and cell that did not change: the browser then
+// lays out and paints only what moved (a few cells a second), not every table at every poll.
+function patch(body, rows) {
+  rows.forEach((row, i) => {
+    const old = body.rows[i];
+    if (!old) body.append(row);
+    else if (old.isEqualNode(row)) return;
+    else if (old.cells.length !== row.cells.length || !old.cloneNode(false).isEqualNode(row.cloneNode(false))) old.replaceWith(row);
+    else [...row.cells].forEach((cell, j) => old.cells[j].isEqualNode(cell) || old.cells[j].replaceWith(cell));
+  });
+  while (body.rows.length > rows.length) body.deleteRow(-1);
+}
+
 function renderChains(chains) {
   const body = $("#chains tbody");
   const problems = [];
   const reorgs = [];
-  body.replaceChildren(
-    ...chains.map((c) => {
+  patch(
+    body,
+    chains.map((c) => {
       const rates = observe(c);
       if (c.problem) problems.push(c.problem);
       for (const r of c.recent_reorgs) reorgs.push({ chain: c.name, ...r });
@@ -137,7 +157,8 @@ function renderChains(chains) {
       );
     }),
   );
-  $("#problems").textContent = problems.join(" · ");
+  const problemText = problems.join(" · ");
+  if ($("#problems").textContent !== problemText) $("#problems").textContent = problemText;
   renderReorgs(reorgs);
 }
 
@@ -154,7 +175,7 @@ function renderReorgs(reorgs) {
     ),
   );
   if (rows.length === 0) rows.push(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "none since start")));
-  $("#reorgs tbody").replaceChildren(...rows);
+  patch($("#reorgs tbody"), rows);
 }
 
 function raceBar(p) {
@@ -169,8 +190,9 @@ function raceBar(p) {
 }
 
 function renderProviders(providers) {
-  $("#providers tbody").replaceChildren(
-    ...providers.map((p) => {
+  patch(
+    $("#providers tbody"),
+    providers.map((p) => {
       const health = p.healthy
         ? el("span", { class: "good" }, "healthy")
         : el("span", { class: "bad" }, `unhealthy (${(p.unhealthy_reason ?? "unknown").replace("_", " ")})`);
@@ -223,8 +245,9 @@ function errorKinds(byClass) {
 }
 
 function renderProcesses(body) {
-  $("#processes tbody").replaceChildren(
-    ...body.processes.map((p) =>
+  patch(
+    $("#processes tbody"),
+    body.processes.map((p) =>
       el(
         "tr",
         { "data-process": `${p.kind}/${p.id}` },
@@ -253,6 +276,8 @@ async function act(path) {
 // --- polling -----------------------------------------------------------------------------
 
 async function poll() {
+  pollTimer = null;
+  pollBusy = true;
   try {
     const [chains, providers, processes] = await Promise.all([
       getJson("/v1/chains"),
@@ -264,14 +289,18 @@ async function poll() {
     renderProcesses(processes);
     failures = 0;
     setConn("live");
-    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("#updated").textContent = `updated ${clock.format(new Date())}`;
   } catch (err) {
     failures += 1;
     setConn("reconnecting");
   }
   const delay = failures === 0 ? POLL_MS : Math.min(MAX_BACKOFF_MS, POLL_MS * 2 ** Math.min(failures, 3));
-  setTimeout(poll, delay);
+  pollBusy = false;
+  if (!document.hidden) pollTimer = setTimeout(poll, delay);
 }
+
+let pollTimer = null;
+let pollBusy = false;
 
 // --- live tail ---------------------------------------------------------------------------
 
@@ -284,13 +313,22 @@ const tail = {
   retries: 0,
 };
 
+// The tail's state line, now (a user's action, a disconnection) or with the next redraw (the
+// cursor moving on, which would otherwise rewrite the line for every event).
+let tailText = null;
 function tailState(text) {
+  tailText = null;
   $("#tail-state").textContent = text;
+}
+function tailStateLater(text) {
+  tailText = text;
+  scheduleDraw();
 }
 
 // The subscription goes in a first message (a URL without filters waits for one).
 function subscribeMessage() {
-  const message = { type: "subscribe" };
+  // Several messages per frame on a busy chain: far less work for the browser per event.
+  const message = { type: "subscribe", batch: true };
   for (const [key, value] of tail.filters) {
     message[key] = key === "address" ? value.split(",") : value;
   }
@@ -298,26 +336,32 @@ function subscribeMessage() {
   return JSON.stringify(message);
 }
 
-// Rows wait here and are drawn once per frame (at most TAIL_ROWS of them), so a fast chain
-// costs the page one redraw a frame, not one per event.
+// Rows wait here and are drawn every TAIL_DRAW_MS (the newest TAIL_ROWS of them), so a fast
+// chain costs the page a few redraws a second, not one per event.
 let queued = [];
-let drawing = false;
+let drawTimer = null;
 
 function addTailRow(message) {
   queued.push(message);
-  if (queued.length > TAIL_ROWS) queued = queued.slice(-TAIL_ROWS);
-  if (!drawing) {
-    drawing = true;
-    requestAnimationFrame(drawTail);
-  }
+  if (queued.length >= 2 * TAIL_ROWS) queued = queued.slice(-TAIL_ROWS);
+  scheduleDraw();
 }
 
+function scheduleDraw() {
+  if (drawTimer === null) drawTimer = setTimeout(() => requestAnimationFrame(drawTail), TAIL_DRAW_MS);
+}
+
+// Draws what waits now (also called directly when the tail pauses, so what it received shows).
 function drawTail() {
-  drawing = false;
+  clearTimeout(drawTimer);
+  drawTimer = null;
+  if (tailText !== null) tailState(tailText);
+  if (queued.length === 0) return;
   const body = $("#tail tbody");
-  const rows = queued.map(tailRow).reverse();
+  const rows = queued.slice(-TAIL_ROWS).map(tailRow).reverse();
   queued = [];
-  body.prepend(...rows);
+  if (rows.length === TAIL_ROWS) body.replaceChildren(...rows);
+  else body.prepend(...rows);
   while (body.rows.length > TAIL_ROWS) body.deleteRow(body.rows.length - 1);
 }
 
@@ -336,45 +380,52 @@ function tailRow(message) {
   );
 }
 
+// One message of the tail's stream (a frame holds one, or several as an array).
+function onTailMessage(message) {
+  switch (message.type) {
+    case "event":
+    case "removed":
+      addTailRow(message);
+      tail.cursor = message.cursor;
+      tailStateLater(`following · cursor ${tail.cursor}`);
+      break;
+    case "finality":
+      tail.cursor = message.cursor;
+      break;
+    case "heartbeat":
+      if (tail.cursor === null || message.cursor > tail.cursor) tail.cursor = message.cursor;
+      break;
+    case "lagged":
+      tail.cursor = message.resume_from;
+      break;
+    case "error":
+      tailState(`error: ${message.error.message}`);
+      if (message.error.code === "cursor_expired") tail.cursor = message.error.oldest_cursor ?? 0;
+      break;
+  }
+}
+
 function openTail() {
-  if (tail.paused) return;
+  if (tail.paused || tail.socket !== null || document.hidden) return;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const socket = new WebSocket(`${scheme}//${location.host}/v1/stream`);
   tail.socket = socket;
   socket.onopen = () => socket.send(subscribeMessage());
   tailState(tail.cursor === null ? "following" : `resuming after ${tail.cursor}`);
   socket.onmessage = (frame) => {
-    let message;
+    let parsed;
     try {
-      message = JSON.parse(frame.data);
+      parsed = JSON.parse(frame.data);
     } catch {
       return;
     }
     tail.retries = 0;
-    switch (message.type) {
-      case "event":
-      case "removed":
-        addTailRow(message);
-        tail.cursor = message.cursor;
-        tailState(`following · cursor ${tail.cursor}`);
-        break;
-      case "finality":
-        tail.cursor = message.cursor;
-        break;
-      case "heartbeat":
-        if (tail.cursor === null || message.cursor > tail.cursor) tail.cursor = message.cursor;
-        break;
-      case "lagged":
-        tail.cursor = message.resume_from;
-        break;
-      case "error":
-        tailState(`error: ${message.error.message}`);
-        if (message.error.code === "cursor_expired") tail.cursor = message.error.oldest_cursor ?? 0;
-        break;
-    }
+    for (const message of Array.isArray(parsed) ? parsed : [parsed]) onTailMessage(message);
   };
   socket.onclose = () => {
-    if (tail.socket !== socket || tail.paused) return;
+    if (tail.socket !== socket) return;
+    tail.socket = null;
+    if (tail.paused || document.hidden) return;
     tail.retries += 1;
     const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(tail.retries, 5));
     tailState(`disconnected; reconnecting in ${Math.round(delay / 100) / 10} s`);
@@ -393,6 +444,7 @@ $("#tail-toggle").addEventListener("click", () => {
   $("#tail-toggle").textContent = tail.paused ? "resume" : "pause";
   if (tail.paused) {
     closeTail();
+    drawTail();
     tailState(`paused at cursor ${tail.cursor ?? "—"}`);
   } else {
     openTail();
@@ -410,6 +462,20 @@ $("#tail-form").addEventListener("submit", (event) => {
   $("#tail tbody").replaceChildren();
   closeTail();
   openTail();
+});
+
+// A hidden page stops polling and closes its tail; shown again, it catches up from its cursor.
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) {
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    closeTail();
+    drawTail();
+    if (!tail.paused) tailState(`hidden at cursor ${tail.cursor ?? "—"}`);
+  } else {
+    if (pollTimer === null && !pollBusy) poll();
+    openTail();
+  }
 });
 
 poll();

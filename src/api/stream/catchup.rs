@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::wire::{ServerMessage, render};
+use super::wire::{BATCH_FRAME_BYTES, ServerMessage, join, render};
 use super::{ApiError, End, Session};
 use crate::backoff::Curve;
 use crate::domain::{ChainName, Cursor, EventFilter, Finality};
-use crate::publish::{FeedItem, replay};
+use crate::publish::{FeedItem, Text, replay};
 use crate::store::{EventQuery, Order, StoreError};
 
 /// Items per replay page, at most; a page that met a full socket is followed by smaller ones.
@@ -57,16 +57,8 @@ impl Session {
                     }
                 }
                 None => {
-                    let mut written = 0u32;
-                    for item in &page.items {
-                        if !self.ready_now().await? {
-                            full = true;
-                            break;
-                        }
-                        self.feed_now(render(item))?;
-                        *last = (*last).max(item.cursor());
-                        written += 1;
-                    }
+                    let written;
+                    (written, full) = self.write_page(&page.items, last).await?;
                     limit = if full {
                         written.max(REPLAY_PAGE_MIN)
                     } else {
@@ -92,6 +84,38 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Writes `items` while the socket takes them without waiting — one frame each, or joined
+    /// into frames of up to [`BATCH_FRAME_BYTES`] for a subscriber that asked for `batch` —
+    /// advancing `last` past every item written. How many were, and whether the socket filled.
+    async fn write_page(
+        &mut self,
+        items: &[FeedItem],
+        last: &mut Cursor,
+    ) -> Result<(u32, bool), End> {
+        let mut written = 0u32;
+        let mut group: Vec<Text> = Vec::new();
+        let mut bytes = 0;
+        for (i, item) in items.iter().enumerate() {
+            let text = render(item);
+            bytes += text.len() + 1;
+            group.push(text);
+            let next_fits = items
+                .get(i + 1)
+                .is_some_and(|_| self.batch && bytes < BATCH_FRAME_BYTES);
+            if next_fits {
+                continue;
+            }
+            if !self.ready_now().await? {
+                return Ok((written, true));
+            }
+            written += group.len() as u32;
+            self.feed_now(join(std::mem::take(&mut group)))?;
+            *last = (*last).max(item.cursor());
+            bytes = 0;
+        }
+        Ok((written, false))
     }
 
     /// One replay page. A busy read pool (many sessions resuming at once) is waited out a few

@@ -112,6 +112,7 @@ pub(super) async fn upgrade(
                 state,
                 socket,
                 last_stall: None,
+                batch: false,
             }
             .run(query)
             .await;
@@ -124,6 +125,8 @@ struct Session {
     socket: WebSocket,
     /// When a socket write last took [`SEND_STALL`] or longer: the client is not reading.
     last_stall: Option<Instant>,
+    /// The subscriber takes several messages per frame.
+    batch: bool,
 }
 
 /// Why a session ends.
@@ -213,7 +216,12 @@ impl Session {
     }
 
     async fn serve(&mut self, request: Request) -> End {
-        let Request { filter, since } = request;
+        let Request {
+            filter,
+            since,
+            batch,
+        } = request;
+        self.batch = batch;
         let hub = self.state.hub.clone();
         let shutdown = self.state.shutdown.clone();
         let settled = match filter.finality {
@@ -282,6 +290,7 @@ impl Session {
             if let Some(end) = self.lagged(&mut lags, last) {
                 return end;
             }
+            metrics::counter!(m::STREAM_CATCHUPS).increment(1);
             subscription = resubscribe(&hub, &filter, subscription);
         }
     }
@@ -353,6 +362,11 @@ impl Session {
         if texts.is_empty() {
             return Ok(());
         }
+        let texts = if self.batch && texts.len() > 1 {
+            wire::batch_frames(texts)
+        } else {
+            texts
+        };
         for text in texts {
             self.feed(text).await?;
         }

@@ -11,11 +11,14 @@ use crate::domain::{Cursor, EventFilter};
 pub(super) struct Request {
     pub filter: EventFilter,
     pub since: Option<Cursor>,
+    /// Several messages per frame (a JSON array) when more than one is ready.
+    pub batch: bool,
 }
 
-/// Splits `since` off and reads the rest as `/v1/events` filters.
+/// Splits `since` and `batch` off and reads the rest as `/v1/events` filters.
 pub(super) fn parse_request(raw: &str) -> Result<Request, ApiError> {
     let mut since = None;
+    let mut batch = false;
     let mut rest = url::form_urlencoded::Serializer::new(String::new());
     for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
         match key.as_ref() {
@@ -29,6 +32,13 @@ pub(super) fn parse_request(raw: &str) -> Result<Request, ApiError> {
                             ApiError::bad_request("since", "not a non-negative integer")
                         })?,
                 );
+            }
+            "batch" => {
+                batch = match value.as_ref() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(ApiError::bad_request("batch", "expected true or false")),
+                };
             }
             "limit" | "order" | "after" => {
                 return Err(ApiError::bad_request(
@@ -46,6 +56,7 @@ pub(super) fn parse_request(raw: &str) -> Result<Request, ApiError> {
     Ok(Request {
         filter: q.filter,
         since,
+        batch,
     })
 }
 
@@ -105,6 +116,13 @@ mod tests {
         let r = parse_request("since=42&chain=devnet&kind=log").unwrap();
         assert_eq!(r.since, Some(42));
         assert_eq!(r.filter.chain.as_deref(), Some("devnet"));
+        assert!(!r.batch);
+        assert!(parse_request("batch=true").unwrap().batch);
+        assert!(
+            parse_subscribe(r#"{"type":"subscribe","batch":true}"#)
+                .unwrap()
+                .batch
+        );
         let m = parse_subscribe(r#"{"type":"subscribe","since":7,"address":["0x00000000000000000000000000000000000000aa"],"finality":"finalized"}"#).unwrap();
         assert_eq!(m.since, Some(7));
         assert_eq!(m.filter.addresses.len(), 1);
@@ -113,6 +131,7 @@ mod tests {
             ("since=-1", "since"),
             ("limit=5", "limit"),
             ("kind=tx", "kind"),
+            ("batch=yes", "batch"),
         ] {
             match parse_request(bad) {
                 Err(ApiError::BadRequest { field: f, .. }) => assert_eq!(f, field),

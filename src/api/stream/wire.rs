@@ -51,6 +51,47 @@ impl ServerMessage<'_> {
     }
 }
 
+/// Most bytes of messages one frame joins for a subscriber that asked for `batch` (a single
+/// larger message goes alone).
+pub(super) const BATCH_FRAME_BYTES: usize = 256 * 1024;
+
+/// Joins messages into frames: `[m1,m2,…]` while under [`BATCH_FRAME_BYTES`] (a frame of one
+/// message is the message itself, as an unbatched subscriber gets it).
+pub(super) fn batch_frames(texts: Vec<Text>) -> Vec<Text> {
+    let mut frames = Vec::new();
+    let mut group: Vec<Text> = Vec::new();
+    let mut bytes = 0;
+    for text in texts {
+        if !group.is_empty() && bytes + text.len() + 1 > BATCH_FRAME_BYTES {
+            frames.push(join(std::mem::take(&mut group)));
+            bytes = 0;
+        }
+        bytes += text.len() + 1;
+        group.push(text);
+    }
+    if !group.is_empty() {
+        frames.push(join(group));
+    }
+    frames
+}
+
+/// One message as is, several as a JSON array of them.
+pub(super) fn join(mut group: Vec<Text>) -> Text {
+    if group.len() == 1 {
+        return group.pop().unwrap_or_default();
+    }
+    let mut out = String::with_capacity(group.iter().map(|t| t.len() + 1).sum::<usize>() + 1);
+    out.push('[');
+    for (i, text) in group.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(text.as_str());
+    }
+    out.push(']');
+    Text::from(out)
+}
+
 /// The wire text of a feed item (also the hub's renderer).
 pub fn render(item: &FeedItem) -> Text {
     let message = match item {

@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, all_events, get_json, parse_config, service_yaml, start_app};
 
+mod batch;
 mod errors;
 mod expired;
 mod memory;
