@@ -397,6 +397,11 @@ async fn open_page(api: &str, dir: &Path, http: &reqwest::Client) -> anyhow::Res
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Nothing of its own on the network (update checks, sync): the page's requests alone.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
         ])
         .arg(format!(
             "--user-data-dir={}",
@@ -446,25 +451,25 @@ impl Drop for PageGuard {
     }
 }
 
-/// The page's polling alone: the three routes it reads, once a second.
+/// The page's polling alone: the three routes it reads, every 2 s.
 async fn poll_like_the_page(api: String) {
     let http = reqwest::Client::new();
     loop {
         for path in ["/v1/chains", "/v1/providers", "/v1/processes"] {
             let _ = http.get(format!("{api}{path}")).send().await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
-/// The page's live tail alone: a `/v1/stream` subscriber taking blocks.
+/// The page's live tail alone: a `/v1/stream` subscriber taking blocks, batched.
 async fn tail_like_the_page(api: String) {
     use futures_util::{SinkExt, StreamExt};
     let url = format!("{}/v1/stream", api.replacen("http://", "ws://", 1));
     let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
         return;
     };
-    let subscribe = r#"{"type":"subscribe","kind":"block"}"#;
+    let subscribe = r#"{"type":"subscribe","kind":"block","batch":true}"#;
     if socket.send(subscribe.into()).await.is_err() {
         return;
     }

@@ -41,7 +41,11 @@ async function until(what, check) {
 
 const number = (text) => Number(String(text).replace(/[^0-9-]/g, ""));
 
-const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-gpu"] });
+const browser = await chromium.launch({
+  executablePath,
+  // Nothing of the browser's own on the network (update checks, sync): the page's requests alone.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
 const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
 page.on("console", (m) => {
   if (m.type() === "error" && !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(m.text())) {
