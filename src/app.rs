@@ -107,6 +107,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         stream_slots: api::StreamSlots::new(config.server.max_stream_sessions),
         shutdown: shutdown.child_token(),
         gateways: gateways(&config, &ingest.chains),
+        access: api::access::Access::new(&config.server),
     };
     let api_failure = Arc::new(OnceLock::new());
     let server = api::serve(listener, state, shutdown.child_token());

@@ -1,14 +1,14 @@
 //! Admin routes: pause and resume a provider, or every provider of a chain (`ingest::control`).
-//! A pause is saved before the answer and survives restarts. Only callers on loopback may use
-//! them (a service bound elsewhere exposes its reads, not its controls).
+//! A pause is saved before the answer and survives restarts. Only callers on loopback or
+//! presenting `server.auth_token` may use them (`access`).
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
+use axum::Extension;
+use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::access::Grant;
 use super::{ApiError, AppState};
 use crate::ingest::ChainHandle;
 use crate::ingest::control::{self, ControlError};
@@ -35,13 +35,14 @@ struct ControlledJson {
     changed: bool,
 }
 
-fn admin_only(peer: SocketAddr) -> Result<(), ApiError> {
-    if peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "pausing and resuming is for callers on this host (loopback) only".into(),
-        ))
+/// The access rules let admin routes through only with [`Grant::Admin`]; checked again here so
+/// that a route reached some other way stays closed.
+fn admin_only(grant: Option<Extension<Grant>>) -> Result<(), ApiError> {
+    match grant {
+        Some(Extension(Grant::Admin)) => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "pausing and resuming needs a caller on this host or server.auth_token".into(),
+        )),
     }
 }
 
@@ -102,15 +103,16 @@ pub(super) enum Action {
     params(("chain" = String, Path), ("provider" = String, Path), ("action" = Action, Path)),
     responses(
         (status = 200, description = "Done, and saved before this answer", body = ControlJson),
-        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
+        (status = 401, description = "Not on this host and no or a wrong server.auth_token", body = super::error::ErrorBody),
+        (status = 403, description = "Not on this host, and no server.auth_token configured", body = super::error::ErrorBody),
         (status = 404, description = "No such chain, provider or action", body = super::error::ErrorBody),
     ))]
 pub(super) async fn provider(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    grant: Option<Extension<Grant>>,
     Path((chain_name, provider, action)): Path<(String, String, String)>,
 ) -> Result<Json<ControlJson>, ApiError> {
-    admin_only(peer)?;
+    admin_only(grant)?;
     let paused = pausing(&action)?;
     let chain = chain(&state, &chain_name)?;
     set(&state, chain, vec![provider], paused).await
@@ -121,15 +123,16 @@ pub(super) async fn provider(
     params(("chain" = String, Path), ("action" = Action, Path)),
     responses(
         (status = 200, description = "Done for every provider, saved before this answer", body = ControlJson),
-        (status = 403, description = "Not from loopback", body = super::error::ErrorBody),
+        (status = 401, description = "Not on this host and no or a wrong server.auth_token", body = super::error::ErrorBody),
+        (status = 403, description = "Not on this host, and no server.auth_token configured", body = super::error::ErrorBody),
         (status = 404, description = "No such chain or action", body = super::error::ErrorBody),
     ))]
 pub(super) async fn whole_chain(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    grant: Option<Extension<Grant>>,
     Path((chain_name, action)): Path<(String, String)>,
 ) -> Result<Json<ControlJson>, ApiError> {
-    admin_only(peer)?;
+    admin_only(grant)?;
     let paused = pausing(&action)?;
     let chain = chain(&state, &chain_name)?;
     set(&state, chain, chain.provider_ids.clone(), paused).await

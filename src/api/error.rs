@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::http::StatusCode;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The caller must present `server.auth_token` (or presented a wrong one).
+    #[error("{0}")]
+    Unauthorized(String),
     /// A known route asked with a method it does not answer (axum adds the `Allow` header).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -71,8 +74,8 @@ impl From<StoreError> for ApiError {
 /// Building it logs an internal error with its whole cause chain, since the client never sees it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `not_found`, `method_not_allowed`, `upgrade_required`, `too_large`,
-    /// `cursor_expired`, `not_ready` or `internal`.
+    /// `bad_request`, `not_found`, `forbidden`, `unauthorized`, `method_not_allowed`,
+    /// `upgrade_required`, `too_large`, `cursor_expired`, `not_ready` or `internal`.
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -112,6 +116,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::TooLarge(_) => "too_large",
@@ -185,6 +190,8 @@ impl IntoResponse for ApiError {
         let response = (self.status_code(), Json(body));
         if matches!(self, ApiError::Busy(_)) {
             ([(RETRY_AFTER, BUSY_RETRY_AFTER_SECS)], response).into_response()
+        } else if matches!(self, ApiError::Unauthorized(_)) {
+            ([(WWW_AUTHENTICATE, "Bearer")], response).into_response()
         } else {
             response.into_response()
         }

@@ -2,6 +2,7 @@
 //!
 //! Each route module exposes `fn router() -> Router<AppState>`; [`router`] merges them.
 
+pub mod access;
 mod chains;
 mod control;
 mod coverage;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The JSON-RPC gateway of each chain (`/rpc/{chain}`); empty when `gateway.enabled` is off.
     pub gateways: Arc<[crate::gateway::Gateway]>,
+    /// Who may call what (`server.auth_token`, `server.public`).
+    pub access: access::Access,
 }
 
 impl AppState {
@@ -81,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         .merge(control::router())
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            access::guard,
+        ))
         .layer(axum::middleware::from_fn(health::count_requests))
         .with_state(state)
 }

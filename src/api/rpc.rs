@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -14,11 +13,13 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use super::access::Grant;
 use crate::gateway::{self, Gateway, Session};
 use crate::publish::Hub;
 
@@ -51,6 +52,7 @@ pub(super) async fn rpc(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    grant: Option<Extension<Grant>>,
     body: Body,
 ) -> Response {
     let Some(gateway) = find(&state, &chain) else {
@@ -70,7 +72,11 @@ pub(super) async fn rpc(
         }
     };
     let answer = gateway
-        .handle(&bytes, gateway::Caller::Address(peer.ip()))
+        .handle(
+            &bytes,
+            gateway::Caller::Address(peer.ip()),
+            may_write(grant),
+        )
         .await;
     let mut response = json(StatusCode::OK, answer.body);
     if gateway.config().provider_header
@@ -118,6 +124,7 @@ fn unknown_chain(state: &AppState, chain: &str) -> Response {
 pub(super) async fn rpc_ws(
     State(state): State<AppState>,
     Path(chain): Path<String>,
+    grant: Option<Extension<Grant>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(gateway) = find(&state, &chain).cloned() else {
@@ -141,16 +148,27 @@ pub(super) async fn rpc_ws(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| ws_session(socket, gateway, hub, shutdown))
+        .on_upgrade(move |socket| ws_session(socket, gateway, hub, shutdown, may_write(grant)))
+}
+
+/// Writes go upstream only for callers the access rules trust with everything.
+fn may_write(grant: Option<Extension<Grant>>) -> bool {
+    matches!(grant, Some(Extension(Grant::Admin)))
 }
 
 /// Reads the caller's frames and answers each; a writer task drains the frames queued for it.
-async fn ws_session(socket: WebSocket, gateway: Gateway, hub: Hub, shutdown: CancellationToken) {
+async fn ws_session(
+    socket: WebSocket,
+    gateway: Gateway,
+    hub: Hub,
+    shutdown: CancellationToken,
+    may_write: bool,
+) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut queued) = mpsc::channel::<String>(WS_QUEUE);
     let closing = CancellationToken::new();
     let chain = gateway.chain().to_owned();
-    let mut session = Session::new(gateway, hub, out.clone(), closing.clone());
+    let mut session = Session::new(gateway, hub, out.clone(), closing.clone(), may_write);
     let writer_closing = closing.clone();
     let writer_chain = chain.clone();
     let writer = tokio::spawn(async move {

@@ -42,6 +42,7 @@ pub(super) fn close_after(err: &ApiError) -> CloseFrame {
         ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
         ApiError::NotFound(_)
         | ApiError::Forbidden(_)
+        | ApiError::Unauthorized(_)
         | ApiError::MethodNotAllowed(_)
         | ApiError::UpgradeRequired(_) => close_frame(close_code::POLICY, err.code()),
     }

@@ -38,7 +38,7 @@ use alloy_primitives::{Address, B256};
 use url::Url;
 
 pub use duration::format as format_duration;
-pub use redact::redacted_url;
+pub use redact::{Secret, redacted_url};
 pub use report::check_report;
 
 /// The embedded default: what `livechain run` uses without `--config`.
@@ -159,7 +159,17 @@ impl Default for GatewayConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
+    /// Any address other than loopback needs `auth_token` or `public` (checked when read).
     pub listen: SocketAddr,
+    /// Callers not on loopback that present it (`Authorization: Bearer …`, or the
+    /// `livechain_token` cookie) may use every route; without it they get none but `/health`,
+    /// `/ready` and the status page's files — or, with `public`, the read routes.
+    pub auth_token: Option<Secret>,
+    /// Serve the read routes to anyone (admin routes stay loopback-or-token).
+    pub public: bool,
+    /// Callers on loopback may use every route without the token. Turn off when a proxy on
+    /// this host forwards outside callers (they would all look local).
+    pub trust_loopback: bool,
     /// Open `/v1/stream` sessions at most; one more is refused with a 503 (at least 1, at most
     /// [`MAX_STREAM_SESSIONS`]).
     pub max_stream_sessions: usize,
@@ -172,6 +182,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            auth_token: None,
+            public: false,
+            trust_loopback: true,
             max_stream_sessions: 1024,
         }
     }

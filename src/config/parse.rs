@@ -11,8 +11,8 @@ use serde_norway::Value;
 use super::walk::{self, Issues, Map};
 use super::{
     AggregationConfig, BreakerConfig, Config, ConfigError, ConfigIssue, DatabaseConfig,
-    HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, ServerConfig,
-    chain, env, gateway, rules, sections,
+    HealthConfig, Loaded, MAX_CACHE_SIZE, MAX_STREAM_SESSIONS, RetentionConfig, Secret,
+    ServerConfig, chain, env, gateway, rules, sections,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -138,17 +138,66 @@ fn section<T: Default>(
 
 fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
     let mut out = ServerConfig::default();
-    let Some(m) = Map::read(value, path, &["listen", "max_stream_sessions"], issues) else {
+    let keys = [
+        "listen",
+        "auth_token",
+        "public",
+        "trust_loopback",
+        "max_stream_sessions",
+    ];
+    let Some(m) = Map::read(value, path, &keys, issues) else {
         return out;
     };
     if let Some(listen) = m.opt("listen", issues, &socket_addr) {
         out.listen = listen;
+    }
+    out.auth_token = m.opt("auth_token", issues, &token).map(Secret::new);
+    if let Some(public) = m.opt("public", issues, &walk::boolean) {
+        out.public = public;
+    }
+    if let Some(trust) = m.opt("trust_loopback", issues, &walk::boolean) {
+        out.trust_loopback = trust;
+    }
+    if !out.listen.ip().is_loopback() && out.auth_token.is_none() && !out.public {
+        issues.push(
+            format!("{path}.listen"),
+            format!(
+                "{} is not a loopback address: set {path}.auth_token (callers then present it) \
+                 or {path}.public: true (read routes open to anyone, admin routes to loopback only)",
+                out.listen
+            ),
+        );
     }
     let sessions = walk::size(1, MAX_STREAM_SESSIONS);
     if let Some(max) = m.opt("max_stream_sessions", issues, &sessions) {
         out.max_stream_sessions = max;
     }
     out
+}
+
+/// Shortest `server.auth_token` accepted: a guessable token protects nothing.
+const MIN_TOKEN_CHARS: usize = 16;
+
+fn token(value: &Value, path: &str, issues: &mut Issues) -> Option<String> {
+    let text = walk::string(value, path, issues)?;
+    let trimmed = text.trim();
+    if trimmed.chars().count() < MIN_TOKEN_CHARS {
+        issues.push(
+            path,
+            format!(
+                "too short: at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            ),
+        );
+        return None;
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ';' || c == ',')
+    {
+        issues.push(path, "may not hold spaces, control characters, ';' or ','");
+        return None;
+    }
+    Some(trimmed.to_owned())
 }
 
 fn socket_addr(value: &Value, path: &str, issues: &mut Issues) -> Option<SocketAddr> {

@@ -38,6 +38,28 @@ impl fmt::Debug for ProviderConfig {
     }
 }
 
+/// A secret from the config (`server.auth_token`): compared, never shown — its `Debug` is
+/// `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value itself, for the one comparison that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// `infura (mainnet.infura.io)`: what logs and status pages show for a provider.
 impl fmt::Display for ProviderConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

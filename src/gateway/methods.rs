@@ -16,6 +16,22 @@ pub fn is_write(method: &str) -> bool {
     WRITES.contains(&method)
 }
 
+/// The answer to a write from a caller who may only read (not on this host, no
+/// `server.auth_token`); `None` for any other call.
+pub fn write_refused(call: &super::Call) -> Option<super::Reply> {
+    is_write(&call.method).then(|| {
+        super::Reply::error(
+            call.id.clone(),
+            super::reply::TRANSACTION_REJECTED,
+            &format!(
+                "{} needs a caller on this host or server.auth_token (Authorization: Bearer …)",
+                call.method
+            ),
+            None,
+        )
+    })
+}
+
 /// Why `method` is not forwarded, when it is not: the `-32601` message a node gives for a
 /// method it does not serve, naming the list that refused it.
 pub fn refusal(config: &GatewayConfig, method: &str) -> Option<String> {

@@ -170,9 +170,13 @@ impl Gateway {
         &self.inner.config
     }
 
-    /// The answer to a whole body from `caller` over HTTP (where subscriptions do not exist).
-    pub async fn handle(&self, body: &[u8], caller: Caller) -> Answer {
+    /// The answer to a whole body from `caller` over HTTP (where subscriptions do not exist);
+    /// writes only when `may_write` (the access rules trust the caller).
+    pub async fn handle(&self, body: &[u8], caller: Caller, may_write: bool) -> Answer {
         self.handle_with(body, caller, &mut |call: &Call| {
+            if !may_write && let Some(refused) = methods::write_refused(call) {
+                return Some(refused);
+            }
             matches!(call.method.as_str(), "eth_subscribe" | "eth_unsubscribe").then(|| {
                 Reply::error(
                     call.id.clone(),

@@ -14,6 +14,8 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const UNAVAILABLE: i64 = -32000;
 /// EIP-1474's "limit exceeded".
 pub const LIMIT_EXCEEDED: i64 = -32005;
+/// EIP-1474's "transaction rejected": a write from a caller the access rules do not trust.
+pub const TRANSACTION_REJECTED: i64 = -32003;
 
 /// One answer, to one call.
 #[derive(Debug, Clone)]

@@ -35,6 +35,8 @@ pub struct Session {
     closing: CancellationToken,
     /// Each subscription's task, and the dynamic filter it holds (released with it).
     feeds: HashMap<String, (JoinHandle<()>, Option<Lease>)>,
+    /// The access rules trust the caller with writes.
+    may_write: bool,
 }
 
 impl Session {
@@ -45,6 +47,7 @@ impl Session {
         hub: Hub,
         out: mpsc::Sender<String>,
         closing: CancellationToken,
+        may_write: bool,
     ) -> Session {
         Session {
             gateway,
@@ -53,6 +56,7 @@ impl Session {
             out,
             closing,
             feeds: HashMap::new(),
+            may_write,
         }
     }
 
@@ -68,6 +72,11 @@ impl Session {
 
     /// `eth_subscribe` and `eth_unsubscribe`, answered here; everything else goes upstream.
     fn local(&mut self, call: &Call) -> Option<Reply> {
+        if !self.may_write
+            && let Some(refused) = super::methods::write_refused(call)
+        {
+            return Some(refused);
+        }
         let id = call.id.clone();
         match call.method.as_str() {
             "eth_subscribe" => Some(match self.subscribe(call.params.as_deref()) {

@@ -84,6 +84,7 @@ pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
 pub const STREAM_CATCHUPS: &str = "livechain_stream_catchups_total";
+pub const API_REFUSED: &str = "livechain_api_refused_total";
 pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
 
 /// The `depth` label of [`REORGS`]: reorganisation depths in blocks, bucketed.
@@ -373,6 +374,10 @@ pub fn describe_all() {
     describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
     describe_counter!(HTTP_REQUESTS, "API requests, by route and status");
     describe_gauge!(STREAM_CONNECTIONS, "Open /v1/stream WebSocket connections");
+    describe_counter!(
+        API_REFUSED,
+        "API requests refused by the access rules (server.auth_token, server.public), by reason (unauthorized, forbidden)"
+    );
     describe_counter!(
         STREAM_CATCHUPS,
         "Stream subscribers that fell behind the live feed and caught up from the database"

@@ -11,6 +11,7 @@
 //! This file holds the shared helpers; the tests live in the submodules, one per concern.
 //! Every wait is bounded ([`WAIT`]); nothing asserts on wall-clock speed.
 
+mod access;
 mod coverage;
 mod errors;
 mod filters;

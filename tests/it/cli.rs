@@ -337,6 +337,49 @@ fn check_config_reports_every_error_with_its_path() {
     );
 }
 
+/// Bound beyond loopback with nothing to protect it, the service refuses to start (before it
+/// binds anything), saying what to set.
+#[test]
+fn run_refuses_a_wide_bind_without_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_file(
+        dir.path(),
+        "open.yaml",
+        &format!(
+            "server: {{ listen: \"0.0.0.0:{}\" }}\ndatabase: {{ path: \"{}\" }}\n",
+            free_port(),
+            dir.path().join("db.sqlite").display()
+        ),
+    );
+    let mut child = Running::spawn(
+        livechain().arg("run").arg("--config").arg(&path),
+        dir.path().join("stderr.log"),
+    );
+    // Bounded: a service that started after all is killed when `child` drops.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it started: {}",
+            child.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let said = child.output();
+    assert!(
+        said.contains("server.listen") && said.contains("server.auth_token"),
+        "{said}"
+    );
+    assert!(
+        !dir.path().join("db.sqlite").exists(),
+        "nothing was started"
+    );
+}
+
 #[test]
 fn migrate_creates_the_database_then_finds_it_current() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -189,6 +189,23 @@ async fn the_status_page_shows_the_service_live_in_a_browser() {
     devnet.faults(1).expect("p1").set_stalled(false);
     page.say("unstalled");
     page.expect("healthy");
+    // Its stream back up (the stall recycled it), then dropped by the devnet.
+    let connected = support::wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let (_, body) = support::get_json(&format!("{base}/v1/providers")).await;
+            let list = body["providers"].as_array().cloned().unwrap_or_default();
+            list.iter()
+                .any(|p| p["id"] == "p1" && p["connected"] == true)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        connected.is_some(),
+        "p1's stream reconnected after the stall"
+    );
     devnet.faults(1).expect("p1").drop_sockets();
     page.say("dropped");
     page.expect("errors");
@@ -204,4 +221,53 @@ async fn the_status_page_shows_the_service_live_in_a_browser() {
     page.expect("done");
     drop(page);
     service.stop();
+}
+
+/// A service that wants its token (loopback not trusted, as behind a proxy): the page asks for
+/// the token, and once given shows the service live, its tail's WebSocket included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_asks_for_the_token_and_then_works() {
+    let Some((chromium, prefix)) = browser() else {
+        return;
+    };
+    const TOKEN: &str = "page-token-0123456789abcdef";
+    let devnet = support::devnet(1, 200, 2, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let yaml = support::service_yaml(&devnet, &dir.path().join("token.db")).replace(
+        "server: { listen: \"127.0.0.1:0\" }",
+        &format!(
+            "server: {{ listen: \"127.0.0.1:{port}\", trust_loopback: false, auth_token: \"{TOKEN}\" }}"
+        ),
+    );
+    let config = dir.path().join("livechain.yaml");
+    std::fs::write(&config, yaml).expect("config written");
+    let _service = Service::start(&config, &dir.path().join("service.log"));
+    assert!(ready(&base).await, "the service is ready");
+    let script = prefix.join("livechain-status-token.mjs");
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/status-token.mjs");
+    std::fs::copy(source, &script).expect("script copied");
+    let mut node = Command::new("node")
+        .arg(&script)
+        .args([&base, &chromium.display().to_string(), TOKEN])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let stdout = node.stdout.take().expect("stdout");
+    let (tx, said) = mpsc::channel();
+    std::thread::spawn(move || {
+        let lines: Vec<String> = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        let _ = tx.send(lines.join("\n"));
+    });
+    let said = said.recv_timeout(STEP * 2).unwrap_or_else(|_| {
+        let _ = node.kill();
+        panic!("the browser script did not finish within {:?}", STEP * 2)
+    });
+    let _ = node.wait();
+    assert!(said.lines().any(|l| l == "ok token"), "{said}");
 }

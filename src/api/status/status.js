@@ -59,9 +59,25 @@ function setConn(state) {
 
 async function getJson(path) {
   const response = await fetch(path, { cache: "no-store" });
+  if (response.status === 401) $("#auth").hidden = false;
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
   return response.json();
 }
+
+// A service that wants its token (server.auth_token): kept in the cookie the service reads, so
+// the tail's WebSocket carries it too (a browser cannot add headers to one).
+$("#auth").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = new FormData(event.target).get("token")?.toString().trim() ?? "";
+  const secure = location.protocol === "https:" ? "; Secure" : "";
+  document.cookie = `livechain_token=${token}; path=/; SameSite=Strict${secure}`;
+  $("#auth").hidden = true;
+  event.target.reset();
+  clearTimeout(pollTimer);
+  if (!pollBusy) poll();
+  closeTail();
+  openTail();
+});
 
 // --- rates over time (per chain, from stored_since_start and the checkpoint) -------------
 

@@ -177,6 +177,24 @@ fn each_error_kind_has_its_path_and_message() {
             &["server.listen: not an IP:port address (e.g. 127.0.0.1:4000)"],
         ),
         (
+            "bound beyond loopback with no token and not public",
+            with("server: {listen: \"0.0.0.0:4000\"}\n"),
+            &["server.listen: 0.0.0.0:4000 is not a loopback address: set server.auth_token (callers then present it) or server.public: true (read routes open to anyone, admin routes to loopback only)"],
+        ),
+        (
+            "a token too short to protect anything",
+            with("server: {listen: \"[::]:4000\", auth_token: \"secret\"}\n"),
+            &[
+                "server.auth_token: too short: at least 16 characters (e.g. `openssl rand -hex 32`)",
+                "server.listen: [::]:4000 is not a loopback address: set server.auth_token (callers then present it) or server.public: true (read routes open to anyone, admin routes to loopback only)",
+            ],
+        ),
+        (
+            "a token with a space",
+            with("server: {auth_token: \"0123456789 abcdef\"}\n"),
+            &["server.auth_token: may not hold spaces, control characters, ';' or ','"],
+        ),
+        (
             "no stream session allowed",
             with("server: {max_stream_sessions: 0}\n"),
             &["server.max_stream_sessions: must be at least 1, got 0"],

@@ -187,12 +187,18 @@ fn chain_retention_overrides_the_global_section_field_by_field() {
 #[test]
 fn variables_with_defaults_and_escapes() {
     let yaml = with(
-        "server: {listen: \"${LISTEN:-0.0.0.0:9000}\"}\n\
+        "server: {listen: \"${LISTEN:-0.0.0.0:9000}\", auth_token: \"${TOKEN:-0123456789abcdef}\"}\n\
          health: {max_lag_blocks: ${LAG:-7}}\n\
          database: {path: \"/srv/$${HOME}/${DB:-db}.sqlite\", max_wal_mb: ${WAL:-512}}\n",
     );
     let config = ok(&yaml, &[("DB", "main")]).config;
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+    let token = config.server.auth_token.as_ref().map(|t| t.expose());
+    assert_eq!(token, Some("0123456789abcdef"));
+    assert!(
+        !format!("{:?}", config.server).contains("0123456789abcdef"),
+        "the token never shows in Debug"
+    );
     assert_eq!(config.database.max_wal_mb, 512);
     assert_eq!(config.health.max_lag_blocks, 7);
     assert_eq!(

@@ -127,6 +127,7 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         stream_slots: api::StreamSlots::new(64),
         shutdown: shutdown.clone(),
         gateways: Arc::from([]),
+        access: api::access::Access::new(&Default::default()),
     };
     let listener = api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

@@ -158,7 +158,7 @@ async fn every_recorded_answer_comes_back_unchanged_single_and_batched() {
     let mut wrong = Vec::new();
     for (i, e) in usable.iter().enumerate() {
         let answer = gateway
-            .handle(e.request.as_bytes(), Caller::Session(i as u64))
+            .handle(e.request.as_bytes(), Caller::Session(i as u64), true)
             .await;
         let got: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
         if got != e.response {
@@ -193,7 +193,9 @@ async fn every_recorded_answer_comes_back_unchanged_single_and_batched() {
             want.insert(id.to_string(), (e.file.clone(), response));
         }
         let body = Value::Array(batch).to_string();
-        let answer = gateway.handle(body.as_bytes(), Caller::Session(9999)).await;
+        let answer = gateway
+            .handle(body.as_bytes(), Caller::Session(9999), true)
+            .await;
         let got: Vec<Value> = serde_json::from_str(&answer.body)
             .unwrap_or_else(|e| panic!("batch {b}: {e}: {}", answer.body));
         assert_eq!(got.len(), chunk.len(), "batch {b}: one answer per request");

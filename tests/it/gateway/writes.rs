@@ -123,7 +123,9 @@ async fn a_write_whose_answer_was_lost_is_not_sent_again() {
         GatewayConfig::default(),
     );
 
-    let answer = gateway.handle(WRITE.as_bytes(), Caller::Session(1)).await;
+    let answer = gateway
+        .handle(WRITE.as_bytes(), Caller::Session(1), true)
+        .await;
     let reply: Value = serde_json::from_str(&answer.body).expect("json");
     assert_eq!(reply["id"], 7);
     assert_eq!(reply["error"]["code"], -32000, "{reply}");
@@ -145,12 +147,16 @@ async fn a_write_whose_answer_was_lost_is_not_sent_again() {
     // A batch holding a write is a write: sent once (the first provider, which failed at its
     // start, is backing off now, so it goes to the second, which was never sent it).
     let batch = format!("[{READ},{WRITE}]");
-    gateway.handle(batch.as_bytes(), Caller::Session(1)).await;
+    gateway
+        .handle(batch.as_bytes(), Caller::Session(1), true)
+        .await;
     let writes = lossy_seen.writes.load(Ordering::SeqCst) + good_seen.writes.load(Ordering::SeqCst);
     assert_eq!(writes, 2, "each write sent exactly once");
 
     // A read is retried on the next provider.
-    let answer = gateway.handle(READ.as_bytes(), Caller::Session(1)).await;
+    let answer = gateway
+        .handle(READ.as_bytes(), Caller::Session(1), true)
+        .await;
     let reply: Value = serde_json::from_str(&answer.body).expect("json");
     assert_eq!(reply["result"], "0xabc", "{reply}");
     assert_eq!(answer.provider.as_deref(), Some("u1"));
@@ -165,7 +171,9 @@ async fn a_write_that_never_left_goes_to_the_next_provider() {
         &[format!("http://{refused}/"), format!("http://{good}/")],
         GatewayConfig::default(),
     );
-    let answer = gateway.handle(WRITE.as_bytes(), Caller::Session(1)).await;
+    let answer = gateway
+        .handle(WRITE.as_bytes(), Caller::Session(1), true)
+        .await;
     let reply: Value = serde_json::from_str(&answer.body).expect("json");
     assert_eq!(
         reply,
@@ -187,7 +195,9 @@ async fn error_rules_teach_a_providers_odd_codes() {
     let (good, _) = provider(Mode::Answer).await;
     let urls = [format!("http://{odd}/"), format!("http://{good}/")];
     let untaught = gateway_over(&urls, GatewayConfig::default());
-    let answer = untaught.handle(READ.as_bytes(), Caller::Session(1)).await;
+    let answer = untaught
+        .handle(READ.as_bytes(), Caller::Session(1), true)
+        .await;
     let reply: Value = serde_json::from_str(&answer.body).expect("json");
     assert_eq!(
         reply["error"]["code"], -39001,
@@ -200,7 +210,9 @@ async fn error_rules_teach_a_providers_odd_codes() {
         class: livechain::config::ErrorClass::Fault,
     };
     let taught = gateway_with_rules(&urls, GatewayConfig::default(), &[rule]);
-    let answer = taught.handle(READ.as_bytes(), Caller::Session(1)).await;
+    let answer = taught
+        .handle(READ.as_bytes(), Caller::Session(1), true)
+        .await;
     let reply: Value = serde_json::from_str(&answer.body).expect("json");
     assert_eq!(
         reply["result"], "0xabc",
