@@ -59,6 +59,9 @@ pub enum Command {
         /// The service's API.
         #[arg(long, default_value = "http://127.0.0.1:4000")]
         url: String,
+        /// The service's `server.auth_token`, for a service not on this host.
+        #[arg(long, env = "LIVECHAIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate {

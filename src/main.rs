@@ -37,8 +37,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             shutdown::cancel_on_signal(root.clone());
             app::run(config, root).await?;
         }
-        Command::Status { url } => {
-            console::out_raw(&livechain::status::render(&url).await?);
+        Command::Status { url, token } => {
+            console::out_raw(&livechain::status::render(&url, token.as_deref()).await?);
         }
         Command::CheckConfig { file } => {
             let result = Config::load(&file);

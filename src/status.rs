@@ -10,19 +10,28 @@ use serde_json::Value;
 /// How long the service may take to answer each request.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The three tables for the service at `base` (e.g. `http://127.0.0.1:4000`).
-pub async fn render(base: &str) -> anyhow::Result<String> {
+/// The three tables for the service at `base` (e.g. `http://127.0.0.1:4000`), presenting
+/// `token` (its `server.auth_token`) if given.
+pub async fn render(base: &str, token: Option<&str>) -> anyhow::Result<String> {
     let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
     let base = base.trim_end_matches('/');
     let get = |path: &'static str| {
         let client = client.clone();
         let url = format!("{base}{path}");
         async move {
-            let response =
-                client.get(&url).send().await.with_context(|| {
-                    format!("cannot reach {url}: is the service running there?")
-                })?;
+            let mut request = client.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}: is the service running there?"))?;
             let status = response.status();
+            anyhow::ensure!(
+                status != reqwest::StatusCode::UNAUTHORIZED,
+                "{url} wants the service's token: pass --token or set LIVECHAIN_TOKEN"
+            );
             anyhow::ensure!(status.is_success(), "{url} answered {status}");
             response
                 .json::<Value>()

@@ -50,8 +50,10 @@ pub(crate) fn spawn(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
+    // Any path, as hosted providers take their API key in it (`/v3/<key>`).
     let router = Router::new()
         .route("/", get(ws_upgrade).post(http_rpc))
+        .route("/{*path}", get(ws_upgrade).post(http_rpc))
         .with_state(state);
     tracker.spawn(async move {
         let served = axum::serve(listener, router)

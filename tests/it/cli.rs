@@ -20,6 +20,7 @@ use crate::support;
 mod control;
 mod pipes;
 mod progress;
+mod secrets;
 
 /// Longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
