@@ -130,7 +130,7 @@ pub struct PageParams {
     order: Option<String>,
 }
 
-/// `/v1/stream`'s own parameter (with the filters; `after`, `limit`, `order` are refused).
+/// `/v1/stream`'s own parameters (with the filters; `after`, `limit`, `order` are refused).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // a description of what `stream::request::parse_request` reads
@@ -139,6 +139,8 @@ pub struct StreamParams {
     /// retained); absent: the live tail only.
     #[param(minimum = 0)]
     since: Option<i64>,
+    /// Several messages per frame, as a JSON array, when more than one is ready.
+    batch: Option<bool>,
 }
 
 /// `GET /health`'s answer.
@@ -169,6 +171,42 @@ pub struct SubscribeMessage {
     tx_hash: Option<String>,
     block_hash: Option<String>,
     finality: Option<String>,
+    batch: Option<bool>,
+}
+
+/// Who may call what (docs/api.md "Access"): the token, as a bearer or as the status page's
+/// cookie. Optional on every route: callers on loopback need neither.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "server.auth_token, for callers not on the service's host",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                super::access::TOKEN_COOKIE,
+            ))),
+        );
+        doc.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("token", Vec::<String>::new()),
+            SecurityRequirement::new("cookie", Vec::<String>::new()),
+        ]);
+    }
 }
 
 /// A JSON-RPC 2.0 request or a batch of them; the answers in the same shapes. Any JSON is
@@ -214,8 +252,9 @@ pub struct JsonRpcBody(serde_json::Value);
         (name = "state", description = "Chains, coverage, providers, supervised tasks"),
         (name = "stream", description = "The live tail over WebSocket"),
         (name = "gateway", description = "JSON-RPC to the chain's providers"),
-        (name = "control", description = "Pausing and resuming providers (loopback callers only)"),
-    )
+        (name = "control", description = "Pausing and resuming providers (loopback callers and token holders only)"),
+    ),
+    modifiers(&Security)
 )]
 pub struct ApiDoc;
 
