@@ -19,6 +19,7 @@
 //! stalled.
 
 mod pause;
+mod persist;
 mod report;
 mod stats;
 mod verdict;
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+pub use persist::Unsaved;
 pub use stats::Stats;
 pub use verdict::Unhealthy;
 
@@ -87,8 +89,12 @@ struct SlotState {
     stats: Stats,
     /// The verdict the last [`ChainHealth::tick`] published.
     verdict: verdict::LastVerdict,
-    /// The breaker's latest transitions, oldest first (at most [`BREAKER_HISTORY`]).
+    /// The breaker's latest saved transitions, oldest first (at most [`BREAKER_HISTORY`]).
     transitions: std::collections::VecDeque<Transition>,
+    /// Transitions made but not yet saved (`persist`): not shown until they are.
+    pending: Vec<Transition>,
+    /// The breaker as last saved (or restored): what reports show while `pending` waits.
+    announced: Snapshot,
     /// Paused by an operator: no permit is granted.
     paused: bool,
 }
@@ -138,6 +144,8 @@ impl ChainHealth {
                 id: member.id,
                 priority: member.priority,
                 state: Mutex::new(SlotState {
+                    announced: member.breaker.snapshot(),
+                    pending: Vec::new(),
                     breaker: member.breaker,
                     stats: Stats::default(),
                     verdict: verdict::LastVerdict::default(),
@@ -200,15 +208,16 @@ impl ChainHealth {
         let Some(slot) = self.inner.slots.get(index) else {
             return Err(Duration::MAX);
         };
-        let (permit, transition) = {
+        let (permit, transitioned) = {
             let mut state = lock(slot);
             if state.paused {
                 return Err(PAUSED_RETRY);
             }
-            state.breaker.try_acquire(&*self.inner.clock)
+            let (permit, transition) = state.breaker.try_acquire(&*self.inner.clock);
+            (permit, state.keep(transition))
         };
-        if let Some(transition) = transition {
-            self.transitioned(index, transition);
+        if transitioned {
+            self.to_save(index);
         }
         match permit {
             Permit::Rejected { retry_in } => Err(retry_in),
@@ -229,7 +238,7 @@ impl ChainHealth {
         let Some(slot) = self.inner.slots.get(index) else {
             return;
         };
-        let transition = {
+        let transitioned = {
             let mut state = lock(slot);
             match outcome {
                 Outcome::Success => state.stats.request(latency, true),
@@ -237,14 +246,15 @@ impl ChainHealth {
                 // Neither says anything about the provider's speed or health.
                 Outcome::RateLimited { .. } | Outcome::Neutral => {}
             }
-            state.breaker.record(permit, outcome, &*self.inner.clock)
+            let transition = state.breaker.record(permit, outcome, &*self.inner.clock);
+            state.keep(transition)
         };
         if let (Outcome::Success, Some(latency)) = (outcome, latency) {
             metrics::histogram!(m::PROVIDER_LATENCY, "chain" => self.inner.chain.to_string(), "provider" => slot.id.clone())
                 .record(latency.as_secs_f64());
         }
-        if let Some(transition) = transition {
-            self.transitioned(index, transition);
+        if transitioned {
+            self.to_save(index);
         }
     }
 
@@ -383,14 +393,14 @@ impl ChainHealth {
         self.verdict(state, best, now).is_none()
     }
 
-    /// Why a provider in `state` is not healthy (`None`: it is).
+    /// Why a provider in `state` is not healthy (`None`: it is), by its live breaker.
     fn verdict(&self, state: &SlotState, best: u64, now: Instant) -> Option<Unhealthy> {
         let (clock, config) = (&*self.inner.clock, &self.inner.config);
         verdict::judge(
             state.paused,
-            &state.breaker,
+            state.breaker.state(clock),
+            state.breaker.unreachable(),
             &state.stats,
-            clock,
             config,
             best,
             now,
@@ -431,55 +441,6 @@ impl ChainHealth {
     /// How many of [`ChainHealth::ranked`]'s first entries are healthy.
     pub fn healthy_count(&self) -> usize {
         (0..self.len()).filter(|&i| self.is_healthy(i)).count()
-    }
-
-    /// Breakers with a transition not yet persisted: `(provider id, snapshot)`, each once.
-    pub fn take_dirty(&self) -> Vec<(String, Snapshot)> {
-        self.inner
-            .slots
-            .iter()
-            .filter(|slot| slot.dirty.swap(false, Ordering::AcqRel))
-            .map(|slot| (slot.id.clone(), lock(slot).breaker.snapshot()))
-            .collect()
-    }
-
-    /// Waits until a breaker has a transition to persist.
-    pub async fn dirty(&self) {
-        self.inner.persist.notified().await;
-    }
-
-    /// Logs, counts and marks for persistence one transition of `index`'s breaker.
-    fn transitioned(&self, index: usize, transition: Transition) {
-        let Some(slot) = self.inner.slots.get(index) else {
-            return;
-        };
-        let chain = self.inner.chain.to_string();
-        if transition.to == BreakerState::Open {
-            tracing::warn!(chain = %chain, provider = %slot.id, old_state = %transition.from, new_state = %transition.to, consecutive_failures = transition.consecutive_failures, "breaker transition");
-        } else {
-            tracing::info!(chain = %chain, provider = %slot.id, old_state = %transition.from, new_state = %transition.to, consecutive_failures = transition.consecutive_failures, "breaker transition");
-        }
-        metrics::counter!(m::BREAKER_TRANSITIONS, "chain" => chain, "provider" => slot.id.clone(), "from" => transition.from.as_str(), "to" => transition.to.as_str())
-            .increment(1);
-        {
-            let mut state = lock(slot);
-            if state.transitions.len() == BREAKER_HISTORY {
-                state.transitions.pop_front();
-            }
-            state.transitions.push_back(transition);
-        }
-        self.publish_state(index);
-        slot.dirty.store(true, Ordering::Release);
-        // `notify_one` keeps a permit when nobody waits yet: the monitor cannot miss it.
-        self.inner.persist.notify_one();
-    }
-
-    fn publish_state(&self, index: usize) {
-        if let Some(slot) = self.inner.slots.get(index) {
-            let state = lock(slot).breaker.snapshot().state;
-            metrics::gauge!(m::BREAKER_STATE, "chain" => self.inner.chain.to_string(), "provider" => slot.id.clone())
-                .set(state.metric_value());
-        }
     }
 }
 

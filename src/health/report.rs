@@ -1,7 +1,7 @@
 //! What the health shows outside: each provider's report (`/v1/providers`, `/ready`), and the
 //! gauges and transitions the chain's monitor refreshes on every tick.
 
-use super::{ChainHealth, ProviderReport, Unhealthy, lock};
+use super::{ChainHealth, ProviderReport, Unhealthy, lock, persist, verdict};
 use crate::telemetry::metrics as m;
 
 impl ChainHealth {
@@ -9,9 +9,13 @@ impl ChainHealth {
     /// each provider turning unhealthy or healthy again (with why).
     pub fn tick(&self) {
         for (i, slot) in self.inner.slots.iter().enumerate() {
-            let transition = lock(slot).breaker.tick(&*self.inner.clock);
-            if let Some(transition) = transition {
-                self.transitioned(i, transition);
+            let transitioned = {
+                let mut state = lock(slot);
+                let transition = state.breaker.tick(&*self.inner.clock);
+                state.keep(transition)
+            };
+            if transitioned {
+                self.to_save(i);
             }
             let Some(report) = self.report_one(i) else {
                 continue;
@@ -60,10 +64,18 @@ impl ChainHealth {
         let now = self.inner.clock.now();
         let config = &self.inner.config;
         let state = lock(slot);
-        let breaker = state.breaker.state(&*self.inner.clock);
-        let snapshot = state.breaker.snapshot();
+        // A transition not yet saved is not shown (`persist`).
+        let (breaker, snapshot) = persist::shown(&state, &*self.inner.clock);
         let stalled = state.stats.stalled(best, config.stall_timeout, now);
-        let unhealthy = self.verdict(&state, best, now);
+        let unhealthy = verdict::judge(
+            state.paused,
+            breaker,
+            state.breaker.unreachable(),
+            &state.stats,
+            config,
+            best,
+            now,
+        );
         Some(ProviderReport {
             id: slot.id.clone(),
             priority: slot.priority,

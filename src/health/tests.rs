@@ -26,6 +26,13 @@ fn answered_breaker() -> Breaker {
     breaker
 }
 
+/// What the monitor does with every transition: saved (here: nowhere), then shown.
+fn save_all(health: &ChainHealth) {
+    for unsaved in health.take_dirty() {
+        health.saved(unsaved);
+    }
+}
+
 /// Providers with these priorities, each of which has answered once.
 fn health(priorities: &[u32]) -> (ChainHealth, ManualClock) {
     health_of(priorities, answered_breaker)
@@ -130,25 +137,51 @@ fn a_silent_stream_is_stalled_and_unhealthy() {
 }
 
 #[test]
-fn transitions_are_marked_for_persistence_once() {
+fn transitions_are_shown_only_once_saved() {
     let (health, clock) = health(&[1, 2]);
     assert!(health.take_dirty().is_empty());
     for _ in 0..3 {
         answer(&health, 0, Outcome::Failure, 1);
     }
+    // Open at once for the requests it refuses...
+    assert!(health.acquire(0).is_err(), "the breaker acts at once");
+    // ...but shown as it was until saved.
+    let shown = |h: &ChainHealth| h.report().remove(0);
+    assert_eq!(shown(&health).breaker, BreakerState::Closed);
+    assert!(shown(&health).transitions.is_empty());
     let dirty = health.take_dirty();
     assert_eq!(dirty.len(), 1);
-    assert_eq!(dirty[0].0, "p0");
-    assert_eq!(dirty[0].1.state, BreakerState::Open);
-    assert_eq!(dirty[0].1.opened_at_wall_ms, Some(1_000_000));
+    assert_eq!(dirty[0].provider, "p0");
+    assert_eq!(dirty[0].snapshot.state, BreakerState::Open);
+    assert_eq!(dirty[0].snapshot.opened_at_wall_ms, Some(1_000_000));
+    assert_eq!(dirty[0].transitions.len(), 1);
     assert!(health.take_dirty().is_empty(), "taken once");
+
+    // A failed save: still not shown, and taken again with the same transitions.
+    let unsaved = dirty.into_iter().next().expect("one");
+    health.not_saved(unsaved);
+    assert_eq!(shown(&health).breaker, BreakerState::Closed);
+    let again = health.take_dirty().into_iter().next().expect("taken again");
+    assert_eq!(again.transitions.len(), 1);
+    health.saved(again);
+    let report = shown(&health);
+    assert_eq!(report.breaker, BreakerState::Open);
+    assert_eq!(report.opened_at_ms, Some(1_000_000));
+    assert_eq!(report.unhealthy, Some(Unhealthy::BreakerOpen));
+    assert_eq!(report.transitions.len(), 1);
 
     clock.advance(Duration::from_millis(1_000));
     health.tick();
     let dirty = health.take_dirty();
-    assert_eq!(dirty[0].1.state, BreakerState::HalfOpen);
+    assert_eq!(dirty[0].snapshot.state, BreakerState::HalfOpen);
+    health.saved(dirty.into_iter().next().expect("one"));
     answer(&health, 0, Outcome::Success, 1);
-    assert_eq!(health.take_dirty()[0].1.state, BreakerState::Closed);
+    let closed = health.take_dirty().into_iter().next().expect("one");
+    assert_eq!(closed.snapshot.state, BreakerState::Closed);
+    health.saved(closed);
+    let report = shown(&health);
+    assert_eq!(report.breaker, BreakerState::Closed);
+    assert_eq!(report.transitions.len(), 3, "open, half-open, closed");
 }
 
 #[test]
@@ -183,6 +216,7 @@ fn faults_outside_requests_count_against_the_breaker() {
     for _ in 0..3 {
         health.fault(0);
     }
+    save_all(&health);
     assert_eq!(health.report()[0].breaker, BreakerState::Open);
     assert!(!health.any_healthy());
     health.fault(0); // open: nothing granted, nothing counted
@@ -233,5 +267,6 @@ fn a_provider_that_never_answered_is_unhealthy_but_not_shut_out() {
     for _ in 0..3 {
         answer(&health, 1, Outcome::Failure, 1);
     }
+    save_all(&health);
     assert_eq!(health.report()[1].breaker, BreakerState::Open);
 }

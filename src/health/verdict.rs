@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Instant;
 
 use super::stats::Stats;
-use crate::breaker::{Breaker, BreakerState, Clock};
+use crate::breaker::BreakerState;
 use crate::config::HealthConfig;
 
 /// Why a provider is not healthy.
@@ -52,9 +52,9 @@ impl fmt::Display for Unhealthy {
 /// The verdict on a provider with `breaker` and `stats`, the chain's best head at `best`.
 pub(super) fn judge(
     paused: bool,
-    breaker: &Breaker,
+    breaker: BreakerState,
+    unreachable: bool,
     stats: &Stats,
-    clock: &dyn Clock,
     config: &HealthConfig,
     best: u64,
     now: Instant,
@@ -62,10 +62,10 @@ pub(super) fn judge(
     if paused {
         return Some(Unhealthy::Paused);
     }
-    if breaker.state(clock) == BreakerState::Open {
+    if breaker == BreakerState::Open {
         return Some(Unhealthy::BreakerOpen);
     }
-    if breaker.unreachable() {
+    if unreachable {
         return Some(Unhealthy::Unreachable);
     }
     if stats.stalled(best, config.stall_timeout, now) {

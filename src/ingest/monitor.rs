@@ -51,6 +51,8 @@ impl Monitor {
                 }
                 _ = ticks.tick() => {
                     health.tick();
+                    // A save that failed is tried again here.
+                    self.persist(&health).await;
                     for provider in self.providers.all() {
                         let i = usize::from(provider.index);
                         if probing[i] || !health.idle(i, idle) {
@@ -70,15 +72,25 @@ impl Monitor {
         self.persist(&health).await;
     }
 
-    /// Saves every breaker with a transition not yet saved.
+    /// Saves every breaker with a transition not yet saved, then lets it be shown. One that
+    /// cannot be saved stays unshown and is tried again at the next tick.
     async fn persist(&self, health: &ChainHealth) {
-        for (provider, snapshot) in health.take_dirty() {
+        for unsaved in health.take_dirty() {
             let saved = self
                 .store
-                .save_breaker(health.chain(), &provider, &snapshot, SystemClock.wall_ms())
+                .save_breaker(
+                    health.chain(),
+                    &unsaved.provider,
+                    &unsaved.snapshot,
+                    SystemClock.wall_ms(),
+                )
                 .await;
-            if let Err(err) = saved {
-                tracing::warn!(chain = %health.chain(), provider, error = %err, "cannot save the breaker state");
+            match saved {
+                Ok(()) => health.saved(unsaved),
+                Err(err) => {
+                    tracing::warn!(chain = %health.chain(), provider = %unsaved.provider, error = %err, "cannot save the breaker state; trying again");
+                    health.not_saved(unsaved);
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support;
 
+mod breaker_kill;
 mod control;
 mod pipes;
 mod progress;

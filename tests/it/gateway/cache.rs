@@ -47,9 +47,13 @@ async fn until_kept(url: &str, body: &Value) -> Option<(Value, Value)> {
 async fn final_answers_are_kept_and_nothing_else() {
     let devnet = support::devnet(1, 200, 3, 60).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = support::service_yaml(&devnet, &dir.path().join("c.db"));
+    // A chain name of its own: the metrics registry is shared by this process's tests, and
+    // another one sets the same gauge to 0 for `devnet`.
+    let yaml = support::service_yaml(&devnet, &dir.path().join("c.db"))
+        .replace("\n  devnet:\n", "\n  kept:\n");
+    assert!(yaml.contains("\n  kept:\n"), "{yaml}");
     let app = start_app(parse_config(&yaml)).await;
-    let url = app.url("/rpc/devnet");
+    let url = app.url("/rpc/kept");
 
     // Block 5 is final (the devnet finalizes 32 below its head): kept.
     let block = call(1, "eth_getBlockByNumber", json!(["0x5", true]));

@@ -1,0 +1,85 @@
+//! A breaker transition anyone saw survives `kill -9`: the real binary, a provider failing
+//! until its breaker opens, SIGKILL the moment `/v1/providers` shows it open, and after the
+//! restart the breaker is open with the same `opened_at` — before any request could have
+//! opened it again. Done several times, each kill as close to the transition as polling gets.
+
+use super::*;
+
+/// The provider answers 503 and refuses connections: every request fails.
+fn dead(devnet: &livechain::devnet::Devnet, on: bool) {
+    let faults = devnet.faults(1).expect("provider 1");
+    faults.set_server_error(on.then_some(503));
+    faults.set_refuse_connections(on);
+}
+
+async fn breaker(base: &str, id: &str) -> Value {
+    let (_, body) = support::get_json(&format!("{base}/v1/providers")).await;
+    body["providers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["id"] == id).cloned())
+        .map(|p| p["breaker"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_seen_open_is_open_after_a_sigkill_the_moment_after() {
+    let devnet = support::devnet(2, 100, 2, 5).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let yaml = std::fs::read_to_string(service_config(dir.path(), &devnet, port)).expect("config")
+        + "breaker: { failure_threshold: 2, recovery_timeout: 600000, success_threshold: 1 }\n";
+    let config = write_file(dir.path(), "kill.yaml", &yaml);
+
+    for round in 0..5 {
+        dead(&devnet, false);
+        let mut child = start_binary(&config, dir.path(), &base, round).await;
+        dead(&devnet, true);
+        let seen = support::wait_for(WAIT, Duration::from_millis(5), || async {
+            let b = breaker(&base, "p1").await;
+            (b["state"] == "open").then_some(b)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "round {round}: the breaker never opened\n{}",
+                child.output()
+            )
+        });
+        let _ = child.child.kill();
+        let _ = child.child.wait();
+
+        // Restarted on the same database: open, the same opening.
+        let mut child = start_binary(&config, dir.path(), &base, 10 + round).await;
+        let restored = breaker(&base, "p1").await;
+        assert_eq!(restored["state"], "open", "round {round}: {restored}");
+        assert_eq!(restored["opened_at"], seen["opened_at"], "round {round}");
+        let _ = child.child.kill();
+        let _ = child.child.wait();
+        // The next round starts from a closed breaker: forget this one.
+        forget_breakers(&dir.path().join("livechain.db")).await;
+    }
+}
+
+/// Starts the service and waits for its API.
+async fn start_binary(config: &Path, dir: &Path, base: &str, n: usize) -> Running {
+    let mut child = Running::spawn(
+        livechain().arg("run").arg("--config").arg(config),
+        dir.join(format!("stderr-{n}.log")),
+    );
+    wait_ok(&mut child, &format!("{base}/health")).await;
+    child
+}
+
+/// Deletes every saved breaker (the service is stopped).
+async fn forget_breakers(db: &Path) {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("the database opens");
+    sqlx::query("DELETE FROM breakers")
+        .execute(&mut conn)
+        .await
+        .expect("breakers forgotten");
+}
