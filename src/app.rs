@@ -104,7 +104,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         writer_ready: ingest.writer_ready.clone(),
         supervisor: supervisor.clone(),
         hub,
-        stream_slots: api::StreamSlots::new(config.server.max_stream_sessions),
+        stream_slots: api::StreamSlots::new(
+            config.server.max_stream_sessions,
+            config.server.max_stream_sessions_per_client,
+        ),
         shutdown: shutdown.child_token(),
         gateways: gateways(&config, &ingest.chains),
         access: api::access::Access::new(&config.server),

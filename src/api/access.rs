@@ -59,6 +59,11 @@ impl Access {
         }
     }
 
+    /// Whether `peer` is a caller on this host the rules trust (per-client limits skip it).
+    pub fn trusts(&self, peer: SocketAddr) -> bool {
+        self.trust_loopback && peer.ip().is_loopback()
+    }
+
     /// The grant for a request from `peer` (unknown: treated as remote) with `headers`, to
     /// `method` `path`; an error when it may not go on.
     fn decide(

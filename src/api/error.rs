@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The caller must present `server.auth_token` (or presented a wrong one).
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller is over a per-client limit (its open streams).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A known route asked with a method it does not answer (axum adds the `Allow` header).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -74,8 +77,9 @@ impl From<StoreError> for ApiError {
 /// Building it logs an internal error with its whole cause chain, since the client never sees it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `not_found`, `forbidden`, `unauthorized`, `method_not_allowed`,
-    /// `upgrade_required`, `too_large`, `cursor_expired`, `not_ready` or `internal`.
+    /// `bad_request`, `not_found`, `forbidden`, `unauthorized`, `too_many_requests`,
+    /// `method_not_allowed`, `upgrade_required`, `too_large`, `cursor_expired`, `not_ready` or
+    /// `internal`.
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -117,6 +122,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::TooLarge(_) => "too_large",

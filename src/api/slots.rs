@@ -1,6 +1,7 @@
 //! What bounds the stream's memory in total, each session's being bounded on its own (see
-//! `stream`): a cap on open `/v1/stream` sessions (`server.max_stream_sessions`), and turns for
-//! reading replay pages.
+//! `stream`): a cap on open `/v1/stream` sessions (`server.max_stream_sessions`) and on those of
+//! one client address (`server.max_stream_sessions_per_client`: one client cannot take every
+//! slot), and turns for reading replay pages.
 //!
 //! A session slot is taken before the WebSocket upgrade and held by the session until it ends;
 //! one request too many is answered 503 with the JSON error shape and a `Retry-After`, never
@@ -13,8 +14,10 @@
 //! after they were gone; trimmed, 8 MB, what the store's page caches keep; see BENCHMARKS.md,
 //! "Idle stream clients").
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::http::header::RETRY_AFTER;
@@ -35,36 +38,62 @@ const REPLAY_TURNS: usize = 2;
 /// one trim serves them all.
 const TRIM_AFTER: Duration = Duration::from_secs(2);
 
+/// Open sessions per counted client address, shared by the slots.
+type Clients = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// Cheap-to-clone handle to the free session slots and replay turns.
 #[derive(Clone, Debug)]
 pub struct StreamSlots {
     free: Arc<Semaphore>,
     max: usize,
     replays: Arc<Semaphore>,
+    /// Sessions open per client address (only those counted).
+    clients: Clients,
+    per_client: usize,
 }
 
 /// One open session's slot, given back when dropped (and the heap trimmed soon after).
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    /// The client it counts against, if counted.
+    client: Option<(IpAddr, Clients)>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some((ip, clients)) = self.client.take() {
+            let mut clients = clients.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = clients.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    clients.remove(&ip);
+                }
+            }
+        }
         trim_soon();
     }
 }
 
-/// Every slot was taken: answered 503 with the JSON error shape and a `Retry-After`.
+/// No slot for this session: every slot is taken (503), or its client holds its share (429);
+/// both with the JSON error shape and a `Retry-After`.
 #[derive(Debug)]
-pub struct Refused {
-    max: usize,
+pub enum Refused {
+    Full { max: usize },
+    Client { max: usize },
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let err = ApiError::NotReady(format!(
-            "too many open streams: {} (server.max_stream_sessions); retry later",
-            self.max
-        ));
+        let err = match self {
+            Refused::Full { max } => ApiError::NotReady(format!(
+                "too many open streams: {max} (server.max_stream_sessions); retry later"
+            )),
+            Refused::Client { max } => ApiError::TooManyRequests(format!(
+                "this client has {max} streams open (server.max_stream_sessions_per_client); \
+                 close one, or subscribe once with a wider filter"
+            )),
+        };
         ([(RETRY_AFTER, RETRY_AFTER_SECS)], err).into_response()
     }
 }
@@ -74,25 +103,44 @@ impl IntoResponse for Refused {
 pub struct ReplayTurn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl StreamSlots {
-    /// Room for `max` sessions at once (at least one).
-    pub fn new(max: usize) -> StreamSlots {
+    /// Room for `max` sessions at once (at least one), `per_client` of them for one client.
+    pub fn new(max: usize, per_client: usize) -> StreamSlots {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         StreamSlots {
             free: Arc::new(Semaphore::new(max)),
             max,
             replays: Arc::new(Semaphore::new(REPLAY_TURNS)),
+            clients: Arc::new(Mutex::new(HashMap::new())),
+            per_client: per_client.max(1),
         }
     }
 
-    /// A slot, or the refusal to answer when every slot is taken.
-    pub fn take(&self) -> Result<Slot, Refused> {
-        match self.free.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Slot(permit)),
-            Err(_) => {
-                metrics::counter!(m::STREAM_REFUSED).increment(1);
-                Err(Refused { max: self.max })
-            }
+    /// A slot for a session of `client` (`None`: a client not counted, such as a trusted one
+    /// on this host), or the refusal to answer.
+    pub fn take(&self, client: Option<IpAddr>) -> Result<Slot, Refused> {
+        let Ok(permit) = self.free.clone().try_acquire_owned() else {
+            metrics::counter!(m::STREAM_REFUSED, "reason" => "full").increment(1);
+            return Err(Refused::Full { max: self.max });
+        };
+        let Some(ip) = client else {
+            return Ok(Slot {
+                _permit: permit,
+                client: None,
+            });
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = clients.entry(ip).or_insert(0);
+        if *open >= self.per_client {
+            metrics::counter!(m::STREAM_REFUSED, "reason" => "per_client").increment(1);
+            return Err(Refused::Client {
+                max: self.per_client,
+            });
         }
+        *open += 1;
+        Ok(Slot {
+            _permit: permit,
+            client: Some((ip, Arc::clone(&self.clients))),
+        })
     }
 
     /// A turn to read a replay page, once one is free; hold it until the page is read.
@@ -160,11 +208,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_too_many_is_a_503_with_the_error_shape_until_one_is_given_back() {
-        let slots = StreamSlots::new(2);
-        let a = slots.take().expect("first");
-        let _b = slots.take().expect("second");
+        let slots = StreamSlots::new(2, 10);
+        let a = slots.take(None).expect("first");
+        let _b = slots.take(None).expect("second");
         assert_eq!(slots.open(), 2);
-        let refused = slots.take().expect_err("third").into_response();
+        let refused = slots.take(None).expect_err("third").into_response();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[RETRY_AFTER], RETRY_AFTER_SECS);
         let body = axum::body::to_bytes(refused.into_body(), 4096)
@@ -176,12 +224,42 @@ mod tests {
         assert!(message.contains("max_stream_sessions"), "{message}");
         drop(a);
         assert_eq!(slots.open(), 1);
-        assert!(slots.take().is_ok(), "a slot given back is free again");
+        assert!(slots.take(None).is_ok(), "a slot given back is free again");
+    }
+
+    #[tokio::test]
+    async fn one_client_holds_its_share_and_no_more() {
+        let slots = StreamSlots::new(10, 2);
+        let (x, y): (IpAddr, IpAddr) = ([203, 0, 113, 7].into(), [198, 51, 100, 1].into());
+        let first = slots.take(Some(x)).expect("first");
+        let _second = slots.take(Some(x)).expect("second");
+        let refused = slots.take(Some(x)).expect_err("third").into_response();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[RETRY_AFTER], RETRY_AFTER_SECS);
+        let body = axum::body::to_bytes(refused.into_body(), 4096)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], "too_many_requests");
+        assert_eq!(slots.open(), 2, "the refusal holds no slot");
+        // Another client, and an uncounted one, are not held back by it.
+        assert!(slots.take(Some(y)).is_ok());
+        assert!(slots.take(None).is_ok());
+        drop(first);
+        let _again = slots.take(Some(x)).expect("its share given back");
+        drop(slots.take(Some(y)));
+        let counted = slots.clients.lock().expect("lock").clone();
+        assert_eq!(counted.get(&x), Some(&2));
+        assert_eq!(
+            counted.get(&y),
+            None,
+            "a client with nothing open is forgotten"
+        );
     }
 
     #[tokio::test]
     async fn replay_turns_are_few_and_shared_by_every_session() {
-        let slots = StreamSlots::new(100);
+        let slots = StreamSlots::new(100, 100);
         let mut turns = Vec::new();
         for _ in 0..REPLAY_TURNS {
             turns.push(slots.replay_turn().await);

@@ -38,7 +38,9 @@ pub(super) fn close_after(err: &ApiError) -> CloseFrame {
         }
         ApiError::TooLarge(_) => close_frame(close_code::SIZE, "message too big"),
         ApiError::CursorExpired { .. } => close_frame(close_code::POLICY, "cursor expired"),
-        ApiError::NotReady(_) | ApiError::Busy(_) => close_frame(close_code::AGAIN, "not ready"),
+        ApiError::NotReady(_) | ApiError::Busy(_) | ApiError::TooManyRequests(_) => {
+            close_frame(close_code::AGAIN, "not ready")
+        }
         ApiError::Internal(_) => close_frame(close_code::ERROR, "internal error"),
         ApiError::NotFound(_)
         | ApiError::Forbidden(_)

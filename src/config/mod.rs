@@ -173,6 +173,9 @@ pub struct ServerConfig {
     /// Open `/v1/stream` sessions at most; one more is refused with a 503 (at least 1, at most
     /// [`MAX_STREAM_SESSIONS`]).
     pub max_stream_sessions: usize,
+    /// Open `/v1/stream` sessions one client address may hold; one more is refused with a 429.
+    /// Trusted loopback callers are not counted.
+    pub max_stream_sessions_per_client: usize,
 }
 
 /// The largest `server.max_stream_sessions` accepted: each session is a task and a socket.
@@ -186,6 +189,7 @@ impl Default for ServerConfig {
             public: false,
             trust_loopback: true,
             max_stream_sessions: 1024,
+            max_stream_sessions_per_client: 64,
         }
     }
 }

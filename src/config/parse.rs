@@ -144,6 +144,7 @@ fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
         "public",
         "trust_loopback",
         "max_stream_sessions",
+        "max_stream_sessions_per_client",
     ];
     let Some(m) = Map::read(value, path, &keys, issues) else {
         return out;
@@ -171,6 +172,9 @@ fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
     let sessions = walk::size(1, MAX_STREAM_SESSIONS);
     if let Some(max) = m.opt("max_stream_sessions", issues, &sessions) {
         out.max_stream_sessions = max;
+    }
+    if let Some(max) = m.opt("max_stream_sessions_per_client", issues, &sessions) {
+        out.max_stream_sessions_per_client = max;
     }
     out
 }

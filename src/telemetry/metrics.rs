@@ -116,7 +116,9 @@ pub fn zero_global_series() {
     counter!(WRITER_ERRORS).increment(0);
     counter!(STREAM_LAGGED).increment(0);
     counter!(STREAM_CATCHUPS).increment(0);
-    counter!(STREAM_REFUSED).increment(0);
+    for reason in ["full", "per_client"] {
+        counter!(STREAM_REFUSED, "reason" => reason).increment(0);
+    }
     for kind in PROCESS_KINDS {
         counter!(PROCESS_RESTARTS, "kind" => kind).increment(0);
     }
@@ -388,6 +390,6 @@ pub fn describe_all() {
     );
     describe_counter!(
         STREAM_REFUSED,
-        "Stream connections refused because server.max_stream_sessions were open"
+        "Stream connections refused, by reason: full (server.max_stream_sessions open) or per_client (the client's server.max_stream_sessions_per_client open)"
     );
 }

@@ -11,13 +11,15 @@
 //! ingestion or anyone else. Live batches go out as one burst of frames and one flush.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
@@ -77,10 +79,12 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 101, description = "Upgraded: server messages follow (schema ServerMessage)"),
         (status = 426, description = "Not a WebSocket request (`upgrade_required`)", body = super::error::ErrorBody),
+        (status = 429, description = "This client is at `server.max_stream_sessions_per_client` (`too_many_requests`)", body = super::error::ErrorBody),
         (status = 503, description = "At `server.max_stream_sessions` (`not_ready`)", body = super::error::ErrorBody),
     ))]
 pub(super) async fn upgrade(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -96,7 +100,12 @@ pub(super) async fn upgrade(
         }
     };
     // Taken before the upgrade: at the cap, one more is answered 503, not opened.
-    let slot = match state.stream_slots.take() {
+    // Counted per client address, unless the access rules trust the caller (on this host).
+    let client = peer
+        .map(|Extension(ConnectInfo(p))| p)
+        .filter(|p| !state.access.trusts(*p))
+        .map(|p| p.ip());
+    let slot = match state.stream_slots.take(client) {
         Ok(slot) => slot,
         Err(refused) => return refused.into_response(),
     };

@@ -160,7 +160,7 @@ async fn the_token_opens_every_route_and_only_it() {
 async fn a_public_service_serves_reads_to_anyone_and_writes_only_with_the_token() {
     let devnet = support::devnet(2, 50, 2, 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let extra = format!("public: true, auth_token: \"{TOKEN}\"");
+    let extra = format!("public: true, auth_token: \"{TOKEN}\", max_stream_sessions_per_client: 2");
     let app = start(&devnet, dir.path(), &extra).await;
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
@@ -212,6 +212,30 @@ async fn a_public_service_serves_reads_to_anyone_and_writes_only_with_the_token(
         body[1]["error"]["code"], -32003,
         "sent on with the token: {body}"
     );
+
+    // One client holds two streams at most; a third is refused with a 429 until one closes.
+    let stream = app.base.replacen("http://", "ws://", 1) + "/v1/stream?kind=block";
+    let (mut first, _) = tokio_tungstenite::connect_async(stream.as_str())
+        .await
+        .expect("first");
+    let (_second, _) = tokio_tungstenite::connect_async(stream.as_str())
+        .await
+        .expect("second");
+    match tokio_tungstenite::connect_async(stream.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429)
+        }
+        other => panic!("a third stream was not refused with 429: {other:?}"),
+    }
+    let _ = first.close(None).await;
+    drop(first);
+    let reopened = support::wait_for(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(20),
+        || async { tokio_tungstenite::connect_async(stream.as_str()).await.ok() },
+    )
+    .await;
+    assert!(reopened.is_some(), "a closed stream gives its share back");
 
     // Over the gateway's WebSocket too.
     let ws = app.base.replacen("http://", "ws://", 1) + "/rpc/devnet";

@@ -124,7 +124,7 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         .await
         .expect("supervisor"),
         hub: livechain::publish::Hub::new(16),
-        stream_slots: api::StreamSlots::new(64),
+        stream_slots: api::StreamSlots::new(64, 64),
         shutdown: shutdown.clone(),
         gateways: Arc::from([]),
         access: api::access::Access::new(&Default::default()),
