@@ -33,7 +33,7 @@ async fn a_breaker_seen_open_is_open_after_a_sigkill_the_moment_after() {
 
     for round in 0..5 {
         dead(&devnet, false);
-        let mut child = start_binary(&config, dir.path(), &base, round).await;
+        let mut child = start(&config, dir.path(), &base, round).await;
         dead(&devnet, true);
         let seen = support::wait_for(WAIT, Duration::from_millis(5), || async {
             let b = breaker(&base, "p1").await;
@@ -46,29 +46,17 @@ async fn a_breaker_seen_open_is_open_after_a_sigkill_the_moment_after() {
                 child.output()
             )
         });
-        let _ = child.child.kill();
-        let _ = child.child.wait();
+        kill(&mut child);
 
         // Restarted on the same database: open, the same opening.
-        let mut child = start_binary(&config, dir.path(), &base, 10 + round).await;
+        let mut child = start(&config, dir.path(), &base, 10 + round).await;
         let restored = breaker(&base, "p1").await;
         assert_eq!(restored["state"], "open", "round {round}: {restored}");
         assert_eq!(restored["opened_at"], seen["opened_at"], "round {round}");
-        let _ = child.child.kill();
-        let _ = child.child.wait();
+        kill(&mut child);
         // The next round starts from a closed breaker: forget this one.
         forget_breakers(&dir.path().join("livechain.db")).await;
     }
-}
-
-/// Starts the service and waits for its API.
-async fn start_binary(config: &Path, dir: &Path, base: &str, n: usize) -> Running {
-    let mut child = Running::spawn(
-        livechain().arg("run").arg("--config").arg(config),
-        dir.join(format!("stderr-{n}.log")),
-    );
-    wait_ok(&mut child, &format!("{base}/health")).await;
-    child
 }
 
 /// Deletes every saved breaker (the service is stopped).

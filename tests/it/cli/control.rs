@@ -34,22 +34,6 @@ async fn listener_status(base: &str, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Starts the service on `config` and waits for its API.
-async fn start(config: &Path, dir: &Path, base: &str, n: usize) -> Running {
-    let mut child = Running::spawn(
-        livechain().arg("run").arg("--config").arg(config),
-        dir.join(format!("stderr-{n}.log")),
-    );
-    wait_ok(&mut child, &format!("{base}/health")).await;
-    child
-}
-
-/// SIGKILL, then waits for the exit.
-fn kill(child: &mut Running) {
-    let _ = child.child.kill();
-    let _ = child.child.wait();
-}
-
 async fn checkpoint_moves(base: &str) -> bool {
     let first = support::checkpoint(base, "devnet").await.unwrap_or(0);
     support::wait_for(Duration::from_secs(15), POLL, || async {

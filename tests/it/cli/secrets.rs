@@ -1,4 +1,5 @@
-//! Secrets stay secret: a run of the real binary whose provider URLs carry keys — in the path,
+//! Safe exposure. A bind beyond loopback without protection is refused at start. Secrets stay
+//! secret: a run of the real binary whose provider URLs carry keys — in the path,
 //! the query and the userinfo; for a provider that answers, one that fails for a while, and one
 //! that never answers — and whose API has a token. Every log line (at debug), every metric,
 //! every API answer and every command's output is searched: no key appears.
@@ -158,5 +159,48 @@ async fn no_key_appears_in_logs_metrics_or_answers() {
         leaks(&logs),
         Vec::<&str>::new(),
         "a key in the logs:\n{logs}"
+    );
+}
+
+/// Bound beyond loopback with nothing to protect it, the service refuses to start (before it
+/// binds anything), saying what to set.
+#[test]
+fn run_refuses_a_wide_bind_without_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_file(
+        dir.path(),
+        "open.yaml",
+        &format!(
+            "server: {{ listen: \"0.0.0.0:{}\" }}\ndatabase: {{ path: \"{}\" }}\n",
+            free_port(),
+            dir.path().join("db.sqlite").display()
+        ),
+    );
+    let mut child = Running::spawn(
+        livechain().arg("run").arg("--config").arg(&path),
+        dir.path().join("stderr.log"),
+    );
+    // Bounded: a service that started after all is killed when `child` drops.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it started: {}",
+            child.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let said = child.output();
+    assert!(
+        said.contains("server.listen") && said.contains("server.auth_token"),
+        "{said}"
+    );
+    assert!(
+        !dir.path().join("db.sqlite").exists(),
+        "nothing was started"
     );
 }
