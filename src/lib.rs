@@ -27,6 +27,8 @@ pub mod config;
 pub mod console;
 pub mod devnet;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod health;
 pub mod ingest;

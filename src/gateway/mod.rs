@@ -419,6 +419,32 @@ pub fn refusal_body(code: i64, message: &str) -> String {
 
 pub use reply::{INVALID_REQUEST, METHOD_NOT_FOUND};
 
+/// For the fuzz target (`crate::fuzzing`): reads `body` as the gateway reads a caller's, then
+/// renders what it would answer to the invalid entries and which blocks the calls need.
+#[doc(hidden)]
+pub fn fuzz_body(body: &[u8]) {
+    let entries = match request::parse(body, 1000) {
+        Ok(request::Body::Single(entry)) => vec![entry],
+        Ok(request::Body::Batch(entries)) => entries,
+        Err(reply) => {
+            let _ = reply.to_json();
+            return;
+        }
+    };
+    for entry in entries {
+        match entry {
+            request::Entry::Invalid(reply) => {
+                let _ = reply.to_json();
+            }
+            request::Entry::Call(call) => {
+                let _ = methods::is_write(&call.method);
+                let _ = blocks::need(&call);
+                let _ = cache::finality(&call, Some(100));
+            }
+        }
+    }
+}
+
 impl Gateway {
     /// The `newHeads` notification's `result` for a stored block: its header as the providers
     /// give it (asked once per block, then cached), or the fields Livechain stores when none

@@ -450,6 +450,14 @@ impl Session {
     }
 }
 
+/// For the fuzz target (`crate::fuzzing`): reads `text` as a URL query and as a subscribe
+/// message, as a connection's first words are read.
+#[doc(hidden)]
+pub fn fuzz_request(text: &str) {
+    let _ = parse_request(text).map(|r| r.filter);
+    let _ = parse_subscribe(text).map(|r| r.filter);
+}
+
 /// A fresh subscription replacing one the hub cut off.
 fn resubscribe(hub: &crate::publish::Hub, filter: &EventFilter, old: Subscription) -> Subscription {
     drop(old);
