@@ -390,18 +390,25 @@ impl ChainHealth {
     /// Whether a provider in `state` is healthy: its breaker lets requests through, its
     /// stream is not stalled and its head is within `max_lag_blocks` of `best`.
     fn healthy(&self, state: &SlotState, best: u64, now: Instant) -> bool {
-        self.verdict(state, best, now).is_none()
+        let breaker = state.breaker.state(&*self.inner.clock);
+        self.verdict(state, breaker, best, now).is_none()
     }
 
-    /// Why a provider in `state` is not healthy (`None`: it is), by its live breaker.
-    fn verdict(&self, state: &SlotState, best: u64, now: Instant) -> Option<Unhealthy> {
-        let (clock, config) = (&*self.inner.clock, &self.inner.config);
+    /// Why a provider in `state` is not healthy (`None`: it is), its breaker taken as
+    /// `breaker` (live for routing, as shown for reports).
+    fn verdict(
+        &self,
+        state: &SlotState,
+        breaker: BreakerState,
+        best: u64,
+        now: Instant,
+    ) -> Option<Unhealthy> {
         verdict::judge(
             state.paused,
-            state.breaker.state(clock),
+            breaker,
             state.breaker.unreachable(),
             &state.stats,
-            config,
+            &self.inner.config,
             best,
             now,
         )

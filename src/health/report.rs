@@ -1,7 +1,7 @@
 //! What the health shows outside: each provider's report (`/v1/providers`, `/ready`), and the
 //! gauges and transitions the chain's monitor refreshes on every tick.
 
-use super::{ChainHealth, ProviderReport, Unhealthy, lock, persist, verdict};
+use super::{ChainHealth, ProviderReport, Unhealthy, lock, persist};
 use crate::telemetry::metrics as m;
 
 impl ChainHealth {
@@ -67,15 +67,7 @@ impl ChainHealth {
         // A transition not yet saved is not shown (`persist`).
         let (breaker, snapshot) = persist::shown(&state, &*self.inner.clock);
         let stalled = state.stats.stalled(best, config.stall_timeout, now);
-        let unhealthy = verdict::judge(
-            state.paused,
-            breaker,
-            state.breaker.unreachable(),
-            &state.stats,
-            config,
-            best,
-            now,
-        );
+        let unhealthy = self.verdict(&state, breaker, best, now);
         Some(ProviderReport {
             id: slot.id.clone(),
             priority: slot.priority,
