@@ -24,6 +24,7 @@ mod restart;
 mod retention;
 mod stuck;
 mod supervised;
+mod torture;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
