@@ -101,7 +101,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store: store.clone(),
         metrics,
         chains: ingest.chains.clone().into(),
-        writer_ready: ingest.writer_ready.clone(),
+        writer: ingest.writer.clone(),
         supervisor: supervisor.clone(),
         hub,
         stream_slots: api::StreamSlots::new(

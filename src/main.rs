@@ -35,6 +35,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = load(config.as_deref())?;
             let root = CancellationToken::new();
             shutdown::cancel_on_signal(root.clone());
+            shutdown::survive_file_size_limit();
             app::run(config, root).await?;
         }
         Command::Status { url, token } => {

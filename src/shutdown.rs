@@ -19,6 +19,30 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Keeps the process alive when a file reaches the process's size limit (`ulimit -f`): the
+/// kernel then sends SIGXFSZ, whose default action ends the process; handled, the write fails
+/// with `EFBIG` instead, and the writer waits that out like a full disk.
+pub fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            Ok(mut xfsz) => {
+                tokio::spawn(async move {
+                    while xfsz.recv().await.is_some() {
+                        tracing::warn!(
+                            "a write went past the file size limit (ulimit -f); retrying until it is lifted"
+                        );
+                    }
+                });
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot handle SIGXFSZ; a file size limit would end the process")
+            }
+        }
+    }
+}
+
 /// SIGINT and SIGTERM, received in a loop (tokio keeps its handler installed once listened to,
 /// so the default "terminate" action never comes back by itself).
 struct Signals {

@@ -2,8 +2,6 @@
 //! `GET /ready` (the database takes writes, every chain has a healthy provider and none is
 //! stuck below its checkpoint).
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -174,10 +172,12 @@ pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<Status>,
             "a critical task keeps failing (see /v1/processes)".into(),
         ));
     }
-    if !state.writer_ready.load(Ordering::Acquire) {
-        return Err(ApiError::NotReady(
-            "the database is not taking writes".into(),
-        ));
+    if !state.writer.is_ready() {
+        let reason = state.writer.fault().map_or_else(
+            || "the database is not taking writes".to_owned(),
+            |fault| fault.reason(),
+        );
+        return Err(ApiError::NotReady(reason));
     }
     for chain in state.chains.iter() {
         if paused(chain) {

@@ -21,7 +21,6 @@ mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -43,7 +42,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: &'static metrics_exporter_prometheus::PrometheusHandle,
     pub chains: Arc<[ChainHandle]>,
-    pub writer_ready: Arc<AtomicBool>,
+    pub writer: Arc<crate::ingest::disk::WriterState>,
     /// Every supervised task (`/v1/processes`); unhealthy once a critical one has failed.
     pub supervisor: Supervisor,
     /// Live subscribers' fan-out (`/v1/stream`).

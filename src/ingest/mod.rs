@@ -10,6 +10,7 @@ pub mod bursts;
 pub mod commits;
 pub mod control;
 pub mod dedupe;
+pub mod disk;
 pub mod filters;
 pub mod forwarded;
 pub mod listener;
@@ -136,8 +137,8 @@ pub struct ChainHandle {
 /// The running pipeline.
 pub struct Ingest {
     pub chains: Vec<ChainHandle>,
-    /// False while the writer cannot commit.
-    pub writer_ready: Arc<AtomicBool>,
+    /// Whether the writer commits, and the fault it waits out when not.
+    pub writer: Arc<disk::WriterState>,
     /// Every committed batch, after commit (the publisher's source).
     pub committed: broadcast::Sender<Arc<Committed>>,
     /// The writer's commit thread: stopped once the store is closed ([`Ingest::stop_commits`]).
@@ -182,7 +183,7 @@ pub async fn start(
     store: Store,
     supervisor: &Supervisor,
 ) -> anyhow::Result<Ingest> {
-    let writer_ready = Arc::new(AtomicBool::new(true));
+    let writer = Arc::new(disk::WriterState::default());
     let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
 
     let mut chains = Vec::new();
@@ -208,7 +209,7 @@ pub async fn start(
     };
     let pipeline = Arc::new(pipeline::Pipeline {
         store,
-        ready: writer_ready.clone(),
+        ready: writer.clone(),
         committed: committed.clone(),
         chains: parts,
         commits: commits.as_ref().map(commits::CommitRuntime::handle),
@@ -223,7 +224,7 @@ pub async fn start(
         .context("starting the ingest pipeline")?;
     Ok(Ingest {
         chains,
-        writer_ready,
+        writer,
         committed,
         commits,
     })

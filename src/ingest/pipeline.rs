@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -87,7 +86,7 @@ pub struct ChainParts {
 
 pub struct Pipeline {
     pub store: Store,
-    pub ready: Arc<AtomicBool>,
+    pub ready: Arc<super::disk::WriterState>,
     pub committed: broadcast::Sender<Arc<Committed>>,
     pub chains: Vec<ChainParts>,
     /// Where the writer's commits run (see [`super::commits`]); `None`: in its own task.

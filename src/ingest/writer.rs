@@ -16,12 +16,12 @@ use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
+use super::disk::WriterState;
 use super::tally::Tallies;
 use crate::backoff::RETRY;
 use crate::domain::{ChainName, EventKey, EventKind};
@@ -66,7 +66,7 @@ pub enum WriterInput {
 
 pub struct Writer {
     store: Store,
-    ready: Arc<AtomicBool>,
+    state: Arc<WriterState>,
     committed: broadcast::Sender<Arc<Committed>>,
     /// Where commits run ([`super::commits`]); `None`: in the writer's own task.
     commits: Option<tokio::runtime::Handle>,
@@ -197,13 +197,13 @@ type InFlight = Pin<Box<dyn Future<Output = Option<Committed>> + Send>>;
 impl Writer {
     pub fn new(
         store: Store,
-        ready: Arc<AtomicBool>,
+        state: Arc<WriterState>,
         committed: broadcast::Sender<Arc<Committed>>,
         commits: Option<tokio::runtime::Handle>,
     ) -> Writer {
         Writer {
             store,
-            ready,
+            state,
             committed,
             commits,
             tallies: Tallies::default(),
@@ -271,7 +271,7 @@ impl Writer {
     /// Starts committing `batch`, retrying until it succeeds: nothing is ever dropped.
     fn commit(&self, batch: WriteBatch) -> InFlight {
         let store = self.store.clone();
-        let ready = self.ready.clone();
+        let state = self.state.clone();
         let tallies = self.tallies.clone();
         let commit = async move {
             let size = batch.chain_events.len();
@@ -294,15 +294,20 @@ impl Writer {
                             metrics::gauge!(m::CHAIN_CHECKPOINT, "chain" => chain.to_string())
                                 .set(block as f64);
                         }
-                        ready.store(true, Ordering::Release);
+                        if let Some((lasted, attempts)) = state.succeeded() {
+                            tracing::info!(
+                                after_ms = lasted.as_millis() as u64,
+                                attempts,
+                                "the database takes writes again"
+                            );
+                        }
                         return committed;
                     }
                     Err((err, again)) => {
                         batch = again;
-                        ready.store(false, Ordering::Release);
-                        metrics::counter!(m::WRITER_ERRORS).increment(1);
+                        let fault = state.failed(&err);
                         let delay = delays.next().unwrap_or(Duration::from_secs(30));
-                        tracing::error!(error = %err, events = size, retry_in_ms = delay.as_millis() as u64, "writing a batch failed; retrying");
+                        tracing::error!(error = %err, kind = fault.kind, attempts = fault.attempts, events = size, retry_in_ms = delay.as_millis() as u64, "writing a batch failed; retrying");
                         tokio::time::sleep(delay).await;
                     }
                 }

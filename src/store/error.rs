@@ -7,6 +7,7 @@ use std::path::PathBuf;
 mod code {
     pub const BUSY: i64 = 5;
     pub const LOCKED: i64 = 6;
+    pub const READONLY: i64 = 8;
     pub const IOERR: i64 = 10;
     pub const FULL: i64 = 13;
     pub const CONSTRAINT: i64 = 19;
@@ -77,6 +78,23 @@ impl StoreError {
                 Some(code::BUSY | code::LOCKED | code::IOERR | code::FULL)
             ),
             _ => false,
+        }
+    }
+
+    /// What kind of fault keeps writes from landing, for `/ready` and the writer's metric:
+    /// `full` (no space, or a file at its size limit), `locked` (another connection holds the
+    /// database), `io` (the disk or OS failed a read or write), `read_only`, or `other`.
+    pub fn fault_kind(&self) -> &'static str {
+        match self {
+            StoreError::Sqlx(sqlx::Error::Io(_)) => "io",
+            StoreError::Sqlx(sqlx::Error::PoolTimedOut) => "locked",
+            _ => match self.sqlite_primary_code() {
+                Some(code::FULL) => "full",
+                Some(code::BUSY | code::LOCKED) => "locked",
+                Some(code::IOERR) => "io",
+                Some(code::READONLY) => "read_only",
+                _ => "other",
+            },
         }
     }
 

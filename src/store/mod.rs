@@ -306,6 +306,12 @@ async fn connect_writer(common: &SqliteConnectOptions) -> Result<SqlitePool, Sto
         // A local file connection does not go stale; pinging it would cost every batch a
         // round trip to the connection's worker thread.
         .test_before_acquire(false)
+        // SQLite rolls a transaction back by itself on some failures (an I/O error, a full
+        // disk) and sqlx then still counts it open, so that connection would refuse every
+        // later BEGIN: one left in a transaction is closed, and the next write opens another.
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
         .connect_with(writer_options)
         .await?;
     Ok(writer)

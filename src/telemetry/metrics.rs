@@ -113,7 +113,9 @@ const BREAKER_MOVES: [(&str, &str); 4] = [
 /// something only traffic reveals (a JSON-RPC method, an API route and status) are left out.
 pub fn zero_global_series() {
     use metrics::counter;
-    counter!(WRITER_ERRORS).increment(0);
+    for kind in ["full", "locked", "io", "read_only", "other"] {
+        counter!(WRITER_ERRORS, "kind" => kind).increment(0);
+    }
     counter!(STREAM_LAGGED).increment(0);
     counter!(STREAM_CATCHUPS).increment(0);
     for reason in ["full", "per_client"] {
@@ -237,7 +239,7 @@ pub fn describe_all() {
     );
     describe_counter!(
         WRITER_ERRORS,
-        "Writer transactions that failed and were retried"
+        "Writer transactions that failed and were retried, by kind of fault"
     );
     describe_histogram!(
         WAL_CHECKPOINT_DURATION,

@@ -22,6 +22,7 @@ mod faults;
 mod race;
 mod restart;
 mod retention;
+mod storage;
 mod stuck;
 mod supervised;
 mod torture;

@@ -6,7 +6,6 @@
 use livechain::registry::{MemoryProcessStore, Supervisor, SupervisorConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use livechain::api::{self, AppState};
 use livechain::breaker::SystemClock;
@@ -115,7 +114,7 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         store,
         metrics: livechain::telemetry::prometheus(),
         chains: ["alpha", "beta", "gamma"].map(idle_chain).into(),
-        writer_ready: Arc::new(AtomicBool::new(true)),
+        writer: Arc::default(),
         supervisor: Supervisor::start(
             SupervisorConfig::default(),
             Arc::new(MemoryProcessStore::new()),

@@ -70,6 +70,10 @@ impl Service {
         service
     }
 
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id().expect("the service runs")
+    }
+
     /// SIGKILL, and reap the process.
     pub(super) async fn kill(mut self) {
         assert!(

@@ -2,9 +2,9 @@
 //! batch while the next one fills, and nothing is lost, duplicated or reordered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use livechain::ingest::disk::WriterState;
 use livechain::ingest::writer::{Writer, WriterInput};
 use tokio::sync::{broadcast, mpsc};
 
@@ -45,7 +45,7 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
     let mut conn = raw(&db.path).await;
     fail_checkpoints(&mut conn).await;
 
-    let ready = Arc::new(AtomicBool::new(true));
+    let ready = Arc::new(WriterState::default());
     let (committed_tx, mut committed_rx) = broadcast::channel(1024);
     let (input, rx) = mpsc::channel(1024);
     let writer =
@@ -70,7 +70,7 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
     };
     send_block(1).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ready.load(Ordering::Acquire) {
+    while ready.is_ready() {
         assert!(
             Instant::now() < deadline,
             "the writer never reported the failure"
@@ -84,7 +84,10 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
     // Still retrying: nothing was stored.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.count_events(CHAIN).await.expect("count"), 0);
-    assert!(!ready.load(Ordering::Acquire));
+    assert!(!ready.is_ready());
+    let fault = ready.fault().expect("the fault is told");
+    assert!(fault.attempts >= 1 && fault.kind == "other", "{fault:?}");
+    assert!(fault.error.contains("injected failure"), "{fault:?}");
 
     sqlx::query("DROP TRIGGER fail_checkpoint")
         .execute(&mut conn)
@@ -95,7 +98,7 @@ async fn the_writer_retries_a_failing_batch_and_loses_nothing() {
         .await
         .expect("the writer stops once its input closed")
         .expect("writer task");
-    assert!(ready.load(Ordering::Acquire));
+    assert!(ready.is_ready() && ready.fault().is_none());
     assert_eq!(store.count_events(CHAIN).await.expect("count"), 12);
     assert_eq!(
         store.checkpoint(CHAIN).await.expect("checkpoint"),
