@@ -111,9 +111,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown: shutdown.child_token(),
         gateways: gateways(&config, &ingest.chains),
         access: api::access::Access::new(&config.server),
+        body_timeout: config.server.body_timeout,
     };
     let api_failure = Arc::new(OnceLock::new());
-    let server = api::serve(listener, state, shutdown.child_token());
+    let server = api::serve(
+        listener,
+        state,
+        config.server.header_timeout,
+        shutdown.child_token(),
+    );
     let (stop, failure) = (shutdown.clone(), api_failure.clone());
     tracker.spawn(async move {
         if let Some(why) = serve_or_stop(server, stop).await {

@@ -14,6 +14,7 @@ pub mod openapi;
 mod processes;
 mod providers;
 pub mod rpc;
+mod serve;
 mod slots;
 mod status;
 pub mod stream;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Method, Uri};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,8 @@ pub struct AppState {
     pub gateways: Arc<[crate::gateway::Gateway]>,
     /// Who may call what (`server.auth_token`, `server.public`).
     pub access: access::Access,
+    /// How long a request body may take to arrive (`server.body_timeout`).
+    pub body_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -102,24 +104,15 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     ))
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.
+/// Serves the API on `listener` until `shutdown` fires, then drains in-flight requests
+/// (`header_timeout`: see [`serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    header_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // Without TCP_NODELAY a stream frame written after a partial one waits for the client's
-    // delayed ACK (40 ms on Linux): the live tail's bursts go out as soon as they are written.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "setting TCP_NODELAY on an API connection failed");
-        }
-    });
-    // The gateway keeps each caller's view of the chain by address.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve::serve(listener, router(state), header_timeout, shutdown).await
 }
 
 /// Binds the API listener, naming the address in the error.

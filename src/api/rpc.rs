@@ -22,6 +22,7 @@ use super::AppState;
 use super::access::Grant;
 use crate::gateway::{self, Gateway, Session};
 use crate::publish::Hub;
+use crate::telemetry::metrics as m;
 
 /// Frames a WebSocket caller may have waiting to be written: a caller that does not read is
 /// cut off when its queue is full, never slowing the feed or anyone else.
@@ -47,6 +48,7 @@ pub fn router() -> Router<AppState> {
         (status = 200, description = "The JSON-RPC answer(s), errors included, ids as sent", body = super::openapi::JsonRpcBody),
         (status = 404, description = "Unknown chain, or the gateway is off (-32601)", body = super::openapi::JsonRpcBody),
         (status = 413, description = "Over `gateway.max_body_bytes` (-32600)", body = super::openapi::JsonRpcBody),
+        (status = 408, description = "The body did not arrive within `server.body_timeout` (-32600)", body = super::openapi::JsonRpcBody),
     ))]
 pub(super) async fn rpc(
     State(state): State<AppState>,
@@ -59,9 +61,21 @@ pub(super) async fn rpc(
         return unknown_chain(&state, &chain);
     };
     let limit = gateway.config().max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
+    let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
         Err(_) => {
+            metrics::counter!(m::API_TIMEOUTS, "kind" => "body").increment(1);
+            let message = format!(
+                "request body not received within {:?} (server.body_timeout)",
+                state.body_timeout
+            );
+            return json(
+                StatusCode::REQUEST_TIMEOUT,
+                gateway::refusal_body(gateway::INVALID_REQUEST, &message),
+            );
+        }
+        Ok(Err(_)) => {
             let message = format!(
                 "request body too large: the limit is {limit} bytes (gateway.max_body_bytes)"
             );

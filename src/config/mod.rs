@@ -176,6 +176,11 @@ pub struct ServerConfig {
     /// Open `/v1/stream` sessions one client address may hold; one more is refused with a 429.
     /// Trusted loopback callers are not counted.
     pub max_stream_sessions_per_client: usize,
+    /// How long a connection may take to send a request's headers, and stay idle between two
+    /// requests; then it is closed (slow or idle clients).
+    pub header_timeout: Duration,
+    /// How long a request's body (the gateway's JSON-RPC) may take to arrive; then 408.
+    pub body_timeout: Duration,
 }
 
 /// The largest `server.max_stream_sessions` accepted: each session is a task and a socket.
@@ -190,6 +195,8 @@ impl Default for ServerConfig {
             trust_loopback: true,
             max_stream_sessions: 1024,
             max_stream_sessions_per_client: 64,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

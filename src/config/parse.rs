@@ -145,6 +145,8 @@ fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
         "trust_loopback",
         "max_stream_sessions",
         "max_stream_sessions_per_client",
+        "header_timeout",
+        "body_timeout",
     ];
     let Some(m) = Map::read(value, path, &keys, issues) else {
         return out;
@@ -175,6 +177,12 @@ fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
     }
     if let Some(max) = m.opt("max_stream_sessions_per_client", issues, &sessions) {
         out.max_stream_sessions_per_client = max;
+    }
+    if let Some(d) = m.opt("header_timeout", issues, &walk::duration(true)) {
+        out.header_timeout = d;
+    }
+    if let Some(d) = m.opt("body_timeout", issues, &walk::duration(true)) {
+        out.body_timeout = d;
     }
     out
 }

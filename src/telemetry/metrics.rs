@@ -85,6 +85,7 @@ pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
 pub const STREAM_CATCHUPS: &str = "livechain_stream_catchups_total";
 pub const API_REFUSED: &str = "livechain_api_refused_total";
+pub const API_TIMEOUTS: &str = "livechain_api_timeouts_total";
 pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
 
 /// The `depth` label of [`REORGS`]: reorganisation depths in blocks, bucketed.
@@ -118,6 +119,9 @@ pub fn zero_global_series() {
     }
     counter!(STREAM_LAGGED).increment(0);
     counter!(STREAM_CATCHUPS).increment(0);
+    for kind in ["header", "body"] {
+        counter!(API_TIMEOUTS, "kind" => kind).increment(0);
+    }
     for reason in ["full", "per_client"] {
         counter!(STREAM_REFUSED, "reason" => reason).increment(0);
     }
@@ -381,6 +385,10 @@ pub fn describe_all() {
     describe_counter!(
         API_REFUSED,
         "API requests refused by the access rules (server.auth_token, server.public), by reason (unauthorized, forbidden)"
+    );
+    describe_counter!(
+        API_TIMEOUTS,
+        "API connections closed for sending no complete request headers within server.header_timeout (kind header: slow or idle clients), and requests whose body took longer than server.body_timeout (kind body)"
     );
     describe_counter!(
         STREAM_CATCHUPS,

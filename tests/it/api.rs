@@ -19,6 +19,7 @@ mod fixture;
 mod paging;
 mod schema;
 mod shape;
+mod timeouts;
 
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;

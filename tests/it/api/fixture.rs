@@ -127,12 +127,18 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         shutdown: shutdown.clone(),
         gateways: Arc::from([]),
         access: api::access::Access::new(&Default::default()),
+        body_timeout: Duration::from_secs(30),
     };
     let listener = api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(api::serve(listener, state, shutdown));
+    tokio::spawn(api::serve(
+        listener,
+        state,
+        Duration::from_secs(10),
+        shutdown,
+    ));
     addr
 }
 
