@@ -112,6 +112,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         gateways: gateways(&config, &ingest.chains),
         access: api::access::Access::new(&config.server),
         body_timeout: config.server.body_timeout,
+        query_timeout: config.server.query_timeout,
     };
     let api_failure = Arc::new(OnceLock::new());
     let server = api::serve(

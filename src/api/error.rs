@@ -49,6 +49,9 @@ pub enum ApiError {
         cursor: Cursor,
         oldest_cursor: Cursor,
     },
+    /// The query ran past `server.query_timeout` and was stopped.
+    #[error("{0}")]
+    TooCostly(String),
     /// The service cannot answer yet (database not writable, no healthy provider, ...).
     #[error("{0}")]
     NotReady(String),
@@ -64,6 +67,14 @@ pub enum ApiError {
 /// A store failure is the client's to retry when trying again can help, ours otherwise.
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if let StoreError::TooCostly(budget) = err {
+            metrics::counter!(crate::telemetry::metrics::API_TIMEOUTS, "kind" => "query")
+                .increment(1);
+            return ApiError::TooCostly(format!(
+                "the query read for longer than {budget:?} (server.query_timeout) and was \
+                 stopped: narrow it (chain, a block range, address or topics) or ask a smaller limit"
+            ));
+        }
         if err.is_busy() || err.is_retryable() {
             tracing::debug!(error = %err, "store busy: answering 503");
             ApiError::Busy("the database is busy; retry shortly".to_owned())
@@ -78,8 +89,8 @@ impl From<StoreError> for ApiError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `not_found`, `forbidden`, `unauthorized`, `too_many_requests`,
-    /// `method_not_allowed`, `upgrade_required`, `too_large`, `cursor_expired`, `not_ready` or
-    /// `internal`.
+    /// `method_not_allowed`, `upgrade_required`, `too_large`, `cursor_expired`,
+    /// `query_too_costly`, `not_ready` or `internal`.
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
@@ -110,6 +121,7 @@ impl ApiError {
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::CursorExpired { .. } => StatusCode::GONE,
+            ApiError::TooCostly(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,6 +139,7 @@ impl ApiError {
             ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::TooLarge(_) => "too_large",
             ApiError::CursorExpired { .. } => "cursor_expired",
+            ApiError::TooCostly(_) => "query_too_costly",
             ApiError::NotReady(_) | ApiError::Busy(_) => "not_ready",
             ApiError::Internal(_) => "internal",
         }

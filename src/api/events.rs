@@ -34,6 +34,7 @@ pub(super) struct Page {
         (status = 200, description = "A page; `next_cursor` is null on the last", body = Page),
         (status = 400, description = "A parameter is wrong (`field` names it)", body = super::error::ErrorBody),
         (status = 410, description = "`after` is below the oldest retained cursor (`cursor_expired`)", body = super::error::ErrorBody),
+        (status = 422, description = "The query read for longer than `server.query_timeout` and was stopped (`query_too_costly`)", body = super::error::ErrorBody),
         (status = 503, description = "The database is busy: retry", body = super::error::ErrorBody),
     ))]
 pub(super) async fn list(
@@ -43,7 +44,10 @@ pub(super) async fn list(
     let query = parse_query(query.as_deref().unwrap_or(""))?;
     check_chain(query.filter.chain.as_deref(), &state.chain_names())?;
     let limit = query.limit as usize;
-    let events = state.store.query_events(&query).await?;
+    let events = state
+        .store
+        .query_events_within(&query, state.query_timeout)
+        .await?;
     // Read after the page: a prune that ran before the page's read shows here.
     if let (Some(after), Order::Asc) = (query.after, query.order) {
         let oldest = state

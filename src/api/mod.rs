@@ -57,6 +57,8 @@ pub struct AppState {
     pub access: access::Access,
     /// How long a request body may take to arrive (`server.body_timeout`).
     pub body_timeout: std::time::Duration,
+    /// How long one `/v1/events` page may read (`server.query_timeout`).
+    pub query_timeout: std::time::Duration,
 }
 
 impl AppState {

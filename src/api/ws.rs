@@ -46,7 +46,8 @@ pub(super) fn close_after(err: &ApiError) -> CloseFrame {
         | ApiError::Forbidden(_)
         | ApiError::Unauthorized(_)
         | ApiError::MethodNotAllowed(_)
-        | ApiError::UpgradeRequired(_) => close_frame(close_code::POLICY, err.code()),
+        | ApiError::UpgradeRequired(_)
+        | ApiError::TooCostly(_) => close_frame(close_code::POLICY, err.code()),
     }
 }
 

@@ -181,6 +181,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// How long a request's body (the gateway's JSON-RPC) may take to arrive; then 408.
     pub body_timeout: Duration,
+    /// How long one `/v1/events` page may read before SQLite stops it (422
+    /// `query_too_costly`).
+    pub query_timeout: Duration,
 }
 
 /// The largest `server.max_stream_sessions` accepted: each session is a task and a socket.
@@ -197,6 +200,7 @@ impl Default for ServerConfig {
             max_stream_sessions_per_client: 64,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            query_timeout: Duration::from_secs(10),
         }
     }
 }

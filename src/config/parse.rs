@@ -147,6 +147,7 @@ fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
         "max_stream_sessions_per_client",
         "header_timeout",
         "body_timeout",
+        "query_timeout",
     ];
     let Some(m) = Map::read(value, path, &keys, issues) else {
         return out;
@@ -183,6 +184,9 @@ fn server(value: &Value, path: &str, issues: &mut Issues) -> ServerConfig {
     }
     if let Some(d) = m.opt("body_timeout", issues, &walk::duration(true)) {
         out.body_timeout = d;
+    }
+    if let Some(d) = m.opt("query_timeout", issues, &walk::duration(true)) {
+        out.query_timeout = d;
     }
     out
 }

@@ -8,6 +8,7 @@ mod code {
     pub const BUSY: i64 = 5;
     pub const LOCKED: i64 = 6;
     pub const READONLY: i64 = 8;
+    pub const INTERRUPT: i64 = 9;
     pub const IOERR: i64 = 10;
     pub const FULL: i64 = 13;
     pub const CONSTRAINT: i64 = 19;
@@ -54,6 +55,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A read ran past its time budget and SQLite stopped it.
+    #[error("the query ran longer than its budget of {0:?}")]
+    TooCostly(std::time::Duration),
     /// Anything from SQLite or the sqlx pool.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
@@ -96,6 +100,11 @@ impl StoreError {
                 _ => "other",
             },
         }
+    }
+
+    /// SQLite stopped the statement because its progress handler said so.
+    pub fn is_interrupted(&self) -> bool {
+        self.sqlite_primary_code() == Some(code::INTERRUPT)
     }
 
     /// A UNIQUE, PRIMARY KEY, CHECK, NOT NULL or FOREIGN KEY constraint refused a write.

@@ -67,7 +67,7 @@ pub use stats::{LATENESS_BUCKETS, ProviderStats};
 /// failing with `SQLITE_BUSY` (then [`StoreError::is_busy`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-only connections: REST handlers and subscribers catching up read concurrently.
-const READ_CONNECTIONS: u32 = 4;
+pub(crate) const READ_CONNECTIONS: u32 = 4;
 /// Page cache per connection, in KiB (SQLite's negative `cache_size`). The writer's holds the
 /// right edges and hot inner pages of every index while inserting millions of rows; the rest
 /// comes from the OS page cache. Not larger: it is resident memory, and SQLite scans the whole

@@ -4,7 +4,10 @@
 
 mod plan;
 
+use std::time::{Duration, Instant};
+
 use sqlx::AssertSqlSafe;
+use sqlx::sqlite::SqliteConnection;
 
 use super::rows;
 use super::{Store, StoreError};
@@ -31,18 +34,59 @@ pub struct EventQuery {
     pub order: Order,
 }
 
+/// SQLite virtual-machine steps between two looks at a query's deadline: a few microseconds.
+const STEPS_PER_CHECK: i32 = 1000;
+
 impl Store {
     /// The events matching `q`, in cursor order, at most `q.limit`. The page's bounds and its
     /// rows are read in one snapshot.
     pub async fn query_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut tx = self.shared.readers.begin().await?;
-        let Some(mut sql) = plan::build(&mut tx, q).await? else {
-            return Ok(Vec::new());
-        };
-        let found = sql.build().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        found.iter().map(rows::stored_event).collect()
+        let mut conn = self.shared.readers.acquire().await?;
+        read_page(&mut conn, q).await
     }
+
+    /// [`Store::query_events`], stopped by SQLite itself once it has run for `budget`
+    /// ([`StoreError::TooCostly`]): a caller's query never holds a reader for long.
+    pub async fn query_events_within(
+        &self,
+        q: &EventQuery,
+        budget: Duration,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut conn = self.shared.readers.acquire().await?;
+        let deadline = Instant::now() + budget;
+        conn.lock_handle()
+            .await?
+            .set_progress_handler(STEPS_PER_CHECK, move || Instant::now() < deadline);
+        let result = read_page(&mut conn, q).await;
+        let removed = match conn.lock_handle().await {
+            Ok(mut handle) => {
+                handle.remove_progress_handler();
+                true
+            }
+            Err(_) => false,
+        };
+        if !removed {
+            // Never back in the pool with a deadline that has passed.
+            conn.close_on_drop();
+        }
+        result.map_err(|err| match err.is_interrupted() {
+            true => StoreError::TooCostly(budget),
+            false => err,
+        })
+    }
+}
+
+async fn read_page(
+    conn: &mut SqliteConnection,
+    q: &EventQuery,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let Some(mut sql) = plan::build(&mut tx, q).await? else {
+        return Ok(Vec::new());
+    };
+    let found = sql.build().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    found.iter().map(rows::stored_event).collect()
 }
 
 impl Store {

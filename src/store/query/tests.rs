@@ -559,3 +559,38 @@ async fn plans_are_the_same_after_growth_and_restart() {
         "{stat:?}"
     );
 }
+
+/// A page that runs past its budget is stopped by SQLite, and the reader it ran on goes back
+/// to the pool without the deadline: every later read on every reader succeeds.
+#[tokio::test]
+async fn a_page_past_its_budget_is_stopped_and_leaves_no_deadline_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("budget.db"))
+        .await
+        .expect("open");
+    fill(&store).await;
+    let q = EventQuery {
+        limit: 1000,
+        ..EventQuery::default()
+    };
+    // No page of a thousand rows is read in a nanosecond.
+    let stopped = store
+        .query_events_within(&q, std::time::Duration::from_nanos(1))
+        .await;
+    assert!(
+        matches!(stopped, Err(crate::store::StoreError::TooCostly(_))),
+        "{stopped:?}"
+    );
+    let all = all_rows(&store).await;
+    for _ in 0..2 * crate::store::READ_CONNECTIONS {
+        let page = store.query_events(&q).await.expect("a read after the stop");
+        let got: Vec<i64> = page.iter().map(|e| e.cursor).collect();
+        assert_eq!(got, expected(&all, &q));
+    }
+    let within = store
+        .query_events_within(&q, std::time::Duration::from_secs(600))
+        .await
+        .expect("a page within its budget");
+    assert_eq!(within.len(), 1000);
+    store.close().await;
+}

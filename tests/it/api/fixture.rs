@@ -128,6 +128,7 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         gateways: Arc::from([]),
         access: api::access::Access::new(&Default::default()),
         body_timeout: Duration::from_secs(30),
+        query_timeout: Duration::from_secs(10),
     };
     let listener = api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

@@ -132,3 +132,29 @@ async fn a_gateway_body_that_never_completes_is_answered_408() {
     assert!(timeouts(&app, "body").await >= 1.0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_page_past_server_query_timeout_is_refused_422() {
+    let devnet = support::devnet(1, 100, 5, 60).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = support::service_yaml(&devnet, &dir.path().join("q.db")).replace(
+        "server: { listen: \"127.0.0.1:0\" }",
+        "server: { listen: \"127.0.0.1:0\", query_timeout: 1ns }",
+    );
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    support::wait_for(WAIT, POLL, || async {
+        support::checkpoint(&app.base, CHAIN)
+            .await
+            .filter(|cp| *cp >= 60)
+    })
+    .await
+    .expect("the history is stored");
+    // No page of a thousand rows is read in a nanosecond.
+    let (status, body) = support::get_json(&app.url("/v1/events?limit=1000")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "query_too_costly");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("server.query_timeout"), "{message}");
+    assert!(timeouts(&app, "query").await >= 1.0);
+    app.stop().await;
+}
