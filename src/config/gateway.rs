@@ -8,6 +8,7 @@ use serde_norway::Value;
 use super::walk::{self, Issues, Map};
 use super::{
     GatewayConfig, MAX_DYNAMIC_FILTERS, MAX_GATEWAY_BATCH, MAX_GATEWAY_BODY, MAX_GATEWAY_CACHE,
+    MAX_WS_CALLS_PER_SECOND,
 };
 
 const KEYS: &[&str] = &[
@@ -22,6 +23,7 @@ const KEYS: &[&str] = &[
     "max_dynamic_filters",
     "cache_bytes",
     "head_from_streams",
+    "ws_calls_per_second",
 ];
 
 /// The smallest body limit accepted: room for one ordinary call.
@@ -72,6 +74,10 @@ pub(super) fn gateway(value: &Value, path: &str, issues: &mut Issues) -> Gateway
     }
     if let Some(on) = m.opt("head_from_streams", issues, &walk::boolean) {
         out.head_from_streams = on;
+    }
+    let rate = walk::size(1, MAX_WS_CALLS_PER_SECOND as usize);
+    if let Some(n) = m.opt("ws_calls_per_second", issues, &rate) {
+        out.ws_calls_per_second = u32::try_from(n).unwrap_or(MAX_WS_CALLS_PER_SECOND);
     }
     out
 }

@@ -129,6 +129,9 @@ pub struct GatewayConfig {
     /// Answer `eth_blockNumber` from the head the healthy providers' streams delivered last
     /// (forwarded when none streams).
     pub head_from_streams: bool,
+    /// Calls one WebSocket connection may make per second (batch entries count one each, a
+    /// burst of as many allowed); one more is answered `-32005` in its place.
+    pub ws_calls_per_second: u32,
 }
 
 /// The largest `gateway.max_body_bytes` and `gateway.max_batch` accepted.
@@ -136,6 +139,8 @@ pub const MAX_GATEWAY_BODY: usize = 1 << 30;
 pub const MAX_GATEWAY_BATCH: usize = 100_000;
 /// The largest `gateway.max_dynamic_filters` accepted.
 pub const MAX_DYNAMIC_FILTERS: usize = 10_000;
+/// The largest `gateway.ws_calls_per_second` accepted.
+pub const MAX_WS_CALLS_PER_SECOND: u32 = 1_000_000;
 /// The largest `gateway.cache_bytes` accepted.
 pub const MAX_GATEWAY_CACHE: usize = 1 << 36;
 
@@ -153,6 +158,7 @@ impl Default for GatewayConfig {
             max_dynamic_filters: 64,
             cache_bytes: 64 << 20,
             head_from_streams: true,
+            ws_calls_per_second: 1000,
         }
     }
 }

@@ -4,7 +4,10 @@
 //! fills (it does not read) is cut off through `closing`, never slowing anyone else.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -37,6 +40,8 @@ pub struct Session {
     feeds: HashMap<String, (JoinHandle<()>, Option<Lease>)>,
     /// The access rules trust the caller with writes.
     may_write: bool,
+    /// `gateway.ws_calls_per_second`, for this connection.
+    rate: DefaultDirectRateLimiter,
 }
 
 impl Session {
@@ -49,7 +54,10 @@ impl Session {
         closing: CancellationToken,
         may_write: bool,
     ) -> Session {
+        let per_second =
+            NonZeroU32::new(gateway.config().ws_calls_per_second).unwrap_or(NonZeroU32::MIN);
         Session {
+            rate: RateLimiter::direct(Quota::per_second(per_second)),
             gateway,
             hub,
             caller: Caller::Session(SESSIONS.fetch_add(1, Ordering::Relaxed)),
@@ -72,6 +80,21 @@ impl Session {
 
     /// `eth_subscribe` and `eth_unsubscribe`, answered here; everything else goes upstream.
     fn local(&mut self, call: &Call) -> Option<Reply> {
+        if self.rate.check().is_err() {
+            let chain = self.gateway.chain().to_owned();
+            metrics::counter!(m::GATEWAY_RATE_LIMITED, "chain" => chain).increment(1);
+            let limit = self.gateway.config().ws_calls_per_second;
+            let message = format!(
+                "rate limit: more than {limit} calls a second on this connection \
+                 (gateway.ws_calls_per_second); slow down"
+            );
+            return Some(Reply::error(
+                call.id.clone(),
+                reply::LIMIT_EXCEEDED,
+                &message,
+                None,
+            ));
+        }
         if !self.may_write
             && let Some(refused) = super::methods::write_refused(call)
         {

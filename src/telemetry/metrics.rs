@@ -75,6 +75,7 @@ pub const GATEWAY_DURATION: &str = "livechain_gateway_request_duration_seconds";
 pub const GATEWAY_RETRIES: &str = "livechain_gateway_retries_total";
 pub const GATEWAY_FAILOVERS: &str = "livechain_gateway_failovers_total";
 pub const GATEWAY_WS_CUT_OFF: &str = "livechain_gateway_ws_cut_off_total";
+pub const GATEWAY_RATE_LIMITED: &str = "livechain_gateway_rate_limited_total";
 pub const DYNAMIC_FILTERS: &str = "livechain_dynamic_log_filters";
 pub const GATEWAY_CACHE_BYTES: &str = "livechain_gateway_cache_bytes";
 // Registry.
@@ -365,6 +366,10 @@ pub fn describe_all() {
     describe_counter!(
         GATEWAY_FAILOVERS,
         "Gateway calls answered by another provider than the first asked (`from`), by chain and answering provider"
+    );
+    describe_counter!(
+        GATEWAY_RATE_LIMITED,
+        "Gateway WebSocket calls answered -32005 for going over gateway.ws_calls_per_second on their connection, by chain"
     );
     describe_counter!(
         GATEWAY_WS_CUT_OFF,

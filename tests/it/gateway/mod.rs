@@ -7,6 +7,7 @@ mod conformance;
 mod dynamic;
 mod failover;
 mod input;
+mod limits;
 mod subscriptions;
 mod viem;
 mod writes;
