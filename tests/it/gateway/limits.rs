@@ -82,7 +82,10 @@ async fn calls_over_the_per_connection_rate_are_answered_32005() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(served_again, "the flooded connection was never served again");
+    assert!(
+        served_again,
+        "the flooded connection was never served again"
+    );
 
     let text = support::metrics_text(&app).await;
     let counted: f64 = text
