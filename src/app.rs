@@ -105,8 +105,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         supervisor: supervisor.clone(),
         hub,
         stream_slots: api::StreamSlots::new(
+            api::slots::STREAMS,
             config.server.max_stream_sessions,
             config.server.max_stream_sessions_per_client,
+        ),
+        gateway_slots: api::StreamSlots::new(
+            api::slots::GATEWAY_SOCKETS,
+            config.gateway.max_ws_sessions,
+            config.gateway.max_ws_sessions_per_client,
         ),
         shutdown: shutdown.child_token(),
         gateways: gateways(&config, &ingest.chains),

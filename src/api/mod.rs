@@ -15,7 +15,7 @@ mod processes;
 mod providers;
 pub mod rpc;
 mod serve;
-mod slots;
+pub mod slots;
 mod status;
 pub mod stream;
 mod ws;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Room for `/v1/stream` sessions (`server.max_stream_sessions`).
     pub stream_slots: StreamSlots,
+    /// Room for the gateway's WebSocket sessions (`gateway.max_ws_sessions`).
+    pub gateway_slots: StreamSlots,
     /// Fires when the service stops: open streams close cleanly.
     pub shutdown: CancellationToken,
     /// The JSON-RPC gateway of each chain (`/rpc/{chain}`); empty when `gateway.enabled` is off.

@@ -134,10 +134,13 @@ fn unknown_chain(state: &AppState, chain: &str) -> Response {
         (status = 101, description = "Upgraded: JSON-RPC frames follow"),
         (status = 404, description = "Unknown chain (-32601)", body = super::openapi::JsonRpcBody),
         (status = 426, description = "Not a WebSocket request: POST calls, or upgrade (-32600)", body = super::openapi::JsonRpcBody),
+        (status = 429, description = "This client holds `gateway.max_ws_sessions_per_client` sockets already (-32005)", body = super::openapi::JsonRpcBody),
+        (status = 503, description = "`gateway.max_ws_sessions` sockets are open (-32005)", body = super::openapi::JsonRpcBody),
     ))]
 pub(super) async fn rpc_ws(
     State(state): State<AppState>,
     Path(chain): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     grant: Option<Extension<Grant>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -157,12 +160,35 @@ pub(super) async fn rpc_ws(
             );
         }
     };
+    // Taken before the upgrade, held by the session; counted per client address unless the
+    // access rules trust the caller.
+    let client = peer
+        .map(|Extension(ConnectInfo(p))| p)
+        .filter(|p| !state.access.trusts(*p))
+        .map(|p| p.ip());
+    let slot = match state.gateway_slots.take(client) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let err = refused.error();
+            let mut response = json(
+                err.status_code(),
+                gateway::refusal_body(gateway::LIMIT_EXCEEDED, &err.to_string()),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
+    };
     let limit = gateway.config().max_body_bytes;
     let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| ws_session(socket, gateway, hub, shutdown, may_write(grant)))
+        .on_upgrade(move |socket| async move {
+            ws_session(socket, gateway, hub, shutdown, may_write(grant)).await;
+            drop(slot);
+        })
 }
 
 /// Writes go upstream only for callers the access rules trust with everything.

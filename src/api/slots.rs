@@ -41,9 +41,38 @@ const TRIM_AFTER: Duration = Duration::from_secs(2);
 /// Open sessions per counted client address, shared by the slots.
 type Clients = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
+/// What a set of slots holds, as refusals and metrics name it.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotNames {
+    /// What a slot is for, plural (`streams`).
+    pub what: &'static str,
+    /// The config keys of the cap and of the per-client cap.
+    pub max_key: &'static str,
+    pub per_client_key: &'static str,
+    /// The counter of refusals (labelled by `reason`).
+    pub metric: &'static str,
+}
+
+/// `/v1/stream` sessions.
+pub const STREAMS: SlotNames = SlotNames {
+    what: "streams",
+    max_key: "server.max_stream_sessions",
+    per_client_key: "server.max_stream_sessions_per_client",
+    metric: m::STREAM_REFUSED,
+};
+
+/// The gateway's WebSocket sessions (`/rpc/{chain}` upgraded).
+pub const GATEWAY_SOCKETS: SlotNames = SlotNames {
+    what: "gateway WebSockets",
+    max_key: "gateway.max_ws_sessions",
+    per_client_key: "gateway.max_ws_sessions_per_client",
+    metric: m::GATEWAY_WS_REFUSED,
+};
+
 /// Cheap-to-clone handle to the free session slots and replay turns.
 #[derive(Clone, Debug)]
 pub struct StreamSlots {
+    names: SlotNames,
     free: Arc<Semaphore>,
     max: usize,
     replays: Arc<Semaphore>,
@@ -79,21 +108,30 @@ impl Drop for Slot {
 /// both with the JSON error shape and a `Retry-After`.
 #[derive(Debug)]
 pub enum Refused {
-    Full { max: usize },
-    Client { max: usize },
+    Full { max: usize, names: SlotNames },
+    Client { max: usize, names: SlotNames },
+}
+
+impl Refused {
+    /// The JSON error the caller gets.
+    pub fn error(&self) -> ApiError {
+        match *self {
+            Refused::Full { max, names } => ApiError::NotReady(format!(
+                "too many open {}: {max} ({}); retry later",
+                names.what, names.max_key
+            )),
+            Refused::Client { max, names } => ApiError::TooManyRequests(format!(
+                "this client has {max} {} open ({}); close one, or subscribe once with a wider \
+                 filter",
+                names.what, names.per_client_key
+            )),
+        }
+    }
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let err = match self {
-            Refused::Full { max } => ApiError::NotReady(format!(
-                "too many open streams: {max} (server.max_stream_sessions); retry later"
-            )),
-            Refused::Client { max } => ApiError::TooManyRequests(format!(
-                "this client has {max} streams open (server.max_stream_sessions_per_client); \
-                 close one, or subscribe once with a wider filter"
-            )),
-        };
+        let err = self.error();
         ([(RETRY_AFTER, RETRY_AFTER_SECS)], err).into_response()
     }
 }
@@ -104,9 +142,10 @@ pub struct ReplayTurn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl StreamSlots {
     /// Room for `max` sessions at once (at least one), `per_client` of them for one client.
-    pub fn new(max: usize, per_client: usize) -> StreamSlots {
+    pub fn new(names: SlotNames, max: usize, per_client: usize) -> StreamSlots {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         StreamSlots {
+            names,
             free: Arc::new(Semaphore::new(max)),
             max,
             replays: Arc::new(Semaphore::new(REPLAY_TURNS)),
@@ -119,8 +158,11 @@ impl StreamSlots {
     /// on this host), or the refusal to answer.
     pub fn take(&self, client: Option<IpAddr>) -> Result<Slot, Refused> {
         let Ok(permit) = self.free.clone().try_acquire_owned() else {
-            metrics::counter!(m::STREAM_REFUSED, "reason" => "full").increment(1);
-            return Err(Refused::Full { max: self.max });
+            metrics::counter!(self.names.metric, "reason" => "full").increment(1);
+            return Err(Refused::Full {
+                max: self.max,
+                names: self.names,
+            });
         };
         let Some(ip) = client else {
             return Ok(Slot {
@@ -131,9 +173,10 @@ impl StreamSlots {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         let open = clients.entry(ip).or_insert(0);
         if *open >= self.per_client {
-            metrics::counter!(m::STREAM_REFUSED, "reason" => "per_client").increment(1);
+            metrics::counter!(self.names.metric, "reason" => "per_client").increment(1);
             return Err(Refused::Client {
                 max: self.per_client,
+                names: self.names,
             });
         }
         *open += 1;
@@ -208,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_too_many_is_a_503_with_the_error_shape_until_one_is_given_back() {
-        let slots = StreamSlots::new(2, 10);
+        let slots = StreamSlots::new(STREAMS, 2, 10);
         let a = slots.take(None).expect("first");
         let _b = slots.take(None).expect("second");
         assert_eq!(slots.open(), 2);
@@ -229,7 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_client_holds_its_share_and_no_more() {
-        let slots = StreamSlots::new(10, 2);
+        let slots = StreamSlots::new(STREAMS, 10, 2);
         let (x, y): (IpAddr, IpAddr) = ([203, 0, 113, 7].into(), [198, 51, 100, 1].into());
         let first = slots.take(Some(x)).expect("first");
         let _second = slots.take(Some(x)).expect("second");

@@ -8,7 +8,7 @@ use serde_norway::Value;
 use super::walk::{self, Issues, Map};
 use super::{
     GatewayConfig, MAX_DYNAMIC_FILTERS, MAX_GATEWAY_BATCH, MAX_GATEWAY_BODY, MAX_GATEWAY_CACHE,
-    MAX_WS_CALLS_PER_SECOND,
+    MAX_STREAM_SESSIONS, MAX_WS_CALLS_PER_SECOND,
 };
 
 const KEYS: &[&str] = &[
@@ -24,6 +24,8 @@ const KEYS: &[&str] = &[
     "cache_bytes",
     "head_from_streams",
     "ws_calls_per_second",
+    "max_ws_sessions",
+    "max_ws_sessions_per_client",
 ];
 
 /// The smallest body limit accepted: room for one ordinary call.
@@ -78,6 +80,13 @@ pub(super) fn gateway(value: &Value, path: &str, issues: &mut Issues) -> Gateway
     let rate = walk::size(1, MAX_WS_CALLS_PER_SECOND as usize);
     if let Some(n) = m.opt("ws_calls_per_second", issues, &rate) {
         out.ws_calls_per_second = u32::try_from(n).unwrap_or(MAX_WS_CALLS_PER_SECOND);
+    }
+    let sessions = walk::size(1, MAX_STREAM_SESSIONS);
+    if let Some(n) = m.opt("max_ws_sessions", issues, &sessions) {
+        out.max_ws_sessions = n;
+    }
+    if let Some(n) = m.opt("max_ws_sessions_per_client", issues, &sessions) {
+        out.max_ws_sessions_per_client = n;
     }
     out
 }

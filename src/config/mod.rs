@@ -132,6 +132,11 @@ pub struct GatewayConfig {
     /// Calls one WebSocket connection may make per second (batch entries count one each, a
     /// burst of as many allowed); one more is answered `-32005` in its place.
     pub ws_calls_per_second: u32,
+    /// Open WebSocket connections of `/rpc/{chain}` at most (all chains); one more is 503.
+    pub max_ws_sessions: usize,
+    /// Of those, one client address may hold this many; one more is 429. Trusted loopback
+    /// callers are not counted.
+    pub max_ws_sessions_per_client: usize,
 }
 
 /// The largest `gateway.max_body_bytes` and `gateway.max_batch` accepted.
@@ -159,6 +164,8 @@ impl Default for GatewayConfig {
             cache_bytes: 64 << 20,
             head_from_streams: true,
             ws_calls_per_second: 1000,
+            max_ws_sessions: 1024,
+            max_ws_sessions_per_client: 64,
         }
     }
 }

@@ -417,7 +417,7 @@ pub fn refusal_body(code: i64, message: &str) -> String {
     Reply::error(None, code, message, None).to_json()
 }
 
-pub use reply::{INVALID_REQUEST, METHOD_NOT_FOUND};
+pub use reply::{INVALID_REQUEST, LIMIT_EXCEEDED, METHOD_NOT_FOUND};
 
 /// For the fuzz target (`crate::fuzzing`): reads `body` as the gateway reads a caller's, then
 /// renders what it would answer to the invalid entries and which blocks the calls need.

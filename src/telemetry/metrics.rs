@@ -88,6 +88,7 @@ pub const STREAM_CATCHUPS: &str = "livechain_stream_catchups_total";
 pub const API_REFUSED: &str = "livechain_api_refused_total";
 pub const API_TIMEOUTS: &str = "livechain_api_timeouts_total";
 pub const STREAM_REFUSED: &str = "livechain_stream_refused_total";
+pub const GATEWAY_WS_REFUSED: &str = "livechain_gateway_ws_refused_total";
 
 /// The `depth` label of [`REORGS`]: reorganisation depths in blocks, bucketed.
 pub const REORG_DEPTH_BUCKETS: [&str; 5] = ["1", "2-4", "5-16", "17-64", "65+"];
@@ -125,6 +126,7 @@ pub fn zero_global_series() {
     }
     for reason in ["full", "per_client"] {
         counter!(STREAM_REFUSED, "reason" => reason).increment(0);
+        counter!(GATEWAY_WS_REFUSED, "reason" => reason).increment(0);
     }
     for kind in PROCESS_KINDS {
         counter!(PROCESS_RESTARTS, "kind" => kind).increment(0);
@@ -406,5 +408,9 @@ pub fn describe_all() {
     describe_counter!(
         STREAM_REFUSED,
         "Stream connections refused, by reason: full (server.max_stream_sessions open) or per_client (the client's server.max_stream_sessions_per_client open)"
+    );
+    describe_counter!(
+        GATEWAY_WS_REFUSED,
+        "Gateway WebSocket connections refused, by reason: full (gateway.max_ws_sessions open) or per_client (the client's gateway.max_ws_sessions_per_client open)"
     );
 }

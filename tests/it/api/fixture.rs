@@ -123,7 +123,8 @@ async fn serve(store: Store, shutdown: CancellationToken) -> SocketAddr {
         .await
         .expect("supervisor"),
         hub: livechain::publish::Hub::new(16),
-        stream_slots: api::StreamSlots::new(64, 64),
+        stream_slots: api::StreamSlots::new(api::slots::STREAMS, 64, 64),
+        gateway_slots: api::StreamSlots::new(api::slots::GATEWAY_SOCKETS, 64, 64),
         shutdown: shutdown.clone(),
         gateways: Arc::from([]),
         access: api::access::Access::new(&Default::default()),
