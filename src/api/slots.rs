@@ -302,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn replay_turns_are_few_and_shared_by_every_session() {
-        let slots = StreamSlots::new(100, 100);
+        let slots = StreamSlots::new(STREAMS, 100, 100);
         let mut turns = Vec::new();
         for _ in 0..REPLAY_TURNS {
             turns.push(slots.replay_turn().await);
