@@ -8,6 +8,7 @@ mod breakers;
 mod chaos;
 mod hedge;
 mod lag;
+mod network;
 mod startup;
 
 use std::collections::BTreeMap;

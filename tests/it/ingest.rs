@@ -19,6 +19,7 @@ mod backfill;
 mod crash;
 mod exactly_once;
 mod faults;
+mod network;
 mod race;
 mod restart;
 mod retention;

@@ -138,7 +138,19 @@ impl Run {
         }
         let live = self.clock.is_live(now.into_std(), HEAD_POLL);
         if !live && self.poll_due(now) {
-            match self.sync.providers.block_number().await {
+            // Raced with shutdown and with a streamed head (which makes the poll needless): a
+            // provider that accepts and never answers would otherwise hold the whole range
+            // sync, and its stop, for its HTTP timeout.
+            let polled = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(Stopped),
+                changed = self.sync.best_head.changed(), if self.heads_open => {
+                    self.heads_open = changed.is_ok();
+                    return Ok(());
+                }
+                polled = self.sync.providers.block_number() => polled,
+            };
+            match polled {
                 Ok(head) => {
                     self.polled = Polled {
                         head: Some(head),

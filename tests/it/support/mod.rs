@@ -1,9 +1,12 @@
 //! Shared helpers for the integration tests: start the devnet and the service on 127.0.0.1
-//! with port 0, talk to them over HTTP, wait with bounds, find Anvil.
+//! with port 0, talk to them over HTTP, wait with bounds, find Anvil; put faults on the TCP
+//! byte stream between them ([`proxy`]).
 //!
 //! Every wait is bounded in time; every started thing stops when its guard drops.
 
 #![allow(dead_code)] // each test module uses a different subset
+
+pub mod proxy;
 
 use std::future::Future;
 use std::net::SocketAddr;
