@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{Proc, peak_rss_kib, run_bounded, service_binary, start_service};
+use common::{peak_rss_kib, run_bounded, service_binary, start_service};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -116,28 +116,63 @@ fn anvil() -> Option<PathBuf> {
     on_path.or_else(|| tools.is_file().then_some(tools))
 }
 
-/// A running Anvil and its HTTP URL.
+/// A running Anvil and its HTTP URL; killed when dropped.
 struct Node {
-    proc: Proc,
+    child: tokio::process::Child,
     url: String,
 }
 
-async fn start_anvil(anvil: &Path, dir: &Path, state: (&str, &Path)) -> anyhow::Result<Node> {
-    let mut proc = Proc::spawn(
-        "anvil",
-        Command::new(anvil)
-            .args(["--host", "127.0.0.1", "--port", "0", state.0])
-            .arg(state.1),
-        dir,
-        STEP_TIMEOUT,
-    )?;
-    let url = loop {
-        let line = proc.line().await?;
-        if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-            break format!("http://{addr}");
+impl Node {
+    /// SIGINT (Anvil then writes its `--dump-state` file) and waits for the exit.
+    async fn interrupt(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("Anvil has exited")?;
+        // SAFETY: kill(2) on a child we own and have not yet reaped.
+        if unsafe { libc::kill(pid as i32, libc::SIGINT) } != 0 {
+            bail!("could not signal Anvil");
         }
+        tokio::time::timeout(STEP_TIMEOUT, self.child.wait())
+            .await
+            .context("Anvil did not exit after SIGINT")?
+            .context("waiting for Anvil")?;
+        Ok(())
+    }
+}
+
+/// Starts Anvil on a free port with `state` (`--dump-state` or `--load-state` and a path),
+/// silent (its log of every call would fill a pipe nobody reads), and waits until it answers.
+async fn start_anvil(anvil: &Path, state: (&str, &Path)) -> anyhow::Result<Node> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(anvil)
+        .args([
+            "--silent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            state.0,
+        ])
+        .arg(state.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting Anvil")?;
+    let node = Node {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
     };
-    Ok(Node { proc, url })
+    let http = reqwest::Client::new();
+    let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []});
+    let started = Instant::now();
+    while rpc(&http, &node.url, &ask).await.is_err() {
+        if started.elapsed() > STEP_TIMEOUT {
+            bail!("Anvil did not answer within {STEP_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(node)
 }
 
 /// The chain of `size` saved in `dir`, made first if missing.
@@ -152,28 +187,33 @@ async fn saved_chain(anvil: &Path, dir: &Path, size: Size) -> anyhow::Result<Pat
     }
     let started = Instant::now();
     let partial = path.with_extension("partial");
-    let mut node = start_anvil(anvil, dir, ("--dump-state", &partial)).await?;
+    let node = start_anvil(anvil, ("--dump-state", &partial)).await?;
     let http = reqwest::Client::new();
     let contract = deploy(&http, &node.url).await?;
     let per_block = size.logs / size.blocks;
     let calldata = format!("0x{per_block:064x}");
-    for first in (0..size.blocks).step_by(200) {
-        let calls: Vec<Value> = (first..(first + 200).min(size.blocks))
-            .map(|i| {
-                json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendTransaction", "params": [{
-                    "from": ACCOUNT, "to": contract, "data": calldata, "gas": "0x1000000"}]})
-            })
-            .collect();
-        let answers = rpc(&http, &node.url, &Value::from(calls)).await?;
-        if let Some(error) = answers
-            .as_array()
-            .and_then(|a| a.iter().find(|a| !a["error"].is_null()))
-        {
-            bail!("eth_sendTransaction failed: {error}");
+    // Mined by hand, one transaction per block: Anvil's automine answers a transaction before
+    // it has mined it, and falls behind a client that sends quickly.
+    let call = |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    rpc(&http, &node.url, &call("evm_setAutomine", json!([false]))).await?;
+    for _ in 0..size.blocks {
+        let send = call(
+            "eth_sendTransaction",
+            json!([{"from": ACCOUNT, "to": contract, "data": calldata, "gas": "0x1000000"}]),
+        );
+        for request in [send, call("evm_mine", json!([]))] {
+            let answer = rpc(&http, &node.url, &request).await?;
+            if !answer["error"].is_null() {
+                bail!("{request} failed: {answer}");
+            }
         }
     }
+    let head = rpc(&http, &node.url, &call("eth_blockNumber", json!([]))).await?;
+    if parse_quantity(&head["result"]) != Some(size.blocks + 1) {
+        bail!("Anvil's head is {head}, not {}", size.blocks + 1);
+    }
     // Anvil writes its state on SIGINT.
-    node.proc.interrupt(STEP_TIMEOUT).await?;
+    node.interrupt().await?;
     std::fs::rename(&partial, &path).context("keeping the saved chain")?;
     eprintln!(
         "backfill: made {} ({} logs over {} blocks) in {:.1} s",
@@ -192,11 +232,15 @@ async fn deploy(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     let hash = rpc(http, url, &send).await?["result"].clone();
     let receipt = json!({"jsonrpc": "2.0", "id": 2, "method": "eth_getTransactionReceipt",
         "params": [hash]});
-    let answer = rpc(http, url, &receipt).await?;
-    answer["result"]["contractAddress"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no contract address in {answer}"))
+    // Mined at once, but the receipt may be a moment behind (bounded: 100 tries).
+    for _ in 0..100 {
+        let answer = rpc(http, url, &receipt).await?;
+        if let Some(address) = answer["result"]["contractAddress"].as_str() {
+            return Ok(address.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("no receipt for the deployment {hash}")
 }
 
 async fn rpc(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
@@ -213,7 +257,7 @@ async fn rpc(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<
 /// The floor and Livechain's time on the chain saved at `state`; the printed line's fields.
 async fn measure(anvil: &Path, state: &Path, size: Size) -> anyhow::Result<String> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let node = start_anvil(anvil, dir.path(), ("--load-state", state)).await?;
+    let node = start_anvil(anvil, ("--load-state", state)).await?;
     let http = reqwest::Client::new();
     let head_answer = rpc(
         &http,
