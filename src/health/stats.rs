@@ -115,14 +115,18 @@ impl Stats {
     }
 
     /// Whether the stream is up but has sent nothing for `timeout` while the chain moved past
-    /// what it last delivered (a socket that stays open and sends nothing). Silence alone is not enough: on a chain whose blocks are
-    /// slower than the timeout every provider is silent between blocks.
+    /// what the provider last showed (a socket that stays open and sends nothing). Silence
+    /// alone is not enough: on a chain whose blocks are slower than the timeout every provider
+    /// is silent between blocks, and on an idle chain (a node nobody sends transactions to)
+    /// a new stream has nothing to deliver while its provider's HTTP answers already show the
+    /// best head.
     pub fn stalled(&self, best_head: u64, timeout: Duration, now: Instant) -> bool {
         let Some(since) = self.connected_since else {
             return false;
         };
         let quiet_since = self.last_message.unwrap_or(since).max(since);
-        let behind = self.stream_head.is_none_or(|(n, _)| n < best_head);
+        let shown = self.stream_head.map(|(n, _)| n).or(self.head);
+        let behind = shown.is_none_or(|n| n < best_head);
         behind && now.saturating_duration_since(quiet_since) > timeout
     }
 
@@ -220,6 +224,20 @@ mod tests {
             "silence counts from the new connection"
         );
         assert!(stats.stalled(99, timeout, t0 + ms(3_001)));
+    }
+
+    #[test]
+    fn an_idle_chain_is_not_a_stall_until_it_moves_past_the_providers_head() {
+        let t0 = Instant::now();
+        let timeout = ms(1_000);
+        let mut stats = Stats::default();
+        stats.connection(true, t0);
+        stats.polled(2_001, t0, 0);
+        assert!(
+            !stats.stalled(2_001, timeout, t0 + ms(60_000)),
+            "its HTTP answer shows the best head: nothing to stream"
+        );
+        assert!(stats.stalled(2_002, timeout, t0 + ms(1_001)));
     }
 
     #[test]

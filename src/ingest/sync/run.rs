@@ -99,7 +99,7 @@ impl Run {
                 filters: sync.filters.clone(),
             },
             tasks: shutdown.child_token(),
-            schedule: Schedule::new(position.next(), sync.providers.all().len()),
+            schedule: Schedule::new(position.next()),
             hints: Hints::default(),
             position,
             clock: HeadClock::default(),

@@ -14,7 +14,9 @@ use crate::domain::ProviderIndex;
 
 /// Blocks per range at most (and at start, before any provider refused one).
 pub const MAX_RANGE: u64 = 256;
-/// Ranges in flight at once (at most one per provider); each answer is held until handed on.
+/// Ranges in flight at once, whatever the number of providers: with one provider the next
+/// ranges are fetched while the first is written, not after; each answer is held until handed
+/// on.
 const MAX_IN_FLIGHT: usize = 3;
 /// How long a range shorter than the limit waits after the previous range was asked for.
 pub const LINGER: Duration = Duration::from_millis(100);
@@ -55,12 +57,12 @@ pub struct Schedule<R> {
 }
 
 impl<R> Schedule<R> {
-    /// A schedule starting at `start` for a chain of `providers` providers.
-    pub fn new(start: Option<u64>, providers: usize) -> Schedule<R> {
+    /// A schedule starting at `start`.
+    pub fn new(start: Option<u64>) -> Schedule<R> {
         Schedule {
             scheduled: start,
             in_flight: VecDeque::new(),
-            max_in_flight: providers.clamp(1, MAX_IN_FLIGHT),
+            max_in_flight: MAX_IN_FLIGHT,
             span: MAX_RANGE,
             turn: 0,
             avoid: None,
@@ -211,21 +213,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn full_ranges_go_at_once_up_to_one_per_provider() {
-        let mut schedule = Schedule::new(Some(100), 2);
+    async fn full_ranges_go_at_once_up_to_the_in_flight_limit() {
+        let mut schedule = Schedule::new(Some(100));
         let now = Instant::now();
-        assert_eq!(schedule.ask_all(100 + 3 * MAX_RANGE, now, true, hang), None);
+        assert_eq!(schedule.ask_all(100 + 4 * MAX_RANGE, now, true, hang), None);
         assert_eq!(
             asked(&schedule),
-            [(100, 355, 0), (356, 611, 1)],
-            "two providers: two ranges in flight"
+            [(100, 355, 0), (356, 611, 1), (612, 867, 2)],
+            "three ranges in flight, whatever the number of providers"
         );
-        assert_eq!(schedule.scheduled(), Some(612));
+        assert_eq!(schedule.scheduled(), Some(868));
         assert_eq!(schedule.pop().map(|a| a.from), Some(100));
-        assert_eq!(schedule.ask_all(1000, now, true, hang), None);
-        assert_eq!(asked(&schedule), [(356, 611, 1), (612, 867, 2)]);
+        assert_eq!(schedule.ask_all(2000, now, true, hang), None);
         assert_eq!(
-            Schedule::<()>::new(None, 3).ask_all(1000, now, true, hang),
+            asked(&schedule),
+            [(356, 611, 1), (612, 867, 2), (868, 1123, 3)]
+        );
+        assert_eq!(
+            Schedule::<()>::new(None).ask_all(1000, now, true, hang),
             None,
             "nothing is asked before the start is known"
         );
@@ -233,7 +238,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_short_range_lingers_for_company_while_heads_stream() {
-        let mut schedule = Schedule::new(Some(10), 3);
+        let mut schedule = Schedule::new(Some(10));
         let t0 = Instant::now();
         assert_eq!(
             schedule.ask_all(12, t0, true, hang),
@@ -262,7 +267,7 @@ mod tests {
             "never behind another range in flight, live or not"
         );
 
-        let mut polled = Schedule::<()>::new(Some(10), 3);
+        let mut polled = Schedule::<()>::new(Some(10));
         polled.ask_all(12, Instant::now(), false, hang);
         polled.pop();
         assert_eq!(
@@ -274,7 +279,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_range_is_retried_at_the_next_turn_avoiding_who_failed_it() {
-        let mut schedule = Schedule::new(Some(0), 3);
+        let mut schedule = Schedule::new(Some(0));
         let now = Instant::now();
         schedule.ask_all(3 * MAX_RANGE - 1, now, false, hang);
         let tasks: Vec<_> = schedule
@@ -307,7 +312,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_range_halves_the_limit_and_not_below_one() {
-        let mut schedule = Schedule::<()>::new(Some(0), 1);
+        let mut schedule = Schedule::<()>::new(Some(0));
         let ask = |from, to| Ask {
             from,
             to,
@@ -323,7 +328,7 @@ mod tests {
         schedule.refused(&ask(0, 0));
         assert_eq!(schedule.span(), 1);
         schedule.ask_all(3, Instant::now(), false, hang);
-        assert_eq!(asked(&schedule), [(0, 0, 0)]);
+        assert_eq!(asked(&schedule), [(0, 0, 0), (1, 1, 1), (2, 2, 2)]);
     }
 
     #[tokio::test(start_paused = true)]
