@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::ChainHandle;
+use crate::ingest::tally::BackfillRate;
 
 /// How often a progress line is logged without a terminal, in milliseconds: the process's
 /// setting (`livechain run --progress-every`), 5 s unless set.
@@ -35,6 +36,8 @@ struct Backfill {
     /// The sync's position when it started, and the blocks it then had to go.
     from: u64,
     total: u64,
+    /// Logs committed since the service started, when it started.
+    logs_from: u64,
     logged: Instant,
     bar: Option<ProgressBar>,
 }
@@ -89,6 +92,7 @@ fn step(chain: &ChainHandle, state: &mut Option<Backfill>, bars: Option<&MultiPr
                 started: Instant::now(),
                 from: now.at,
                 total,
+                logs_from: chain.stored.get().logs,
                 logged: Instant::now(),
                 bar,
             });
@@ -100,6 +104,16 @@ fn step(chain: &ChainHandle, state: &mut Option<Backfill>, bars: Option<&MultiPr
             backfill.total = backfill.total.max(done + now.head.saturating_sub(now.at));
             let elapsed = backfill.started.elapsed().as_secs_f64().max(1e-3);
             let rate = done as f64 / elapsed;
+            let left = backfill.total.saturating_sub(done);
+            let eta = (rate > 0.0).then(|| left as f64 / rate);
+            let logs = chain.stored.get().logs.saturating_sub(backfill.logs_from);
+            chain.backfill.set(now.behind.then_some(BackfillRate {
+                done_blocks: done,
+                total_blocks: backfill.total,
+                blocks_per_second: rate,
+                logs_per_second: logs as f64 / elapsed,
+                eta_seconds: eta.map(|s| s.ceil() as u64),
+            }));
             if let Some(bar) = &backfill.bar {
                 bar.set_length(backfill.total);
                 bar.set_position(done);
@@ -112,8 +126,6 @@ fn step(chain: &ChainHandle, state: &mut Option<Backfill>, bars: Option<&MultiPr
                 *state = None;
             } else if backfill.bar.is_none() && backfill.logged.elapsed() >= every() {
                 backfill.logged = Instant::now();
-                let left = backfill.total.saturating_sub(done);
-                let eta = (rate > 0.0).then(|| left as f64 / rate);
                 tracing::info!(
                     chain = %name,
                     done,

@@ -80,6 +80,14 @@ struct BackfillJson {
     active: bool,
     remaining_blocks: u64,
     range_limit: u64,
+    /// While a backfill runs (else null): blocks done since it started and its total (the
+    /// head moves on meanwhile), blocks and logs committed per second so far, and the
+    /// seconds left at that rate (null before the first block is done).
+    done_blocks: Option<u64>,
+    total_blocks: Option<u64>,
+    blocks_per_second: Option<f64>,
+    logs_per_second: Option<f64>,
+    eta_seconds: Option<u64>,
 }
 
 /// Each chain's head, checkpoint, lag, backfill and retained span.
@@ -113,11 +121,7 @@ pub(super) async fn chains(State(state): State<AppState>) -> Result<Json<ChainsJ
             head,
             checkpoint,
             lag_blocks: signed(head) - signed(checkpoint.unwrap_or(0)),
-            backfill: BackfillJson {
-                active: lag > progress.range_limit,
-                remaining_blocks: lag,
-                range_limit: progress.range_limit,
-            },
+            backfill: backfill_json(lag, progress.range_limit, chain.backfill.get()),
             providers: chain.provider_ids.clone(),
             problem: if paused(chain) {
                 Some(format!(
@@ -200,4 +204,24 @@ pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<Status>,
         }
     }
     Ok(Json(Status { status: "ready" }))
+}
+
+/// A chain's backfill: from the committed checkpoint, and the rate the progress follower
+/// measured while one runs (rounded to a tenth).
+fn backfill_json(
+    lag: u64,
+    range_limit: u64,
+    rate: Option<crate::ingest::tally::BackfillRate>,
+) -> BackfillJson {
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
+    BackfillJson {
+        active: lag > range_limit,
+        remaining_blocks: lag,
+        range_limit,
+        done_blocks: rate.map(|r| r.done_blocks),
+        total_blocks: rate.map(|r| r.total_blocks),
+        blocks_per_second: rate.map(|r| tenth(r.blocks_per_second)),
+        logs_per_second: rate.map(|r| tenth(r.logs_per_second)),
+        eta_seconds: rate.and_then(|r| r.eta_seconds),
+    }
 }

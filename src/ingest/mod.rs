@@ -130,6 +130,8 @@ pub struct ChainHandle {
     pub reorgs: ReorgLog,
     /// Events committed since start.
     pub stored: Arc<tally::StoredTally>,
+    /// The backfill's rate and ETA, while one runs (measured by [`crate::progress`]).
+    pub backfill: Arc<tally::BackfillBoard>,
     /// Each provider's listener, to start again when an operator resumes it.
     pub listeners: Arc<[listener::Listener]>,
 }
@@ -288,6 +290,7 @@ async fn start_chain(
         filters,
         reorgs,
         stored,
+        backfill: Arc::default(),
         listeners: listeners.into(),
     };
     Ok((handle, parts))

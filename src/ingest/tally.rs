@@ -46,3 +46,35 @@ impl StoredTally {
 
 /// Each chain's tally, by name: what the writer counts into.
 pub type Tallies = Arc<HashMap<ChainName, Arc<StoredTally>>>;
+
+/// A backfill under way as the progress follower last measured it (every half second), for
+/// `/v1/chains`; `None` while the chain is not backfilling.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BackfillRate {
+    pub done_blocks: u64,
+    pub total_blocks: u64,
+    pub blocks_per_second: f64,
+    pub logs_per_second: f64,
+    /// At the rate so far; `None` before any block is done.
+    pub eta_seconds: Option<u64>,
+}
+
+/// Where the progress follower leaves a chain's [`BackfillRate`].
+#[derive(Debug, Default)]
+pub struct BackfillBoard(std::sync::Mutex<Option<BackfillRate>>);
+
+impl BackfillBoard {
+    pub fn set(&self, rate: Option<BackfillRate>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rate;
+    }
+
+    pub fn get(&self) -> Option<BackfillRate> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

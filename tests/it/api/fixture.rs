@@ -101,6 +101,7 @@ fn idle_chain(name: &str) -> ChainHandle {
         filters: livechain::ingest::filters::ChainFilters::new(&name, Vec::new(), 0),
         reorgs: livechain::ingest::ReorgLog::default(),
         stored: Default::default(),
+        backfill: Default::default(),
         listeners: Arc::from([]),
         race: Arc::new(RaceBoard::new(name, &[], &[])),
         subscriptions: Vec::new(),

@@ -132,3 +132,69 @@ async fn reported_checkpoint_is_always_committed() {
     );
     app.stop().await;
 }
+
+/// `/v1/chains`' `backfill` while one runs (`done_blocks` and the rest null otherwise).
+async fn backfill_of(app: &TestApp) -> Value {
+    let (_, body) = support::get_json(&app.url("/v1/chains")).await;
+    body["chains"][0]["backfill"].clone()
+}
+
+/// A long history backfilled in small ranges, the service stopped in the middle and started
+/// again on the same file: `/v1/chains` shows the backfill's blocks done moving, its rate and
+/// ETA, both times; the end result holds every block and log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_shows_its_progress_and_survives_a_restart() {
+    const HISTORY: u64 = 3_000;
+    let devnet = devnet(1, 1_000, HISTORY).await;
+    devnet
+        .faults(0)
+        .expect("provider 0")
+        .set_max_logs_range(Some(25));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("progress.db");
+    for run in 0..2 {
+        let app = start(&devnet, &db).await;
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            let backfill = backfill_of(&app).await;
+            if let Some(done) = backfill["done_blocks"].as_u64() {
+                assert!(
+                    backfill["total_blocks"].as_u64() >= Some(done),
+                    "{backfill}"
+                );
+                assert!(
+                    backfill["blocks_per_second"].as_f64().is_some(),
+                    "{backfill}"
+                );
+                assert!(backfill["logs_per_second"].as_f64().is_some(), "{backfill}");
+                if done > 0 {
+                    assert!(backfill["eta_seconds"].as_u64().is_some(), "{backfill}");
+                }
+                seen.push(done);
+            }
+            if seen.iter().collect::<BTreeSet<_>>().len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+        assert!(
+            distinct.len() >= 3,
+            "run {run}: blocks done did not move: {seen:?}"
+        );
+        if run == 0 {
+            app.stop().await;
+            continue;
+        }
+        let checkpoint = wait_committed(&db, devnet.head()).await;
+        let gone = support::wait_for(WAIT, POLL, || async {
+            backfill_of(&app).await["done_blocks"]
+                .is_null()
+                .then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "the progress stays after the backfill");
+        verify(&devnet, &db_rows(&db).await, checkpoint);
+        app.stop().await;
+    }
+}
