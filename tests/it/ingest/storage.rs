@@ -74,16 +74,7 @@ fn limit_file_size(pid: u32, bytes: Option<u64>) {
 
 /// `livechain_writer_errors_total{kind=…}` summed over kinds, from the service at `base`.
 async fn writer_errors(base: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with("livechain_writer_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::metric_sum(base, "livechain_writer_errors_total{").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

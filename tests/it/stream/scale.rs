@@ -83,16 +83,7 @@ async fn stored_cursors(base: &str, filter: &str, after: i64, through: i64) -> V
 
 /// `livechain_events_stored_total`, summed over its series.
 async fn stored_total(base: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with("livechain_events_stored_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::metric_sum(base, "livechain_events_stored_total").await
 }
 
 /// What a subscriber received: event cursors, and the other messages worth reporting.

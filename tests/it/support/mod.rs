@@ -251,6 +251,21 @@ pub async fn metrics_text(app: &TestApp) -> String {
         .expect("metrics text")
 }
 
+/// The sum of every sample whose line starts with `prefix` (a name, or a name and labels), from
+/// the service at `base`.
+pub async fn metric_sum(base: &str, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The sum of metric `name`'s samples whose labels include `provider="{provider}"`.
 pub async fn provider_metric(app: &TestApp, name: &str, provider: &str) -> f64 {
     let text = metrics_text(app).await;
