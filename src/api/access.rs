@@ -64,6 +64,12 @@ impl Access {
         self.trust_loopback && peer.ip().is_loopback()
     }
 
+    /// The address a per-client limit counts `peer` against: none for a trusted caller (or an
+    /// unknown one).
+    pub fn counted(&self, peer: Option<SocketAddr>) -> Option<std::net::IpAddr> {
+        peer.filter(|p| !self.trusts(*p)).map(|p| p.ip())
+    }
+
     /// The grant for a request from `peer` (unknown: treated as remote) with `headers`, to
     /// `method` `path`; an error when it may not go on.
     fn decide(

@@ -162,10 +162,9 @@ pub(super) async fn rpc_ws(
     };
     // Taken before the upgrade, held by the session; counted per client address unless the
     // access rules trust the caller.
-    let client = peer
-        .map(|Extension(ConnectInfo(p))| p)
-        .filter(|p| !state.access.trusts(*p))
-        .map(|p| p.ip());
+    let client = state
+        .access
+        .counted(peer.map(|Extension(ConnectInfo(p))| p));
     let slot = match state.gateway_slots.take(client) {
         Ok(slot) => slot,
         Err(refused) => {

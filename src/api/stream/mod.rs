@@ -101,10 +101,9 @@ pub(super) async fn upgrade(
     };
     // Taken before the upgrade: at the cap, one more is answered 503, not opened.
     // Counted per client address, unless the access rules trust the caller (on this host).
-    let client = peer
-        .map(|Extension(ConnectInfo(p))| p)
-        .filter(|p| !state.access.trusts(*p))
-        .map(|p| p.ip());
+    let client = state
+        .access
+        .counted(peer.map(|Extension(ConnectInfo(p))| p));
     let slot = match state.stream_slots.take(client) {
         Ok(slot) => slot,
         Err(refused) => return refused.into_response(),
