@@ -150,6 +150,9 @@ async fn a_backfill_shows_its_progress_and_survives_a_restart() {
         .faults(0)
         .expect("provider 0")
         .set_max_logs_range(Some(25));
+    // Every answer held 50 ms: each run's backfill lasts seconds (progress is read every
+    // 500 ms), however fast the machine.
+    devnet.faults(0).expect("provider 0").set_latency_ms(50);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("progress.db");
     for run in 0..2 {
@@ -177,6 +180,7 @@ async fn a_backfill_shows_its_progress_and_survives_a_restart() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        eprintln!("run {run}: blocks done seen {seen:?}");
         let distinct: BTreeSet<u64> = seen.iter().copied().collect();
         assert!(
             distinct.len() >= 3,
