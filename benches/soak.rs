@@ -326,6 +326,19 @@ fn diagnostics(samples: &[Sample], c: &Counters, log_warns: u64, log_lines: &[St
         )),
         drift_pct(&series(|s| s.db_mib + s.wal_mib)),
     );
+    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+        let seconds = last.at.duration_since(first.at).as_secs_f64().max(1e-9);
+        let blocks = (last.head - first.head) / seconds;
+        eprintln!(
+            "soak diagnostics: the devnet made {blocks:.1} blocks/s ({:.0} events/s; 100 and \
+             10,000 when its timer keeps up); lag at the end {:.0} blocks; cpu service={:.2} \
+             bench(devnet+clients)={:.2} cores",
+            blocks * (tail::LOGS_PER_BLOCK as f64 + 1.0),
+            last.lag_blocks,
+            (last.cpu_service - first.cpu_service) / seconds,
+            (last.cpu_bench - first.cpu_bench) / seconds,
+        );
+    }
     for line in log_lines {
         eprintln!("soak diagnostics: log: {line}");
     }

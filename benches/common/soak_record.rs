@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::soak::Counters;
-use super::{metric, metrics_text};
+use super::{cpu_seconds, metric, metrics_text};
 
 pub const MIB: f64 = 1024.0 * 1024.0;
 
@@ -31,6 +31,15 @@ pub struct Sample {
     pub retained: f64,
     /// Stored events per second since the previous sample (0 for the first).
     pub stored_per_s: f64,
+    /// The chain's best head and how far the committed checkpoint is behind it (blocks).
+    pub head: f64,
+    pub lag_blocks: f64,
+    /// CPU seconds so far of the service and of this process (devnet and clients), and the
+    /// cores each used since the previous sample.
+    pub cpu_service: f64,
+    pub cpu_bench: f64,
+    pub cores_service: f64,
+    pub cores_bench: f64,
     /// `livechain_stream_connections`, and the pool's own count of open sessions.
     pub stream_connections: f64,
     pub clients_connected: u64,
@@ -53,13 +62,19 @@ impl Sample {
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as f64;
         let text = metrics_text(http, metrics_url).await?;
         let stored = metric(&text, "livechain_events_stored_total");
-        let (minute, stored_per_s) = match previous {
+        let (cpu_service, cpu_bench) = (cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
+        let (minute, stored_per_s, cores_service, cores_bench) = match previous {
             Some(p) => {
                 let seconds = at.duration_since(p.at).as_secs_f64().max(1e-9);
-                let minute = p.minute + seconds / 60.0;
-                (minute, (stored - p.stored) / seconds)
+                let per_s = |now: f64, then: f64| (now - then) / seconds;
+                (
+                    p.minute + seconds / 60.0,
+                    per_s(stored, p.stored),
+                    per_s(cpu_service, p.cpu_service),
+                    per_s(cpu_bench, p.cpu_bench),
+                )
             }
-            None => (0.0, 0.0),
+            None => (0.0, 0.0, 0.0, 0.0),
         };
         Ok(Sample {
             at,
@@ -76,6 +91,12 @@ impl Sample {
             pruned: metric(&text, "livechain_pruned_events_total"),
             retained: metric(&text, "livechain_retained_events"),
             stored_per_s,
+            head: metric(&text, "livechain_chain_head"),
+            lag_blocks: metric(&text, "livechain_chain_lag_blocks"),
+            cpu_service,
+            cpu_bench,
+            cores_service,
+            cores_bench,
             // `+ 0.0` turns a gauge's -0 (decremented back to zero) into 0.
             stream_connections: metric(&text, "livechain_stream_connections") + 0.0,
             clients_connected: Counters::get(&counters.connected),
@@ -89,8 +110,9 @@ impl Sample {
     pub fn line(&self) -> String {
         format!(
             "soak sample: minute={:.2} rss_mb={:.1} fds={:.0} threads={:.0} tasks={} db_mb={:.1} \
-             wal_mb={:.1} stored_per_s={:.0} retained={:.0} pruned={:.0} clients_connected={} \
-             stream_connections={:.0} sessions={} spans_verified={} mismatches={}",
+             wal_mb={:.1} stored_per_s={:.0} head={:.0} lag_blocks={:.0} retained={:.0} pruned={:.0} \
+             cores_service={:.2} cores_bench={:.2} clients_connected={} stream_connections={:.0} \
+             sessions={} spans_verified={} mismatches={}",
             self.minute,
             self.rss_mib,
             self.fds,
@@ -99,8 +121,12 @@ impl Sample {
             self.db_mib,
             self.wal_mib,
             self.stored_per_s,
+            self.head,
+            self.lag_blocks,
             self.retained,
             self.pruned,
+            self.cores_service,
+            self.cores_bench,
             self.clients_connected,
             self.stream_connections,
             self.sessions,
@@ -152,14 +178,15 @@ pub fn settled(samples: &[Sample]) -> &[Sample] {
 
 pub fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
     let mut csv = String::from(
-        "minute,rss_mb,fds,threads,tasks,db_mb,wal_mb,stored_per_s,retained,pruned,\
-         clients_connected,stream_connections,sessions,spans_verified,mismatches\n",
+        "minute,rss_mb,fds,threads,tasks,db_mb,wal_mb,stored_per_s,head,lag_blocks,retained,pruned,\
+         cores_service,cores_bench,clients_connected,stream_connections,sessions,spans_verified,\
+         mismatches\n",
     );
     for s in samples {
         let tasks = s.tasks.map_or(String::new(), |t| format!("{t:.0}"));
         writeln!(
             csv,
-            "{:.2},{:.1},{:.0},{:.0},{tasks},{:.1},{:.1},{:.0},{:.0},{:.0},{},{:.0},{},{},{}",
+            "{:.2},{:.1},{:.0},{:.0},{tasks},{:.1},{:.1},{:.0},{:.0},{:.0},{:.0},{:.0},{:.2},{:.2},{},{:.0},{},{},{}",
             s.minute,
             s.rss_mib,
             s.fds,
@@ -167,8 +194,12 @@ pub fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
             s.db_mib,
             s.wal_mib,
             s.stored_per_s,
+            s.head,
+            s.lag_blocks,
             s.retained,
             s.pruned,
+            s.cores_service,
+            s.cores_bench,
             s.clients_connected,
             s.stream_connections,
             s.sessions,
