@@ -6,8 +6,9 @@
 //!   carrying 99 logs, i.e. 10,000 events/s, three provider ports serving one chain
 //!   (`common::tail`, shared with the `stream` and `retention` benches).
 //! - The service under test, the real release binary in its own process (`livechain run`), its
-//!   own SQLite file, `retention: { max_events: 2000000 }` (200 s of events), so that the
-//!   database reaches a steady size after about three minutes instead of filling the disk.
+//!   own SQLite file, `retention: { max_events: 2000000 }` (200 s of events;
+//!   `LIVECHAIN_SOAK_MAX_EVENTS` sets another), so that the database can reach a steady size
+//!   after about three minutes instead of filling the disk (if pruning keeps up: stderr says).
 //! - 20 `/v1/stream` clients in this process (`common::soak`): two take the whole chain, the
 //!   others one of the devnet's contracts each (`address=…`, round robin); one in four asks
 //!   for `batch=true`. Each connects, reads for a random while (seeded: 2–60 s filtered, 2–20 s
@@ -87,18 +88,13 @@ fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; `cargo test` runs this target without it.
     let measured = std::env::args().any(|arg| arg == "--bench");
     let plan = if measured {
-        let minutes = match std::env::var("LIVECHAIN_SOAK_MINUTES") {
-            Ok(v) => v
-                .parse::<u64>()
-                .context("LIVECHAIN_SOAK_MINUTES: whole minutes")?,
-            Err(_) => DEFAULT_MINUTES,
-        };
+        let minutes = env_u64("LIVECHAIN_SOAK_MINUTES", DEFAULT_MINUTES)?;
         let secs = Duration::from_secs;
         Plan {
             measured,
             duration: secs(minutes.max(1) * 60),
             sample_every: secs(60),
-            max_events: MAX_EVENTS,
+            max_events: env_u64("LIVECHAIN_SOAK_MAX_EVENTS", MAX_EVENTS)?.max(1),
             pace: Pace {
                 filtered_read: secs(2)..secs(60),
                 unfiltered_read: secs(2)..secs(20),
@@ -126,6 +122,14 @@ fn main() -> anyhow::Result<()> {
     let devnet = DevnetThread::start()?;
     let limit = plan.duration + Duration::from_secs(300);
     run_bounded(limit, run(&plan, devnet.devnet().clone()))
+}
+
+/// The whole number in the environment variable `name`, `default` when it is unset.
+fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name}: a whole number")),
+        Err(_) => Ok(default),
+    }
 }
 
 /// `target/soak/` (under `CARGO_TARGET_DIR` when set).
@@ -223,7 +227,7 @@ fn report(
         get(&c.spans_verified),
         get(&c.events_compared),
     );
-    diagnostics(samples, c, log.warns, &log.lines);
+    diagnostics(plan, samples, c, log.warns, &log.lines);
     let files = [&csv, &svg, &log.kept].map(|f| f.display().to_string());
     eprintln!("soak diagnostics: files {}", files.join(", "));
     let bar = rss_drift <= 10.0 && fds_drift <= 10.0 && log_errors == 0 && mismatches == 0;
@@ -293,7 +297,13 @@ async fn record(
 }
 
 /// The stderr lines beyond the summary: the pool's counts, the other series' drift, the log.
-fn diagnostics(samples: &[Sample], c: &Counters, log_warns: u64, log_lines: &[String]) {
+fn diagnostics(
+    plan: &Plan,
+    samples: &[Sample],
+    c: &Counters,
+    log_warns: u64,
+    log_lines: &[String],
+) {
     let get = Counters::get;
     let judged = settled(samples);
     let series = |f: fn(&Sample) -> f64| judged.iter().map(f).collect::<Vec<_>>();
@@ -329,6 +339,14 @@ fn diagnostics(samples: &[Sample], c: &Counters, log_warns: u64, log_lines: &[St
     if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
         let seconds = last.at.duration_since(first.at).as_secs_f64().max(1e-9);
         let blocks = (last.head - first.head) / seconds;
+        eprintln!(
+            "soak diagnostics: retention: {:.0} events held at the end (max_events {}), pruned \
+             {:.0}/s against {:.0}/s stored over the run",
+            last.retained,
+            plan.max_events,
+            (last.pruned - first.pruned) / seconds,
+            (last.stored - first.stored) / seconds,
+        );
         eprintln!(
             "soak diagnostics: the devnet made {blocks:.1} blocks/s ({:.0} events/s; 100 and \
              10,000 when its timer keeps up); lag at the end {:.0} blocks; cpu service={:.2} \

@@ -223,8 +223,8 @@ struct Series {
     banded: bool,
 }
 
-/// Draws RSS, fds, tasks (threads without them) and database + WAL size over minutes, one
-/// small panel each, every panel scaled to its own range; the last two thirds shaded.
+/// Draws RSS, fds, tasks (threads without them), events held and database + WAL size over
+/// minutes, one small panel each, every panel scaled to its own range; the last two thirds shaded.
 pub fn write_svg(path: &Path, samples: &[Sample], title: &str) -> anyhow::Result<()> {
     let has_tasks = samples.iter().all(|s| s.tasks.is_some());
     let mut panels = vec![
@@ -257,6 +257,12 @@ pub fn write_svg(path: &Path, samples: &[Sample], title: &str) -> anyhow::Result
         }
     });
     panels.push(Series {
+        title: "events held",
+        unit: "millions",
+        values: samples.iter().map(|s| s.retained / 1e6).collect(),
+        banded: false,
+    });
+    panels.push(Series {
         title: "database + WAL",
         unit: "MiB",
         values: samples.iter().map(|s| s.db_mib + s.wal_mib).collect(),
@@ -285,21 +291,7 @@ fn panel(svg: &mut String, series: &Series, minutes: &[f64], top: f64) {
     let judged_from = minutes.iter().position(|m| *m >= end / 3.0).unwrap_or(0);
     let judged = &series.values[judged_from..];
     let mean = judged.iter().sum::<f64>() / judged.len().max(1) as f64;
-    let mut low = series.values.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut high = series
-        .values
-        .iter()
-        .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
-    if series.banded {
-        low = low.min(mean * 0.9);
-        high = high.max(mean * 1.1);
-    }
-    if !low.is_finite() {
-        (low, high) = (0.0, 1.0);
-    } else if high - low < 1e-9 {
-        (low, high) = (low - 1.0, high + 1.0);
-    }
+    let (low, high) = scale(series, mean);
     let plot_w = WIDTH - 2.0 * MARGIN;
     let x = |m: f64| MARGIN + m / end * plot_w;
     let y = |v: f64| top + PANEL - (v - low) / (high - low) * PANEL;
@@ -341,23 +333,54 @@ fn panel(svg: &mut String, series: &Series, minutes: &[f64], top: f64) {
     let _ = writeln!(
         svg,
         "<polyline fill=\"none\" stroke=\"#1f5fbf\" stroke-width=\"1.5\" points=\"{}\"/>\n\
-         <text x=\"{MARGIN}\" y=\"{:.1}\">{}{}: last {last:.0}, mean of the shaded part {mean:.0}{band}</text>\n\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{high:.0}</text>\n\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{low:.0}</text>\n\
+         <text x=\"{MARGIN}\" y=\"{:.1}\">{}{}: last {}, mean of the shaded part {}{band}</text>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n\
          <text x=\"{MARGIN}\" y=\"{:.1}\">0</text>\n\
          <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{end:.1} min</text>",
         points.join(" "),
         top - 5.0,
         series.title,
         unit,
+        figure(last),
+        figure(mean),
         MARGIN - 4.0,
         top + 10.0,
+        figure(high),
         MARGIN - 4.0,
         top + PANEL,
+        figure(low),
         top + PANEL + 14.0,
         WIDTH - MARGIN,
         top + PANEL + 14.0,
     );
+}
+
+/// The panel's vertical range: the series' own, the band included, never empty.
+fn scale(series: &Series, mean: f64) -> (f64, f64) {
+    let values = series.values.iter().copied();
+    let mut low = values.clone().fold(f64::INFINITY, f64::min);
+    let mut high = values.fold(f64::NEG_INFINITY, f64::max);
+    if series.banded {
+        low = low.min(mean * 0.9);
+        high = high.max(mean * 1.1);
+    }
+    if !low.is_finite() {
+        (0.0, 1.0)
+    } else if high - low < 1e-9 {
+        (low - 1.0, high + 1.0)
+    } else {
+        (low, high)
+    }
+}
+
+/// A value for a label: two decimals below 10, whole numbers above.
+fn figure(v: f64) -> String {
+    if v.abs() < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 fn escape(text: &str) -> String {
