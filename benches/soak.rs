@@ -9,9 +9,9 @@
 //!   own SQLite file, `retention: { max_events: 2000000 }` (200 s of events;
 //!   `LIVECHAIN_SOAK_MAX_EVENTS` sets another), so that the database can reach a steady size
 //!   after about three minutes instead of filling the disk (if pruning keeps up: stderr says).
-//! - 20 `/v1/stream` clients in this process (`common::soak`): two take the whole chain, the
-//!   others one of the devnet's contracts each (`address=…`, round robin); one in four asks
-//!   for `batch=true`. Each connects, reads for a random while (seeded: 2–60 s filtered, 2–20 s
+//! - 20 `/v1/stream` clients (`LIVECHAIN_SOAK_CLIENTS` sets another number, 0 for none) in
+//!   this process (`common::soak`): two take the whole chain, the others one of the devnet's
+//!   contracts each (`address=…`, round robin); one in four asks for `batch=true`. Each connects, reads for a random while (seeded: 2–60 s filtered, 2–20 s
 //!   unfiltered), closes cleanly or just drops the socket, pauses (0.2–5 s) and resumes with
 //!   `since` = the highest cursor it received (one session in ten starts afresh, without
 //!   `since`). As each session ends, the event cursors it received are compared with what
@@ -78,6 +78,7 @@ struct Plan {
     duration: Duration,
     sample_every: Duration,
     max_events: u64,
+    clients: usize,
     pace: Pace,
     label: &'static str,
     /// The stem of the files under `target/soak/`.
@@ -95,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             duration: secs(minutes.max(1) * 60),
             sample_every: secs(60),
             max_events: env_u64("LIVECHAIN_SOAK_MAX_EVENTS", MAX_EVENTS)?.max(1),
+            clients: env_u64("LIVECHAIN_SOAK_CLIENTS", CLIENTS as u64)? as usize,
             pace: Pace {
                 filtered_read: secs(2)..secs(60),
                 unfiltered_read: secs(2)..secs(20),
@@ -110,6 +112,7 @@ fn main() -> anyhow::Result<()> {
             duration: SMOKE_DURATION,
             sample_every: Duration::from_secs(1),
             max_events: SMOKE_MAX_EVENTS,
+            clients: CLIENTS,
             pace: Pace {
                 filtered_read: ms(300)..ms(1500),
                 unfiltered_read: ms(300)..ms(1000),
@@ -155,7 +158,7 @@ async fn run(plan: &Plan, devnet: Devnet) -> anyhow::Result<()> {
         .no_proxy()
         .build()?;
     let contracts: Vec<String> = devnet.contracts().iter().map(|a| a.to_string()).collect();
-    let pool = Pool::start(&api, &contracts, CLIENTS, plan.pace.clone(), SEED)?;
+    let pool = Pool::start(&api, &contracts, plan.clients, plan.pace.clone(), SEED)?;
     let counters = pool.counters.clone();
     let recorded = record(plan, &http, &format!("{api}/metrics"), pid, &db, &counters).await;
     // The clients stop and check their last ranges whether or not the record succeeded.
@@ -202,9 +205,10 @@ fn report(
         _ => bail!("no sample taken"),
     };
     let title = format!(
-        "livechain soak: {:.1} min at {:.0} events/s, {CLIENTS} stream clients",
+        "livechain soak: {:.1} min at {:.0} events/s, {} stream clients",
         last.minute,
-        rate(samples)
+        rate(samples),
+        plan.clients
     );
     soak_record::write_svg(&svg, samples, &title)?;
     let judged = settled(samples);
