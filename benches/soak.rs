@@ -69,6 +69,8 @@ const MAX_EVENTS: u64 = 2_000_000;
 const SMOKE_MAX_EVENTS: u64 = 30_000;
 const DEFAULT_MINUTES: u64 = 30;
 const SMOKE_DURATION: Duration = Duration::from_secs(5);
+/// How long after the last client the service is sampled again.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How long the clients may take to end their sessions and check their last ranges.
 const FINISH_LIMIT: Duration = Duration::from_secs(180);
 
@@ -157,14 +159,19 @@ async fn run(plan: &Plan, devnet: Devnet) -> anyhow::Result<()> {
         .timeout(STEP_TIMEOUT)
         .no_proxy()
         .build()?;
+    let metrics_url = format!("{api}/metrics");
+    let before = Sample::take(&http, &metrics_url, pid, &db, &Counters::default(), None).await?;
     let contracts: Vec<String> = devnet.contracts().iter().map(|a| a.to_string()).collect();
     let pool = Pool::start(&api, &contracts, plan.clients, plan.pace.clone(), SEED)?;
     let counters = pool.counters.clone();
-    let recorded = record(plan, &http, &format!("{api}/metrics"), pid, &db, &counters).await;
+    let recorded = record(plan, &http, &metrics_url, pid, &db, &counters).await;
     // The clients stop and check their last ranges whether or not the record succeeded.
     let finished = pool.finish(FINISH_LIMIT).await;
     let (samples, peaks) = recorded?;
     finished?;
+    // What the sessions held should be back once they are gone: a leak per session stays.
+    tokio::time::sleep(SETTLE).await;
+    let after = Sample::take(&http, &metrics_url, pid, &db, &counters, None).await?;
     let log = dir.path().join("service.log");
     let (errors, warns, lines) = log_levels(&log);
     let kept = out.join(format!("{}-service.log", plan.stem));
@@ -176,7 +183,25 @@ async fn run(plan: &Plan, devnet: Devnet) -> anyhow::Result<()> {
         lines,
         kept,
     };
+    eprintln!(
+        "soak diagnostics: before the first client: {}; {} s after the last one left: {}",
+        held(&before),
+        SETTLE.as_secs(),
+        held(&after)
+    );
     report(plan, &out, &samples, &peaks, &counters, &log)
+}
+
+/// What the service holds that sessions could leak.
+fn held(s: &Sample) -> String {
+    format!(
+        "tasks={} fds={:.0} threads={:.0} rss_mb={:.1} stream_connections={:.0}",
+        s.tasks.map_or("-".into(), |t| format!("{t:.0}")),
+        s.fds,
+        s.threads,
+        s.rss_mib,
+        s.stream_connections
+    )
 }
 
 /// The service's log as the run left it: lines at ERROR and WARN, the first of them, its copy.
