@@ -1,10 +1,13 @@
 //! What the benchmarks share: the service under test started as a child process and read line
 //! by line, a bounded run, and figures read from Prometheus text and `/proc`; `tail` holds the
-//! live-tail setup. Included by each bench with `mod common;` (not a bench itself: cargo only
-//! discovers `benches/*.rs` and `benches/*/main.rs`).
+//! live-tail setup, `soak` and `soak_record` the soak's clients and record. Included by each
+//! bench with `mod common;` (not a bench itself: cargo only discovers `benches/*.rs` and
+//! `benches/*/main.rs`).
 
 #![allow(dead_code)] // each bench uses its own subset
 
+pub mod soak;
+pub mod soak_record;
 pub mod tail;
 
 use std::future::Future;

@@ -83,6 +83,7 @@ pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 // API and live streams.
 pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
+pub const RUNTIME_TASKS: &str = "livechain_runtime_tasks";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
 pub const STREAM_CATCHUPS: &str = "livechain_stream_catchups_total";
 pub const API_REFUSED: &str = "livechain_api_refused_total";
@@ -389,6 +390,10 @@ pub fn describe_all() {
     describe_counter!(PROCESS_RESTARTS, "Supervised task restarts, by kind");
     describe_counter!(HTTP_REQUESTS, "API requests, by route and status");
     describe_gauge!(STREAM_CONNECTIONS, "Open /v1/stream WebSocket connections");
+    describe_gauge!(
+        RUNTIME_TASKS,
+        "Tasks alive in the service's tokio runtime, read at each scrape"
+    );
     describe_counter!(
         API_REFUSED,
         "API requests refused by the access rules (server.auth_token, server.public), by reason (unauthorized, forbidden)"

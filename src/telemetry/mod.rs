@@ -84,7 +84,7 @@ pub async fn run_upkeep(handle: &'static PrometheusHandle, shutdown: Cancellatio
 }
 
 /// Refreshes the `process_*` gauges (memory, file descriptors, CPU, threads) from the
-/// operating system; called on each scrape of `/metrics`.
+/// operating system, and the runtime's task count; called on each scrape of `/metrics`.
 pub fn collect_process_metrics() {
     static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
     COLLECTOR
@@ -94,4 +94,10 @@ pub fn collect_process_metrics() {
             collector
         })
         .collect();
+    // Tasks alive in the runtime serving the scrape (the service's only one): a leak of
+    // per-connection tasks shows here first.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let tasks = runtime.metrics().num_alive_tasks();
+        ::metrics::gauge!(self::metrics::RUNTIME_TASKS).set(tasks as f64);
+    }
 }
