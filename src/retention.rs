@@ -23,12 +23,13 @@ use crate::telemetry::metrics as m;
 /// Time between two passes of a chain: the count it checks is kept in memory, so a pass that
 /// finds nothing to do costs one small read.
 pub const PASS_INTERVAL: Duration = Duration::from_millis(250);
-/// Rows one prune step deletes at most. A step of 1,000 rows with their index entries takes a
-/// few milliseconds here (BENCHMARKS.md, "retention"): short enough for the live tail.
+/// Rows one prune step deletes at most while the chain is within a batch of its limit. A step
+/// of 1,000 rows with their index entries takes a few milliseconds (BENCHMARKS.md,
+/// "retention"): short enough for the live tail.
 pub const STEP_ROWS: u64 = 1_000;
-/// After each step a pass waits this many times the step's own duration: pruning holds the
-/// writer a third of the time at most, and the live tail's commits pass in between.
-const STEP_PACE: u32 = 2;
+/// How long a chain may stay behind (over its limit by more than a batch and still growing)
+/// before the log says so.
+const BEHIND_AFTER: Duration = Duration::from_secs(30);
 /// Steps one pass runs at most before it lets the next pass look again (a first pass over a
 /// database far over a lowered limit takes several passes).
 const MAX_STEPS_PER_PASS: usize = 10_000;
@@ -74,6 +75,78 @@ pub struct Pass {
     pub returned_pages: u64,
 }
 
+/// How hard the next prune step works: the rows it deletes at most, and the pause after it as a
+/// multiple of the time it held the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effort {
+    pub rows: u64,
+    pub pace: u32,
+}
+
+impl Effort {
+    /// The usual step: [`STEP_ROWS`], then a pause twice as long as the step, so pruning holds
+    /// the writer a third of the time at most and the live tail's commits pass in between.
+    pub const CALM: Effort = Effort {
+        rows: STEP_ROWS,
+        pace: 2,
+    };
+
+    /// The effort for a chain holding `held` events under a limit of `max`. Within a batch (a
+    /// tenth of the limit) over it, [`Effort::CALM`]; further over (ingest outruns the calm
+    /// pace), larger steps and shorter pauses, up to four times the rows back to back: the live
+    /// tail then waits a little longer for the writer, rather than the disk growing unbounded.
+    pub fn for_backlog(held: Option<u64>, max: Option<u64>) -> Effort {
+        let (Some(held), Some(max)) = (held, max) else {
+            return Effort::CALM;
+        };
+        let batch = (max / 10).max(1);
+        match held.saturating_sub(max) {
+            over if over <= batch => Effort::CALM,
+            over if over <= 3 * batch => Effort {
+                rows: 2 * STEP_ROWS,
+                pace: 1,
+            },
+            _ => Effort {
+                rows: 4 * STEP_ROWS,
+                pace: 0,
+            },
+        }
+    }
+}
+
+/// Watches whether pruning keeps pace with ingest: a chain over its limit by more than a batch
+/// whose held count still rises over [`BEHIND_AFTER`] is behind, said once in the log (and
+/// again when it catches up).
+#[derive(Debug, Default)]
+pub struct Behind {
+    /// The held count and when it was read, at the start of the window being judged.
+    since: Option<(Instant, u64)>,
+    reported: bool,
+}
+
+impl Behind {
+    /// Notes `held` at `now`; `Some(true)` when the chain just fell behind, `Some(false)` when
+    /// it just caught up, `None` when nothing changed.
+    pub fn note(&mut self, now: Instant, held: u64, max: u64) -> Option<bool> {
+        let over = held > max.saturating_add((max / 10).max(1));
+        if !over {
+            self.since = None;
+            return std::mem::take(&mut self.reported).then_some(false);
+        }
+        let (at, then) = *self.since.get_or_insert((now, held));
+        if now.duration_since(at) < BEHIND_AFTER {
+            return None;
+        }
+        self.since = Some((now, held));
+        let rising = held > then;
+        if rising && !self.reported {
+            self.reported = true;
+            return Some(true);
+        }
+        None
+    }
+}
+
 /// Spawns `retention/<chain>` under `supervisor`.
 pub fn spawn(
     supervisor: &Supervisor,
@@ -107,12 +180,16 @@ pub async fn run(
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut short = Shortfall::default();
+    let mut behind = Behind::default();
+    if let Some(max) = policy.max_events {
+        metrics::gauge!(m::RETENTION_LIMIT_EVENTS, "chain" => chain.to_owned()).set(max as f64);
+    }
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match pass(store, chain, &policy, &stop).await {
+        match pass(store, chain, &policy, &mut behind, &stop).await {
             Ok(done) => short.check(store, chain, &policy, &done).await,
             Err(err) if err.is_retryable() => {
                 tracing::warn!(chain, error = %err, "retention pass failed; trying again");
@@ -127,12 +204,20 @@ pub async fn pass(
     store: &Store,
     chain: &str,
     policy: &Policy,
+    behind: &mut Behind,
     stop: &CancellationToken,
 ) -> Result<Pass, StoreError> {
     let started = Instant::now();
-    let keep_events = match policy.max_events {
+    let held = match policy.max_events {
+        Some(_) => Some(store.retained_events(chain).await?),
+        None => None,
+    };
+    if let (Some(max), Some(held)) = (policy.max_events, held) {
+        say_behind(chain, behind.note(Instant::now(), held, max), held, max);
+    }
+    let keep_events = match (policy.max_events, held) {
         // Down to 90 %: the tenth in between is the batch.
-        Some(max) if store.retained_events(chain).await? > max => Some(max - max / 10),
+        (Some(max), Some(held)) if held > max => Some(max - max / 10),
         _ => None,
     };
     let expire_before = match policy.max_age {
@@ -141,14 +226,15 @@ pub async fn pass(
     };
     let mut done = Pass::default();
     if keep_events.is_some() || expire_before.is_some() {
-        let target = PruneTarget {
+        let mut target = PruneTarget {
             keep_events,
             expire_before,
             confirmations: policy.confirmations,
             max_rows: STEP_ROWS,
         };
+        let mut effort = Effort::for_backlog(held, policy.max_events);
         while done.steps < MAX_STEPS_PER_PASS && !stop.is_cancelled() {
-            let began = Instant::now();
+            target.max_rows = effort.rows;
             let Some(step) = store.prune_step(chain, &target).await? else {
                 break;
             };
@@ -161,10 +247,15 @@ pub async fn pass(
             metrics::gauge!(m::OLDEST_RETAINED_BLOCK, &[label()]).set(step.mark.low_block as f64);
             if let Some(held) = step.retained {
                 metrics::gauge!(m::RETAINED_EVENTS, &[label()]).set(held as f64);
+                if let Some(max) = policy.max_events {
+                    say_behind(chain, behind.note(Instant::now(), held, max), held, max);
+                }
             }
+            effort = Effort::for_backlog(step.retained, policy.max_events);
+            let pause = step.held * effort.pace;
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(began.elapsed() * STEP_PACE) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
         for _ in 0..MAX_VACUUM_STEPS {
@@ -191,6 +282,27 @@ pub async fn pass(
     }
     record_gauges(store, chain, policy).await?;
     Ok(done)
+}
+
+/// Logs a change of [`Behind`]'s verdict.
+fn say_behind(chain: &str, change: Option<bool>, held: u64, max: u64) {
+    match change {
+        Some(true) => tracing::warn!(
+            chain,
+            held,
+            max_events = max,
+            "retention is behind ingest: the chain holds more events than its limit and the \
+             count still rises while pruning runs flat out (the machine has too little CPU or \
+             disk for this inflow, or the limit is too small for it)"
+        ),
+        Some(false) => tracing::info!(
+            chain,
+            held,
+            max_events = max,
+            "retention caught up with ingest"
+        ),
+        None => {}
+    }
 }
 
 /// The cutoff (Unix seconds) when `chain`'s oldest block is older than `age`.
@@ -273,4 +385,54 @@ pub fn spawn_all<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_works_harder_the_further_a_chain_is_over_its_limit() {
+        let max = Some(1_000_000);
+        assert_eq!(Effort::for_backlog(None, max), Effort::CALM);
+        assert_eq!(Effort::for_backlog(Some(5), None), Effort::CALM, "age only");
+        assert_eq!(Effort::for_backlog(Some(900_000), max), Effort::CALM);
+        assert_eq!(
+            Effort::for_backlog(Some(1_100_000), max),
+            Effort::CALM,
+            "one batch over: the usual pass"
+        );
+        let further = Effort::for_backlog(Some(1_200_000), max);
+        assert!(further.rows > STEP_ROWS && further.pace < Effort::CALM.pace);
+        let far = Effort::for_backlog(Some(5_000_000), max);
+        assert_eq!((far.rows, far.pace), (4 * STEP_ROWS, 0), "back to back");
+    }
+
+    #[test]
+    fn a_chain_is_behind_when_its_count_keeps_rising_over_the_limit() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut behind = Behind::default();
+        assert_eq!(behind.note(at(0), 1_050, 1_000), None, "within a batch");
+        assert_eq!(
+            behind.note(at(1), 1_500, 1_000),
+            None,
+            "over, but not for long"
+        );
+        assert_eq!(behind.note(at(20), 1_900, 1_000), None);
+        assert_eq!(
+            behind.note(at(31), 2_000, 1_000),
+            Some(true),
+            "rose for 30 s"
+        );
+        assert_eq!(behind.note(at(70), 3_000, 1_000), None, "said once");
+        assert_eq!(behind.note(at(80), 1_000, 1_000), Some(false), "caught up");
+        assert_eq!(behind.note(at(81), 1_000, 1_000), None);
+
+        // Over the limit but shrinking: pruning is catching up, not behind.
+        let mut shrinking = Behind::default();
+        assert_eq!(shrinking.note(at(0), 5_000, 1_000), None);
+        assert_eq!(shrinking.note(at(31), 4_000, 1_000), None);
+        assert_eq!(shrinking.note(at(62), 3_000, 1_000), None);
+    }
 }

@@ -50,6 +50,7 @@ pub const ORPHANS_DROPPED: &str = "livechain_orphans_dropped_total";
 pub const PRUNED_EVENTS: &str = "livechain_pruned_events_total";
 pub const EVENTS_BELOW_RETENTION: &str = "livechain_events_below_retention_total";
 pub const RETAINED_EVENTS: &str = "livechain_retained_events";
+pub const RETENTION_LIMIT_EVENTS: &str = "livechain_retention_limit_events";
 pub const OLDEST_RETAINED_BLOCK: &str = "livechain_oldest_retained_block";
 pub const PRUNE_DURATION: &str = "livechain_prune_duration_seconds";
 pub const DATABASE_SIZE: &str = "livechain_database_size_bytes";
@@ -295,6 +296,10 @@ pub fn describe_all() {
     describe_gauge!(
         RETAINED_EVENTS,
         "Events held for a chain with a retention limit"
+    );
+    describe_gauge!(
+        RETENTION_LIMIT_EVENTS,
+        "A chain's retention.max_events (compare with livechain_retained_events)"
     );
     describe_gauge!(
         OLDEST_RETAINED_BLOCK,

@@ -79,6 +79,8 @@ pub struct Pruned {
     pub mark: Mark,
     /// Rows the chain holds after the step, when counted.
     pub retained: Option<u64>,
+    /// How long the step held the writer (waiting for it not included): what pacing weighs.
+    pub held: std::time::Duration,
 }
 
 /// The writer's view of each pruned chain, guarded by the writer's lock: what the write path
@@ -203,6 +205,7 @@ impl Store {
         let shared = &self.shared;
         // One hold of the writer's lock for the whole step: the writer waits for one step only.
         let mut sequence = shared.sequence.lock().await;
+        let began = std::time::Instant::now();
         let mut conn = shared.writer.acquire().await?;
         let retained = match (target.keep_events, sequence.windows.get_mut(chain).retained) {
             (None, _) => None,
@@ -249,12 +252,14 @@ impl Store {
         }
         let retained = window.retained;
         drop(sequence);
+        let held = began.elapsed();
         metrics::counter!(m::PRUNED_EVENTS, "chain" => chain.to_owned()).increment(events);
         Ok(Some(Pruned {
             events,
             heights,
             mark,
             retained,
+            held,
         }))
     }
 }
