@@ -27,6 +27,8 @@ pub const PASS_INTERVAL: Duration = Duration::from_millis(250);
 /// of 1,000 rows with their index entries takes a few milliseconds (BENCHMARKS.md,
 /// "retention"): short enough for the live tail.
 pub const STEP_ROWS: u64 = 1_000;
+/// Rows one prune step deletes at most when the chain is far behind its limit.
+pub const MAX_STEP_ROWS: u64 = 16 * STEP_ROWS;
 /// How long a chain may stay behind (over its limit by more than a batch and still growing)
 /// before the log says so.
 const BEHIND_AFTER: Duration = Duration::from_secs(30);
@@ -92,24 +94,23 @@ impl Effort {
     };
 
     /// The effort for a chain holding `held` events under a limit of `max`. Within a batch (a
-    /// tenth of the limit) over it, [`Effort::CALM`]; further over (ingest outruns the calm
-    /// pace), larger steps and shorter pauses, up to four times the rows back to back: the live
-    /// tail then waits a little longer for the writer, rather than the disk growing unbounded.
+    /// tenth of the limit) over it, [`Effort::CALM`]. Further over, ingest outruns the calm
+    /// pace: steps grow with the excess (a 64th of it, 2,000 to 16,000 rows) and the pauses
+    /// shrink, to none beyond three batches. Under a steady inflow a prune step gets the writer
+    /// about once per ingest commit, so only steps larger than the commits catch up; the live
+    /// tail then waits longer for the writer, rather than the disk growing without bound.
     pub fn for_backlog(held: Option<u64>, max: Option<u64>) -> Effort {
         let (Some(held), Some(max)) = (held, max) else {
             return Effort::CALM;
         };
         let batch = (max / 10).max(1);
-        match held.saturating_sub(max) {
-            over if over <= batch => Effort::CALM,
-            over if over <= 3 * batch => Effort {
-                rows: 2 * STEP_ROWS,
-                pace: 1,
-            },
-            _ => Effort {
-                rows: 4 * STEP_ROWS,
-                pace: 0,
-            },
+        let over = held.saturating_sub(max);
+        if over <= batch {
+            return Effort::CALM;
+        }
+        Effort {
+            rows: (over / 64).clamp(2 * STEP_ROWS, MAX_STEP_ROWS),
+            pace: if over <= 3 * batch { 1 } else { 0 },
         }
     }
 }
@@ -251,6 +252,7 @@ pub async fn pass(
                     say_behind(chain, behind.note(Instant::now(), held, max), held, max);
                 }
             }
+            metrics::histogram!(m::PRUNE_STEP, &[label()]).record(step.held.as_secs_f64());
             effort = Effort::for_backlog(step.retained, policy.max_events);
             let pause = step.held * effort.pace;
             tokio::select! {
@@ -403,9 +405,21 @@ mod tests {
             "one batch over: the usual pass"
         );
         let further = Effort::for_backlog(Some(1_200_000), max);
-        assert!(further.rows > STEP_ROWS && further.pace < Effort::CALM.pace);
-        let far = Effort::for_backlog(Some(5_000_000), max);
-        assert_eq!((far.rows, far.pace), (4 * STEP_ROWS, 0), "back to back");
+        assert_eq!(
+            (further.rows, further.pace),
+            (3_125, 1),
+            "a 64th of the excess"
+        );
+        let far = Effort::for_backlog(Some(1_500_000), max);
+        assert_eq!((far.rows, far.pace), (7_812, 0), "back to back");
+        let farther = Effort::for_backlog(Some(5_000_000), max);
+        assert_eq!(farther.rows, MAX_STEP_ROWS, "bounded");
+        let small = Effort::for_backlog(Some(5_000), Some(3_000));
+        assert_eq!(
+            (small.rows, small.pace),
+            (2 * STEP_ROWS, 0),
+            "at least 2,000 rows"
+        );
     }
 
     #[test]

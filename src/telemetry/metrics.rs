@@ -53,6 +53,7 @@ pub const RETAINED_EVENTS: &str = "livechain_retained_events";
 pub const RETENTION_LIMIT_EVENTS: &str = "livechain_retention_limit_events";
 pub const OLDEST_RETAINED_BLOCK: &str = "livechain_oldest_retained_block";
 pub const PRUNE_DURATION: &str = "livechain_prune_duration_seconds";
+pub const PRUNE_STEP: &str = "livechain_prune_step_seconds";
 pub const DATABASE_SIZE: &str = "livechain_database_size_bytes";
 pub const DATABASE_FREE_PAGES: &str = "livechain_database_free_pages";
 // Providers and breakers.
@@ -309,6 +310,11 @@ pub fn describe_all() {
         PRUNE_DURATION,
         Unit::Seconds,
         "Duration of one retention pass of a chain (all its prune steps)"
+    );
+    describe_histogram!(
+        PRUNE_STEP,
+        Unit::Seconds,
+        "How long one retention prune step held the writer, by chain"
     );
     describe_gauge!(
         DATABASE_SIZE,
