@@ -115,9 +115,10 @@ impl Effort {
     }
 }
 
-/// Watches whether pruning keeps pace with ingest: a chain over its limit by more than a batch
-/// whose held count still rises over [`BEHIND_AFTER`] is behind, said once in the log (and
-/// again when it catches up).
+/// Watches whether pruning keeps pace with ingest: a chain over its limit by more than two
+/// batches (where pruning already runs harder, [`Effort::for_backlog`]) whose held count still
+/// rises over [`BEHIND_AFTER`] is behind, said once in the log (and again when it is back
+/// within a batch of its limit).
 #[derive(Debug, Default)]
 pub struct Behind {
     /// The held count and when it was read, at the start of the window being judged.
@@ -129,10 +130,14 @@ impl Behind {
     /// Notes `held` at `now`; `Some(true)` when the chain just fell behind, `Some(false)` when
     /// it just caught up, `None` when nothing changed.
     pub fn note(&mut self, now: Instant, held: u64, max: u64) -> Option<bool> {
-        let over = held > max.saturating_add((max / 10).max(1));
-        if !over {
+        let batch = (max / 10).max(1);
+        if held <= max.saturating_add(batch) {
             self.since = None;
             return std::mem::take(&mut self.reported).then_some(false);
+        }
+        if held <= max.saturating_add(2 * batch) {
+            self.since = None;
+            return None;
         }
         let (at, then) = *self.since.get_or_insert((now, held));
         if now.duration_since(at) < BEHIND_AFTER {
@@ -428,18 +433,25 @@ mod tests {
         let at = |secs| t0 + Duration::from_secs(secs);
         let mut behind = Behind::default();
         assert_eq!(behind.note(at(0), 1_050, 1_000), None, "within a batch");
+        assert_eq!(behind.note(at(1), 1_150, 1_000), None, "within two batches");
         assert_eq!(
-            behind.note(at(1), 1_500, 1_000),
+            behind.note(at(40), 1_190, 1_000),
             None,
-            "over, but not for long"
+            "within two batches"
         );
-        assert_eq!(behind.note(at(20), 1_900, 1_000), None);
         assert_eq!(
-            behind.note(at(31), 2_000, 1_000),
+            behind.note(at(41), 1_500, 1_000),
+            None,
+            "over, not for long"
+        );
+        assert_eq!(behind.note(at(60), 1_900, 1_000), None);
+        assert_eq!(
+            behind.note(at(72), 2_000, 1_000),
             Some(true),
             "rose for 30 s"
         );
-        assert_eq!(behind.note(at(70), 3_000, 1_000), None, "said once");
+        assert_eq!(behind.note(at(75), 1_150, 1_000), None, "said once");
+        assert_eq!(behind.note(at(76), 3_000, 1_000), None, "said once");
         assert_eq!(behind.note(at(80), 1_000, 1_000), Some(false), "caught up");
         assert_eq!(behind.note(at(81), 1_000, 1_000), None);
 
