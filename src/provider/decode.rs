@@ -3,7 +3,7 @@
 //! Heads are read through a narrow struct (number, hashes, timestamp, bloom) rather than a full
 //! consensus header, so chains whose headers lack or add fields still index.
 
-use alloy_primitives::{B256, Bloom, U64};
+use alloy_primitives::{Address, B256, Bloom, Bytes, U64};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -54,32 +54,57 @@ pub struct LogRecord {
     pub removed: bool,
 }
 
+/// A log object as providers send it: the fields of alloy's `Log` that Livechain stores, read
+/// straight into their types. (alloy's own `Log` flattens its inner log, which makes serde
+/// buffer every field of every log before reading it: the cost of a backfill's parse.)
+/// Fields a node adds (`blockTimestamp`, …) are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogWire {
+    address: Address,
+    topics: Vec<B256>,
+    data: Bytes,
+    block_hash: Option<B256>,
+    block_number: Option<U64>,
+    transaction_hash: Option<B256>,
+    transaction_index: Option<U64>,
+    log_index: Option<U64>,
+    #[serde(default)]
+    removed: bool,
+}
+
 /// Reads one log object (from a `logs` notification or an `eth_getLogs` array).
 pub fn log(raw: &RawValue) -> Result<LogRecord, ProviderError> {
-    let wire: alloy_rpc_types_eth::Log = decode(raw, "log")?;
+    let wire: LogWire = decode(raw, "log")?;
     from_wire(wire)
 }
 
 /// Reads an `eth_getLogs` result.
 pub fn logs(raw: &RawValue) -> Result<Vec<LogRecord>, ProviderError> {
-    let wire: Vec<alloy_rpc_types_eth::Log> = decode(raw, "log list")?;
+    let wire: Vec<LogWire> = decode(raw, "log list")?;
     wire.into_iter().map(from_wire).collect()
 }
 
-fn from_wire(wire: alloy_rpc_types_eth::Log) -> Result<LogRecord, ProviderError> {
+fn from_wire(wire: LogWire) -> Result<LogRecord, ProviderError> {
     let missing = |field: &str| ProviderError::Malformed(format!("log without {field}"));
     let block_hash = wire.block_hash.ok_or_else(|| missing("blockHash"))?;
-    let block_number = wire.block_number.ok_or_else(|| missing("blockNumber"))?;
+    let block_number = wire
+        .block_number
+        .ok_or_else(|| missing("blockNumber"))?
+        .to::<u64>();
     let tx_hash = wire
         .transaction_hash
         .ok_or_else(|| missing("transactionHash"))?;
     let tx_index = wire
         .transaction_index
-        .ok_or_else(|| missing("transactionIndex"))?;
-    let log_index = wire.log_index.ok_or_else(|| missing("logIndex"))?;
+        .ok_or_else(|| missing("transactionIndex"))?
+        .to::<u64>();
+    let log_index = wire
+        .log_index
+        .ok_or_else(|| missing("logIndex"))?
+        .to::<u64>();
     let removed = wire.removed;
-    let (address, data) = (wire.inner.address, wire.inner.data);
-    let topics = data.topics().to_vec();
+    let (address, data, topics) = (wire.address, wire.data, wire.topics);
     if topics.len() > 4 {
         return Err(ProviderError::Malformed(format!(
             "log with {} topics",
@@ -96,7 +121,7 @@ fn from_wire(wire: alloy_rpc_types_eth::Log) -> Result<LogRecord, ProviderError>
             log_index,
             address,
             topics,
-            data: data.data,
+            data,
         },
     })
 }
@@ -176,5 +201,31 @@ mod tests {
             "",
         );
         assert!(log(&raw(&pending)).is_err());
+        let null_hash = LOG.replace(
+            r#""blockHash":"0x1111111111111111111111111111111111111111111111111111111111111111""#,
+            r#""blockHash":null"#,
+        );
+        let err = log(&raw(&null_hash)).unwrap_err().to_string();
+        assert!(err.contains("blockHash"), "{err}");
+        let topic = format!("\"0x{}\",", "00".repeat(32));
+        let five = LOG.replace(
+            r#""topics":["#,
+            &format!(r#""topics":[{}"#, topic.repeat(4)),
+        );
+        let err = log(&raw(&five)).unwrap_err().to_string();
+        assert!(err.contains("5 topics"), "{err}");
+    }
+
+    #[test]
+    fn fields_a_node_adds_or_leaves_out_are_no_obstacle() {
+        // Reth and others add `blockTimestamp`; some nodes leave `removed` out.
+        let added = LOG.replace(
+            r#""removed":false"#,
+            r#""blockTimestamp":"0x5f5e100","extra":{"a":[1,2]}"#,
+        );
+        let record = log(&raw(&added)).unwrap();
+        assert_eq!(record, log(&raw(LOG)).unwrap());
+        let list = format!("[{LOG},{added}]");
+        assert_eq!(logs(&raw(&list)).unwrap().len(), 2);
     }
 }
