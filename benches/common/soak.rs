@@ -57,6 +57,10 @@ pub struct Counters {
     pub lagged: AtomicU64,
     /// `error` messages, server closes the client did not ask for, and failed comparisons.
     pub unexpected: AtomicU64,
+    /// Sessions told `cursor_expired` with an `oldest_cursor` above everything they received: a
+    /// replay slower than the inflow, overtaken by pruning, told so rather than handed a gap
+    /// (the documented outcome; the next session starts afresh).
+    pub overtaken: AtomicU64,
     pub removed: AtomicU64,
     notes: Mutex<Vec<String>>,
 }
@@ -359,7 +363,14 @@ fn take(ctx: &Ctx, spec: &Spec, message: Wire, seen: &mut Seen) {
             let error = message.error.unwrap_or_default();
             seen.told = true;
             seen.expired = error["code"] == "cursor_expired";
-            Counters::add(&counters.unexpected, 1);
+            let above_all_seen = error["oldest_cursor"]
+                .as_i64()
+                .is_some_and(|oldest| seen.last.is_none_or(|last| oldest > last));
+            if seen.expired && above_all_seen {
+                Counters::add(&counters.overtaken, 1);
+            } else {
+                Counters::add(&counters.unexpected, 1);
+            }
             counters.note(format!("{}: error message {error}", spec.filter));
         }
         _ => {}
@@ -367,8 +378,15 @@ fn take(ctx: &Ctx, spec: &Spec, message: Wire, seen: &mut Seen) {
 }
 
 /// Compares the session's events with the stored ones over the same cursor range; returns
-/// where the next session starts.
+/// where the next session starts (afresh after `cursor_expired`: what it received up to the
+/// error is compared all the same).
 async fn verify(ctx: &Ctx, spec: &Spec, start: Start, seen: Seen) -> Start {
+    let expired = seen.expired;
+    let next = compare(ctx, spec, start, seen).await;
+    if expired { Start::Fresh } else { next }
+}
+
+async fn compare(ctx: &Ctx, spec: &Spec, start: Start, seen: Seen) -> Start {
     let counters = &ctx.counters;
     let lower = match start {
         Start::Resume { verified_to, .. } => Some(verified_to),
@@ -380,9 +398,6 @@ async fn verify(ctx: &Ctx, spec: &Spec, start: Start, seen: Seen) -> Start {
         since: seen.resume_from.unwrap_or(to),
         verified_to: to,
     };
-    if seen.expired {
-        return Start::Fresh;
-    }
     let (Some(lower), Some(upper)) = (lower, upper) else {
         // A fresh session that saw nothing: it starts afresh again.
         return upper.map_or(Start::Fresh, next);
