@@ -47,13 +47,18 @@ impl Aggregator {
         if !self.is_first(key, number, provider, at).await? {
             return self.release(key.block_hash).await;
         }
-        self.best_head.send_if_modified(|best| {
-            let higher = number > *best;
-            if higher {
-                *best = number;
-            }
-            higher
-        });
+        // Only a live head is news of the chain's head: the range sync takes a moving best head
+        // for live heads arriving, and backfilled headers moving it made the sync wait for the
+        // chain to "settle" at each one instead of asking for the rest of the history.
+        if self.live {
+            self.best_head.send_if_modified(|best| {
+                let higher = number > *best;
+                if higher {
+                    *best = number;
+                }
+                higher
+            });
+        }
         self.meters.head.set(*self.best_head.borrow() as f64);
         let event = Event {
             chain: self.chain.clone(),
