@@ -280,7 +280,10 @@ impl Session {
                     },
                     _ = heartbeat.tick() => {
                         let head = self.state.chains.iter()
-                            .map(|c| (c.name.to_string(), *c.best_head.borrow()))
+                            .map(|c| {
+                                let polled = c.progress.borrow().head;
+                                (c.name.to_string(), polled.max(*c.best_head.borrow()))
+                            })
                             .collect();
                         let body = ServerMessage::Heartbeat { head, cursor: last };
                         if let Err(end) = self.send(body.text()).await {
