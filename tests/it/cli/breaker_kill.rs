@@ -12,13 +12,24 @@ fn dead(devnet: &livechain::devnet::Devnet, on: bool) {
     faults.set_refuse_connections(on);
 }
 
-async fn breaker(base: &str, id: &str) -> Value {
+async fn provider(base: &str, id: &str) -> Value {
     let (_, body) = support::get_json(&format!("{base}/v1/providers")).await;
     body["providers"]
         .as_array()
         .and_then(|l| l.iter().find(|p| p["id"] == id).cloned())
-        .map(|p| p["breaker"].clone())
         .unwrap_or(Value::Null)
+}
+
+async fn breaker(base: &str, id: &str) -> Value {
+    provider(base, id).await["breaker"].clone()
+}
+
+/// Whether `id` has answered a request in this run: until it has, its breaker is in its
+/// start-up phase, where failures back off but never open it.
+async fn has_answered(base: &str, id: &str) -> bool {
+    let p = provider(base, id).await;
+    let (requests, errors) = (p["requests"].as_u64(), p["errors"].as_u64());
+    requests.zip(errors).is_some_and(|(r, e)| r > e)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,6 +45,15 @@ async fn a_breaker_seen_open_is_open_after_a_sigkill_the_moment_after() {
     for round in 0..5 {
         dead(&devnet, false);
         let mut child = start(&config, dir.path(), &base, round).await;
+        let answered = support::wait_for(WAIT, Duration::from_millis(20), || async {
+            has_answered(&base, "p1").await.then_some(())
+        })
+        .await;
+        assert!(
+            answered.is_some(),
+            "round {round}: p1 never answered\n{}",
+            child.output()
+        );
         dead(&devnet, true);
         let seen = support::wait_for(WAIT, Duration::from_millis(5), || async {
             let b = breaker(&base, "p1").await;
