@@ -85,11 +85,7 @@ fn chains_table(body: &Value) -> Table {
         "problem",
     ]);
     for c in list(body, "chains") {
-        let backfill = if c["backfill"]["active"] == true {
-            format!("{} blocks left", cell(&c["backfill"]["remaining_blocks"]))
-        } else {
-            "caught up".to_owned()
-        };
+        let backfill = backfill_cell(&c["backfill"]);
         t.add_row(vec![
             cell(&c["name"]),
             cell(&c["head"]),
@@ -102,6 +98,33 @@ fn chains_table(body: &Value) -> Table {
         ]);
     }
     t
+}
+
+/// A chain's backfill in a few words: blocks done of the total, the blocks left, the rate in
+/// blocks and logs per second and the time left at that rate, as far as they are known.
+fn backfill_cell(b: &Value) -> String {
+    if b["active"] != true {
+        return "caught up".to_owned();
+    }
+    let mut parts = Vec::new();
+    if let (Some(done), Some(total)) = (b["done_blocks"].as_u64(), b["total_blocks"].as_u64()) {
+        let pct = if total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / total as f64
+        };
+        parts.push(format!("{done}/{total} blocks ({pct:.0} %)"));
+    }
+    parts.push(format!("{} left", cell(&b["remaining_blocks"])));
+    if let Some(rate) = b["blocks_per_second"].as_f64() {
+        let logs = b["logs_per_second"].as_f64().unwrap_or(0.0);
+        parts.push(format!("{rate:.0} blocks/s, {logs:.0} logs/s"));
+    }
+    if let Some(eta) = b["eta_seconds"].as_u64() {
+        let eta = humantime::format_duration(std::time::Duration::from_secs(eta));
+        parts.push(format!("ETA {eta}"));
+    }
+    parts.join(" · ")
 }
 
 fn providers_table(body: &Value) -> Table {
@@ -140,4 +163,30 @@ fn processes_table(body: &Value) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backfill_cell;
+    use serde_json::json;
+
+    #[test]
+    fn a_backfill_under_way_shows_done_rate_and_eta() {
+        let b = json!({"active": true, "remaining_blocks": 7000, "done_blocks": 3000,
+            "total_blocks": 10000, "blocks_per_second": 500.0, "logs_per_second": 25000.0,
+            "eta_seconds": 14});
+        assert_eq!(
+            backfill_cell(&b),
+            "3000/10000 blocks (30 %) · 7000 left · 500 blocks/s, 25000 logs/s · ETA 14s"
+        );
+    }
+
+    #[test]
+    fn a_backfill_before_its_first_rate_shows_what_is_known() {
+        let b = json!({"active": true, "remaining_blocks": 7000, "done_blocks": null,
+            "total_blocks": null, "blocks_per_second": null, "logs_per_second": null,
+            "eta_seconds": null});
+        assert_eq!(backfill_cell(&b), "7000 left");
+        assert_eq!(backfill_cell(&json!({"active": false})), "caught up");
+    }
 }
