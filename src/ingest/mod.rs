@@ -97,6 +97,8 @@ pub struct RangeData {
     /// tags read in the same batch, else `confirmations` below the head.
     pub safe: Option<u64>,
     pub finalized: Option<u64>,
+    /// Bytes of JSON the node's answer weighed (the range sync sizes its next ranges by it).
+    pub bytes: u64,
 }
 
 /// How one chain's providers are reached: configured, or an in-process devnet's endpoints.

@@ -49,6 +49,9 @@ const HEADER_CACHE: usize = 4096;
 /// Blocks whose forwarded events are remembered, so the range sync's re-read of them costs no
 /// write (a few bytes per block; about six seconds of a devnet in throughput mode).
 const FORWARDED_BLOCKS: usize = 8192;
+/// Writer inputs queued ahead of a range at most: two full batches of events
+/// ([`super::writer::MAX_BATCH`] in [`OUTBOX`]-sized inputs), enough to keep the writer busy.
+const QUEUED_BEFORE_RANGE: usize = 2 * super::writer::MAX_BATCH / OUTBOX;
 
 pub struct Aggregator {
     chain: ChainName,
@@ -224,6 +227,7 @@ impl Aggregator {
     }
 
     async fn on_range(&mut self, range: RangeData) -> Result<(), Closed> {
+        self.writer_room().await;
         let now = Instant::now();
         let RangeData {
             provider,
@@ -234,6 +238,7 @@ impl Aggregator {
             hashes,
             safe,
             finalized,
+            bytes: _,
         } = range;
         self.remember_canonical(first, &hashes, last.number);
         // What the live stream already sent the writer is skipped: the writer commits it before
@@ -267,6 +272,21 @@ impl Aggregator {
             finalized_block: finalized,
         };
         self.send(WriterInput::Checkpoint(checkpoint)).await
+    }
+}
+
+impl Aggregator {
+    /// Waits until the writer has at most [`QUEUED_BEFORE_RANGE`] inputs queued (or is gone).
+    /// A backfill hands on ranges faster than they commit; without this wait the writer's
+    /// queue would fill to its bound with range events, memory that buys no speed.
+    async fn writer_room(&self) {
+        let room = self
+            .writer
+            .max_capacity()
+            .saturating_sub(QUEUED_BEFORE_RANGE);
+        while self.writer.capacity() < room && !self.writer.is_closed() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 

@@ -61,6 +61,10 @@ impl Fetcher {
         let (calls, with_tags) = self.requests(filters, from, to, turn)?;
         let (provider, answers) = self.providers.batch_from(turn, avoid, &calls).await?;
         *answered = Some(provider);
+        let bytes = answers
+            .iter()
+            .map(|a| a.as_ref().map_or(0, |raw| raw.get().len() as u64))
+            .sum();
         let mut answers = answers.into_iter();
         let logs = read_logs(filters.len(), &mut answers)?;
         let heads = methods::read_blocks(from, to, &mut answers)?;
@@ -88,6 +92,7 @@ impl Fetcher {
             hashes,
             safe,
             finalized,
+            bytes,
         })
     }
 

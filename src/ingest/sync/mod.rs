@@ -15,7 +15,10 @@
 //! wide ranges.
 //!
 //! A provider that refuses a range (too many blocks or results) halves it; the limit learned is
-//! kept for the chain's later ranges.
+//! kept for the chain's later ranges. Below that limit ranges are sized by bytes: dense blocks
+//! make shorter ranges, so that an answer weighs about [`schedule::RANGE_BYTES`] and the ranges
+//! in flight hold a bounded amount of memory. The aggregator takes a range on only once the
+//! writer's queue is short, so a backfill faster than the disk waits in the node, not in memory.
 //!
 //! The loop ([`run`]) is a state machine over what it keeps between passes; which ranges to ask
 //! for and when is [`schedule`]'s, where the sync stands and how a reorg moves it back is

@@ -241,6 +241,7 @@ mod tests {
             hashes: hashes.to_vec(),
             safe: None,
             finalized: None,
+            bytes: 0,
         }
     }
 

@@ -286,6 +286,7 @@ impl Run {
     /// Hands a range that extends the checkpoint on to the aggregator.
     async fn hand_on(&mut self, ask: Ask, mut range: RangeData) -> Step {
         self.settle(&mut range);
+        self.schedule.answered(ask.len(), range.bytes);
         self.sync.finalized = self.sync.finalized.max(range.finalized);
         metrics::counter!(m::BACKFILL_BLOCKS, "chain" => self.sync.chain.to_string())
             .increment(ask.len());

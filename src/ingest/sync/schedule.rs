@@ -14,6 +14,13 @@ use crate::domain::ProviderIndex;
 
 /// Blocks per range at most (and at start, before any provider refused one).
 pub const MAX_RANGE: u64 = 256;
+/// What one range's answer should weigh, in bytes of JSON: a range of dense blocks is cut to
+/// about this (from the bytes per block of the answers so far), so the ranges in flight and
+/// queued for the aggregator hold a bounded amount of memory whatever the chain's density.
+/// Large enough that the per-request cost stays small beside the answer's.
+pub const RANGE_BYTES: u64 = 4 << 20;
+/// Weight of the newest answer in the bytes-per-block average.
+const DENSITY_WEIGHT: f64 = 0.5;
 /// Ranges in flight at once, whatever the number of providers: with one provider the next
 /// ranges are fetched while the first is written, not after; each answer is held until handed
 /// on.
@@ -49,6 +56,8 @@ pub struct Schedule<R> {
     max_in_flight: usize,
     /// Blocks per range the providers accept.
     span: u64,
+    /// Bytes per block of the answers so far (a moving average); `None` before the first.
+    density: Option<f64>,
     turn: usize,
     /// The provider whose answer failed the last range: asked last until a range succeeds.
     avoid: Option<ProviderIndex>,
@@ -64,14 +73,29 @@ impl<R> Schedule<R> {
             in_flight: VecDeque::new(),
             max_in_flight: MAX_IN_FLIGHT,
             span: MAX_RANGE,
+            density: None,
             turn: 0,
             avoid: None,
             asked_at: None,
         }
     }
 
+    /// Blocks per range asked for: the providers' limit, cut so that an answer weighs about
+    /// [`RANGE_BYTES`] at the density seen so far.
     pub fn span(&self) -> u64 {
-        self.span
+        let by_bytes = self.density.map_or(u64::MAX, |per_block| {
+            (RANGE_BYTES as f64 / per_block.max(1.0)) as u64
+        });
+        self.span.min(by_bytes).max(1)
+    }
+
+    /// A range of `blocks` blocks was answered in `bytes` bytes of JSON.
+    pub fn answered(&mut self, blocks: u64, bytes: u64) {
+        let per_block = bytes as f64 / blocks.max(1) as f64;
+        self.density = Some(match self.density {
+            Some(avg) => avg + DENSITY_WEIGHT * (per_block - avg),
+            None => per_block,
+        });
     }
 
     /// The first block not yet asked for.
@@ -94,9 +118,10 @@ impl<R> Schedule<R> {
         mut fetch: impl FnMut(Ask) -> JoinHandle<R>,
     ) -> Option<Instant> {
         let mut from = self.scheduled?;
+        let span = self.span();
         while self.in_flight.len() < self.max_in_flight && from <= target {
-            let to = target.min(from.saturating_add(self.span - 1));
-            if to - from + 1 < self.span {
+            let to = target.min(from.saturating_add(span - 1));
+            if to - from + 1 < span {
                 let ready_at = self.asked_at.map_or(now, |at| at + LINGER);
                 if !self.in_flight.is_empty() || (live && now < ready_at) {
                     return Some(ready_at.max(now + Duration::from_millis(1)));
@@ -329,6 +354,32 @@ mod tests {
         assert_eq!(schedule.span(), 1);
         schedule.ask_all(3, Instant::now(), false, hang);
         assert_eq!(asked(&schedule), [(0, 0, 0), (1, 1, 1), (2, 2, 2)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dense_blocks_make_shorter_ranges_sparse_ones_the_full_limit() {
+        let mut schedule = Schedule::<()>::new(Some(0));
+        assert_eq!(schedule.span(), MAX_RANGE, "nothing answered yet");
+        // 40 KiB a block: about RANGE_BYTES an answer is 102 blocks.
+        schedule.answered(MAX_RANGE, MAX_RANGE * 40 * 1024);
+        assert_eq!(schedule.span(), RANGE_BYTES / (40 * 1024));
+        schedule.ask_all(10_000, Instant::now(), false, hang);
+        assert_eq!(asked(&schedule), [(0, 101, 0), (102, 203, 1), (204, 305, 2)]);
+        // The average follows the chain: sparse blocks bring the limit back.
+        for _ in 0..20 {
+            schedule.answered(102, 102 * 600);
+        }
+        assert_eq!(schedule.span(), MAX_RANGE);
+        // A refusal still caps it, whatever the bytes allow.
+        schedule.refused(&Ask {
+            from: 0,
+            to: 63,
+            turn: 0,
+            avoid: None,
+        });
+        assert_eq!(schedule.span(), 32);
+        schedule.answered(1, u64::MAX);
+        assert_eq!(schedule.span(), 1, "never below one block");
     }
 
     #[tokio::test(start_paused = true)]
