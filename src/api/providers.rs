@@ -43,6 +43,9 @@ struct ProviderJson {
     error_rate: f64,
     requests: u64,
     errors: u64,
+    /// Blocks per `eth_getLogs` range it accepts, as learned from its refusals (the range
+    /// sync's own limit until it refuses one).
+    range_limit: u64,
     /// Every error met talking to it since start (its HTTP calls and its WebSocket), by kind:
     /// `connect`, `transport`, `closed`, `timeout`, `http_status`, `malformed`,
     /// `rate_limited`, `range`, `fault`, `missing`, `caller` (every kind listed, zeros
@@ -113,6 +116,7 @@ impl ProviderJson {
         report: ProviderReport,
         race: Option<ProviderRace>,
         errors: Option<&ErrorTally>,
+        range_limit: u64,
     ) -> ProviderJson {
         ProviderJson {
             id: report.id,
@@ -146,6 +150,7 @@ impl ProviderJson {
             error_rate: (report.error_rate * 1e4).round() / 1e4,
             requests: report.requests,
             errors: report.errors,
+            range_limit,
             errors_by_class: match errors {
                 Some(tally) => tally.counts().into_iter().collect(),
                 None => ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
@@ -170,13 +175,18 @@ pub(super) async fn providers(State(state): State<AppState>) -> Json<ProvidersJs
                 .iter()
                 .position(|r| r.provider == report.id)
                 .map(|i| races.swap_remove(i));
-            let errors = chain
-                .providers
-                .all()
-                .iter()
-                .find(|p| p.id == report.id)
-                .map(|p| p.http.errors());
-            providers.push(ProviderJson::new(&chain.name, report, race, errors));
+            let provider = chain.providers.all().iter().find(|p| p.id == report.id);
+            let errors = provider.map(|p| p.http.errors());
+            let range_limit = provider.map_or(crate::ingest::sync::MAX_RANGE, |p| {
+                p.range_limit.load(std::sync::atomic::Ordering::Relaxed)
+            });
+            providers.push(ProviderJson::new(
+                &chain.name,
+                report,
+                race,
+                errors,
+                range_limit,
+            ));
         }
     }
     Json(ProvidersJson { providers })

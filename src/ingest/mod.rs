@@ -25,7 +25,6 @@ pub mod writer;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -313,14 +312,13 @@ fn chain_providers(
             .with_context(|| format!("chain {name} has more than {MAX_PROVIDERS} providers"))?;
         let http = HttpClient::new(name, &endpoint.id, endpoint.http_url.clone(), HTTP_TIMEOUT)?
             .with_error_rules(rules.clone());
-        list.push(ChainProvider {
+        list.push(ChainProvider::new(
             index,
-            id: endpoint.id.clone(),
+            endpoint.id.clone(),
             http,
-            ws_url: endpoint.ws_url.clone(),
-            priority: endpoint.priority,
-            batches: Arc::new(AtomicBool::new(true)),
-        });
+            endpoint.ws_url.clone(),
+            endpoint.priority,
+        ));
     }
     anyhow::ensure!(!list.is_empty(), "chain {name} has no provider");
     Ok(list)

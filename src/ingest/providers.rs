@@ -2,7 +2,7 @@
 //! an order of preference, and failover across them for HTTP work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -26,6 +26,9 @@ pub struct ChainProvider {
     pub priority: u32,
     /// False once the provider refused a JSON-RPC batch: its calls are then sent one by one.
     pub batches: Arc<AtomicBool>,
+    /// Blocks per `eth_getLogs` range it accepts: the range sync's limit at start, halved below
+    /// each range it refuses (one provider's limit is not another's).
+    pub range_limit: Arc<AtomicU64>,
 }
 
 /// Single calls in flight at once to a provider that refuses batches.
@@ -84,6 +87,33 @@ impl ProviderSet {
         self.providers
             .iter()
             .find(|p| usize::from(p.index) == index)
+    }
+
+    /// Blocks per range worth asking for: the largest limit among the healthy providers (all of
+    /// them when none is healthy). A provider with a smaller one is asked such a range last.
+    pub fn range_limit(&self) -> u64 {
+        let limit = |p: &ChainProvider| p.range_limit.load(Ordering::Relaxed);
+        let healthy = self
+            .providers
+            .iter()
+            .filter(|p| self.health.is_healthy(usize::from(p.index)))
+            .map(limit)
+            .max();
+        healthy
+            .or_else(|| self.providers.iter().map(limit).max())
+            .unwrap_or(1)
+    }
+
+    /// `index` refused a range of `blocks` blocks as too large: its limit becomes half of that
+    /// (not of its limit: several ranges in flight may be refused for one limit), at least one.
+    /// Its limit now.
+    pub fn refused_range(&self, index: ProviderIndex, blocks: u64) -> u64 {
+        let Some(provider) = self.by_index(usize::from(index)) else {
+            return self.range_limit();
+        };
+        let half = (blocks / 2).max(1);
+        let before = provider.range_limit.fetch_min(half, Ordering::Relaxed);
+        before.min(half)
     }
 
     /// The order to try providers in: [`ChainHealth::ranked`], its healthy head rotated by
@@ -208,7 +238,7 @@ pub type BatchAnswer = (ProviderIndex, Vec<Result<Box<RawValue>, ProviderError>>
 impl ProviderSet {
     /// A batch, tried on each provider in turn while the whole batch fails retryably.
     pub async fn batch(&self, calls: &[Request]) -> Result<BatchAnswer, ProviderError> {
-        self.batch_from(0, None, calls).await
+        self.batch_from(0, None, 0, calls).await
     }
 
     /// A batch sent first to the `start`-th healthy provider (modulo their number), then to the
@@ -216,7 +246,8 @@ impl ProviderSet {
     /// spread the load. Each attempt goes through the provider's breaker; a provider that
     /// refuses batches gets the same calls one by one (and from then on only so); answers are
     /// in the order of `calls` either way. `avoid` (one that just answered wrong data) is asked
-    /// last, whatever its rank.
+    /// last, whatever its rank, and so are providers whose range limit is below `blocks` (the
+    /// range the calls read; 0 when they read none).
     ///
     /// Hedged: an attempt still unanswered after [`ProviderSet::hedge_after`] is joined by one
     /// to the next provider, and the first usable answer wins, so a provider that hangs (a
@@ -225,9 +256,12 @@ impl ProviderSet {
         &self,
         start: usize,
         avoid: Option<ProviderIndex>,
+        blocks: u64,
         calls: &[Request],
     ) -> Result<BatchAnswer, ProviderError> {
         let mut order = self.order(Some(start));
+        // Stable: the rotation is kept among those that accept the range, and among the rest.
+        order.sort_by_key(|p| p.range_limit.load(Ordering::Relaxed) < blocks);
         if let Some(at) = avoid.and_then(|a| order.iter().position(|p| p.index == a)) {
             let avoided = order.remove(at);
             order.push(avoided);
@@ -348,6 +382,26 @@ const HEDGE_MAX: Duration = Duration::from_secs(2);
 const HEDGE_FACTOR: u32 = 4;
 
 impl ChainProvider {
+    /// A provider that sends batches and accepts ranges of [`super::sync::MAX_RANGE`] blocks
+    /// until it shows otherwise.
+    pub fn new(
+        index: ProviderIndex,
+        id: String,
+        http: HttpClient,
+        ws_url: Option<Url>,
+        priority: u32,
+    ) -> ChainProvider {
+        ChainProvider {
+            index,
+            id,
+            http,
+            ws_url,
+            priority,
+            batches: Arc::new(AtomicBool::new(true)),
+            range_limit: Arc::new(AtomicU64::new(super::sync::MAX_RANGE)),
+        }
+    }
+
     async fn batch(
         &self,
         calls: &[Request],

@@ -59,7 +59,11 @@ impl Fetcher {
             avoid,
         } = ask;
         let (calls, with_tags) = self.requests(filters, from, to, turn)?;
-        let (provider, answers) = self.providers.batch_from(turn, avoid, &calls).await?;
+        let blocks = to - from + 1;
+        let (provider, answers) = self
+            .providers
+            .batch_from(turn, avoid, blocks, &calls)
+            .await?;
         *answered = Some(provider);
         let bytes = answers
             .iter()

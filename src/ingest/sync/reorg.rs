@@ -179,7 +179,7 @@ pub(super) async fn find_ancestor(
     while hi >= lowest {
         let lo = hi.saturating_sub(WALK_CHUNK - 1).max(lowest);
         let (_, answers) = providers
-            .batch_from(start, None, &Request::blocks(lo..=hi)?)
+            .batch_from(start, None, 0, &Request::blocks(lo..=hi)?)
             .await?;
         let theirs = methods::read_blocks(lo, hi, &mut answers.into_iter())?;
         for head in theirs.into_iter().rev() {

@@ -165,6 +165,7 @@ impl Run {
             target = target.max(self.polled.head);
         }
         let verdict = self.check_stuck(now).await?;
+        self.schedule.set_limit(self.sync.providers.range_limit());
         let mut wake = now + HEAD_POLL;
         if let Some(target) = target {
             self.start(target);
@@ -341,8 +342,17 @@ impl Run {
                 }
             }
             RangeError::Provider(err) if err.is_range_error() && ask.to > ask.from => {
-                self.schedule.refused(&ask);
-                tracing::info!(chain = %self.sync.chain, span = self.schedule.span(), error = %err, "provider refused the range; halving it");
+                let providers = &self.sync.providers;
+                // Whose refusal it was is known when one answered; else every provider's limit.
+                let refused: Vec<_> = match failed.provider {
+                    Some(p) => vec![p],
+                    None => providers.all().iter().map(|p| p.index).collect(),
+                };
+                for p in refused {
+                    let limit = providers.refused_range(p, ask.len());
+                    tracing::info!(chain = %self.sync.chain, provider = %providers.id(p), limit, error = %err, "provider refused the range; halving its range limit");
+                }
+                self.schedule.set_limit(providers.range_limit());
             }
             err => {
                 self.failing = Some((ask.from, ask.to));

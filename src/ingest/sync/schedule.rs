@@ -54,7 +54,7 @@ pub struct Schedule<R> {
     scheduled: Option<u64>,
     in_flight: VecDeque<(Ask, JoinHandle<R>)>,
     max_in_flight: usize,
-    /// Blocks per range the providers accept.
+    /// Blocks per range the providers accept (at most [`MAX_RANGE`]).
     span: u64,
     /// Bytes per block of the answers so far (a moving average); `None` before the first.
     density: Option<f64>,
@@ -180,10 +180,9 @@ impl<R> Schedule<R> {
         self.avoid = by.or(self.avoid);
     }
 
-    /// A provider refused `ask` as too large: the limit becomes half of what was refused (not
-    /// of the limit: several ranges in flight may be refused for one limit).
-    pub fn refused(&mut self, ask: &Ask) {
-        self.span = self.span.min(ask.len() / 2).max(1);
+    /// Blocks per range the providers accept now (see `ProviderSet::range_limit`).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.span = limit.clamp(1, MAX_RANGE);
     }
 }
 
@@ -336,21 +335,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_range_halves_the_limit_and_not_below_one() {
+    async fn the_providers_limit_caps_ranges_and_never_below_one() {
         let mut schedule = Schedule::<()>::new(Some(0));
-        let ask = |from, to| Ask {
-            from,
-            to,
-            turn: 0,
-            avoid: None,
-        };
-        schedule.refused(&ask(0, 255));
+        schedule.set_limit(128);
         assert_eq!(schedule.span(), 128);
-        schedule.refused(&ask(0, 255));
-        assert_eq!(schedule.span(), 128, "a second refusal of the old size");
-        schedule.refused(&ask(0, 1));
-        assert_eq!(schedule.span(), 1);
-        schedule.refused(&ask(0, 0));
+        schedule.set_limit(10 * MAX_RANGE);
+        assert_eq!(schedule.span(), MAX_RANGE, "never above MAX_RANGE");
+        schedule.set_limit(0);
         assert_eq!(schedule.span(), 1);
         schedule.ask_all(3, Instant::now(), false, hang);
         assert_eq!(asked(&schedule), [(0, 0, 0), (1, 1, 1), (2, 2, 2)]);
@@ -364,19 +355,17 @@ mod tests {
         schedule.answered(MAX_RANGE, MAX_RANGE * 40 * 1024);
         assert_eq!(schedule.span(), RANGE_BYTES / (40 * 1024));
         schedule.ask_all(10_000, Instant::now(), false, hang);
-        assert_eq!(asked(&schedule), [(0, 101, 0), (102, 203, 1), (204, 305, 2)]);
+        assert_eq!(
+            asked(&schedule),
+            [(0, 101, 0), (102, 203, 1), (204, 305, 2)]
+        );
         // The average follows the chain: sparse blocks bring the limit back.
         for _ in 0..20 {
             schedule.answered(102, 102 * 600);
         }
         assert_eq!(schedule.span(), MAX_RANGE);
-        // A refusal still caps it, whatever the bytes allow.
-        schedule.refused(&Ask {
-            from: 0,
-            to: 63,
-            turn: 0,
-            avoid: None,
-        });
+        // The providers' limit still caps it, whatever the bytes allow.
+        schedule.set_limit(32);
         assert_eq!(schedule.span(), 32);
         schedule.answered(1, u64::MAX);
         assert_eq!(schedule.span(), 1, "never below one block");

@@ -13,7 +13,6 @@ mod viem;
 mod writes;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use livechain::breaker::{Breaker, SystemClock};
@@ -50,20 +49,22 @@ pub fn gateway_with_rules(urls: &[String], config: GatewayConfig, rules: &[Error
     let providers = urls
         .iter()
         .enumerate()
-        .map(|(i, url)| ChainProvider {
-            index: ProviderIndex::try_from(i).expect("few providers"),
-            id: format!("u{i}"),
-            http: HttpClient::new(
+        .map(|(i, url)| {
+            let http = HttpClient::new(
                 "test",
                 &format!("u{i}"),
                 url.parse().expect("url"),
                 Duration::from_secs(10),
             )
             .expect("client")
-            .with_error_rules(rules.clone()),
-            ws_url: None,
-            priority: u32::try_from(i).expect("few providers"),
-            batches: Arc::new(AtomicBool::new(true)),
+            .with_error_rules(rules.clone());
+            ChainProvider::new(
+                ProviderIndex::try_from(i).expect("few providers"),
+                format!("u{i}"),
+                http,
+                None,
+                u32::try_from(i).expect("few providers"),
+            )
         })
         .collect();
     Gateway::new(

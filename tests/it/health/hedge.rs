@@ -3,7 +3,6 @@
 //! about its provider (no failure counted), instead of failing over after the HTTP timeout.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use livechain::breaker::{Breaker, BreakerState, SystemClock};
 use livechain::config::{BreakerConfig, HealthConfig};
@@ -27,14 +26,7 @@ fn provider_set(devnet: &support::TestDevnet) -> (ProviderSet, ChainHealth) {
             priority: i as u32,
             breaker: Breaker::new(BreakerConfig::default()),
         });
-        list.push(ChainProvider {
-            index: i as u8,
-            id,
-            http,
-            ws_url: None,
-            priority: i as u32,
-            batches: Arc::new(AtomicBool::new(true)),
-        });
+        list.push(ChainProvider::new(i as u8, id, http, None, i as u32));
     }
     let config = HealthConfig {
         max_lag_blocks: 5,
@@ -57,7 +49,7 @@ async fn a_hung_provider_is_hedged_not_waited_for() {
     faults(&devnet, 0).set_stalled(true);
     let calls = [Request::block(1).expect("request")];
     let (served, answers) = set
-        .batch_from(0, None, &calls)
+        .batch_from(0, None, 0, &calls)
         .await
         .expect("answered by the other provider");
     assert_eq!(served, 1, "provider 1 answered");
@@ -89,10 +81,13 @@ async fn the_provider_to_avoid_is_asked_last_even_when_it_alone_is_healthy() {
     );
     let calls = [Request::block(1).expect("request")];
     for start in 0..2 {
-        let (served, _) = set.batch_from(start, None, &calls).await.expect("answered");
+        let (served, _) = set
+            .batch_from(start, None, 0, &calls)
+            .await
+            .expect("answered");
         assert_eq!(served, 0, "the healthy one first (start {start})");
         let (served, answers) = set
-            .batch_from(start, Some(0), &calls)
+            .batch_from(start, Some(0), 0, &calls)
             .await
             .expect("answered");
         assert_eq!(served, 1, "the one to avoid last (start {start})");

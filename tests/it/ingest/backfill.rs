@@ -49,6 +49,58 @@ async fn range_sync_halves_refused_ranges_until_accepted() {
     app.stop().await;
 }
 
+/// Each provider's `range_limit` from `/v1/providers`, by id.
+async fn provider_limits(app: &TestApp) -> Vec<(String, u64)> {
+    let (status, body) = support::get_json(&app.url("/v1/providers")).await;
+    assert_eq!(status, 200, "{body}");
+    body["providers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["chain"] == CHAIN)
+        .map(|p| {
+            let limit = p["range_limit"].as_u64();
+            let limit = limit.unwrap_or_else(|| panic!("no range_limit in {p}"));
+            (p["id"].as_str().unwrap_or("?").to_owned(), limit)
+        })
+        .collect()
+}
+
+/// One provider refusing long ranges learns its own limit; the other keeps its own and is
+/// asked the long ranges, so the chain's ranges stay long and the history is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_refusing_long_ranges_gets_its_own_limit() {
+    const LIMIT: u64 = 50;
+    let devnet = devnet(2, 50, 1_500).await;
+    devnet
+        .faults(0)
+        .expect("provider 0")
+        .set_max_logs_range(Some(LIMIT));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("livechain.db");
+    let app = start(&devnet, &db).await;
+
+    let target = 1_500 + 10;
+    wait_reported(&app, target).await;
+    let checkpoint = wait_committed(&db, target).await;
+    let stored = api_rows(&app.base).await;
+    verify(&devnet, &stored, checkpoint);
+
+    let limits = provider_limits(&app).await;
+    let limit_of = |id: &str| limits.iter().find(|(p, _)| p == id).map(|(_, l)| *l);
+    let p0 = limit_of("p0").unwrap_or_else(|| panic!("p0 in {limits:?}"));
+    // Halved below each range it refused; once below the chain's ranges it is asked them last,
+    // so it may stop above its true limit: it refused, and never more than that.
+    assert!(p0 <= 128, "p0 learned {p0}: {limits:?}");
+    assert_eq!(limit_of("p1"), Some(256), "p1 refused nothing: {limits:?}");
+    let chain = range_limit(&app).await;
+    assert!(
+        chain > LIMIT,
+        "the chain's ranges stay longer than p0's limit: {chain}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_meets_live_with_neither_gap_nor_duplicate() {
     const HISTORY: u64 = 400;
