@@ -254,3 +254,37 @@ async fn a_backfill_shows_its_progress_and_survives_a_restart() {
         app.stop().await;
     }
 }
+
+/// An idle node's socket stays up through a backfill several times longer than the stall
+/// timeout: a stream with nothing to deliver is not a stalled one while its node's head is the
+/// best head (the watchdog once recycled it in the middle of every long backfill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_nodes_socket_stays_up_through_a_long_backfill() {
+    const HISTORY: u64 = 2_000;
+    // No block during the test: the node's stream has nothing to deliver.
+    let devnet = devnet(1, 600_000, HISTORY).await;
+    let faults = devnet.faults(0).expect("provider 0");
+    faults.set_max_logs_range(Some(25));
+    faults.set_latency_ms(40);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("idle.db");
+    let yaml = support::service_yaml(&devnet, &db).replace("- id: p", "- id: idle-p")
+        + "health: { stall_timeout: 500 }\n";
+    let app = support::start_app(support::parse_config(&yaml)).await;
+
+    let started = std::time::Instant::now();
+    wait_reported(&app, HISTORY).await;
+    let took = started.elapsed();
+    let checkpoint = wait_committed(&db, HISTORY).await;
+    verify(&devnet, &api_rows(&app.base).await, checkpoint);
+    assert!(
+        took > std::time::Duration::from_secs(2),
+        "the backfill must outlast the stall timeout several times to mean anything: {took:?}"
+    );
+    assert_eq!(
+        reconnects(&app, "idle-p0").await,
+        0,
+        "the socket was recycled during a {took:?} backfill"
+    );
+    app.stop().await;
+}
