@@ -1,5 +1,9 @@
 # Multi-stage build: compile in the Rust image, run as a non-root user in a slim runtime.
 FROM rust:1.95-slim-bookworm AS build
+# make: the allocator's C library (jemalloc) builds with it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make=4.3-4.1 \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

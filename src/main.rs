@@ -12,6 +12,9 @@ use livechain::devnet::Devnet;
 use livechain::store::{DatabaseLock, Store};
 use livechain::{app, console, shutdown, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
