@@ -6,9 +6,12 @@
 //! time, or opens connections and sends nothing, holds a socket and a task forever; here hyper
 //! gets a timer and `server.header_timeout`, which since hyper 1.6 also bounds the idle time
 //! between two requests of a keep-alive connection (an upgraded WebSocket is no longer HTTP and
-//! is not affected).
+//! is not affected). hyper's HTTP/2 has no such limit: an HTTP/2 connection with no request in
+//! flight for the same time is sent a GOAWAY here, and dropped if the peer does not close in
+//! turn.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -38,9 +42,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     // CONNECT protocol: WebSocket over HTTP/2.
+    // Pings find a peer that vanished while a request was in flight.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout)
         .enable_connect_protocol();
     let connections = TaskTracker::new();
     loop {
@@ -96,10 +103,22 @@ async fn connection(
         tracing::debug!(%peer, "closed a connection that sent nothing in time");
         return;
     }
+    let (activity, watching) = watch::channel(Activity::default());
+    let activity = Arc::new(activity);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let in_flight = InFlight::start(&activity, request.method() == hyper::Method::CONNECT);
         // The gateway and the access rules know each caller by address.
         request.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(request.map(Body::new))
+        let answer = router.clone().oneshot(request.map(Body::new));
+        async move {
+            let answer = answer.await?;
+            Ok::<_, std::convert::Infallible>(answer.map(|body| {
+                Body::new(Sending {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
     tokio::pin!(conn);
@@ -108,6 +127,15 @@ async fn connection(
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = idle(watching, header_timeout) => {
+            metrics::counter!(m::API_TIMEOUTS, "kind" => "idle").increment(1);
+            tracing::debug!(%peer, "closing a connection idle for server.header_timeout");
+            conn.as_mut().graceful_shutdown();
+            // An HTTP/2 peer that never acknowledges the GOAWAY's ping is dropped.
+            tokio::time::timeout(header_timeout, conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
         }
     };
     if let Err(err) = result {
@@ -120,5 +148,85 @@ async fn connection(
         } else {
             tracing::trace!(%peer, error = %err, "an API connection ended with an error");
         }
+    }
+}
+
+/// What one connection is doing, watched to close it once idle (every change restarts the idle
+/// time).
+#[derive(Debug, Default, Clone, Copy)]
+struct Activity {
+    /// Requests whose answer is not yet sent.
+    in_flight: usize,
+    /// A request opened a tunnel (a WebSocket over HTTP/2): the tunnel's own timeouts govern
+    /// the connection from then on.
+    tunnel: bool,
+}
+
+/// One request in flight; its drop (its answer sent, or the request cancelled) counts it out.
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn start(activity: &Arc<watch::Sender<Activity>>, tunnel: bool) -> Self {
+        activity.send_modify(|a| {
+            a.in_flight += 1;
+            a.tunnel |= tunnel;
+        });
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|a| a.in_flight = a.in_flight.saturating_sub(1));
+    }
+}
+
+/// Resolves once the connection has had no request in flight for `limit`; never while it
+/// carries a tunnel.
+async fn idle(mut watching: watch::Receiver<Activity>, limit: Duration) {
+    loop {
+        let now = *watching.borrow_and_update();
+        if now.tunnel {
+            return std::future::pending().await;
+        }
+        let changed = if now.in_flight > 0 {
+            Ok(watching.changed().await)
+        } else {
+            tokio::time::timeout(limit, watching.changed()).await
+        };
+        match changed {
+            Err(_) => return,
+            Ok(Ok(())) => {}
+            // The connection's side is gone: it is closing anyway.
+            Ok(Err(_)) => return std::future::pending().await,
+        }
+    }
+}
+
+/// An answer's body on its way out, holding its request in flight until the last byte is sent
+/// (or the peer goes): a slow download is not an idle connection.
+struct Sending {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Sending {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

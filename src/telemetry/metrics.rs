@@ -124,7 +124,7 @@ pub fn zero_global_series() {
     }
     counter!(STREAM_LAGGED).increment(0);
     counter!(STREAM_CATCHUPS).increment(0);
-    for kind in ["header", "body", "query"] {
+    for kind in ["header", "idle", "body", "query"] {
         counter!(API_TIMEOUTS, "kind" => kind).increment(0);
     }
     for reason in ["full", "per_client"] {
@@ -411,7 +411,7 @@ pub fn describe_all() {
     );
     describe_counter!(
         API_TIMEOUTS,
-        "API connections closed for sending no complete request headers within server.header_timeout (kind header: slow or idle clients), requests whose body took longer than server.body_timeout (kind body), /v1/events pages stopped at server.query_timeout (kind query)"
+        "API connections closed for sending no complete request headers within server.header_timeout (kind header: slow or silent clients), connections with no request in flight for server.header_timeout (kind idle), requests whose body took longer than server.body_timeout (kind body), /v1/events pages stopped at server.query_timeout (kind query)"
     );
     describe_counter!(
         STREAM_CATCHUPS,

@@ -1,8 +1,9 @@
 //! Slow and idle clients over raw sockets: headers sent a byte at a time (slowloris), a
-//! connection that never sends a request, a keep-alive connection left idle, a gateway body
-//! that never completes. `server.header_timeout` closes the first three and
-//! `server.body_timeout` answers the last with a 408; a stream subscriber that only listens is
-//! not a slow client and stays.
+//! connection that never sends a request, a keep-alive connection left idle, an HTTP/2
+//! connection left idle, a gateway body that never completes. `server.header_timeout` closes
+//! the first four and `server.body_timeout` answers the last with a 408; a stream subscriber
+//! that only listens is not a slow client and stays, nor is an HTTP/2 request whose body is
+//! still coming.
 
 use std::time::Instant;
 
@@ -156,5 +157,73 @@ async fn a_page_past_server_query_timeout_is_refused_422() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("server.query_timeout"), "{message}");
     assert!(timeouts(&app, "query").await >= 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_one_with_a_request_in_flight_is_not() {
+    let devnet = support::devnet(1, 100, 1, 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = support::service_yaml(&devnet, &dir.path().join("h2.db")).replace(
+        "server: { listen: \"127.0.0.1:0\" }",
+        "server: { listen: \"127.0.0.1:0\", header_timeout: 1s, body_timeout: 10s }",
+    );
+    let app = support::start_app(support::parse_config(&yaml)).await;
+    let before = timeouts(&app, "idle").await;
+
+    // A peer that speaks HTTP/2 (preface and settings), opens no stream and answers no ping.
+    let mut silent = connect(&app).await;
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("write the preface");
+    until_closed(&mut silent).await;
+
+    // A client whose request body takes longer than the idle time: answered, then closed once
+    // idle.
+    let tcp = connect(&app).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    let parts = [
+        r#"{"jsonrpc":"2.0","id":7,"#,
+        r#""method":"eth_chainId","params":[]}"#,
+    ];
+    let body = futures_util::stream::unfold(0, move |i| async move {
+        let part = parts.get(i)?;
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        Some((Ok::<_, std::io::Error>(*part), i + 1))
+    });
+    let request = axum::http::Request::post(format!("{}/rpc/{CHAIN}", app.base))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(body))
+        .expect("a request");
+    let answer = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("answered over the connection");
+    assert_eq!(answer.status(), 200);
+    let bytes = axum::body::to_bytes(axum::body::Body::new(answer.into_body()), 1 << 20)
+        .await
+        .expect("the answer's body");
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(answer["id"], 7, "{answer}");
+    assert!(answer["result"].is_string(), "{answer}");
+    // The client keeps its side open: only the server can end the connection.
+    let ended = tokio::time::timeout(WAIT, conn).await;
+    assert!(
+        ended.is_ok(),
+        "the idle HTTP/2 connection stayed open for {WAIT:?}"
+    );
+    drop(sender);
+
+    let closed = timeouts(&app, "idle").await - before;
+    assert!(closed >= 2.0, "{closed} idle timeouts counted");
     app.stop().await;
 }
