@@ -20,7 +20,8 @@
 //!   starts at its first event. A range retention pruned before its check is counted apart.
 //!
 //! At the start and then each minute (`common::soak_record`) it samples the service: resident
-//! memory (`VmRSS`), open descriptors (`/proc/<pid>/fd`), threads, tokio tasks
+//! memory (`VmRSS`, read every second; a minute's value is the median of its reads, their
+//! lowest and highest kept beside it), open descriptors (`/proc/<pid>/fd`), threads, tokio tasks
 //! (`livechain_runtime_tasks`), the database's main file and WAL on disk, events stored per
 //! second over the minute, open stream connections; one stderr line per sample
 //! (`soak sample: …`), and at the end `target/soak/soak.csv` and `target/soak/soak.svg` (one
@@ -32,8 +33,8 @@
 //! fds_drift_pct=<%> db_mb_max=<MiB> wal_mb_max=<MiB> clients_sessions=<n> spans_verified=<n>
 //! events_compared=<n> mismatches=<n> log_errors=<n>`
 //! - `rate`: events stored per second over the run (`livechain_events_stored_total`);
-//! - `rss_drift_pct`/`fds_drift_pct`: the largest distance of a sample from the mean of the
-//!   samples of the last two thirds of the run, in % of that mean;
+//! - `rss_drift_pct`/`fds_drift_pct`: the largest distance of a sample (RSS: a minute's median)
+//!   from the mean of the samples of the last two thirds of the run, in % of that mean;
 //! - `db_mb_max`/`wal_mb_max`: the largest main file and WAL, sampled every second;
 //! - `spans_verified`/`events_compared`/`mismatches`: sessions' ranges compared with the
 //!   database, the stored events they held, and the ranges that differed;
@@ -53,7 +54,9 @@
 mod common;
 
 use common::soak::{Counters, Pace, Pool};
-use common::soak_record::{self, MIB, Sample, drift_pct, file_bytes, log_levels, settled, wal_of};
+use common::soak_record::{
+    self, MIB, Sample, drift_pct, file_bytes, log_levels, rss_mib, settled, wal_of,
+};
 use common::tail::{self, DevnetThread, STEP_TIMEOUT};
 use common::{run_bounded, service_binary, start_service};
 
@@ -162,7 +165,16 @@ async fn run(plan: &Plan, devnet: Devnet) -> anyhow::Result<()> {
         .no_proxy()
         .build()?;
     let metrics_url = format!("{api}/metrics");
-    let before = Sample::take(&http, &metrics_url, pid, &db, &Counters::default(), None).await?;
+    let before = Sample::take(
+        &http,
+        &metrics_url,
+        pid,
+        &db,
+        &Counters::default(),
+        None,
+        &[],
+    )
+    .await?;
     let contracts: Vec<String> = devnet.contracts().iter().map(|a| a.to_string()).collect();
     let pool = Pool::start(&api, &contracts, plan.clients, plan.pace.clone(), SEED)?;
     let counters = pool.counters.clone();
@@ -173,7 +185,7 @@ async fn run(plan: &Plan, devnet: Devnet) -> anyhow::Result<()> {
     finished?;
     // What the sessions held should be back once they are gone: a leak per session stays.
     tokio::time::sleep(SETTLE).await;
-    let after = Sample::take(&http, &metrics_url, pid, &db, &counters, None).await?;
+    let after = Sample::take(&http, &metrics_url, pid, &db, &counters, None, &[]).await?;
     let log = dir.path().join("service.log");
     let (errors, warns, lines) = log_levels(&log);
     let kept = out.join(format!("{}-service.log", plan.stem));
@@ -308,20 +320,26 @@ async fn record(
     counters: &Counters,
 ) -> anyhow::Result<(Vec<Sample>, Peaks)> {
     let mut peaks = Peaks::default();
-    let first = Sample::take(http, metrics_url, pid, db, counters, None).await?;
+    let first = Sample::take(http, metrics_url, pid, db, counters, None, &[]).await?;
     eprintln!("{}", first.line());
     let mut samples = vec![first];
     let second = Duration::from_secs(1);
     let every = (plan.sample_every.as_secs().max(1)) as usize;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+    let mut rss_reads = Vec::with_capacity(every);
     for n in 1..=plan.duration.as_secs() as usize {
         tick.tick().await;
         peaks.db_mib = peaks.db_mib.max(file_bytes(db) / MIB);
         peaks.wal_mib = peaks.wal_mib.max(file_bytes(&wal_of(db)) / MIB);
         if n % every == 0 {
-            let sample = Sample::take(http, metrics_url, pid, db, counters, samples.last()).await?;
+            let previous = samples.last();
+            let sample =
+                Sample::take(http, metrics_url, pid, db, counters, previous, &rss_reads).await?;
+            rss_reads.clear();
             eprintln!("{}", sample.line());
             samples.push(sample);
+        } else {
+            rss_reads.push(rss_mib(pid)?);
         }
     }
     Ok((samples, peaks))

@@ -19,7 +19,11 @@ pub struct Sample {
     pub at: Instant,
     /// Minutes since the first sample.
     pub minute: f64,
+    /// `VmRSS`: the median of the one-second reads since the previous sample (a single read
+    /// can land on a burst: a replay page, a commit), and the lowest and highest of them.
     pub rss_mib: f64,
+    pub rss_min_mib: f64,
+    pub rss_max_mib: f64,
     pub fds: f64,
     pub threads: f64,
     /// `livechain_runtime_tasks`; `None` from a build without it.
@@ -56,6 +60,7 @@ impl Sample {
         db: &Path,
         counters: &Counters,
         previous: Option<&Sample>,
+        rss_reads: &[f64],
     ) -> anyhow::Result<Sample> {
         let at = Instant::now();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -76,10 +81,16 @@ impl Sample {
             }
             None => (0.0, 0.0, 0.0, 0.0),
         };
+        let now = status_kib(&status, "VmRSS:")? / 1024.0;
+        let mut reads = rss_reads.to_vec();
+        reads.push(now);
+        reads.sort_by(f64::total_cmp);
         Ok(Sample {
             at,
             minute,
-            rss_mib: status_kib(&status, "VmRSS:")? / 1024.0,
+            rss_mib: reads[reads.len() / 2],
+            rss_min_mib: reads[0],
+            rss_max_mib: reads[reads.len() - 1],
             fds,
             threads: status_kib(&status, "Threads:")?,
             tasks: text
@@ -109,12 +120,14 @@ impl Sample {
     /// The sample's stderr line.
     pub fn line(&self) -> String {
         format!(
-            "soak sample: minute={:.2} rss_mb={:.1} fds={:.0} threads={:.0} tasks={} db_mb={:.1} \
+            "soak sample: minute={:.2} rss_mb={:.1} (reads {:.1}-{:.1}) fds={:.0} threads={:.0} tasks={} db_mb={:.1} \
              wal_mb={:.1} stored_per_s={:.0} head={:.0} lag_blocks={:.0} retained={:.0} pruned={:.0} \
              cores_service={:.2} cores_bench={:.2} clients_connected={} stream_connections={:.0} \
              sessions={} spans_verified={} mismatches={}",
             self.minute,
             self.rss_mib,
+            self.rss_min_mib,
+            self.rss_max_mib,
             self.fds,
             self.threads,
             self.tasks.map_or("-".into(), |t| format!("{t:.0}")),
@@ -134,6 +147,12 @@ impl Sample {
             self.mismatches,
         )
     }
+}
+
+/// The process's resident memory now, in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status_kib(&status, "VmRSS:")? / 1024.0)
 }
 
 /// A numeric field of `/proc/<pid>/status` (`VmRSS:` in KiB, `Threads:` a count).
@@ -178,7 +197,7 @@ pub fn settled(samples: &[Sample]) -> &[Sample] {
 
 pub fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
     let mut csv = String::from(
-        "minute,rss_mb,fds,threads,tasks,db_mb,wal_mb,stored_per_s,head,lag_blocks,retained,pruned,\
+        "minute,rss_mb,rss_min_mb,rss_max_mb,fds,threads,tasks,db_mb,wal_mb,stored_per_s,head,lag_blocks,retained,pruned,\
          cores_service,cores_bench,clients_connected,stream_connections,sessions,spans_verified,\
          mismatches\n",
     );
@@ -186,9 +205,11 @@ pub fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
         let tasks = s.tasks.map_or(String::new(), |t| format!("{t:.0}"));
         writeln!(
             csv,
-            "{:.2},{:.1},{:.0},{:.0},{tasks},{:.1},{:.1},{:.0},{:.0},{:.0},{:.0},{:.0},{:.2},{:.2},{},{:.0},{},{},{}",
+            "{:.2},{:.1},{:.1},{:.1},{:.0},{:.0},{tasks},{:.1},{:.1},{:.0},{:.0},{:.0},{:.0},{:.0},{:.2},{:.2},{},{:.0},{},{},{}",
             s.minute,
             s.rss_mib,
+            s.rss_min_mib,
+            s.rss_max_mib,
             s.fds,
             s.threads,
             s.db_mib,
