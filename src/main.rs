@@ -15,6 +15,21 @@ use livechain::{app, console, shutdown, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read once at its start: freed pages go back to the OS within about a
+/// second, purged by a background thread rather than by whichever thread allocates next, so
+/// resident memory follows what is in use. `_RJEM_MALLOC_CONF` in the environment overrides it.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static malloc_conf: MallocConf =
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// A C string's address, as jemalloc reads `malloc_conf` (`const char *`).
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a string literal, never written; jemalloc only reads it.
+unsafe impl Sync for MallocConf {}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

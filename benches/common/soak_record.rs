@@ -24,6 +24,8 @@ pub struct Sample {
     pub rss_mib: f64,
     pub rss_min_mib: f64,
     pub rss_max_mib: f64,
+    /// `livechain_sqlite_memory_bytes` in MiB (0 from a build without it).
+    pub sqlite_mib: f64,
     pub fds: f64,
     pub threads: f64,
     /// `livechain_runtime_tasks`; `None` from a build without it.
@@ -91,6 +93,7 @@ impl Sample {
             rss_mib: reads[reads.len() / 2],
             rss_min_mib: reads[0],
             rss_max_mib: reads[reads.len() - 1],
+            sqlite_mib: metric(&text, "livechain_sqlite_memory_bytes") / MIB,
             fds,
             threads: status_kib(&status, "Threads:")?,
             tasks: text
@@ -120,7 +123,7 @@ impl Sample {
     /// The sample's stderr line.
     pub fn line(&self) -> String {
         format!(
-            "soak sample: minute={:.2} rss_mb={:.1} (reads {:.1}-{:.1}) fds={:.0} threads={:.0} tasks={} db_mb={:.1} \
+            "soak sample: minute={:.2} rss_mb={:.1} (reads {:.1}-{:.1}) sqlite_mb={:.1} fds={:.0} threads={:.0} tasks={} db_mb={:.1} \
              wal_mb={:.1} stored_per_s={:.0} head={:.0} lag_blocks={:.0} retained={:.0} pruned={:.0} \
              cores_service={:.2} cores_bench={:.2} clients_connected={} stream_connections={:.0} \
              sessions={} spans_verified={} mismatches={}",
@@ -128,6 +131,7 @@ impl Sample {
             self.rss_mib,
             self.rss_min_mib,
             self.rss_max_mib,
+            self.sqlite_mib,
             self.fds,
             self.threads,
             self.tasks.map_or("-".into(), |t| format!("{t:.0}")),
@@ -197,7 +201,7 @@ pub fn settled(samples: &[Sample]) -> &[Sample] {
 
 pub fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
     let mut csv = String::from(
-        "minute,rss_mb,rss_min_mb,rss_max_mb,fds,threads,tasks,db_mb,wal_mb,stored_per_s,head,lag_blocks,retained,pruned,\
+        "minute,rss_mb,rss_min_mb,rss_max_mb,sqlite_mb,fds,threads,tasks,db_mb,wal_mb,stored_per_s,head,lag_blocks,retained,pruned,\
          cores_service,cores_bench,clients_connected,stream_connections,sessions,spans_verified,\
          mismatches\n",
     );
@@ -205,11 +209,12 @@ pub fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
         let tasks = s.tasks.map_or(String::new(), |t| format!("{t:.0}"));
         writeln!(
             csv,
-            "{:.2},{:.1},{:.1},{:.1},{:.0},{:.0},{tasks},{:.1},{:.1},{:.0},{:.0},{:.0},{:.0},{:.0},{:.2},{:.2},{},{:.0},{},{},{}",
+            "{:.2},{:.1},{:.1},{:.1},{:.1},{:.0},{:.0},{tasks},{:.1},{:.1},{:.0},{:.0},{:.0},{:.0},{:.0},{:.2},{:.2},{},{:.0},{},{},{}",
             s.minute,
             s.rss_mib,
             s.rss_min_mib,
             s.rss_max_mib,
+            s.sqlite_mib,
             s.fds,
             s.threads,
             s.db_mib,

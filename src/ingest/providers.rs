@@ -106,14 +106,12 @@ impl ProviderSet {
 
     /// `index` refused a range of `blocks` blocks as too large: its limit becomes half of that
     /// (not of its limit: several ranges in flight may be refused for one limit), at least one.
-    /// Its limit now.
-    pub fn refused_range(&self, index: ProviderIndex, blocks: u64) -> u64 {
-        let Some(provider) = self.by_index(usize::from(index)) else {
-            return self.range_limit();
-        };
+    /// Its limit now; `None` for an index not in the set.
+    pub fn refused_range(&self, index: ProviderIndex, blocks: u64) -> Option<u64> {
+        let provider = self.by_index(usize::from(index))?;
         let half = (blocks / 2).max(1);
         let before = provider.range_limit.fetch_min(half, Ordering::Relaxed);
-        before.min(half)
+        Some(before.min(half))
     }
 
     /// The order to try providers in: [`ChainHealth::ranked`], its healthy head rotated by

@@ -63,6 +63,14 @@ pub use reset::Reset;
 pub use retention::{Held, Mark, PruneTarget, Pruned};
 pub use stats::{LATENESS_BUCKETS, ProviderStats};
 
+/// Heap bytes SQLite holds across every connection of the process: page caches (bounded by
+/// the `cache_size` of each), schemas, prepared statements.
+pub fn sqlite_memory_bytes() -> i64 {
+    // SAFETY: takes no arguments and reads SQLite's own counter under its own mutex; callable
+    // from any thread at any time, before or after any connection exists.
+    unsafe { libsqlite3_sys::sqlite3_memory_used() }
+}
+
 /// How long a connection waits for a lock held by another connection or process before
 /// failing with `SQLITE_BUSY` (then [`StoreError::is_busy`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -86,6 +86,7 @@ pub const PROCESS_RESTARTS: &str = "livechain_process_restarts_total";
 pub const HTTP_REQUESTS: &str = "livechain_http_requests_total";
 pub const STREAM_CONNECTIONS: &str = "livechain_stream_connections";
 pub const RUNTIME_TASKS: &str = "livechain_runtime_tasks";
+pub const SQLITE_MEMORY: &str = "livechain_sqlite_memory_bytes";
 pub const STREAM_LAGGED: &str = "livechain_stream_lagged_total";
 pub const STREAM_CATCHUPS: &str = "livechain_stream_catchups_total";
 pub const API_REFUSED: &str = "livechain_api_refused_total";
@@ -404,6 +405,11 @@ pub fn describe_all() {
     describe_gauge!(
         RUNTIME_TASKS,
         "Tasks alive in the service's tokio runtime, read at each scrape"
+    );
+    describe_gauge!(
+        SQLITE_MEMORY,
+        Unit::Bytes,
+        "Heap memory SQLite holds across every connection (page caches, schemas, prepared statements), read at each scrape"
     );
     describe_counter!(
         API_REFUSED,

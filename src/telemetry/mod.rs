@@ -84,7 +84,8 @@ pub async fn run_upkeep(handle: &'static PrometheusHandle, shutdown: Cancellatio
 }
 
 /// Refreshes the `process_*` gauges (memory, file descriptors, CPU, threads) from the
-/// operating system, and the runtime's task count; called on each scrape of `/metrics`.
+/// operating system, the runtime's task count and SQLite's heap; called on each scrape of
+/// `/metrics`.
 pub fn collect_process_metrics() {
     static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
     COLLECTOR
@@ -100,4 +101,5 @@ pub fn collect_process_metrics() {
         let tasks = runtime.metrics().num_alive_tasks();
         ::metrics::gauge!(self::metrics::RUNTIME_TASKS).set(tasks as f64);
     }
+    ::metrics::gauge!(self::metrics::SQLITE_MEMORY).set(crate::store::sqlite_memory_bytes() as f64);
 }

@@ -349,7 +349,9 @@ impl Run {
                     None => providers.all().iter().map(|p| p.index).collect(),
                 };
                 for p in refused {
-                    let limit = providers.refused_range(p, ask.len());
+                    let Some(limit) = providers.refused_range(p, ask.len()) else {
+                        continue;
+                    };
                     tracing::info!(chain = %self.sync.chain, provider = %providers.id(p), limit, error = %err, "provider refused the range; halving its range limit");
                 }
                 self.schedule.set_limit(providers.range_limit());
