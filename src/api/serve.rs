@@ -7,8 +7,9 @@
 //! gets a timer and `server.header_timeout`, which since hyper 1.6 also bounds the idle time
 //! between two requests of a keep-alive connection (an upgraded WebSocket is no longer HTTP and
 //! is not affected). hyper's HTTP/2 has no such limit: an HTTP/2 connection with no request in
-//! flight for the same time is sent a GOAWAY here, and dropped if the peer does not close in
-//! turn.
+//! flight for the same time is sent a GOAWAY here (which tells the client which requests it
+//! may retry elsewhere, where closing an idle HTTP/1 connection races a request the client is
+//! sending), and dropped if the peer does not close in turn.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,15 +95,11 @@ async fn connection(
     }
     // hyper's header timeout starts once it knows the protocol, which takes the first bytes:
     // a connection that sends none is closed here.
-    let mut first = [0u8; 1];
-    if !matches!(
-        tokio::time::timeout(header_timeout, tcp.peek(&mut first)).await,
-        Ok(Ok(1..))
-    ) {
+    let Ok(Some(http2)) = tokio::time::timeout(header_timeout, is_http2(&tcp)).await else {
         metrics::counter!(m::API_TIMEOUTS, "kind" => "header").increment(1);
         tracing::debug!(%peer, "closed a connection that sent nothing in time");
         return;
-    }
+    };
     let (activity, watching) = watch::channel(Activity::default());
     let activity = Arc::new(activity);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -128,7 +125,7 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        () = idle(watching, header_timeout) => {
+        () = idle(watching, header_timeout), if http2 => {
             metrics::counter!(m::API_TIMEOUTS, "kind" => "idle").increment(1);
             tracing::debug!(%peer, "closing a connection idle for server.header_timeout");
             conn.as_mut().graceful_shutdown();
@@ -148,6 +145,23 @@ async fn connection(
         } else {
             tracing::trace!(%peer, error = %err, "an API connection ended with an error");
         }
+    }
+}
+
+/// Whether the connection opens with HTTP/2's preface (prior knowledge, RFC 9113 §3.4) rather
+/// than an HTTP/1 request line: read without consuming, once its first three bytes are in.
+/// `None` if it closes first.
+async fn is_http2(tcp: &TcpStream) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI";
+    let mut first = [0u8; PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut first).await.ok().filter(|n| *n > 0)?;
+        if n == first.len() || !PREFACE.starts_with(&first[..n]) {
+            return Some(first[..n] == *PREFACE);
+        }
+        // "P" or "PR": POST, PUT and PATCH start so too; peek answers at once with what is
+        // there, so wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -57,6 +57,17 @@ async fn writer_and_readers_have_the_specified_pragmas() {
     store.close().await;
 }
 
+/// The memory gauge reads SQLite's own counter (on in the build sqlx links): an open store's
+/// connections hold schemas and caches. The counter is the process's, shared with the other
+/// tests running beside this one, so only its being counted at all is asserted.
+#[tokio::test]
+async fn sqlite_memory_counts_the_connections_heap() {
+    let (_dir, store) = open_temp().await;
+    let open = sqlite_memory_bytes();
+    assert!(open > 0, "an open store's connections hold memory: {open}");
+    store.close().await;
+}
+
 /// Late copies merge into their rows through the identity index, one search each, whatever the
 /// number of rows: never a scan of `events`.
 #[tokio::test]

@@ -417,7 +417,7 @@ pub fn describe_all() {
     );
     describe_counter!(
         API_TIMEOUTS,
-        "API connections closed for sending no complete request headers within server.header_timeout (kind header: slow or silent clients), connections with no request in flight for server.header_timeout (kind idle), requests whose body took longer than server.body_timeout (kind body), /v1/events pages stopped at server.query_timeout (kind query)"
+        "API connections closed for sending no complete request headers within server.header_timeout (kind header: slow or silent clients), HTTP/2 connections with no request in flight for server.header_timeout (kind idle), requests whose body took longer than server.body_timeout (kind body), /v1/events pages stopped at server.query_timeout (kind query)"
     );
     describe_counter!(
         STREAM_CATCHUPS,
