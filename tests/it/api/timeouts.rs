@@ -15,9 +15,14 @@ use super::*;
 
 /// The service with a 1 s header timeout and a 1 s body timeout.
 async fn start(devnet: &TestDevnet, dir: &std::path::Path) -> TestApp {
+    start_with(devnet, dir, "header_timeout: 1s, body_timeout: 1s").await
+}
+
+/// The service with `server` keys beside its loopback listener.
+async fn start_with(devnet: &TestDevnet, dir: &std::path::Path, server: &str) -> TestApp {
     let yaml = support::service_yaml(devnet, &dir.join("t.db")).replace(
         "server: { listen: \"127.0.0.1:0\" }",
-        "server: { listen: \"127.0.0.1:0\", header_timeout: 1s, body_timeout: 1s }",
+        &format!("server: {{ listen: \"127.0.0.1:0\", {server} }}"),
     );
     support::start_app(support::parse_config(&yaml)).await
 }
@@ -138,11 +143,7 @@ async fn a_gateway_body_that_never_completes_is_answered_408() {
 async fn a_page_past_server_query_timeout_is_refused_422() {
     let devnet = support::devnet(1, 100, 5, 60).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = support::service_yaml(&devnet, &dir.path().join("q.db")).replace(
-        "server: { listen: \"127.0.0.1:0\" }",
-        "server: { listen: \"127.0.0.1:0\", query_timeout: 1ns }",
-    );
-    let app = support::start_app(support::parse_config(&yaml)).await;
+    let app = start_with(&devnet, dir.path(), "query_timeout: 1ns").await;
     support::wait_for(WAIT, POLL, || async {
         support::checkpoint(&app.base, CHAIN)
             .await
@@ -164,11 +165,7 @@ async fn a_page_past_server_query_timeout_is_refused_422() {
 async fn an_idle_http2_connection_is_closed_and_one_with_a_request_in_flight_is_not() {
     let devnet = support::devnet(1, 100, 1, 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = support::service_yaml(&devnet, &dir.path().join("h2.db")).replace(
-        "server: { listen: \"127.0.0.1:0\" }",
-        "server: { listen: \"127.0.0.1:0\", header_timeout: 1s, body_timeout: 10s }",
-    );
-    let app = support::start_app(support::parse_config(&yaml)).await;
+    let app = start_with(&devnet, dir.path(), "header_timeout: 1s, body_timeout: 10s").await;
     let before = timeouts(&app, "idle").await;
 
     // A peer that speaks HTTP/2 (preface and settings), opens no stream and answers no ping.
