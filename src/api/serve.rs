@@ -100,21 +100,26 @@ async fn connection(
         tracing::debug!(%peer, "closed a connection that sent nothing in time");
         return;
     };
+    // Only HTTP/2 connections are watched for idleness: HTTP/1 answers go out unwrapped.
     let (activity, watching) = watch::channel(Activity::default());
-    let activity = Arc::new(activity);
+    let activity = http2.then(|| Arc::new(activity));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        let in_flight = InFlight::start(&activity, request.method() == hyper::Method::CONNECT);
+        let tunnel = request.method() == hyper::Method::CONNECT;
+        let in_flight = activity.as_ref().map(|a| InFlight::start(a, tunnel));
         // The gateway and the access rules know each caller by address.
         request.extensions_mut().insert(ConnectInfo(peer));
         let answer = router.clone().oneshot(request.map(Body::new));
         async move {
             let answer = answer.await?;
-            Ok::<_, std::convert::Infallible>(answer.map(|body| {
-                Body::new(Sending {
-                    body,
-                    _in_flight: in_flight,
-                })
-            }))
+            Ok::<_, std::convert::Infallible>(match in_flight {
+                Some(in_flight) => answer.map(|body| {
+                    Body::new(Sending {
+                        body,
+                        _in_flight: in_flight,
+                    })
+                }),
+                None => answer,
+            })
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
