@@ -177,8 +177,13 @@ impl Store {
         let reader_options = common
             .read_only(true)
             .pragma("cache_size", (-READER_CACHE_KIB).to_string());
+        // Read connections live as long as the store: one reopened (sqlx closes them after 10
+        // idle minutes and at 30 minutes of age by default) starts with a cold page cache and
+        // no prepared statements, a latency step for its next pages and a churn in memory.
         let readers = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .test_before_acquire(false)
             .connect_with(reader_options)
             .await?;
