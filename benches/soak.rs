@@ -34,7 +34,8 @@
 //! events_compared=<n> mismatches=<n> log_errors=<n>`
 //! - `rate`: events stored per second over the run (`livechain_events_stored_total`);
 //! - `rss_drift_pct`/`fds_drift_pct`: the largest distance of a sample (RSS: a minute's median)
-//!   from the mean of the samples of the last two thirds of the run, in % of that mean;
+//!   from the mean of the samples of the last two thirds of the run (the 20 taken at the ends of
+//!   minutes 11–30 of a 30-minute run), in % of that mean;
 //! - `db_mb_max`/`wal_mb_max`: the largest main file and WAL, sampled every second;
 //! - `spans_verified`/`events_compared`/`mismatches`: sessions' ranges compared with the
 //!   database, the stored events they held, and the ranges that differed;

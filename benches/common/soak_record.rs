@@ -189,13 +189,16 @@ pub fn drift_pct(values: &[f64]) -> f64 {
     far / mean.abs().max(1e-9) * 100.0
 }
 
-/// The samples of the last two thirds of the run (the stretch the bar judges).
+/// The samples of the last two thirds of the run (the stretch the bar judges): those whose
+/// interval, from the sample before, lies within it. A sample summarises its interval (RSS is
+/// the median of the reads taken over it), so the one taken as the stretch begins is not in it.
 pub fn settled(samples: &[Sample]) -> &[Sample] {
     let end = samples.last().map_or(0.0, |s| s.minute);
+    // A quarter of an interval absorbs the sampler's timing jitter around the stretch's start.
     let from = samples
-        .iter()
-        .position(|s| s.minute >= end / 3.0)
-        .unwrap_or(0);
+        .windows(2)
+        .position(|w| w[0].minute >= end / 3.0 - (w[1].minute - w[0].minute) / 4.0)
+        .map_or(0, |before| before + 1);
     &samples[from..]
 }
 
