@@ -565,6 +565,9 @@ struct Timing {
     rps: f64,
 }
 
+/// The slowest requests printed per shape at concurrency 1 when `LIVECHAIN_QUERY_SLOWEST` is set.
+const SLOWEST: usize = 5;
+
 /// Sends `total` requests of `shape`, `concurrency` at a time, each with fresh parameters.
 async fn load(
     http: &reqwest::Client,
@@ -600,7 +603,7 @@ async fn load(
                 if !status.is_success() {
                     bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));
                 }
-                times.push(sent.elapsed().as_secs_f64() * 1e3);
+                times.push((sent.elapsed().as_secs_f64() * 1e3, url));
             }
             Ok::<_, anyhow::Error>(times)
         });
@@ -610,7 +613,13 @@ async fn load(
         times.extend(done.context("a load task")??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    times.sort_by(f64::total_cmp);
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if concurrency == 1 && std::env::var_os("LIVECHAIN_QUERY_SLOWEST").is_some() {
+        for (ms, url) in times.iter().rev().take(SLOWEST) {
+            eprintln!("query: slow {ms:.2} ms {url}");
+        }
+    }
+    let times: Vec<f64> = times.into_iter().map(|(ms, _)| ms).collect();
     Ok(Timing {
         p50_ms: quantile(&times, 0.50),
         p99_ms: quantile(&times, 0.99),
