@@ -12,17 +12,14 @@ use livechain::devnet::Devnet;
 use livechain::store::{DatabaseLock, Store};
 use livechain::{app, console, shutdown, telemetry};
 
-/// The whole process allocates with jemalloc: Rust through this, C code (SQLite's page caches)
-/// through `malloc`, which the crate's `unprefixed_malloc_on_supported_platforms` feature
-/// replaces, so one allocator's options govern what is given back to the OS.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read once at its start: freed pages go back to the OS within about a
 /// second, purged by a background thread rather than by whichever thread allocates next, so
-/// resident memory follows what is in use. `MALLOC_CONF` in the environment overrides it.
+/// resident memory follows what is in use. `_RJEM_MALLOC_CONF` in the environment overrides it.
 #[allow(non_upper_case_globals)]
-#[unsafe(export_name = "malloc_conf")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
 static malloc_conf: MallocConf =
     MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 

@@ -9,12 +9,16 @@
 //! memory from its read until it is written (without waiting), so the turns bound how many
 //! pages all sessions hold at once, however many catch up together.
 //!
-//! What ended sessions freed goes back to the OS without help: the process allocates with
-//! jemalloc, which returns freed pages within about a second (`src/main.rs`).
+//! When sessions end, the heap is trimmed once they have settled: glibc's malloc keeps what a
+//! burst of sessions freed in its arenas (300 idle clients left RSS ~30 MB above its baseline
+//! after they were gone; trimmed, 8 MB, what the store's page caches keep; see BENCHMARKS.md,
+//! "Idle stream clients").
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +33,10 @@ const RETRY_AFTER_SECS: &str = "5";
 /// read connections, so that REST pages always find the other half free (with every
 /// connection busy replaying, twenty resuming clients raised the REST p99 twentyfold).
 const REPLAY_TURNS: usize = 2;
+
+/// How long after a session ends the heap is trimmed: the rest of a burst ends meanwhile, and
+/// one trim serves them all.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
 
 /// Open sessions per counted client address, shared by the slots.
 type Clients = Arc<Mutex<HashMap<IpAddr, usize>>>;
@@ -73,7 +81,7 @@ pub struct StreamSlots {
     per_client: usize,
 }
 
-/// One open session's slot, given back when dropped.
+/// One open session's slot, given back when dropped (and the heap trimmed soon after).
 #[derive(Debug)]
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
@@ -92,6 +100,7 @@ impl Drop for Slot {
                 }
             }
         }
+        trim_soon();
     }
 }
 
@@ -188,6 +197,52 @@ impl StreamSlots {
         self.max - self.free.available_permits()
     }
 }
+
+/// A trim is scheduled and has not started yet.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Trims the heap [`TRIM_AFTER`] from now, unless a trim is already scheduled (this call joins
+/// it). Outside a Tokio runtime it does nothing.
+fn trim_soon() {
+    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // Clears the flag when dropped: after the wait, or with the task if its runtime stops first.
+    struct Pending;
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            TRIM_PENDING.store(false, Ordering::Release);
+        }
+    }
+    let pending = Pending;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(TRIM_AFTER).await;
+        // Cleared first: a session ending during the trim schedules the next one.
+        drop(pending);
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Gives the free pages of every malloc arena back to the OS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    let started = std::time::Instant::now();
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    tracing::debug!(
+        took_us = started.elapsed().as_micros() as u64,
+        "heap trimmed after stream sessions ended"
+    );
+}
+
+/// Other allocators (musl's, macOS's) are left to their own ways.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 #[cfg(test)]
 mod tests {
